@@ -1,0 +1,111 @@
+//! The gateway's configuration: only what the gateway needs (chat secrets,
+//! Postgres, Redis), never LLM or Accounting API credentials.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use shared::config::{ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret};
+
+/// Gateway settings; see `README.md` for the environment variables.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// Address of the webhook, health and metrics server. Default `0.0.0.0:8080`.
+    pub listen_addr: ListenAddr,
+    /// Postgres.
+    pub database: DatabaseConfig,
+    /// Redis.
+    pub redis: RedisConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Slack app.
+    pub slack: SlackConfig,
+    /// Reply delivery.
+    pub delivery: DeliveryConfig,
+}
+
+/// A socket address to listen on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ListenAddr(pub String);
+
+impl Default for ListenAddr {
+    fn default() -> Self {
+        Self("0.0.0.0:8080".to_owned())
+    }
+}
+
+/// Slack app settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlackConfig {
+    /// Signing secret of the Slack app (verifies Events API requests). Required.
+    #[serde(skip_serializing)]
+    pub signing_secret: SecretString,
+    /// Bot token (`xoxb-…`) for chat.postMessage. Required.
+    #[serde(skip_serializing)]
+    pub bot_token: SecretString,
+    /// Web API base URL. Default `https://slack.com/api`.
+    pub api_base_url: String,
+    /// Largest accepted webhook body, in bytes. Default 256 KiB.
+    pub max_body_bytes: usize,
+    /// Timeout of one Web API call, in seconds. Default 10.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            signing_secret: SecretString::default(),
+            bot_token: SecretString::default(),
+            api_base_url: "https://slack.com/api".to_owned(),
+            max_body_bytes: 256 * 1024,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_base_url", &self.api_base_url)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reply delivery settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// Deliveries run at once. Default 8.
+    pub concurrency: usize,
+    /// Attempts before a delivery is dead-lettered. Default 8.
+    pub max_attempts: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_attempts: 8,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks required settings and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.redis.validate()?;
+        require_secret("slack.signing_secret", &self.slack.signing_secret)?;
+        require_secret("slack.bot_token", &self.slack.bot_token)?;
+        require_http_url("slack.api_base_url", &self.slack.api_base_url)?;
+        if self.delivery.concurrency == 0 || self.delivery.max_attempts == 0 {
+            return Err(ConfigError {
+                field: "delivery",
+                problem: "concurrency and max_attempts must be at least 1",
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! The gateway's HTTP edge: webhooks, health, readiness and metrics.
+
+mod error;
+mod slack;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::access::queue::JobQueue;
+use shared::access::store::Store;
+use slack_morphism::SlackSigningSecret;
+
+pub use error::ApiError;
+
+use crate::manager::ingest::IngestManager;
+
+/// What the HTTP handlers need.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Records and enqueues inbound messages.
+    pub ingest: IngestManager,
+    /// For readiness.
+    pub store: Store,
+    /// For readiness.
+    pub queue: JobQueue,
+    /// Verifies Slack requests.
+    pub slack_signing_secret: Arc<SlackSigningSecret>,
+    /// Renders metrics.
+    pub metrics: PrometheusHandle,
+}
+
+/// The gateway's routes.
+pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/slack/events", post(slack::events))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<HttpState>) -> Result<&'static str, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|_| ApiError::Unavailable("postgres"))?;
+    state
+        .queue
+        .ping()
+        .await
+        .map_err(|_| ApiError::Unavailable("redis"))?;
+    Ok("ready")
+}
+
+async fn metrics(State(state): State<HttpState>) -> (StatusCode, String) {
+    (StatusCode::OK, state.metrics.render())
+}

@@ -1,0 +1,154 @@
+//! Slack Events API edge: verifies the signature on the raw body, then
+//! parses, normalizes and hands the message to the IngestManager.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+use shared::ids::Platform;
+use shared::telemetry::new_traceparent;
+use slack_morphism::events::{SlackEventCallbackBody, SlackMessageEventType, SlackPushEvent, SlackPushEventCallback};
+use slack_morphism::signature_verifier::{SlackEventSignatureVerifier, SlackEventSignatureVerifierError};
+use slack_morphism::SlackMessageSender;
+use tracing::Instrument;
+
+use super::{ApiError, HttpState};
+use crate::manager::ingest::InboundMessage;
+
+/// Longest message text accepted, in characters (Slack's own maximum).
+const MAX_TEXT_CHARS: usize = 40_000;
+
+/// `POST /slack/events`.
+pub(super) async fn events(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    verify(&state, &headers, &body)?;
+    let event: SlackPushEvent = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a Slack Events API payload: {e}")))?;
+    match event {
+        SlackPushEvent::UrlVerification(v) => Ok(Json(json!({ "challenge": v.challenge })).into_response()),
+        SlackPushEvent::AppRateLimited(_) => {
+            tracing::warn!("Slack reports the app is rate limited");
+            Ok(ack())
+        }
+        SlackPushEvent::EventCallback(callback) => {
+            let retry = headers
+                .get("x-slack-retry-num")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("0")
+                .to_owned();
+            let span = tracing::info_span!(
+                "slack_event",
+                slack.event_id = %callback.event_id.0,
+                slack.retry_num = %retry,
+                outcome = tracing::field::Empty,
+            );
+            handle_callback(&state, callback).instrument(span).await
+        }
+    }
+}
+
+fn ack() -> Response {
+    axum::http::StatusCode::OK.into_response()
+}
+
+fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)
+        .ok_or(ApiError::Unauthorized("missing Slack signature"))?;
+    let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)
+        .ok_or(ApiError::Unauthorized("missing Slack request timestamp"))?;
+    let body = std::str::from_utf8(body).map_err(|_| ApiError::Unauthorized("invalid Slack signature"))?;
+    SlackEventSignatureVerifier::new(&state.slack_signing_secret)
+        .verify(signature, body, timestamp)
+        .map_err(|e| {
+            metrics::counter!("automate_e_webhooks_rejected_total", "channel" => "slack").increment(1);
+            match e {
+                SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_) => {
+                    ApiError::Unauthorized("stale or invalid Slack request timestamp")
+                }
+                _ => ApiError::Unauthorized("invalid Slack signature"),
+            }
+        })
+}
+
+async fn handle_callback(state: &HttpState, callback: SlackPushEventCallback) -> Result<Response, ApiError> {
+    let Some(message) = normalize(&callback) else {
+        record_outcome("ignored");
+        return Ok(ack());
+    };
+    let traceparent = new_traceparent();
+    let outcome = state.ingest.ingest(message, &traceparent).await?;
+    record_outcome(outcome.label());
+    Ok(ack())
+}
+
+fn record_outcome(outcome: &'static str) {
+    tracing::Span::current().record("outcome", outcome);
+    tracing::info!(outcome, "Slack event handled");
+    metrics::counter!("automate_e_messages_total", "channel" => "slack", "outcome" => outcome).increment(1);
+}
+
+/// The user message in a callback, or `None` for events that are not one
+/// (edits, deletions, joins, bot messages including our own, other types).
+fn normalize(callback: &SlackPushEventCallback) -> Option<InboundMessage> {
+    let (origin, sender, text) = match &callback.event {
+        SlackEventCallbackBody::Message(m) => {
+            let plain = m.subtype.as_ref().is_none_or(|s| {
+                matches!(s, SlackMessageEventType::ThreadBroadcast | SlackMessageEventType::FileShare)
+            });
+            if !plain {
+                return None;
+            }
+            (&m.origin, &m.sender, m.content.as_ref().and_then(|c| c.text.clone()))
+        }
+        SlackEventCallbackBody::AppMention(m) => {
+            let sender = SlackMessageSender::new().with_user(m.user.clone());
+            return build(callback, &m.origin, &sender, m.content.text.clone(), Some(&m.channel.0));
+        }
+        _ => return None,
+    };
+    build(callback, origin, sender, text, None)
+}
+
+fn build(
+    callback: &SlackPushEventCallback,
+    origin: &slack_morphism::SlackMessageOrigin,
+    sender: &SlackMessageSender,
+    text: Option<String>,
+    channel: Option<&str>,
+) -> Option<InboundMessage> {
+    if sender.bot_id.is_some() {
+        return None;
+    }
+    let user = sender.user.as_ref()?.0.clone();
+    let is_our_bot = callback
+        .authorizations
+        .iter()
+        .flatten()
+        .any(|a| a.is_bot == Some(true) && a.user_id.0 == user);
+    if is_our_bot {
+        return None;
+    }
+    let channel = channel.map(str::to_owned).or_else(|| origin.channel.as_ref().map(|c| c.0.clone()))?;
+    let text = text.filter(|t| !t.trim().is_empty())?;
+    let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
+    let ts = origin.ts.0.clone();
+    let thread = origin.thread_ts.as_ref().map_or_else(|| ts.clone(), |t| t.0.clone());
+    Some(InboundMessage {
+        platform: Platform::Slack,
+        workspace: callback.team_id.0.clone(),
+        message_id: format!("{}:{channel}:{ts}", callback.team_id.0),
+        chat: channel,
+        thread,
+        delivery_id: Some(callback.event_id.0.clone()),
+        author_id: user,
+        text,
+        received_at: Utc::now(),
+    })
+}

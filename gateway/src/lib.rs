@@ -1,0 +1,151 @@
+//! The Automate-E gateway: receives chat platform messages (Slack Events API
+//! today), records them in the durable inbox, enqueues turn jobs, and delivers
+//! the workers' replies. It is the only process that holds chat tokens.
+
+pub mod config;
+pub mod http;
+pub mod manager;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::{AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder};
+use apalis::layers::WorkerBuilderExt;
+use shared::access::queue::{JobQueue, POLL_INTERVAL};
+use shared::access::slack::SlackClient;
+use shared::access::store::Store;
+use shared::job::DeliveryJob;
+use shared::telemetry::trace_id;
+use slack_morphism::SlackSigningSecret;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::GatewayConfig;
+use http::HttpState;
+use manager::delivery::{DeliveryError, DeliveryManager};
+use manager::ingest::IngestManager;
+
+/// A built gateway, ready to run.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    queue: JobQueue,
+    delivery: Arc<DeliveryManager>,
+    delivery_cfg: config::DeliveryConfig,
+}
+
+impl App {
+    /// Connects to Postgres and Redis and binds the HTTP listener (or uses
+    /// the given one, e.g. bound to port 0 by a test).
+    pub async fn build(cfg: GatewayConfig, listener: Option<TcpListener>) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let store = Store::connect(&cfg.database).await.context("Cannot connect to Postgres")?;
+        let queue = JobQueue::connect(&cfg.redis).await.context("Cannot connect to Redis")?;
+        let http_client = shared::access::http_client(Duration::from_secs(cfg.slack.request_timeout_secs))
+            .context("Cannot build HTTP client")?;
+        let slack = SlackClient::new(http_client, &cfg.slack.api_base_url, cfg.slack.bot_token.clone());
+        let state = HttpState {
+            ingest: IngestManager::new(store.clone(), queue.clone()),
+            store: store.clone(),
+            queue: queue.clone(),
+            slack_signing_secret: Arc::new(SlackSigningSecret::new(
+                cfg.slack.signing_secret.expose_secret().to_owned(),
+            )),
+            metrics: shared::telemetry::metrics_handle(),
+        };
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&cfg.listen_addr.0)
+                .await
+                .with_context(|| format!("Cannot listen on {}", cfg.listen_addr.0))?,
+        };
+        Ok(Self {
+            listener,
+            router: http::router(state, cfg.slack.max_body_bytes),
+            queue,
+            delivery: Arc::new(DeliveryManager::new(store, slack)),
+            delivery_cfg: cfg.delivery,
+        })
+    }
+
+    /// The port the HTTP server listens on.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves HTTP and runs the delivery loop until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr: SocketAddr = self.listener.local_addr()?;
+        tracing::info!(%addr, "Gateway listening");
+        let http_shutdown = shutdown.clone();
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        let delivery = run_delivery(self.queue, self.delivery, self.delivery_cfg, shutdown.clone());
+        let (served, delivered) = tokio::join!(server, delivery);
+        served.context("HTTP server failed")?;
+        delivered
+    }
+}
+
+/// Consumes delivery jobs until shutdown; a worker that fails (Redis down) is
+/// restarted under a new name after a pause.
+async fn run_delivery(
+    queue: JobQueue,
+    manager: Arc<DeliveryManager>,
+    cfg: config::DeliveryConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        let worker = WorkerBuilder::new(shared::access::queue::unique_worker_name("gateway-delivery"))
+            .backend(queue.delivery_storage(cfg.concurrency).poll_with_interval(POLL_INTERVAL))
+            .concurrency(cfg.concurrency)
+            .parallelize(tokio::spawn)
+            .data(manager.clone())
+            .data(MaxAttempts(cfg.max_attempts))
+            .build(deliver);
+        let stop = shutdown.clone();
+        match worker.run_until(async move { stop.cancelled().await; Ok::<(), std::io::Error>(()) }).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "Delivery worker stopped; restarting");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Attempts before a job is dead-lettered.
+#[derive(Debug, Clone, Copy)]
+struct MaxAttempts(usize);
+
+#[tracing::instrument(skip_all, fields(job.kind = "deliver", outbox.id = tracing::field::Empty, attempt = attempt.current()))]
+async fn deliver(
+    job: DeliveryJob,
+    manager: Data<Arc<DeliveryManager>>,
+    max: Data<MaxAttempts>,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let DeliveryJob::DeliverV1 { outbox_id, traceparent } = job else {
+        return Err(AbortError::new("unknown delivery job kind").into());
+    };
+    tracing::Span::current().record("outbox.id", tracing::field::display(outbox_id));
+    match manager.deliver(outbox_id, trace_id(&traceparent)).await {
+        Ok(()) => Ok(()),
+        Err(DeliveryError::Retryable(e)) if attempt.current() < max.0.0 => {
+            tracing::warn!(error = format!("{e:#}"), "Delivery failed; will retry");
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Delivery dead-lettered");
+            metrics::counter!("automate_e_dead_jobs_total", "queue" => "delivery").increment(1);
+            Err(AbortError::new(e.to_string()).into())
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Gateway managers: orchestrate one use case each.
+
+pub mod delivery;
+pub mod ingest;

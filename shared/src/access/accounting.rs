@@ -1,0 +1,129 @@
+//! Accounting API client: runs a tool's exact HTTP request with a timeout and
+//! a cap on the response size.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::engine::tool::ToolRequest;
+
+/// Errors of the Accounting API (an error status is not one: it is a response).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountingError {
+    /// The response body exceeded the size cap.
+    #[error("the response is larger than {limit_bytes} bytes")]
+    TooLarge {
+        /// The cap.
+        limit_bytes: usize,
+    },
+    /// The request timed out.
+    #[error("the Accounting API did not answer in time")]
+    Timeout,
+    /// The request did not complete.
+    #[error("cannot reach the Accounting API")]
+    Transport(#[source] reqwest::Error),
+    /// The request could not be built (bad method or URL).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl From<reqwest::Error> for AccountingError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() { Self::Timeout } else { Self::Transport(e) }
+    }
+}
+
+/// A response of the Accounting API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountingResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Body, lossily decoded as UTF-8.
+    pub body: String,
+    /// Body size in bytes.
+    pub bytes: usize,
+}
+
+/// Client of one Accounting API.
+#[derive(Clone)]
+pub struct AccountingClient {
+    http: reqwest::Client,
+    base_url: String,
+    token: SecretString,
+    max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for AccountingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountingClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccountingClient {
+    /// A client for the API at `base_url`.
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        token: SecretString,
+        max_response_bytes: usize,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+            max_response_bytes,
+        }
+    }
+
+    /// Sends the request; `idempotency_key` is sent as `Idempotency-Key`.
+    pub async fn send(
+        &self,
+        request: &ToolRequest,
+        idempotency_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<AccountingResponse, AccountingError> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| AccountingError::InvalidRequest(request.method.clone()))?;
+        let mut builder = self
+            .http
+            .request(method, format!("{}{}", self.base_url, request.path))
+            .bearer_auth(self.token.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(timeout);
+        if !request.query.is_empty() {
+            builder = builder.query(&request.query);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        let response = builder.send().await?;
+        let status = response.status().as_u16();
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes as u64)
+        {
+            return Err(AccountingError::TooLarge { limit_bytes: self.max_response_bytes });
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(AccountingError::TooLarge { limit_bytes: self.max_response_bytes });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(AccountingResponse {
+            status,
+            bytes: body.len(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}

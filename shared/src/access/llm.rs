@@ -1,0 +1,232 @@
+//! LLM client: any OpenAI-compatible Chat Completions endpoint, through async-openai.
+
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionTools,
+    CreateChatCompletionRequestArgs, FunctionCall, FunctionObject,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::engine::prompt::{ChatMessage, ToolCall};
+use crate::engine::tool::FunctionSpec;
+use crate::engine::turn::ModelAnswer;
+
+/// Errors of the LLM endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    /// The endpoint answered with an error status.
+    #[error("the model endpoint answered HTTP {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The provider's message.
+        message: String,
+    },
+    /// The call did not complete (connection, timeout).
+    #[error("cannot reach the model endpoint: {0}")]
+    Transport(String),
+    /// The endpoint's answer could not be understood.
+    #[error("unexpected answer from the model endpoint: {0}")]
+    Malformed(String),
+}
+
+impl LlmError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => *status == 429 || *status >= 500,
+            Self::Transport(_) => true,
+            Self::Malformed(_) => false,
+        }
+    }
+}
+
+impl From<OpenAIError> for LlmError {
+    fn from(e: OpenAIError) -> Self {
+        match e {
+            OpenAIError::ApiError(api) => Self::Api {
+                status: api.status_code.as_u16(),
+                message: api.api_error.message,
+            },
+            OpenAIError::Reqwest(e) => Self::Transport(e.to_string()),
+            other => Self::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// One model call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionRequest<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// Conversation so far.
+    pub messages: &'a [ChatMessage],
+    /// Functions the model may call.
+    pub functions: &'a [FunctionSpec],
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Upper bound on output tokens.
+    pub max_output_tokens: Option<u32>,
+}
+
+/// The model's answer and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The answer.
+    pub answer: ModelAnswer,
+    /// Provider's response id.
+    pub response_id: String,
+    /// Model that answered.
+    pub model: String,
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Completion tokens.
+    pub output_tokens: u32,
+}
+
+/// Client of an OpenAI-compatible endpoint.
+#[derive(Clone)]
+pub struct LlmClient {
+    client: Client<OpenAIConfig>,
+}
+
+impl std::fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmClient").finish_non_exhaustive()
+    }
+}
+
+impl LlmClient {
+    /// A client for `base_url` (including `/v1`). Retries are left to the job
+    /// queue, so async-openai's own retry layer is not installed.
+    pub fn new(base_url: &str, api_key: &SecretString, timeout: Duration) -> reqwest::Result<Self> {
+        let http = super::http_client(timeout)?;
+        let config = OpenAIConfig::new()
+            .with_api_base(base_url.trim_end_matches('/'))
+            .with_api_key(api_key.expose_secret());
+        let client = Client::build(http.clone(), config).with_http_service(ReqwestService::new(http));
+        Ok(Self { client })
+    }
+
+    /// Asks the model once.
+    #[tracing::instrument(skip_all, fields(gen_ai.request.model = request.model, gen_ai.response.id, gen_ai.usage.input_tokens, gen_ai.usage.output_tokens))]
+    pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, LlmError> {
+        let mut args = CreateChatCompletionRequestArgs::default();
+        args.model(request.model).messages(to_openai_messages(request.messages)?);
+        if !request.functions.is_empty() {
+            args.tools(request.functions.iter().map(to_openai_tool).collect::<Vec<_>>());
+        }
+        if let Some(t) = request.temperature {
+            args.temperature(t);
+        }
+        if let Some(max) = request.max_output_tokens {
+            args.max_completion_tokens(max);
+        }
+        let built = args.build().map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let response = self.client.chat().create(built).await?;
+        let choice = response
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| LlmError::Malformed("no choices".to_owned()))?;
+        let tool_calls = choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|call| match call {
+                ChatCompletionMessageToolCalls::Function(c) => Some(ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                }),
+                // Custom (free-form) tools are never offered, so never honoured.
+                ChatCompletionMessageToolCalls::Custom(_) => None,
+            })
+            .collect();
+        let (input_tokens, output_tokens) = response
+            .usage
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+            .unwrap_or((0, 0));
+        let span = tracing::Span::current();
+        span.record("gen_ai.response.id", response.id.as_str());
+        span.record("gen_ai.usage.input_tokens", input_tokens);
+        span.record("gen_ai.usage.output_tokens", output_tokens);
+        Ok(Completion {
+            answer: ModelAnswer {
+                content: choice.message.content,
+                tool_calls,
+            },
+            response_id: response.id,
+            model: response.model,
+            input_tokens,
+            output_tokens,
+        })
+    }
+}
+
+fn to_openai_tool(f: &FunctionSpec) -> ChatCompletionTools {
+    ChatCompletionTools::Function(ChatCompletionTool {
+        function: FunctionObject {
+            name: f.name.clone(),
+            description: Some(f.description.clone()),
+            parameters: Some(f.parameters.clone()),
+            strict: None,
+        },
+    })
+}
+
+fn to_openai_messages(
+    messages: &[ChatMessage],
+) -> Result<Vec<ChatCompletionRequestMessage>, LlmError> {
+    messages
+        .iter()
+        .map(|m| {
+            Ok(match m {
+                ChatMessage::System { content } => {
+                    ChatCompletionRequestSystemMessage::from(content.as_str()).into()
+                }
+                ChatMessage::User { content } => {
+                    ChatCompletionRequestUserMessage::from(content.as_str()).into()
+                }
+                ChatMessage::Assistant { content, tool_calls } => {
+                    let mut args = ChatCompletionRequestAssistantMessageArgs::default();
+                    if let Some(content) = content {
+                        args.content(content.as_str());
+                    }
+                    if !tool_calls.is_empty() {
+                        args.tool_calls(
+                            tool_calls
+                                .iter()
+                                .map(|c| {
+                                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                                        id: c.id.clone(),
+                                        function: FunctionCall {
+                                            name: c.name.clone(),
+                                            arguments: c.arguments.clone(),
+                                        },
+                                    })
+                                })
+                                .collect::<Vec<_>>(),
+                        );
+                    }
+                    args.build().map_err(|e| LlmError::Malformed(e.to_string()))?.into()
+                }
+                ChatMessage::Tool { tool_call_id, content } => ChatCompletionRequestToolMessage {
+                    content: content.as_str().into(),
+                    tool_call_id: tool_call_id.clone(),
+                }
+                .into(),
+            })
+        })
+        .collect()
+}

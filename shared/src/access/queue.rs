@@ -1,0 +1,205 @@
+//! The Redis job queue (apalis-redis): worker jobs and delivery jobs, and the
+//! true queue depth (apalis keeps new jobs in a sorted set, not a list).
+
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis_redis::{Config, ConnectionManager, RedisStorage};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::RedisConfig;
+use crate::job::{DeliveryJob, WorkerJob};
+
+/// How often a live worker heartbeats; with [`MISSED_HEARTBEATS`] it bounds
+/// how long a killed worker's jobs stay orphaned.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Heartbeats a worker may miss before its jobs are re-queued.
+pub const MISSED_HEARTBEATS: usize = 3;
+
+/// How often an idle worker polls for new jobs.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A worker name unique across processes and restarts (apalis requires it).
+pub fn unique_worker_name(role: &str) -> String {
+    format!("{role}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
+/// Errors of the job queue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Redis refused or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The job could not be pushed.
+    #[error("cannot push job: {0}")]
+    Push(String),
+}
+
+/// The two queues of the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueName {
+    /// Jobs for workers (turns; later reviews, executions, triggers).
+    Worker,
+    /// Reply deliveries, run by the gateway.
+    Delivery,
+}
+
+impl QueueName {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Delivery => "delivery",
+        }
+    }
+}
+
+/// Jobs waiting or running on one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct QueueDepth {
+    /// Scheduled and due now.
+    pub due: u64,
+    /// Scheduled for later (retry backoff).
+    pub delayed: u64,
+    /// Fetched from the schedule, not yet claimed by a worker.
+    pub active: u64,
+    /// Claimed by a worker (running or buffered).
+    pub in_flight: u64,
+}
+
+impl QueueDepth {
+    /// Work a worker has to do now: due + active + in flight.
+    pub fn backlog(&self) -> u64 {
+        self.due + self.active + self.in_flight
+    }
+}
+
+/// The Redis job queue.
+#[derive(Clone)]
+pub struct JobQueue {
+    conn: ConnectionManager,
+    namespace: String,
+}
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue").field("namespace", &self.namespace).finish()
+    }
+}
+
+impl JobQueue {
+    /// Connects to Redis.
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self, QueueError> {
+        let conn = apalis_redis::connect(cfg.url.expose_secret()).await?;
+        Ok(Self {
+            conn,
+            namespace: cfg.namespace.clone(),
+        })
+    }
+
+    /// The Redis key prefix of a queue.
+    pub fn key_prefix(&self, queue: QueueName) -> String {
+        format!("{}:{}", self.namespace, queue.suffix())
+    }
+
+    fn storage<T>(&self, queue: QueueName, batch_size: usize) -> RedisStorage<T>
+    where
+        T: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
+    {
+        let config = Config::default()
+            .queue(self.key_prefix(queue))
+            .batch_size(batch_size.max(1))
+            .heartbeat_interval(HEARTBEAT_INTERVAL)
+            .missed_heartbeats(MISSED_HEARTBEATS)
+            .emit_events(false);
+        RedisStorage::new(self.conn.clone()).with_config(config)
+    }
+
+    /// The storage a worker process consumes, fetching `batch_size` at a time.
+    pub fn worker_storage(&self, batch_size: usize) -> RedisStorage<WorkerJob> {
+        self.storage(QueueName::Worker, batch_size)
+    }
+
+    /// The storage the gateway's delivery loop consumes.
+    pub fn delivery_storage(&self, batch_size: usize) -> RedisStorage<DeliveryJob> {
+        self.storage(QueueName::Delivery, batch_size)
+    }
+
+    /// Enqueues a worker job; a job with the same dedupe key already on the
+    /// queue makes this a no-op.
+    pub async fn enqueue_worker_job(&self, job: WorkerJob) -> Result<(), QueueError> {
+        let key = job.dedupe_key();
+        push(self.storage(QueueName::Worker, 1), job, key).await
+    }
+
+    /// Enqueues a delivery job; deduplicated like [`Self::enqueue_worker_job`].
+    pub async fn enqueue_delivery_job(&self, job: DeliveryJob) -> Result<(), QueueError> {
+        let key = job.dedupe_key();
+        push(self.storage(QueueName::Delivery, 1), job, key).await
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Jobs waiting or running on a queue, read straight from apalis' keys.
+    pub async fn depth(&self, queue: QueueName) -> Result<QueueDepth, QueueError> {
+        let prefix = self.key_prefix(queue);
+        let mut conn = self.conn.clone();
+        let now = chrono::Utc::now().timestamp();
+        let workers: Vec<String> = redis::cmd("ZRANGE")
+            .arg(format!("{prefix}:workers"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCOUNT")
+            .arg(format!("{prefix}:scheduled"))
+            .arg("-inf")
+            .arg(now)
+            .cmd("ZCOUNT")
+            .arg(format!("{prefix}:scheduled"))
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .cmd("LLEN")
+            .arg(format!("{prefix}:active"));
+        for worker in &workers {
+            // Members are worker names or, after a graceful stop, the
+            // inflight key itself (an apalis quirk): accept both.
+            let key = if worker.starts_with(&format!("{prefix}:inflight:")) {
+                worker.clone()
+            } else {
+                format!("{prefix}:inflight:{worker}")
+            };
+            pipe.cmd("SCARD").arg(key);
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(QueueDepth {
+            due: counts[0],
+            delayed: counts[1],
+            active: counts[2],
+            in_flight: counts[3..].iter().sum(),
+        })
+    }
+}
+
+async fn push<T>(mut storage: RedisStorage<T>, job: T, key: Option<String>) -> Result<(), QueueError>
+where
+    T: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
+{
+    let mut task = TaskBuilder::new(job);
+    if let Some(key) = key {
+        task = task.task_id(TaskId::from_string(&key));
+    }
+    storage
+        .push_task(task.build())
+        .await
+        .map_err(|e| QueueError::Push(e.to_string()))
+}

@@ -1,0 +1,120 @@
+//! Slack Web API client (chat.postMessage), using slack-morphism's models.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use slack_morphism::api::SlackApiChatPostMessageRequest;
+use slack_morphism::{SlackChannelId, SlackMessageContent, SlackTs};
+
+/// Errors of the Slack Web API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SlackError {
+    /// Slack asked us to slow down.
+    #[error("rate limited by Slack; retry after {retry_after:?}")]
+    RateLimited {
+        /// Slack's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// Slack answered `ok: false` with this error code.
+    #[error("Slack refused the call: {0}")]
+    Api(String),
+    /// Slack answered with an unexpected HTTP status.
+    #[error("Slack answered HTTP {0}")]
+    Status(u16),
+    /// The request did not complete.
+    #[error("cannot reach Slack: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+impl SlackError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Transport(_) => true,
+            Self::Status(status) => *status >= 500,
+            // Errors Slack documents as transient.
+            Self::Api(code) => matches!(
+                code.as_str(),
+                "ratelimited" | "service_unavailable" | "request_timeout" | "internal_error" | "fatal_error"
+            ),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    ok: bool,
+    error: Option<String>,
+    ts: Option<String>,
+}
+
+/// A Slack bot's Web API client.
+#[derive(Clone)]
+pub struct SlackClient {
+    http: reqwest::Client,
+    api_base_url: String,
+    bot_token: SecretString,
+}
+
+impl std::fmt::Debug for SlackClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackClient")
+            .field("api_base_url", &self.api_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlackClient {
+    /// A client for the Web API at `api_base_url` (`https://slack.com/api`).
+    pub fn new(http: reqwest::Client, api_base_url: &str, bot_token: SecretString) -> Self {
+        Self {
+            http,
+            api_base_url: api_base_url.trim_end_matches('/').to_owned(),
+            bot_token,
+        }
+    }
+
+    /// Posts `text` to `channel`, in the thread `thread_ts` if given; returns
+    /// the new message's `ts`.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        text: &str,
+    ) -> Result<String, SlackError> {
+        let request = SlackApiChatPostMessageRequest::new(
+            SlackChannelId::new(channel.to_owned()),
+            SlackMessageContent::new().with_text(text.to_owned()),
+        )
+        .opt_thread_ts(thread_ts.map(|ts| SlackTs::new(ts.to_owned())));
+        let response = self
+            .http
+            .post(format!("{}/chat.postMessage", self.api_base_url))
+            .bearer_auth(self.bot_token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(serde_json::to_vec(&request).expect("a Slack request always serializes"))
+            .send()
+            .await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(SlackError::RateLimited { retry_after });
+        }
+        if !status.is_success() {
+            return Err(SlackError::Status(status.as_u16()));
+        }
+        let envelope: Envelope = response.json().await?;
+        match (envelope.ok, envelope.ts) {
+            (true, Some(ts)) => Ok(ts),
+            (true, None) => Err(SlackError::Api("missing_ts".to_owned())),
+            (false, _) => Err(SlackError::Api(envelope.error.unwrap_or_else(|| "unknown".to_owned()))),
+        }
+    }
+}

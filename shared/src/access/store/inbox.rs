@@ -1,0 +1,171 @@
+//! The durable inbox: every accepted inbound message, deduplicated on the
+//! platform's message id, and its conversation.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::{Store, StoreError};
+use crate::ids::{ConversationId, InboxId, Platform, TenantId};
+
+/// A normalized inbound message to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessageParams {
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// Character that answers.
+    pub character: String,
+    /// Platform.
+    pub platform: Platform,
+    /// Chat (Slack channel, Discord channel, Telegram chat).
+    pub chat: String,
+    /// Thread within the chat (Slack thread_ts, …), or "".
+    pub thread: String,
+    /// The platform's id of the message, unique per platform.
+    pub platform_message_id: String,
+    /// The platform's id of this delivery (Slack event_id), for audit.
+    pub delivery_id: Option<String>,
+    /// Author's platform user id.
+    pub author_id: String,
+    /// Message text.
+    pub text: String,
+    /// When the gateway received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What recording a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// First time: a new inbox row.
+    New {
+        /// The new row.
+        inbox_id: InboxId,
+    },
+    /// The platform delivered this message before.
+    Duplicate {
+        /// The existing row.
+        inbox_id: InboxId,
+        /// Whether its job was enqueued already.
+        enqueued: bool,
+    },
+}
+
+/// An inbox message with its conversation.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InboxModel {
+    /// The row.
+    pub id: InboxId,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Character of the conversation.
+    pub character: String,
+    /// Platform name.
+    pub platform: String,
+    /// Chat.
+    pub chat: String,
+    /// Thread.
+    pub thread: String,
+    /// Author's platform user id.
+    pub author_id: String,
+    /// Message text.
+    pub text: String,
+    /// When the gateway received it.
+    pub received_at: DateTime<Utc>,
+    /// When its turn completed, if it did.
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+async fn conversation_id(
+    conn: &mut PgConnection,
+    p: &NewMessageParams,
+) -> Result<ConversationId, StoreError> {
+    // Two attempts: a concurrent first message of the same conversation may
+    // insert the row between our insert and our select.
+    for _ in 0..2 {
+        let id = sqlx::query_scalar::<_, ConversationId>(
+            "WITH inserted AS ( \
+                INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
+                VALUES ($1, $2, $3, $4, $5, $6) \
+                ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING RETURNING id) \
+             SELECT id FROM inserted UNION ALL \
+             SELECT id FROM conversations WHERE tenant_id = $2 AND platform = $3 AND chat = $4 AND thread = $5 \
+             LIMIT 1",
+        )
+        .bind(ConversationId::new_v7())
+        .bind(p.tenant_id)
+        .bind(p.platform.as_str())
+        .bind(&p.chat)
+        .bind(&p.thread)
+        .bind(&p.character)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = id {
+            return Ok(id);
+        }
+    }
+    Err(StoreError::NotFound("conversation"))
+}
+
+impl Store {
+    /// Records an inbound message (and its conversation) once; a redelivery
+    /// returns the existing row.
+    pub async fn record_message(&self, p: &NewMessageParams) -> Result<RecordOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let conversation_id = conversation_id(&mut tx, p).await?;
+        let inserted = sqlx::query_scalar::<_, InboxId>(
+            "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
+             delivery_id, author_id, text, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id",
+        )
+        .bind(InboxId::new_v7())
+        .bind(p.tenant_id)
+        .bind(conversation_id)
+        .bind(p.platform.as_str())
+        .bind(&p.platform_message_id)
+        .bind(&p.delivery_id)
+        .bind(&p.author_id)
+        .bind(&p.text)
+        .bind(p.received_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match inserted {
+            Some(inbox_id) => RecordOutcome::New { inbox_id },
+            None => {
+                let (inbox_id, enqueued) = sqlx::query_as::<_, (InboxId, bool)>(
+                    "SELECT id, enqueued_at IS NOT NULL FROM inbox \
+                     WHERE platform = $1 AND platform_message_id = $2",
+                )
+                .bind(p.platform.as_str())
+                .bind(&p.platform_message_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                RecordOutcome::Duplicate { inbox_id, enqueued }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Notes that the message's turn job is on the queue.
+    pub async fn mark_inbox_enqueued(&self, id: InboxId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// An inbox message with its conversation.
+    pub async fn inbox_message(&self, id: InboxId) -> Result<InboxModel, StoreError> {
+        sqlx::query_as::<_, InboxModel>(
+            "SELECT i.id, i.tenant_id, i.conversation_id, c.character, c.platform, c.chat, c.thread, \
+             i.author_id, i.text, i.received_at, i.processed_at \
+             FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("inbox message"))
+    }
+}

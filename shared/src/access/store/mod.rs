@@ -1,0 +1,72 @@
+//! Postgres: the system of record (inbox, conversations, events, outbox, routes).
+
+mod events;
+mod inbox;
+mod outbox;
+mod routes;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseConfig;
+
+pub use events::{NewEvent, StoredEvent};
+pub use inbox::{InboxModel, NewMessageParams, RecordOutcome};
+pub use outbox::{OutboxModel, ReplyParams};
+
+/// Errors of the Postgres store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer appended to the stream first.
+    #[error("stream `{stream}` is past version {expected}")]
+    VersionConflict {
+        /// The stream.
+        stream: String,
+        /// The version the writer expected.
+        expected: i64,
+    },
+    /// The row does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Any other database error.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The Postgres store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects a pool as the service role.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(Duration::from_secs(cfg.acquire_timeout_secs))
+            .connect(cfg.url.expose_secret())
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

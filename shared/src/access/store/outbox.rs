@@ -1,0 +1,129 @@
+//! The durable outbox: replies written atomically with the end of their turn,
+//! then delivered chunk by chunk.
+
+use chrono::{DateTime, Utc};
+
+use super::events::{NewEvent, append};
+use super::{Store, StoreError};
+use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
+
+/// A reply that ends a turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyParams {
+    /// The new outbox row's id.
+    pub outbox_id: OutboxId,
+    /// The inbox message the turn answered.
+    pub inbox_id: InboxId,
+    /// The conversation stream and the version the turn last saw.
+    pub stream: String,
+    /// Expected stream version.
+    pub expected_version: i64,
+    /// Events that end the turn (at least the reply).
+    pub events: Vec<NewEvent>,
+    /// The reply text.
+    pub text: String,
+}
+
+/// An outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxModel {
+    /// The row.
+    pub id: OutboxId,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Platform name.
+    pub platform: String,
+    /// Chat.
+    pub chat: String,
+    /// Thread.
+    pub thread: String,
+    /// Reply text.
+    pub text: String,
+    /// Chunks already posted (delivery resumes after them).
+    pub chunks_delivered: i32,
+    /// When delivery finished.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Ends a turn atomically: marks the inbox message processed, appends the
+    /// turn's final events and writes the reply to the outbox. Returns `false`
+    /// (and changes nothing) when the message was processed already.
+    pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE inbox SET processed_at = now() WHERE id = $1 AND processed_at IS NULL",
+        )
+        .bind(p.inbox_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(false);
+        }
+        append(&mut tx, &p.stream, p.expected_version, &p.events).await?;
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
+             SELECT $1, i.tenant_id, i.conversation_id, $2, c.platform, c.chat, c.thread, $3 \
+             FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $4",
+        )
+        .bind(p.outbox_id)
+        .bind(format!("reply:{}", p.inbox_id))
+        .bind(&p.text)
+        .bind(p.inbox_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Notes that the reply's delivery job is on the queue.
+    pub async fn mark_outbox_enqueued(&self, id: OutboxId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// An outbox row.
+    pub async fn outbox_item(&self, id: OutboxId) -> Result<OutboxModel, StoreError> {
+        sqlx::query_as::<_, OutboxModel>(
+            "SELECT id, tenant_id, conversation_id, platform, chat, thread, text, chunks_delivered, \
+             delivered_at FROM outbox WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("outbox item"))
+    }
+
+    /// Records that the first `count` chunks are posted, so a retry resumes after them.
+    pub async fn record_chunks_delivered(&self, id: OutboxId, count: i32) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET chunks_delivered = greatest(chunks_delivered, $2) WHERE id = $1")
+            .bind(id)
+            .bind(count)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the reply delivered and appends its delivery event.
+    pub async fn complete_delivery(
+        &self,
+        id: OutboxId,
+        stream: &str,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

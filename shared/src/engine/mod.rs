@@ -1,0 +1,8 @@
+//! Engines: pure decisions and transformations. No I/O, no async, no clock
+//! reads: time and randomness come in as arguments.
+
+pub mod chunk;
+pub mod prompt;
+pub mod route;
+pub mod tool;
+pub mod turn;

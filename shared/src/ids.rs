@@ -1,0 +1,85 @@
+//! Identifier newtypes, so a conversation id can never be passed as a tenant id.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta] $name:ident),+ $(,)?) => {$(
+        #[$doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[sqlx(transparent)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered (UUIDv7) id.
+            pub fn new_v7() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )+};
+}
+
+uuid_id!(
+    /// A tenant: one company with its own books, routes and reviewers.
+    TenantId,
+    /// A conversation: one (tenant, platform, chat, thread).
+    ConversationId,
+    /// An accepted inbound message in the durable inbox.
+    InboxId,
+    /// A reply in the durable outbox.
+    OutboxId,
+    /// An event in the event log.
+    EventId,
+);
+
+/// The chat platforms Automate-E talks on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// Slack, through the Events API and the Web API.
+    Slack,
+    /// Discord, through the gateway WebSocket and REST.
+    Discord,
+    /// Telegram, through the Bot API.
+    Telegram,
+}
+
+impl Platform {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Discord => "discord",
+            Self::Telegram => "telegram",
+        }
+    }
+
+    /// Parses the name stored in the database.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "slack" => Some(Self::Slack),
+            "discord" => Some(Self::Discord),
+            "telegram" => Some(Self::Telegram),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,193 @@
+//! The Automate-E worker: stateless, scaled on queue depth. Takes turn jobs,
+//! runs the agent (LLM + Accounting API tools), records events, writes the
+//! reply to the outbox and enqueues its delivery. Holds LLM and Accounting
+//! API credentials, never chat tokens.
+
+pub mod config;
+pub mod manager;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::layers::WorkerBuilderExt;
+use apalis::prelude::{AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use shared::access::accounting::AccountingClient;
+use shared::access::llm::LlmClient;
+use shared::access::queue::{JobQueue, POLL_INTERVAL, unique_worker_name};
+use shared::access::store::Store;
+use shared::character::Characters;
+use shared::job::WorkerJob;
+use shared::telemetry::trace_id;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::WorkerConfig;
+use manager::conversation::{ConversationManager, TurnError, TurnOutcome, TurnSettings};
+use manager::tools::ToolRunner;
+
+/// A built worker, ready to run.
+pub struct App {
+    listener: TcpListener,
+    store: Store,
+    queue: JobQueue,
+    conversations: Arc<ConversationManager>,
+    concurrency: usize,
+    max_attempts: usize,
+}
+
+impl App {
+    /// Loads the characters, connects to Postgres and Redis and binds the
+    /// health/metrics listener (or uses the given one).
+    pub async fn build(cfg: WorkerConfig, listener: Option<TcpListener>) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let characters = Characters::load_dir(&cfg.characters_dir).context("Cannot load characters")?;
+        tracing::info!(characters = ?characters.names().collect::<Vec<_>>(), "Characters loaded");
+        let store = Store::connect(&cfg.database).await.context("Cannot connect to Postgres")?;
+        let queue = JobQueue::connect(&cfg.redis).await.context("Cannot connect to Redis")?;
+        let llm = LlmClient::new(&cfg.llm.base_url, &cfg.llm.api_key, Duration::from_secs(cfg.llm.timeout_secs))
+            .context("Cannot build LLM client")?;
+        let tool_timeout = Duration::from_secs(cfg.accounting.timeout_secs);
+        let accounting = AccountingClient::new(
+            shared::access::http_client(tool_timeout).context("Cannot build HTTP client")?,
+            &cfg.accounting.base_url,
+            cfg.accounting.token.clone(),
+            cfg.accounting.max_response_bytes,
+        );
+        let conversations = ConversationManager::new(
+            store.clone(),
+            queue.clone(),
+            llm,
+            ToolRunner::new(accounting),
+            Arc::new(characters),
+            TurnSettings {
+                default_model: cfg.llm.model.clone(),
+                default_max_tool_rounds: cfg.llm.max_tool_rounds,
+                tool_timeout,
+            },
+        );
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&cfg.listen_addr)
+                .await
+                .with_context(|| format!("Cannot listen on {}", cfg.listen_addr))?,
+        };
+        Ok(Self {
+            listener,
+            store,
+            queue,
+            conversations: Arc::new(conversations),
+            concurrency: cfg.concurrency,
+            max_attempts: cfg.max_attempts,
+        })
+    }
+
+    /// The port of the health/metrics server.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Consumes jobs and serves health/metrics until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let health = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(|| async { shared::telemetry::metrics_handle().render() }))
+            .with_state((self.store.clone(), self.queue.clone()));
+        let stop = shutdown.clone();
+        let server = axum::serve(self.listener, health).with_graceful_shutdown(async move { stop.cancelled().await });
+        let jobs = run_jobs(self.queue, self.conversations, self.concurrency, self.max_attempts, shutdown);
+        let (served, ()) = tokio::join!(server, jobs);
+        served.context("Health server failed")
+    }
+}
+
+async fn readyz(State((store, queue)): State<(Store, JobQueue)>) -> StatusCode {
+    match (store.ping().await, queue.ping().await) {
+        (Ok(()), Ok(())) => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Settings a job handler needs besides the manager.
+#[derive(Debug, Clone, Copy)]
+struct JobLimits {
+    max_attempts: usize,
+}
+
+/// Consumes worker jobs until shutdown; a worker that fails (Redis down) is
+/// restarted under a new name after a pause.
+async fn run_jobs(
+    queue: JobQueue,
+    conversations: Arc<ConversationManager>,
+    concurrency: usize,
+    max_attempts: usize,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let worker = WorkerBuilder::new(unique_worker_name("worker"))
+            .backend(queue.worker_storage(concurrency).poll_with_interval(POLL_INTERVAL))
+            .concurrency(concurrency)
+            .parallelize(tokio::spawn)
+            .data(conversations.clone())
+            .data(JobLimits { max_attempts })
+            .build(handle_job);
+        let stop = shutdown.clone();
+        match worker.run_until(async move { stop.cancelled().await; Ok::<(), std::io::Error>(()) }).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "Job worker stopped; restarting");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(job.kind, inbox.id, attempt = attempt.current(), trace_id))]
+async fn handle_job(
+    job: WorkerJob,
+    conversations: Data<Arc<ConversationManager>>,
+    limits: Data<JobLimits>,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let WorkerJob::TurnV1 { inbox_id, traceparent } = job else {
+        tracing::error!("Unknown job kind dead-lettered");
+        return Err(AbortError::new("unknown worker job kind").into());
+    };
+    let span = tracing::Span::current();
+    span.record("job.kind", "turn");
+    span.record("inbox.id", tracing::field::display(inbox_id));
+    let trace = trace_id(&traceparent);
+    if let Some(trace) = trace {
+        span.record("trace_id", trace);
+    }
+    let started = std::time::Instant::now();
+    let result = conversations.run_turn(inbox_id, trace).await;
+    metrics::histogram!("automate_e_job_seconds", "kind" => "turn").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(TurnOutcome::Replied(outbox_id)) => {
+            tracing::info!(outbox.id = %outbox_id, "Turn replied");
+            Ok(())
+        }
+        Ok(TurnOutcome::AlreadyDone) => {
+            tracing::info!("Turn already done");
+            Ok(())
+        }
+        Err(TurnError::Retryable(e)) if attempt.current() < limits.max_attempts => {
+            tracing::warn!(error = format!("{e:#}"), "Turn failed; will retry");
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Turn dead-lettered");
+            metrics::counter!("automate_e_dead_jobs_total", "queue" => "worker").increment(1);
+            Err(AbortError::new(e.to_string()).into())
+        }
+    }
+}

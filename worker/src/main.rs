@@ -1,0 +1,54 @@
+//! The worker binary: `worker [CONFIG.toml]` runs jobs; `worker migrate`
+//! applies the database migrations (with the owner's `AE_DATABASE__URL`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use shared::config::{DatabaseConfig, LogConfig};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    shared::telemetry::install_crypto_provider();
+    if let Err(e) = try_main().await {
+        tracing::error!(error = format!("{e:#}"), "Worker failed");
+        eprintln!("worker: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Settings of `worker migrate`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct MigrateConfig {
+    database: DatabaseConfig,
+    log: LogConfig,
+}
+
+async fn try_main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        Some(cmd) if cmd == "migrate" => {
+            let file = args.next().map(PathBuf::from);
+            let cfg: MigrateConfig = shared::config::load(&MigrateConfig::default(), file.as_deref())?;
+            shared::telemetry::init(&cfg.log);
+            cfg.database.validate()?;
+            let store = shared::access::store::Store::connect(&cfg.database)
+                .await
+                .context("Cannot connect to Postgres")?;
+            shared::MIGRATOR.run(store.pool()).await.context("Cannot apply migrations")?;
+            tracing::info!("Migrations applied");
+            Ok(())
+        }
+        file => {
+            let file = file.map(PathBuf::from);
+            let cfg: worker::WorkerConfig = shared::config::load(&worker::WorkerConfig::default(), file.as_deref())?;
+            shared::telemetry::init(&cfg.log);
+            let app = worker::App::build(cfg, None).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shared::telemetry::cancel_on_signal(shutdown.clone()));
+            app.run_until_stopped(shutdown).await
+        }
+    }
+}

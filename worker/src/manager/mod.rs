@@ -1,0 +1,4 @@
+//! Worker managers: orchestrate one use case each.
+
+pub mod conversation;
+pub mod tools;
