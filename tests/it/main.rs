@@ -1,1 +1,5 @@
+//! One integration binary for all end-to-end tests (keeps link time down).
 
+mod e2e_slack;
+mod e2e_slack_rejects;
+mod store;

@@ -1,1 +1,244 @@
-pub fn x() {}
+//! End-to-end harness: the real gateway and worker against real Postgres and
+//! Redis (an own database and key namespace per test) and fake external
+//! services over HTTP.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let t = tests::TestEnv::start().await;
+//! let status = t.post_slack_event(&tests::fixture("slack/event_callback.message.json")).await;
+//! assert_eq!(status, 200);
+//! t.finish().await;
+//! # }
+//! ```
+
+pub mod db;
+pub mod fake;
+pub mod signing;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::access::queue::{JobQueue, QueueName};
+use shared::config::{DatabaseConfig, LogConfig, RedisConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::TestDb;
+use crate::fake::accounting::FakeAccounting;
+use crate::fake::openai::FakeOpenAi;
+use crate::fake::slack::FakeSlack;
+
+/// Longest any wait in a test may take.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a bounded wait checks its condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Secrets of the test deployment.
+pub const SLACK_SIGNING_SECRET: &str = "test-signing-secret-8f742231b10e";
+/// Slack bot token the fake accepts.
+pub const SLACK_BOT_TOKEN: &str = "xoxb-test-token";
+/// LLM key the fake accepts.
+pub const LLM_API_KEY: &str = "sk-test-key";
+/// Accounting API token the fake accepts.
+pub const ACCOUNTING_TOKEN: &str = "acct-test-token";
+
+/// The Slack team and channel of the payload fixtures, routed to Book-E.
+pub const FIXTURE_TEAM: &str = "T111";
+/// See [`FIXTURE_TEAM`].
+pub const FIXTURE_CHANNEL: &str = "C111";
+
+/// A real platform payload from `tests/data/`.
+pub fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// A running deployment under test.
+pub struct TestEnv {
+    /// The test's database.
+    pub db: TestDb,
+    /// The test's Redis queue (own namespace).
+    pub queue: JobQueue,
+    /// Fake Slack Web API.
+    pub slack: FakeSlack,
+    /// Fake model endpoint.
+    pub openai: FakeOpenAi,
+    /// Fake Accounting API.
+    pub accounting: FakeAccounting,
+    /// The gateway's base URL.
+    pub gateway_url: String,
+    /// An HTTP client for requests to the gateway.
+    pub http: reqwest::Client,
+    redis_namespace: String,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestEnv {
+    /// Starts fakes, a fresh database with one tenant routed to Book-E, and
+    /// one gateway and one worker.
+    pub async fn start() -> Self {
+        shared::telemetry::install_crypto_provider();
+        if std::env::var_os("TEST_LOG").is_some() {
+            shared::telemetry::init(&LogConfig { filter: "info,sqlx=warn".into(), ..LogConfig::default() });
+        }
+        let db = TestDb::create().await;
+        db.seed_tenant("acme", "slack", FIXTURE_TEAM, "*", "book-e").await;
+        let slack = FakeSlack::start(SLACK_BOT_TOKEN).await;
+        let openai = FakeOpenAi::start(LLM_API_KEY).await;
+        let accounting = FakeAccounting::start(ACCOUNTING_TOKEN).await;
+        let redis_namespace = format!("ae-test-{}", Uuid::new_v4().simple());
+        let redis = RedisConfig {
+            url: SecretString::from(redis_url()),
+            namespace: redis_namespace.clone(),
+        };
+        let queue = JobQueue::connect(&redis).await.expect("connect to Redis");
+        let mut env = Self {
+            db,
+            queue,
+            slack,
+            openai,
+            accounting,
+            gateway_url: String::new(),
+            http: reqwest::Client::new(),
+            redis_namespace,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+        };
+        env.gateway_url = env.spawn_gateway(redis.clone()).await;
+        env.spawn_worker(redis).await;
+        env
+    }
+
+    fn database_config(&self) -> DatabaseConfig {
+        DatabaseConfig { url: SecretString::from(self.db.service_url()), ..DatabaseConfig::default() }
+    }
+
+    async fn spawn_gateway(&mut self, redis: RedisConfig) -> String {
+        let mut cfg = gateway::GatewayConfig { database: self.database_config(), redis, ..Default::default() };
+        cfg.slack.signing_secret = SecretString::from(SLACK_SIGNING_SECRET);
+        cfg.slack.bot_token = SecretString::from(SLACK_BOT_TOKEN);
+        cfg.slack.api_base_url = self.slack.base_url.clone();
+        cfg.delivery.max_attempts = 3;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let app = gateway::App::build(cfg, Some(listener)).await.expect("build gateway");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        self.tasks.push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+        url
+    }
+
+    async fn spawn_worker(&mut self, redis: RedisConfig) {
+        let mut cfg = worker::WorkerConfig { database: self.database_config(), redis, ..Default::default() };
+        cfg.llm.base_url = self.openai.base_url.clone();
+        cfg.llm.api_key = SecretString::from(LLM_API_KEY);
+        cfg.llm.model = "gpt-test".into();
+        cfg.accounting.base_url = self.accounting.base_url.clone();
+        cfg.accounting.token = SecretString::from(ACCOUNTING_TOKEN);
+        cfg.characters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
+        cfg.max_attempts = 3;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
+        let app = worker::App::build(cfg, Some(listener)).await.expect("build worker");
+        self.tasks.push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+    }
+
+    /// Posts a body to the Slack events endpoint, signed now; returns the status.
+    pub async fn post_slack_event(&self, body: &str) -> u16 {
+        let ts = chrono::Utc::now().timestamp().to_string();
+        self.post_slack_event_with(body, &ts, &signing::slack_signature(SLACK_SIGNING_SECRET, &ts, body), &[])
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// Posts a body with the given timestamp, signature and extra headers.
+    pub async fn post_slack_event_with(
+        &self,
+        body: &str,
+        timestamp: &str,
+        signature: &str,
+        extra_headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/slack/events", self.gateway_url))
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", timestamp)
+            .header("x-slack-signature", signature)
+            .body(body.to_owned());
+        for (name, value) in extra_headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("gateway answers")
+    }
+
+    /// Waits until the fake Slack has `n` posted messages waiting.
+    pub async fn wait_for_posts(&self, n: usize) {
+        self.wait_until(&format!("{n} Slack posts"), || async { self.slack.posted_count() >= n }).await;
+    }
+
+    /// Waits until no job is waiting or running and every accepted message
+    /// has been answered and delivered.
+    pub async fn wait_idle(&self) {
+        self.wait_until("the system to be idle", || async {
+            let worker = self.queue.depth(QueueName::Worker).await.expect("queue depth");
+            let delivery = self.queue.depth(QueueName::Delivery).await.expect("queue depth");
+            worker.backlog() + worker.delayed + delivery.backlog() + delivery.delayed == 0
+                && self.db.pending_work().await == 0
+        })
+        .await;
+    }
+
+    /// Polls `condition` until it holds; panics after [`WAIT_TIMEOUT`].
+    pub async fn wait_until<F, Fut>(&self, what: &str, condition: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+        loop {
+            if let Some(task) = self.tasks.iter().find(|t| t.is_finished()) {
+                panic!("a service stopped while waiting for {what}: {task:?}");
+            }
+            if condition().await {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Stops the services, checks nothing was left unconsumed (extra replies
+    /// or unused model answers fail the test) and drops the database.
+    pub async fn finish(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.expect("service task panicked").expect("service failed");
+        }
+        let extra = self.slack.take_posted();
+        assert!(extra.is_empty(), "unexpected Slack posts: {extra:?}");
+        assert_eq!(self.openai.unused_script(), 0, "scripted model answers were not used");
+        let mut conn = redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.redis_namespace))
+            .query_async(&mut conn)
+            .await
+            .expect("list test keys");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("delete test keys");
+        }
+        self.db.drop().await;
+    }
+}
+
+/// Redis URL of the test machine.
+pub fn redis_url() -> String {
+    std::env::var("AE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}

@@ -132,13 +132,22 @@ async fn run_jobs(
         let worker = WorkerBuilder::new(unique_worker_name("worker"))
             .backend(queue.worker_storage(concurrency).poll_with_interval(POLL_INTERVAL))
             .concurrency(concurrency)
-            .parallelize(tokio::spawn)
+            .parallelize(|job| tokio::spawn(job))
             .data(conversations.clone())
             .data(JobLimits { max_attempts })
             .build(handle_job);
-        let stop = shutdown.clone();
-        match worker.run_until(async move { stop.cancelled().await; Ok::<(), std::io::Error>(()) }).await {
-            Ok(()) => break,
+        // Spawned so the worker's future is checked for `Send` with concrete
+        // types (rustc cannot prove it through this async fn's state machine).
+        let run = tokio::spawn(worker.run_until(shared::access::queue::stop_signal(shutdown.clone())));
+        match run.await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Job worker failed; restarting");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Job worker stopped; restarting");
                 tokio::select! {

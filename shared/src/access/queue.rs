@@ -27,6 +27,12 @@ pub fn unique_worker_name(role: &str) -> String {
     format!("{role}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
 }
 
+/// A future that completes when `token` is cancelled, as apalis' stop signal.
+pub async fn stop_signal(token: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+    token.cancelled_owned().await;
+    Ok(())
+}
+
 /// Errors of the job queue.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -37,7 +37,7 @@ impl SlackError {
             // Errors Slack documents as transient.
             Self::Api(code) => matches!(
                 code.as_str(),
-                "ratelimited" | "service_unavailable" | "request_timeout" | "internal_error" | "fatal_error"
+                "ratelimited" | "rate_limited" | "service_unavailable" | "request_timeout" | "internal_error" | "fatal_error"
             ),
         }
     }

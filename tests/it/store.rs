@@ -1,0 +1,70 @@
+//! The event store and the service role's privileges, on real Postgres.
+
+use chrono::Utc;
+use serde_json::json;
+use shared::access::store::{NewEvent, Store, StoreError};
+use shared::event::{Actor, ActorKind};
+use shared::ids::TenantId;
+use sqlx::postgres::PgPoolOptions;
+use tests::db::TestDb;
+
+fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant,
+        type_name: "automate_e.test.thing_happened.v1",
+        payload: json!({"n": 1}),
+        actor: Actor { kind: ActorKind::System, id: "test".into() },
+        occurred_at: Utc::now(),
+        dedupe_key: dedupe.map(str::to_owned),
+        correlation_id: None,
+        causation_id: None,
+        trace_id: None,
+        source: "test",
+    }
+}
+
+async fn service_store(db: &TestDb) -> Store {
+    Store::from_pool(PgPoolOptions::new().max_connections(2).connect(&db.service_url()).await.unwrap())
+}
+
+#[tokio::test]
+async fn appends_are_optimistic_per_stream_and_deduplicated() {
+    let db = TestDb::create().await;
+    let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
+    let store = service_store(&db).await;
+
+    assert_eq!(store.append("s-1", 0, &[event(tenant, None), event(tenant, None)]).await.unwrap(), 2);
+    let stale = store.append("s-1", 1, &[event(tenant, None)]).await;
+    assert!(matches!(stale, Err(StoreError::VersionConflict { expected: 1, .. })), "{stale:?}");
+    assert_eq!(store.append("s-1", 2, &[event(tenant, Some("once"))]).await.unwrap(), 3);
+    assert_eq!(store.append("s-1", 3, &[event(tenant, Some("once"))]).await.unwrap(), 3, "duplicate skipped");
+    assert_eq!(store.append("s-2", 0, &[event(tenant, None)]).await.unwrap(), 1, "streams are independent");
+    assert_eq!(store.stream_version("s-1").await.unwrap(), 3);
+    let events = store.read_stream("s-1", &[]).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(events.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
+    let db = TestDb::create().await;
+    let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
+    let store = service_store(&db).await;
+    store.append("s-1", 0, &[event(tenant, None)]).await.unwrap();
+
+    for statement in ["UPDATE events SET payload = '{}'", "DELETE FROM events", "TRUNCATE events", "DELETE FROM inbox"] {
+        let err = sqlx::query(statement).execute(store.pool()).await.unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{statement}: {err}");
+    }
+    let (superuser, bypass, owns): (bool, bool, i64) = sqlx::query_as(
+        "SELECT r.rolsuper, r.rolbypassrls, \
+         (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user) \
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((superuser, bypass, owns), (false, false, 0));
+    db.drop().await;
+}

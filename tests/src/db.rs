@@ -1,0 +1,140 @@
+//! A fresh database per test, migrated by its owner, used by the services
+//! through a login role that only has `automate_e_service`'s grants.
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Executor, PgPool};
+use uuid::Uuid;
+
+/// Login role the services use in tests: not a superuser, not an owner.
+pub const SERVICE_LOGIN_ROLE: &str = "automate_e_test_svc";
+
+/// One test's database.
+pub struct TestDb {
+    name: String,
+    /// The owner's pool (for seeding and assertions).
+    pub owner: PgPool,
+}
+
+/// The admin URL of the test machine's Postgres (must be able to create databases).
+pub fn admin_url() -> String {
+    std::env::var("AE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, user: Option<&str>, database: &str) -> String {
+    let mut url = reqwest::Url::parse(url).expect("AE_TEST_DATABASE_URL is a URL");
+    url.set_path(database);
+    if let Some(user) = user {
+        url.set_username(user).expect("URL takes a user");
+        url.set_password(None).expect("URL takes no password");
+    }
+    url.to_string()
+}
+
+impl TestDb {
+    /// Creates, migrates and grants a fresh database.
+    pub async fn create() -> Self {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to Postgres at AE_TEST_DATABASE_URL: {e}"));
+        let name = format!("ae_test_{}", Uuid::new_v4().simple());
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        admin.close().await;
+        let owner = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&with_database(&admin_url(), None, &name))
+            .await
+            .expect("connect to test database");
+        shared::MIGRATOR.run(&owner).await.expect("apply migrations");
+        // Roles are cluster-wide; parallel tests may race to create it.
+        owner
+            .execute(
+                format!(
+                    "DO $$ BEGIN CREATE ROLE {SERVICE_LOGIN_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; \
+                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+                )
+                .as_str(),
+            )
+            .await
+            .expect("create service login role");
+        let grant = format!("GRANT automate_e_service TO {SERVICE_LOGIN_ROLE}");
+        for attempt in 0..3 {
+            match owner.execute(grant.as_str()).await {
+                Ok(_) => break,
+                // Concurrent GRANTs of the same membership can conflict.
+                Err(e) if attempt < 2 => eprintln!("retrying grant: {e}"),
+                Err(e) => panic!("grant service role: {e}"),
+            }
+        }
+        owner
+            .execute(format!("GRANT CONNECT ON DATABASE {name} TO {SERVICE_LOGIN_ROLE}").as_str())
+            .await
+            .expect("grant connect");
+        Self { name, owner }
+    }
+
+    /// URL for the services: the service login role on this database.
+    pub fn service_url(&self) -> String {
+        with_database(&admin_url(), Some(SERVICE_LOGIN_ROLE), &self.name)
+    }
+
+    /// Adds a tenant and one route to it; returns the tenant id.
+    pub async fn seed_tenant(&self, slug: &str, platform: &str, workspace: &str, channel: &str, character: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $2)")
+            .bind(id)
+            .bind(slug)
+            .execute(&self.owner)
+            .await
+            .expect("seed tenant");
+        sqlx::query("INSERT INTO tenant_routes (platform, workspace, channel, tenant_id, character) VALUES ($1, $2, $3, $4, $5)")
+            .bind(platform)
+            .bind(workspace)
+            .bind(channel)
+            .bind(id)
+            .bind(character)
+            .execute(&self.owner)
+            .await
+            .expect("seed route");
+        id
+    }
+
+    /// Inbox messages not yet answered plus outbox replies not yet delivered.
+    pub async fn pending_work(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM inbox WHERE processed_at IS NULL) \
+                  + (SELECT count(*) FROM outbox WHERE delivered_at IS NULL)",
+        )
+        .fetch_one(&self.owner)
+        .await
+        .expect("count pending work")
+    }
+
+    /// Number of rows in a table.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.owner)
+            .await
+            .expect("count rows")
+    }
+
+    /// Event types of the streams starting with `prefix`, in log order.
+    pub async fn event_types(&self, stream_prefix: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT type FROM events WHERE stream LIKE $1 || '%' ORDER BY global_position")
+            .bind(stream_prefix)
+            .fetch_all(&self.owner)
+            .await
+            .expect("read events")
+    }
+
+    /// Drops the database.
+    pub async fn drop(self) {
+        self.owner.close().await;
+        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("connect admin");
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+            .await
+            .expect("drop test database");
+    }
+}

@@ -1,0 +1,84 @@
+//! Fake Accounting API: Fiken-shaped read endpoints (field names from
+//! `fiken/swagger.yaml`, amounts in cents) that record every request.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// A request the product made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Bearer token sent.
+    pub bearer: Option<String>,
+    /// `Idempotency-Key` sent.
+    pub idempotency_key: Option<String>,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+/// The bank balances the fake reports.
+pub fn bank_balances() -> Value {
+    json!([
+        {"source": "BANK", "bankAccountId": 2747365, "bankAccountCode": "1920:10001", "date": "2026-11-23", "amount": 123450},
+        {"source": "BANK", "bankAccountId": 2747366, "bankAccountCode": "1920:10002", "date": "2026-11-23", "amount": 2500000}
+    ])
+}
+
+/// The fake Accounting API.
+#[derive(Clone)]
+pub struct FakeAccounting {
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    token: String,
+    /// Base URL to configure as `accounting.base_url`.
+    pub base_url: String,
+}
+
+impl FakeAccounting {
+    /// Starts the fake; only `token` is accepted.
+    pub async fn start(token: &str) -> Self {
+        let mut fake = Self { requests: Arc::default(), token: token.to_owned(), base_url: String::new() };
+        let router = Router::new().route("/{*path}", any(handle)).with_state(fake.clone());
+        let addr = super::serve(router).await;
+        fake.base_url = format!("http://{addr}/companies/fake-company");
+        fake
+    }
+
+    /// Takes the requests so far.
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        std::mem::take(&mut *self.requests.lock().unwrap())
+    }
+}
+
+async fn handle(
+    State(fake): State<FakeAccounting>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let bearer = super::bearer(&headers);
+    fake.requests.lock().unwrap().push(RecordedRequest {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        bearer: bearer.clone(),
+        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        body: serde_json::from_str(&body).ok(),
+    });
+    if bearer.as_deref() != Some(fake.token.as_str()) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized"}))).into_response();
+    }
+    match (method, uri.path().trim_start_matches("/companies/fake-company")) {
+        (Method::GET, "/bankBalances") => Json(bank_balances()).into_response(),
+        (Method::GET, "/purchases" | "/invoices" | "/folio/transactions") => Json(json!([])).into_response(),
+        _ => (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))).into_response(),
+    }
+}

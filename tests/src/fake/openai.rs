@@ -1,0 +1,115 @@
+//! Fake OpenAI Chat Completions (`POST /v1/chat/completions`, as in
+//! `openai/openapi.yaml`): answers from a script, records every request.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// One scripted model answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scripted {
+    /// A plain text answer.
+    Text(String),
+    /// A request to call one tool with these JSON arguments.
+    ToolCall {
+        /// Tool name.
+        name: String,
+        /// Arguments (JSON text).
+        arguments: String,
+    },
+    /// An HTTP error status with an OpenAI error body.
+    Error(u16),
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Scripted>,
+    requests: Vec<Value>,
+    calls: u64,
+}
+
+/// The fake model endpoint.
+#[derive(Clone)]
+pub struct FakeOpenAi {
+    inner: Arc<Mutex<Inner>>,
+    api_key: String,
+    /// Base URL to configure as `llm.base_url` (ends in `/v1`).
+    pub base_url: String,
+}
+
+impl FakeOpenAi {
+    /// Starts the fake; only `api_key` is accepted.
+    pub async fn start(api_key: &str) -> Self {
+        let mut fake = Self { inner: Arc::default(), api_key: api_key.to_owned(), base_url: String::new() };
+        let router = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .with_state(fake.clone());
+        let addr = super::serve(router).await;
+        fake.base_url = format!("http://{addr}/v1");
+        fake
+    }
+
+    /// Appends answers to the script.
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.inner.lock().unwrap().script.extend(answers);
+    }
+
+    /// Every request body received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// Scripted answers not used yet.
+    pub fn unused_script(&self) -> usize {
+        self.inner.lock().unwrap().script.len()
+    }
+}
+
+fn error(status: StatusCode, message: &str, kind: &str) -> Response {
+    (status, Json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}}))).into_response()
+}
+
+async fn completions(State(fake): State<FakeOpenAi>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if super::bearer(&headers).as_deref() != Some(fake.api_key.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error");
+    }
+    if body["model"].as_str().is_none_or(str::is_empty) || !body["messages"].is_array() {
+        return error(StatusCode::BAD_REQUEST, "model and messages are required", "invalid_request_error");
+    }
+    let mut inner = fake.inner.lock().unwrap();
+    inner.requests.push(body.clone());
+    inner.calls += 1;
+    let id = format!("chatcmpl-fake{}", inner.calls);
+    let Some(answer) = inner.script.pop_front() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "the fake model has no scripted answer left", "server_error");
+    };
+    let (message, finish) = match answer {
+        Scripted::Text(text) => (json!({"role": "assistant", "content": text, "refusal": null}), "stop"),
+        Scripted::ToolCall { name, arguments } => (
+            json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                {"id": format!("call_{}", inner.calls), "type": "function", "function": {"name": name, "arguments": arguments}}
+            ]}),
+            "tool_calls",
+        ),
+        Scripted::Error(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error(status, "scripted failure", "server_error");
+        }
+    };
+    let model = body["model"].clone();
+    Json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+    }))
+    .into_response()
+}
