@@ -3,7 +3,9 @@
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret};
+use shared::config::{
+    ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret,
+};
 
 /// Gateway settings; see `README.md` for the environment variables.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -11,15 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use apalis::prelude::{AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder};
 use apalis::layers::WorkerBuilderExt;
-use shared::access::queue::{JobQueue, POLL_INTERVAL};
+use apalis::prelude::{
+    AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder,
+};
+use secrecy::ExposeSecret;
+use shared::access::queue::{JobQueue, POLL_INTERVAL, stop_signal, supervise};
 use shared::access::slack::SlackClient;
 use shared::access::store::Store;
 use shared::job::DeliveryJob;
 use shared::telemetry::trace_id;
 use slack_morphism::SlackSigningSecret;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,11 +44,20 @@ impl App {
     /// the given one, e.g. bound to port 0 by a test).
     pub async fn build(cfg: GatewayConfig, listener: Option<TcpListener>) -> anyhow::Result<Self> {
         cfg.validate()?;
-        let store = Store::connect(&cfg.database).await.context("Cannot connect to Postgres")?;
-        let queue = JobQueue::connect(&cfg.redis).await.context("Cannot connect to Redis")?;
-        let http_client = shared::access::http_client(Duration::from_secs(cfg.slack.request_timeout_secs))
-            .context("Cannot build HTTP client")?;
-        let slack = SlackClient::new(http_client, &cfg.slack.api_base_url, cfg.slack.bot_token.clone());
+        let store = Store::connect(&cfg.database)
+            .await
+            .context("Cannot connect to Postgres")?;
+        let queue = JobQueue::connect(&cfg.redis)
+            .await
+            .context("Cannot connect to Redis")?;
+        let http_client =
+            shared::access::http_client(Duration::from_secs(cfg.slack.request_timeout_secs))
+                .context("Cannot build HTTP client")?;
+        let slack = SlackClient::new(
+            http_client,
+            &cfg.slack.api_base_url,
+            cfg.slack.bot_token.clone(),
+        );
         let state = HttpState {
             ingest: IngestManager::new(store.clone(), queue.clone()),
             store: store.clone(),
@@ -83,71 +94,71 @@ impl App {
         let http_shutdown = shutdown.clone();
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        let delivery = run_delivery(self.queue, self.delivery, self.delivery_cfg, shutdown.clone());
+        let delivery = run_delivery(
+            self.queue,
+            self.delivery,
+            self.delivery_cfg,
+            shutdown.clone(),
+        );
         let (served, delivered) = tokio::join!(server, delivery);
         served.context("HTTP server failed")?;
         delivered
     }
 }
 
-/// Consumes delivery jobs until shutdown; a worker that fails (Redis down) is
-/// restarted under a new name after a pause.
+/// Consumes delivery jobs until shutdown.
 async fn run_delivery(
     queue: JobQueue,
     manager: Arc<DeliveryManager>,
     cfg: config::DeliveryConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    while !shutdown.is_cancelled() {
-        let worker = WorkerBuilder::new(shared::access::queue::unique_worker_name("gateway-delivery"))
-            .backend(queue.delivery_storage(cfg.concurrency).poll_with_interval(POLL_INTERVAL))
+    let stop = shutdown.clone();
+    supervise("gateway-delivery", shutdown, |name| {
+        let worker = WorkerBuilder::new(name)
+            .backend(
+                queue
+                    .delivery_storage(cfg.concurrency)
+                    .poll_with_interval(POLL_INTERVAL),
+            )
             .concurrency(cfg.concurrency)
             .parallelize(|job| tokio::spawn(job))
             .data(manager.clone())
-            .data(MaxAttempts(cfg.max_attempts))
+            .data(DeliveryLimits {
+                max_attempts: cfg.max_attempts,
+            })
             .build(deliver);
-        // Spawned so the worker's future is checked for `Send` with concrete
-        // types (rustc cannot prove it through this async fn's state machine).
-        let run = tokio::spawn(worker.run_until(shared::access::queue::stop_signal(shutdown.clone())));
-        match run.await {
-            Ok(Ok(())) => break,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Job worker failed; restarting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Delivery worker stopped; restarting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+        tokio::spawn(worker.run_until(stop_signal(stop.clone())))
+    })
+    .await;
     Ok(())
 }
 
-/// Attempts before a job is dead-lettered.
+/// Settings a delivery job handler needs besides the manager.
 #[derive(Debug, Clone, Copy)]
-struct MaxAttempts(usize);
+struct DeliveryLimits {
+    /// Attempts before a job is dead-lettered.
+    max_attempts: usize,
+}
 
 #[tracing::instrument(skip_all, fields(job.kind = "deliver", outbox.id = tracing::field::Empty, attempt = attempt.current()))]
 async fn deliver(
     job: DeliveryJob,
     manager: Data<Arc<DeliveryManager>>,
-    max: Data<MaxAttempts>,
+    limits: Data<DeliveryLimits>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let DeliveryJob::DeliverV1 { outbox_id, traceparent } = job else {
+    let DeliveryJob::DeliverV1 {
+        outbox_id,
+        traceparent,
+    } = job
+    else {
         return Err(AbortError::new("unknown delivery job kind").into());
     };
     tracing::Span::current().record("outbox.id", tracing::field::display(outbox_id));
     match manager.deliver(outbox_id, trace_id(&traceparent)).await {
         Ok(()) => Ok(()),
-        Err(DeliveryError::Retryable(e)) if attempt.current() < max.0.0 => {
+        Err(DeliveryError::Retryable(e)) if attempt.current() < limits.max_attempts => {
             tracing::warn!(error = format!("{e:#}"), "Delivery failed; will retry");
             Err(e.into())
         }

@@ -16,7 +16,8 @@ async fn main() {
 
 async fn try_main() -> anyhow::Result<()> {
     let file = std::env::args_os().nth(1).map(PathBuf::from);
-    let cfg: gateway::GatewayConfig = shared::config::load(&gateway::GatewayConfig::default(), file.as_deref())?;
+    let cfg: gateway::GatewayConfig =
+        shared::config::load(&gateway::GatewayConfig::default(), file.as_deref())?;
     shared::telemetry::init(&cfg.log);
     let app = gateway::App::build(cfg, None).await?;
     let shutdown = CancellationToken::new();

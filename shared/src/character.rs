@@ -259,16 +259,22 @@ impl Character {
             return Err(bad("name must match [a-zA-Z0-9_-]{1,64}".into()));
         }
         if !tool.path.starts_with('/') || tool.path.contains("..") || tool.path.contains('?') {
-            return Err(bad("path must start with `/` and hold no `..` or query".into()));
+            return Err(bad(
+                "path must start with `/` and hold no `..` or query".into()
+            ));
         }
         if tool.parameters.get("type").and_then(Value::as_str) != Some("object") {
-            return Err(bad("parameters must be a JSON Schema with type \"object\"".into()));
+            return Err(bad(
+                "parameters must be a JSON Schema with type \"object\"".into()
+            ));
         }
         let properties = tool.properties().cloned().unwrap_or_default();
         let required = tool.required();
         for param in tool.path_params() {
             if !properties.contains_key(param) || !required.contains(&param) {
-                return Err(bad(format!("path parameter `{param}` must be a required property")));
+                return Err(bad(format!(
+                    "path parameter `{param}` must be a required property"
+                )));
             }
         }
         for name in required.iter().copied() {
@@ -277,13 +283,18 @@ impl Character {
             }
         }
         match tool.effect {
-            Effect::Read if tool.pattern_key.is_some() || !tool.pattern_fields.is_empty() => {
-                Err(bad("only write tools declare pattern_key and pattern_fields".into()))
-            }
+            Effect::Read if tool.pattern_key.is_some() || !tool.pattern_fields.is_empty() => Err(
+                bad("only write tools declare pattern_key and pattern_fields".into()),
+            ),
             Effect::Write => {
                 let declared = tool.pattern_key.iter().chain(&tool.pattern_fields);
-                match declared.into_iter().find(|f| !properties.contains_key(f.as_str())) {
-                    Some(f) => Err(bad(format!("pattern field `{f}` is not a declared property"))),
+                match declared
+                    .into_iter()
+                    .find(|f| !properties.contains_key(f.as_str()))
+                {
+                    Some(f) => Err(bad(format!(
+                        "pattern field `{f}` is not a declared property"
+                    ))),
                     None => Ok(()),
                 }
             }
@@ -336,10 +347,9 @@ impl Characters {
             let text = std::fs::read_to_string(&file).map_err(io(&file))?;
             let character = Character::parse(&text, &file)?;
             if entry.file_name().to_str() != Some(character.name.as_str()) {
-                return Err(character.invalid(format!(
-                    "its directory must be named `{}`",
-                    character.name
-                )));
+                return Err(
+                    character.invalid(format!("its directory must be named `{}`", character.name))
+                );
             }
             by_name.insert(character.name.clone(), character);
         }
@@ -437,8 +447,14 @@ mod tests {
             )
         };
         let cases = [
-            (tool("effect = \"read\"\nmethod = \"GET\"\npath = \"x\""), "path must start"),
-            (tool("effect = \"read\"\nmethod = \"GET\"\npath = \"/a/../b\""), "path must start"),
+            (
+                tool("effect = \"read\"\nmethod = \"GET\"\npath = \"x\""),
+                "path must start",
+            ),
+            (
+                tool("effect = \"read\"\nmethod = \"GET\"\npath = \"/a/../b\""),
+                "path must start",
+            ),
             (
                 tool("effect = \"read\"\nmethod = \"GET\"\npath = \"/a\"\npattern_key = \"a\""),
                 "only write tools",
@@ -447,8 +463,14 @@ mod tests {
                 tool("effect = \"write\"\nmethod = \"POST\"\npath = \"/a\"\npattern_key = \"zz\""),
                 "pattern field `zz`",
             ),
-            (tool("effect = \"sideways\"\nmethod = \"GET\"\npath = \"/a\""), "sideways"),
-            (tool("effect = \"read\"\nmethod = \"TRACE\"\npath = \"/a\""), "TRACE"),
+            (
+                tool("effect = \"sideways\"\nmethod = \"GET\"\npath = \"/a\""),
+                "sideways",
+            ),
+            (
+                tool("effect = \"read\"\nmethod = \"TRACE\"\npath = \"/a\""),
+                "TRACE",
+            ),
         ];
         for (extra, expected) in cases {
             let r = reason(&extra);
@@ -464,12 +486,9 @@ mod tests {
 
     #[test]
     fn bad_name_and_temperature_are_rejected() {
-        let r = Character::parse(
-            &MINIMAL.replace("book-e", "Book E"),
-            Path::new("x.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let r = Character::parse(&MINIMAL.replace("book-e", "Book E"), Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(r.contains("lowercase"), "{r}");
         assert!(reason("[model]\ntemperature = 3.0").contains("temperature"));
     }

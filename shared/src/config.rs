@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "AE_";
 
 /// Loads a binary's config from `defaults`, the optional file and the environment.
-pub fn load<T>(defaults: &T, file: Option<&Path>) -> Result<T, figment::Error>
+pub fn load<T>(defaults: &T, file: Option<&Path>) -> Result<T, Box<figment::Error>>
 where
     T: Serialize + DeserializeOwned,
 {
@@ -22,7 +22,10 @@ where
     if let Some(file) = file {
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment.merge(Env::prefixed(ENV_PREFIX).split("__")).extract()
+    figment
+        .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .extract()
+        .map_err(Box::new)
 }
 
 /// Postgres connection settings.

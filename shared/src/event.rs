@@ -217,6 +217,9 @@ mod tests {
         });
         let back = ConversationEvent::from_stored(event.type_name(), event.payload());
         assert_eq!(back, Some(event));
-        assert_eq!(ConversationEvent::from_stored("automate_e.other.thing.v1", Value::Null), None);
+        assert_eq!(
+            ConversationEvent::from_stored("automate_e.other.thing.v1", Value::Null),
+            None
+        );
     }
 }

@@ -70,9 +70,13 @@ pub fn new_traceparent() -> String {
 /// The trace id of a W3C `traceparent`, if it is well formed.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');
-    let (Some("00"), Some(trace), Some(span), Some(_flags), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("00"), Some(trace), Some(span), Some(_flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
     let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -93,7 +97,11 @@ mod tests {
 
     #[test]
     fn malformed_traceparent_has_no_trace_id() {
-        for bad in ["", "00-abc-def-01", "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x"] {
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+        ] {
             assert_eq!(trace_id(bad), None, "{bad}");
         }
         assert_eq!(

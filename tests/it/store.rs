@@ -13,7 +13,10 @@ fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
         tenant_id: tenant,
         type_name: "automate_e.test.thing_happened.v1",
         payload: json!({"n": 1}),
-        actor: Actor { kind: ActorKind::System, id: "test".into() },
+        actor: Actor {
+            kind: ActorKind::System,
+            id: "test".into(),
+        },
         occurred_at: Utc::now(),
         dedupe_key: dedupe.map(str::to_owned),
         correlation_id: None,
@@ -24,7 +27,13 @@ fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
 }
 
 async fn service_store(db: &TestDb) -> Store {
-    Store::from_pool(PgPoolOptions::new().max_connections(2).connect(&db.service_url()).await.unwrap())
+    Store::from_pool(
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&db.service_url())
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -33,16 +42,52 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
     let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
     let store = service_store(&db).await;
 
-    assert_eq!(store.append("s-1", 0, &[event(tenant, None), event(tenant, None)]).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .append("s-1", 0, &[event(tenant, None), event(tenant, None)])
+            .await
+            .unwrap(),
+        2
+    );
     let stale = store.append("s-1", 1, &[event(tenant, None)]).await;
-    assert!(matches!(stale, Err(StoreError::VersionConflict { expected: 1, .. })), "{stale:?}");
-    assert_eq!(store.append("s-1", 2, &[event(tenant, Some("once"))]).await.unwrap(), 3);
-    assert_eq!(store.append("s-1", 3, &[event(tenant, Some("once"))]).await.unwrap(), 3, "duplicate skipped");
-    assert_eq!(store.append("s-2", 0, &[event(tenant, None)]).await.unwrap(), 1, "streams are independent");
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { expected: 1, .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        store
+            .append("s-1", 2, &[event(tenant, Some("once"))])
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .append("s-1", 3, &[event(tenant, Some("once"))])
+            .await
+            .unwrap(),
+        3,
+        "duplicate skipped"
+    );
+    assert_eq!(
+        store
+            .append("s-2", 0, &[event(tenant, None)])
+            .await
+            .unwrap(),
+        1,
+        "streams are independent"
+    );
     assert_eq!(store.stream_version("s-1").await.unwrap(), 3);
     let events = store.read_stream("s-1", &[]).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(events.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].global_position < w[1].global_position)
+    );
     db.drop().await;
 }
 
@@ -51,11 +96,25 @@ async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
     let db = TestDb::create().await;
     let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
     let store = service_store(&db).await;
-    store.append("s-1", 0, &[event(tenant, None)]).await.unwrap();
+    store
+        .append("s-1", 0, &[event(tenant, None)])
+        .await
+        .unwrap();
 
-    for statement in ["UPDATE events SET payload = '{}'", "DELETE FROM events", "TRUNCATE events", "DELETE FROM inbox"] {
-        let err = sqlx::query(statement).execute(store.pool()).await.unwrap_err();
-        assert!(err.to_string().contains("permission denied"), "{statement}: {err}");
+    for statement in [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "DELETE FROM inbox",
+    ] {
+        let err = sqlx::query(statement)
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{statement}: {err}"
+        );
     }
     let (superuser, bypass, owns): (bool, bool, i64) = sqlx::query_as(
         "SELECT r.rolsuper, r.rolbypassrls, \

@@ -17,7 +17,8 @@ pub struct TestDb {
 
 /// The admin URL of the test machine's Postgres (must be able to create databases).
 pub fn admin_url() -> String {
-    std::env::var("AE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    crate::machine_setting("AE_TEST_DATABASE_URL")
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 fn with_database(url: &str, user: Option<&str>, database: &str) -> String {
@@ -39,14 +40,20 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to Postgres at AE_TEST_DATABASE_URL: {e}"));
         let name = format!("ae_test_{}", Uuid::new_v4().simple());
-        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
         admin.close().await;
         let owner = PgPoolOptions::new()
             .max_connections(4)
             .connect(&with_database(&admin_url(), None, &name))
             .await
             .expect("connect to test database");
-        shared::MIGRATOR.run(&owner).await.expect("apply migrations");
+        shared::MIGRATOR
+            .run(&owner)
+            .await
+            .expect("apply migrations");
         // Roles are cluster-wide; parallel tests may race to create it.
         owner
             .execute(
@@ -80,7 +87,14 @@ impl TestDb {
     }
 
     /// Adds a tenant and one route to it; returns the tenant id.
-    pub async fn seed_tenant(&self, slug: &str, platform: &str, workspace: &str, channel: &str, character: &str) -> Uuid {
+    pub async fn seed_tenant(
+        &self,
+        slug: &str,
+        platform: &str,
+        workspace: &str,
+        channel: &str,
+        character: &str,
+    ) -> Uuid {
         let id = Uuid::now_v7();
         sqlx::query("INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $2)")
             .bind(id)
@@ -121,17 +135,23 @@ impl TestDb {
 
     /// Event types of the streams starting with `prefix`, in log order.
     pub async fn event_types(&self, stream_prefix: &str) -> Vec<String> {
-        sqlx::query_scalar("SELECT type FROM events WHERE stream LIKE $1 || '%' ORDER BY global_position")
-            .bind(stream_prefix)
-            .fetch_all(&self.owner)
-            .await
-            .expect("read events")
+        sqlx::query_scalar(
+            "SELECT type FROM events WHERE stream LIKE $1 || '%' ORDER BY global_position",
+        )
+        .bind(stream_prefix)
+        .fetch_all(&self.owner)
+        .await
+        .expect("read events")
     }
 
     /// Drops the database.
     pub async fn drop(self) {
         self.owner.close().await;
-        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("connect admin");
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url())
+            .await
+            .expect("connect admin");
         admin
             .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
             .await

@@ -53,8 +53,11 @@ pub const FIXTURE_CHANNEL: &str = "C111";
 
 /// A real platform payload from `tests/data/`.
 pub fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
 /// A running deployment under test.
@@ -83,11 +86,15 @@ impl TestEnv {
     /// one gateway and one worker.
     pub async fn start() -> Self {
         shared::telemetry::install_crypto_provider();
-        if std::env::var_os("TEST_LOG").is_some() {
-            shared::telemetry::init(&LogConfig { filter: "info,sqlx=warn".into(), ..LogConfig::default() });
+        if machine_setting("TEST_LOG").is_some() {
+            shared::telemetry::init(&LogConfig {
+                filter: "info,sqlx=warn".into(),
+                ..LogConfig::default()
+            });
         }
         let db = TestDb::create().await;
-        db.seed_tenant("acme", "slack", FIXTURE_TEAM, "*", "book-e").await;
+        db.seed_tenant("acme", "slack", FIXTURE_TEAM, "*", "book-e")
+            .await;
         let slack = FakeSlack::start(SLACK_BOT_TOKEN).await;
         let openai = FakeOpenAi::start(LLM_API_KEY).await;
         let accounting = FakeAccounting::start(ACCOUNTING_TOKEN).await;
@@ -115,24 +122,40 @@ impl TestEnv {
     }
 
     fn database_config(&self) -> DatabaseConfig {
-        DatabaseConfig { url: SecretString::from(self.db.service_url()), ..DatabaseConfig::default() }
+        DatabaseConfig {
+            url: SecretString::from(self.db.service_url()),
+            ..DatabaseConfig::default()
+        }
     }
 
     async fn spawn_gateway(&mut self, redis: RedisConfig) -> String {
-        let mut cfg = gateway::GatewayConfig { database: self.database_config(), redis, ..Default::default() };
+        let mut cfg = gateway::GatewayConfig {
+            database: self.database_config(),
+            redis,
+            ..Default::default()
+        };
         cfg.slack.signing_secret = SecretString::from(SLACK_SIGNING_SECRET);
         cfg.slack.bot_token = SecretString::from(SLACK_BOT_TOKEN);
         cfg.slack.api_base_url = self.slack.base_url.clone();
         cfg.delivery.max_attempts = 3;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
-        let app = gateway::App::build(cfg, Some(listener)).await.expect("build gateway");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
+        let app = gateway::App::build(cfg, Some(listener))
+            .await
+            .expect("build gateway");
         let url = format!("http://127.0.0.1:{}", app.port());
-        self.tasks.push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+        self.tasks
+            .push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
         url
     }
 
     async fn spawn_worker(&mut self, redis: RedisConfig) {
-        let mut cfg = worker::WorkerConfig { database: self.database_config(), redis, ..Default::default() };
+        let mut cfg = worker::WorkerConfig {
+            database: self.database_config(),
+            redis,
+            ..Default::default()
+        };
         cfg.llm.base_url = self.openai.base_url.clone();
         cfg.llm.api_key = SecretString::from(LLM_API_KEY);
         cfg.llm.model = "gpt-test".into();
@@ -141,17 +164,25 @@ impl TestEnv {
         cfg.characters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
         cfg.max_attempts = 3;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
-        let app = worker::App::build(cfg, Some(listener)).await.expect("build worker");
-        self.tasks.push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+        let app = worker::App::build(cfg, Some(listener))
+            .await
+            .expect("build worker");
+        self.tasks
+            .push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
     }
 
     /// Posts a body to the Slack events endpoint, signed now; returns the status.
     pub async fn post_slack_event(&self, body: &str) -> u16 {
         let ts = chrono::Utc::now().timestamp().to_string();
-        self.post_slack_event_with(body, &ts, &signing::slack_signature(SLACK_SIGNING_SECRET, &ts, body), &[])
-            .await
-            .status()
-            .as_u16()
+        self.post_slack_event_with(
+            body,
+            &ts,
+            &signing::slack_signature(SLACK_SIGNING_SECRET, &ts, body),
+            &[],
+        )
+        .await
+        .status()
+        .as_u16()
     }
 
     /// Posts a body with the given timestamp, signature and extra headers.
@@ -177,15 +208,26 @@ impl TestEnv {
 
     /// Waits until the fake Slack has `n` posted messages waiting.
     pub async fn wait_for_posts(&self, n: usize) {
-        self.wait_until(&format!("{n} Slack posts"), || async { self.slack.posted_count() >= n }).await;
+        self.wait_until(&format!("{n} Slack posts"), || async {
+            self.slack.posted_count() >= n
+        })
+        .await;
     }
 
     /// Waits until no job is waiting or running and every accepted message
     /// has been answered and delivered.
     pub async fn wait_idle(&self) {
         self.wait_until("the system to be idle", || async {
-            let worker = self.queue.depth(QueueName::Worker).await.expect("queue depth");
-            let delivery = self.queue.depth(QueueName::Delivery).await.expect("queue depth");
+            let worker = self
+                .queue
+                .depth(QueueName::Worker)
+                .await
+                .expect("queue depth");
+            let delivery = self
+                .queue
+                .depth(QueueName::Delivery)
+                .await
+                .expect("queue depth");
             worker.backlog() + worker.delayed + delivery.backlog() + delivery.delayed == 0
                 && self.db.pending_work().await == 0
         })
@@ -206,7 +248,10 @@ impl TestEnv {
             if condition().await {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
@@ -216,11 +261,17 @@ impl TestEnv {
     pub async fn finish(self) {
         self.shutdown.cancel();
         for task in self.tasks {
-            task.await.expect("service task panicked").expect("service failed");
+            task.await
+                .expect("service task panicked")
+                .expect("service failed");
         }
         let extra = self.slack.take_posted();
         assert!(extra.is_empty(), "unexpected Slack posts: {extra:?}");
-        assert_eq!(self.openai.unused_script(), 0, "scripted model answers were not used");
+        assert_eq!(
+            self.openai.unused_script(),
+            0,
+            "scripted model answers were not used"
+        );
         let mut conn = redis::Client::open(redis_url())
             .expect("redis url")
             .get_multiplexed_async_connection()
@@ -232,13 +283,26 @@ impl TestEnv {
             .await
             .expect("list test keys");
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("delete test keys");
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("delete test keys");
         }
         self.db.drop().await;
     }
 }
 
-/// Redis URL of the test machine.
+/// Redis URL of the test machine (`AE_TEST_REDIS_URL`).
 pub fn redis_url() -> String {
-    std::env::var("AE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    machine_setting("AE_TEST_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A setting of the machine the tests run on, from the environment.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the harness reads where the test machine's services are"
+)]
+pub fn machine_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }

@@ -20,6 +20,9 @@ mod tests {
         let vector: serde_json::Value =
             serde_json::from_str(&crate::fixture("slack/signing-test-vector.json")).unwrap();
         let s = |k: &str| vector[k].as_str().unwrap().to_owned();
-        assert_eq!(slack_signature(&s("signing_secret"), &s("timestamp"), &s("body")), s("expected_signature"));
+        assert_eq!(
+            slack_signature(&s("signing_secret"), &s("timestamp"), &s("body")),
+            s("expected_signature")
+        );
     }
 }

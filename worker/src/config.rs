@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret};
+use shared::config::{
+    ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret,
+};
 
 /// Worker settings; see `README.md` for the environment variables.
 #[derive(Debug, Clone, Serialize, Deserialize)]

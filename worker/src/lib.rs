@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder};
+use apalis::prelude::{
+    AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use shared::access::accounting::AccountingClient;
 use shared::access::llm::LlmClient;
-use shared::access::queue::{JobQueue, POLL_INTERVAL, unique_worker_name};
+use shared::access::queue::{JobQueue, POLL_INTERVAL, stop_signal, supervise};
 use shared::access::store::Store;
 use shared::character::Characters;
 use shared::job::WorkerJob;
@@ -45,12 +47,21 @@ impl App {
     /// health/metrics listener (or uses the given one).
     pub async fn build(cfg: WorkerConfig, listener: Option<TcpListener>) -> anyhow::Result<Self> {
         cfg.validate()?;
-        let characters = Characters::load_dir(&cfg.characters_dir).context("Cannot load characters")?;
+        let characters =
+            Characters::load_dir(&cfg.characters_dir).context("Cannot load characters")?;
         tracing::info!(characters = ?characters.names().collect::<Vec<_>>(), "Characters loaded");
-        let store = Store::connect(&cfg.database).await.context("Cannot connect to Postgres")?;
-        let queue = JobQueue::connect(&cfg.redis).await.context("Cannot connect to Redis")?;
-        let llm = LlmClient::new(&cfg.llm.base_url, &cfg.llm.api_key, Duration::from_secs(cfg.llm.timeout_secs))
-            .context("Cannot build LLM client")?;
+        let store = Store::connect(&cfg.database)
+            .await
+            .context("Cannot connect to Postgres")?;
+        let queue = JobQueue::connect(&cfg.redis)
+            .await
+            .context("Cannot connect to Redis")?;
+        let llm = LlmClient::new(
+            &cfg.llm.base_url,
+            &cfg.llm.api_key,
+            Duration::from_secs(cfg.llm.timeout_secs),
+        )
+        .context("Cannot build LLM client")?;
         let tool_timeout = Duration::from_secs(cfg.accounting.timeout_secs);
         let accounting = AccountingClient::new(
             shared::access::http_client(tool_timeout).context("Cannot build HTTP client")?,
@@ -96,11 +107,21 @@ impl App {
         let health = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(|| async { shared::telemetry::metrics_handle().render() }))
+            .route(
+                "/metrics",
+                get(|| async { shared::telemetry::metrics_handle().render() }),
+            )
             .with_state((self.store.clone(), self.queue.clone()));
         let stop = shutdown.clone();
-        let server = axum::serve(self.listener, health).with_graceful_shutdown(async move { stop.cancelled().await });
-        let jobs = run_jobs(self.queue, self.conversations, self.concurrency, self.max_attempts, shutdown);
+        let server = axum::serve(self.listener, health)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let jobs = run_jobs(
+            self.queue,
+            self.conversations,
+            self.concurrency,
+            self.max_attempts,
+            shutdown,
+        );
         let (served, ()) = tokio::join!(server, jobs);
         served.context("Health server failed")
     }
@@ -119,8 +140,7 @@ struct JobLimits {
     max_attempts: usize,
 }
 
-/// Consumes worker jobs until shutdown; a worker that fails (Redis down) is
-/// restarted under a new name after a pause.
+/// Consumes worker jobs until shutdown.
 async fn run_jobs(
     queue: JobQueue,
     conversations: Arc<ConversationManager>,
@@ -128,35 +148,22 @@ async fn run_jobs(
     max_attempts: usize,
     shutdown: CancellationToken,
 ) {
-    while !shutdown.is_cancelled() {
-        let worker = WorkerBuilder::new(unique_worker_name("worker"))
-            .backend(queue.worker_storage(concurrency).poll_with_interval(POLL_INTERVAL))
+    let stop = shutdown.clone();
+    supervise("worker", shutdown, |name| {
+        let worker = WorkerBuilder::new(name)
+            .backend(
+                queue
+                    .worker_storage(concurrency)
+                    .poll_with_interval(POLL_INTERVAL),
+            )
             .concurrency(concurrency)
             .parallelize(|job| tokio::spawn(job))
             .data(conversations.clone())
             .data(JobLimits { max_attempts })
             .build(handle_job);
-        // Spawned so the worker's future is checked for `Send` with concrete
-        // types (rustc cannot prove it through this async fn's state machine).
-        let run = tokio::spawn(worker.run_until(shared::access::queue::stop_signal(shutdown.clone())));
-        match run.await {
-            Ok(Ok(())) => break,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Job worker failed; restarting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Job worker stopped; restarting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+        tokio::spawn(worker.run_until(stop_signal(stop.clone())))
+    })
+    .await;
 }
 
 #[tracing::instrument(skip_all, fields(job.kind, inbox.id, attempt = attempt.current(), trace_id))]
@@ -166,7 +173,11 @@ async fn handle_job(
     limits: Data<JobLimits>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let WorkerJob::TurnV1 { inbox_id, traceparent } = job else {
+    let WorkerJob::TurnV1 {
+        inbox_id,
+        traceparent,
+    } = job
+    else {
         tracing::error!("Unknown job kind dead-lettered");
         return Err(AbortError::new("unknown worker job kind").into());
     };
@@ -179,7 +190,8 @@ async fn handle_job(
     }
     let started = std::time::Instant::now();
     let result = conversations.run_turn(inbox_id, trace).await;
-    metrics::histogram!("automate_e_job_seconds", "kind" => "turn").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("automate_e_job_seconds", "kind" => "turn")
+        .record(started.elapsed().as_secs_f64());
     match result {
         Ok(TurnOutcome::Replied(outbox_id)) => {
             tracing::info!(outbox.id = %outbox_id, "Turn replied");

@@ -31,19 +31,24 @@ async fn try_main() -> anyhow::Result<()> {
     match args.next() {
         Some(cmd) if cmd == "migrate" => {
             let file = args.next().map(PathBuf::from);
-            let cfg: MigrateConfig = shared::config::load(&MigrateConfig::default(), file.as_deref())?;
+            let cfg: MigrateConfig =
+                shared::config::load(&MigrateConfig::default(), file.as_deref())?;
             shared::telemetry::init(&cfg.log);
             cfg.database.validate()?;
             let store = shared::access::store::Store::connect(&cfg.database)
                 .await
                 .context("Cannot connect to Postgres")?;
-            shared::MIGRATOR.run(store.pool()).await.context("Cannot apply migrations")?;
+            shared::MIGRATOR
+                .run(store.pool())
+                .await
+                .context("Cannot apply migrations")?;
             tracing::info!("Migrations applied");
             Ok(())
         }
         file => {
             let file = file.map(PathBuf::from);
-            let cfg: worker::WorkerConfig = shared::config::load(&worker::WorkerConfig::default(), file.as_deref())?;
+            let cfg: worker::WorkerConfig =
+                shared::config::load(&worker::WorkerConfig::default(), file.as_deref())?;
             shared::telemetry::init(&cfg.log);
             let app = worker::App::build(cfg, None).await?;
             let shutdown = CancellationToken::new();

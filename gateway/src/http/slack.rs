@@ -10,9 +10,13 @@ use chrono::Utc;
 use serde_json::json;
 use shared::ids::Platform;
 use shared::telemetry::new_traceparent;
-use slack_morphism::events::{SlackEventCallbackBody, SlackMessageEventType, SlackPushEvent, SlackPushEventCallback};
-use slack_morphism::signature_verifier::{SlackEventSignatureVerifier, SlackEventSignatureVerifierError};
 use slack_morphism::SlackMessageSender;
+use slack_morphism::events::{
+    SlackEventCallbackBody, SlackMessageEventType, SlackPushEvent, SlackPushEventCallback,
+};
+use slack_morphism::signature_verifier::{
+    SlackEventSignatureVerifier, SlackEventSignatureVerifierError,
+};
 use tracing::Instrument;
 
 use super::{ApiError, HttpState};
@@ -31,7 +35,9 @@ pub(super) async fn events(
     let event: SlackPushEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a Slack Events API payload: {e}")))?;
     match event {
-        SlackPushEvent::UrlVerification(v) => Ok(Json(json!({ "challenge": v.challenge })).into_response()),
+        SlackPushEvent::UrlVerification(v) => {
+            Ok(Json(json!({ "challenge": v.challenge })).into_response())
+        }
         SlackPushEvent::AppRateLimited(_) => {
             tracing::warn!("Slack reports the app is rate limited");
             Ok(ack())
@@ -63,11 +69,13 @@ fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), Api
         .ok_or(ApiError::Unauthorized("missing Slack signature"))?;
     let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)
         .ok_or(ApiError::Unauthorized("missing Slack request timestamp"))?;
-    let body = std::str::from_utf8(body).map_err(|_| ApiError::Unauthorized("invalid Slack signature"))?;
+    let body =
+        std::str::from_utf8(body).map_err(|_| ApiError::Unauthorized("invalid Slack signature"))?;
     SlackEventSignatureVerifier::new(&state.slack_signing_secret)
         .verify(signature, body, timestamp)
         .map_err(|e| {
-            metrics::counter!("automate_e_webhooks_rejected_total", "channel" => "slack").increment(1);
+            metrics::counter!("automate_e_webhooks_rejected_total", "channel" => "slack")
+                .increment(1);
             match e {
                 SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_) => {
                     ApiError::Unauthorized("stale or invalid Slack request timestamp")
@@ -77,7 +85,10 @@ fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), Api
         })
 }
 
-async fn handle_callback(state: &HttpState, callback: SlackPushEventCallback) -> Result<Response, ApiError> {
+async fn handle_callback(
+    state: &HttpState,
+    callback: SlackPushEventCallback,
+) -> Result<Response, ApiError> {
     let Some(message) = normalize(&callback) else {
         record_outcome("ignored");
         return Ok(ack());
@@ -91,7 +102,8 @@ async fn handle_callback(state: &HttpState, callback: SlackPushEventCallback) ->
 fn record_outcome(outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
     tracing::info!(outcome, "Slack event handled");
-    metrics::counter!("automate_e_messages_total", "channel" => "slack", "outcome" => outcome).increment(1);
+    metrics::counter!("automate_e_messages_total", "channel" => "slack", "outcome" => outcome)
+        .increment(1);
 }
 
 /// The user message in a callback, or `None` for events that are not one
@@ -100,16 +112,29 @@ fn normalize(callback: &SlackPushEventCallback) -> Option<InboundMessage> {
     let (origin, sender, text) = match &callback.event {
         SlackEventCallbackBody::Message(m) => {
             let plain = m.subtype.as_ref().is_none_or(|s| {
-                matches!(s, SlackMessageEventType::ThreadBroadcast | SlackMessageEventType::FileShare)
+                matches!(
+                    s,
+                    SlackMessageEventType::ThreadBroadcast | SlackMessageEventType::FileShare
+                )
             });
             if !plain {
                 return None;
             }
-            (&m.origin, &m.sender, m.content.as_ref().and_then(|c| c.text.clone()))
+            (
+                &m.origin,
+                &m.sender,
+                m.content.as_ref().and_then(|c| c.text.clone()),
+            )
         }
         SlackEventCallbackBody::AppMention(m) => {
             let sender = SlackMessageSender::new().with_user(m.user.clone());
-            return build(callback, &m.origin, &sender, m.content.text.clone(), Some(&m.channel.0));
+            return build(
+                callback,
+                &m.origin,
+                &sender,
+                m.content.text.clone(),
+                Some(&m.channel.0),
+            );
         }
         _ => return None,
     };
@@ -135,11 +160,16 @@ fn build(
     if is_our_bot {
         return None;
     }
-    let channel = channel.map(str::to_owned).or_else(|| origin.channel.as_ref().map(|c| c.0.clone()))?;
+    let channel = channel
+        .map(str::to_owned)
+        .or_else(|| origin.channel.as_ref().map(|c| c.0.clone()))?;
     let text = text.filter(|t| !t.trim().is_empty())?;
     let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
     let ts = origin.ts.0.clone();
-    let thread = origin.thread_ts.as_ref().map_or_else(|| ts.clone(), |t| t.0.clone());
+    let thread = origin
+        .thread_ts
+        .as_ref()
+        .map_or_else(|| ts.clone(), |t| t.0.clone());
     Some(InboundMessage {
         platform: Platform::Slack,
         workspace: callback.team_id.0.clone(),

@@ -44,7 +44,11 @@ impl DeliveryManager {
     }
 
     /// Posts the reply (the chunks not yet posted) and records the delivery.
-    pub async fn deliver(&self, outbox_id: OutboxId, trace_id: Option<&str>) -> Result<(), DeliveryError> {
+    pub async fn deliver(
+        &self,
+        outbox_id: OutboxId,
+        trace_id: Option<&str>,
+    ) -> Result<(), DeliveryError> {
         let item = self
             .store
             .outbox_item(outbox_id)

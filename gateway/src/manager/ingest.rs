@@ -68,7 +68,11 @@ impl IngestManager {
 
     /// Records the message once and makes sure its turn job is queued. Returns
     /// only after both are durable, so the platform may be acknowledged.
-    pub async fn ingest(&self, msg: InboundMessage, traceparent: &str) -> anyhow::Result<IngestOutcome> {
+    pub async fn ingest(
+        &self,
+        msg: InboundMessage,
+        traceparent: &str,
+    ) -> anyhow::Result<IngestOutcome> {
         let routes = self
             .store
             .routes(msg.platform, &msg.workspace, &msg.chat)
@@ -89,13 +93,24 @@ impl IngestManager {
             text: msg.text,
             received_at: msg.received_at,
         };
-        let (inbox_id, outcome) = match self.store.record_message(&params).await.context("Cannot record message")? {
+        let (inbox_id, outcome) = match self
+            .store
+            .record_message(&params)
+            .await
+            .context("Cannot record message")?
+        {
             RecordOutcome::New { inbox_id } => (inbox_id, IngestOutcome::Accepted(inbox_id)),
-            RecordOutcome::Duplicate { inbox_id, enqueued: true } => {
+            RecordOutcome::Duplicate {
+                inbox_id,
+                enqueued: true,
+            } => {
                 return Ok(IngestOutcome::Duplicate(inbox_id));
             }
             // Seen before, but the enqueue did not finish: finish it now.
-            RecordOutcome::Duplicate { inbox_id, enqueued: false } => (inbox_id, IngestOutcome::Duplicate(inbox_id)),
+            RecordOutcome::Duplicate {
+                inbox_id,
+                enqueued: false,
+            } => (inbox_id, IngestOutcome::Duplicate(inbox_id)),
         };
         self.queue
             .enqueue_worker_job(WorkerJob::TurnV1 {

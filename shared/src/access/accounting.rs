@@ -31,7 +31,11 @@ pub enum AccountingError {
 
 impl From<reqwest::Error> for AccountingError {
     fn from(e: reqwest::Error) -> Self {
-        if e.is_timeout() { Self::Timeout } else { Self::Transport(e) }
+        if e.is_timeout() {
+            Self::Timeout
+        } else {
+            Self::Transport(e)
+        }
     }
 }
 
@@ -109,14 +113,18 @@ impl AccountingClient {
             .content_length()
             .is_some_and(|len| len > self.max_response_bytes as u64)
         {
-            return Err(AccountingError::TooLarge { limit_bytes: self.max_response_bytes });
+            return Err(AccountingError::TooLarge {
+                limit_bytes: self.max_response_bytes,
+            });
         }
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(AccountingError::TooLarge { limit_bytes: self.max_response_bytes });
+                return Err(AccountingError::TooLarge {
+                    limit_bytes: self.max_response_bytes,
+                });
             }
             body.extend_from_slice(&chunk);
         }

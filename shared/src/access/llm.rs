@@ -113,7 +113,8 @@ impl LlmClient {
         let config = OpenAIConfig::new()
             .with_api_base(base_url.trim_end_matches('/'))
             .with_api_key(api_key.expose_secret());
-        let client = Client::build(http.clone(), config).with_http_service(ReqwestService::new(http));
+        let client =
+            Client::build(http.clone(), config).with_http_service(ReqwestService::new(http));
         Ok(Self { client })
     }
 
@@ -121,9 +122,16 @@ impl LlmClient {
     #[tracing::instrument(skip_all, fields(gen_ai.request.model = request.model, gen_ai.response.id, gen_ai.usage.input_tokens, gen_ai.usage.output_tokens))]
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, LlmError> {
         let mut args = CreateChatCompletionRequestArgs::default();
-        args.model(request.model).messages(to_openai_messages(request.messages)?);
+        args.model(request.model)
+            .messages(to_openai_messages(request.messages)?);
         if !request.functions.is_empty() {
-            args.tools(request.functions.iter().map(to_openai_tool).collect::<Vec<_>>());
+            args.tools(
+                request
+                    .functions
+                    .iter()
+                    .map(to_openai_tool)
+                    .collect::<Vec<_>>(),
+            );
         }
         if let Some(t) = request.temperature {
             args.temperature(t);
@@ -131,7 +139,9 @@ impl LlmClient {
         if let Some(max) = request.max_output_tokens {
             args.max_completion_tokens(max);
         }
-        let built = args.build().map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let built = args
+            .build()
+            .map_err(|e| LlmError::Malformed(e.to_string()))?;
         let response = self.client.chat().create(built).await?;
         let choice = response
             .choices
@@ -198,7 +208,10 @@ fn to_openai_messages(
                 ChatMessage::User { content } => {
                     ChatCompletionRequestUserMessage::from(content.as_str()).into()
                 }
-                ChatMessage::Assistant { content, tool_calls } => {
+                ChatMessage::Assistant {
+                    content,
+                    tool_calls,
+                } => {
                     let mut args = ChatCompletionRequestAssistantMessageArgs::default();
                     if let Some(content) = content {
                         args.content(content.as_str());
@@ -208,20 +221,27 @@ fn to_openai_messages(
                             tool_calls
                                 .iter()
                                 .map(|c| {
-                                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
-                                        id: c.id.clone(),
-                                        function: FunctionCall {
-                                            name: c.name.clone(),
-                                            arguments: c.arguments.clone(),
+                                    ChatCompletionMessageToolCalls::Function(
+                                        ChatCompletionMessageToolCall {
+                                            id: c.id.clone(),
+                                            function: FunctionCall {
+                                                name: c.name.clone(),
+                                                arguments: c.arguments.clone(),
+                                            },
                                         },
-                                    })
+                                    )
                                 })
                                 .collect::<Vec<_>>(),
                         );
                     }
-                    args.build().map_err(|e| LlmError::Malformed(e.to_string()))?.into()
+                    args.build()
+                        .map_err(|e| LlmError::Malformed(e.to_string()))?
+                        .into()
                 }
-                ChatMessage::Tool { tool_call_id, content } => ChatCompletionRequestToolMessage {
+                ChatMessage::Tool {
+                    tool_call_id,
+                    content,
+                } => ChatCompletionRequestToolMessage {
                     content: content.as_str().into(),
                     tool_call_id: tool_call_id.clone(),
                 }

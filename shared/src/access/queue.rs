@@ -24,13 +24,50 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A worker name unique across processes and restarts (apalis requires it).
 pub fn unique_worker_name(role: &str) -> String {
-    format!("{role}-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{role}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// A future that completes when `token` is cancelled, as apalis' stop signal.
 pub async fn stop_signal(token: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
     token.cancelled_owned().await;
     Ok(())
+}
+
+/// Pause before a failed queue worker (e.g. Redis down) is started again.
+pub const RESTART_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs a queue worker until `shutdown` is cancelled. `start` spawns the
+/// worker under the name it is given; when the worker fails it is started
+/// again, under a fresh name (apalis refuses a recently used one), after
+/// [`RESTART_INTERVAL`].
+///
+/// `start` spawns rather than returns the worker's future so that future is
+/// checked for `Send` with concrete types (rustc cannot prove it through a
+/// generic async state machine).
+pub async fn supervise<F, E>(
+    role: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut start: F,
+) where
+    F: FnMut(String) -> tokio::task::JoinHandle<Result<(), E>>,
+    E: std::fmt::Display,
+{
+    while !shutdown.is_cancelled() {
+        let error = match start(unique_worker_name(role)).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => panic.to_string(),
+        };
+        tracing::warn!(role, error, "Queue worker stopped; restarting");
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(RESTART_INTERVAL) => {}
+        }
+    }
 }
 
 /// Errors of the job queue.
@@ -92,7 +129,9 @@ pub struct JobQueue {
 
 impl std::fmt::Debug for JobQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobQueue").field("namespace", &self.namespace).finish()
+        f.debug_struct("JobQueue")
+            .field("namespace", &self.namespace)
+            .finish()
     }
 }
 
@@ -196,7 +235,11 @@ impl JobQueue {
     }
 }
 
-async fn push<T>(mut storage: RedisStorage<T>, job: T, key: Option<String>) -> Result<(), QueueError>
+async fn push<T>(
+    mut storage: RedisStorage<T>,
+    job: T,
+    key: Option<String>,
+) -> Result<(), QueueError>
 where
     T: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
 {

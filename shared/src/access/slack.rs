@@ -37,7 +37,12 @@ impl SlackError {
             // Errors Slack documents as transient.
             Self::Api(code) => matches!(
                 code.as_str(),
-                "ratelimited" | "rate_limited" | "service_unavailable" | "request_timeout" | "internal_error" | "fatal_error"
+                "ratelimited"
+                    | "rate_limited"
+                    | "service_unavailable"
+                    | "request_timeout"
+                    | "internal_error"
+                    | "fatal_error"
             ),
         }
     }
@@ -93,7 +98,10 @@ impl SlackClient {
             .http
             .post(format!("{}/chat.postMessage", self.api_base_url))
             .bearer_auth(self.bot_token.expose_secret())
-            .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
             .body(serde_json::to_vec(&request).expect("a Slack request always serializes"))
             .send()
             .await?;
@@ -114,7 +122,9 @@ impl SlackClient {
         match (envelope.ok, envelope.ts) {
             (true, Some(ts)) => Ok(ts),
             (true, None) => Err(SlackError::Api("missing_ts".to_owned())),
-            (false, _) => Err(SlackError::Api(envelope.error.unwrap_or_else(|| "unknown".to_owned()))),
+            (false, _) => Err(SlackError::Api(
+                envelope.error.unwrap_or_else(|| "unknown".to_owned()),
+            )),
         }
     }
 }

@@ -10,7 +10,10 @@ pub const SLACK_TEXT_LIMIT: usize = 4000;
 /// and only cuts inside a word when a single word is longer than the limit.
 /// Joining the chunks gives back `text` exactly.
 pub fn chunk(text: &str, max_chars: usize) -> Vec<String> {
-    assert!(max_chars > 0, "a chunk limit of zero can never fit any text");
+    assert!(
+        max_chars > 0,
+        "a chunk limit of zero can never fit any text"
+    );
     let mut chunks = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -88,7 +91,11 @@ mod tests {
             .collect();
         for limit in [1, 7, 100, 2000, 4000, 4096] {
             let chunks = chunk(&text, limit);
-            assert!(chunks.iter().all(|c| c.chars().count() <= limit && !c.is_empty()));
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.chars().count() <= limit && !c.is_empty())
+            );
             assert_eq!(chunks.concat(), text);
         }
     }

@@ -71,7 +71,10 @@ pub struct PromptContext<'a> {
 
 /// Builds the message list for the model.
 pub fn compose(character: &Character, ctx: &PromptContext<'_>) -> Vec<ChatMessage> {
-    let mut system = format!("{GLOBAL_VALUES}\n\n# Your role\n{}", character.persona.trim());
+    let mut system = format!(
+        "{GLOBAL_VALUES}\n\n# Your role\n{}",
+        character.persona.trim()
+    );
     system.push_str(&format!(
         "\nYour name is {}. Answer in the user's language; default to `{}`.",
         character.display_name, character.language
@@ -126,8 +129,13 @@ mod tests {
     fn layers_come_in_order() {
         let facts = vec!["Owns a bakery.".to_owned()];
         let history = vec![
-            ChatMessage::User { content: "hi".into() },
-            ChatMessage::Assistant { content: Some("hello".into()), tool_calls: vec![] },
+            ChatMessage::User {
+                content: "hi".into(),
+            },
+            ChatMessage::Assistant {
+                content: Some("hello".into()),
+                tool_calls: vec![],
+            },
         ];
         let messages = compose(
             &character(),
@@ -138,19 +146,41 @@ mod tests {
                 message: "balance?",
             },
         );
-        let ChatMessage::System { content } = &messages[0] else { panic!("system first") };
-        let order = ["You work for", "You keep books.", "VAT is 25 %.", "Be brief.", "Acme AS", "Owns a bakery."];
+        let ChatMessage::System { content } = &messages[0] else {
+            panic!("system first")
+        };
+        let order = [
+            "You work for",
+            "You keep books.",
+            "VAT is 25 %.",
+            "Be brief.",
+            "Acme AS",
+            "Owns a bakery.",
+        ];
         let positions: Vec<_> = order.iter().map(|s| content.find(s).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{content}");
         assert!(content.contains("default to `nb`"));
         assert_eq!(&messages[1..3], &history[..]);
-        assert_eq!(messages[3], ChatMessage::User { content: "balance?".into() });
+        assert_eq!(
+            messages[3],
+            ChatMessage::User {
+                content: "balance?".into()
+            }
+        );
     }
 
     #[test]
     fn empty_layers_are_left_out() {
-        let messages = compose(&character(), &PromptContext { message: "x", ..Default::default() });
-        let ChatMessage::System { content } = &messages[0] else { panic!() };
+        let messages = compose(
+            &character(),
+            &PromptContext {
+                message: "x",
+                ..Default::default()
+            },
+        );
+        let ChatMessage::System { content } = &messages[0] else {
+            panic!()
+        };
         assert!(!content.contains("# The company"));
         assert!(!content.contains("about the user"));
         assert_eq!(messages.len(), 2);
@@ -158,8 +188,12 @@ mod tests {
 
     #[test]
     fn digest_changes_with_content() {
-        let a = vec![ChatMessage::User { content: "a".into() }];
-        let b = vec![ChatMessage::User { content: "b".into() }];
+        let a = vec![ChatMessage::User {
+            content: "a".into(),
+        }];
+        let b = vec![ChatMessage::User {
+            content: "b".into(),
+        }];
         assert_eq!(digest(&a), digest(&a.clone()));
         assert_ne!(digest(&a), digest(&b));
         assert_eq!(digest(&a).len(), 64);

@@ -120,7 +120,10 @@ fn parse_arguments(arguments: &str) -> Result<Map<String, Value>, ToolCallError>
     }
     match serde_json::from_str::<Value>(arguments) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(ToolCallError::NotAnObject(format!("got {}", type_name(&other)))),
+        Ok(other) => Err(ToolCallError::NotAnObject(format!(
+            "got {}",
+            type_name(&other)
+        ))),
         Err(e) => Err(ToolCallError::NotAnObject(e.to_string())),
     }
 }
@@ -178,12 +181,14 @@ fn build_request(tool: &ToolDef, mut args: Map<String, Value>) -> ToolRequest {
     let path = tool
         .path
         .split('/')
-        .map(|segment| {
-            match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(param) => encode_segment(&scalar_text(&args.remove(param).unwrap_or_default())),
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(param) => {
+                    encode_segment(&scalar_text(&args.remove(param).unwrap_or_default()))
+                }
                 None => segment.to_owned(),
-            }
-        })
+            },
+        )
         .collect::<Vec<_>>()
         .join("/");
     args.retain(|_, v| !v.is_null());
@@ -191,7 +196,10 @@ fn build_request(tool: &ToolDef, mut args: Map<String, Value>) -> ToolRequest {
         (Vec::new(), Some(Value::Object(args)))
     } else {
         // serde_json's map is ordered by key, so the query order is stable.
-        let query = args.into_iter().map(|(k, v)| (k, scalar_text(&v))).collect();
+        let query = args
+            .into_iter()
+            .map(|(k, v)| (k, scalar_text(&v)))
+            .collect();
         (query, None)
     };
     ToolRequest {
@@ -218,7 +226,7 @@ fn encode_segment(raw: &str) -> String {
         match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => out.push(byte as char),
             // A lone "." or ".." must not survive as a dot segment.
-            b'.' if raw.trim_matches('.') != "" => out.push('.'),
+            b'.' if !raw.trim_matches('.').is_empty() => out.push('.'),
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -277,7 +285,10 @@ mod tests {
                 tool: "list_transactions".into(),
                 method: "GET".into(),
                 path: "/accounts/1920%20main/transactions".into(),
-                query: vec![("from".into(), "2026-01-01".into()), ("limit".into(), "5".into())],
+                query: vec![
+                    ("from".into(), "2026-01-01".into()),
+                    ("limit".into(), "5".into())
+                ],
                 body: None,
             })
         );
@@ -285,10 +296,19 @@ mod tests {
 
     #[test]
     fn write_call_is_planned_as_write_with_body() {
-        let planned = plan_call(&character(), "create_purchase", r#"{"supplier":"Adobe","amount":19900}"#)
-            .unwrap();
-        let PlannedCall::Write(req) = planned else { panic!("expected a write") };
-        assert_eq!(req.body, Some(json!({"supplier": "Adobe", "amount": 19900})));
+        let planned = plan_call(
+            &character(),
+            "create_purchase",
+            r#"{"supplier":"Adobe","amount":19900}"#,
+        )
+        .unwrap();
+        let PlannedCall::Write(req) = planned else {
+            panic!("expected a write")
+        };
+        assert_eq!(
+            req.body,
+            Some(json!({"supplier": "Adobe", "amount": 19900}))
+        );
         assert!(req.query.is_empty());
     }
 
@@ -296,12 +316,17 @@ mod tests {
     fn path_arguments_cannot_escape_their_segment() {
         for evil in ["../admin", "..", "a/b", "x?y=1", "%2e%2e"] {
             let args = json!({ "account": evil }).to_string();
-            let PlannedCall::Read(req) = plan_call(&character(), "list_transactions", &args).unwrap()
+            let PlannedCall::Read(req) =
+                plan_call(&character(), "list_transactions", &args).unwrap()
             else {
                 panic!()
             };
             let segment = req.path.split('/').nth(2).unwrap();
-            assert!(!segment.contains('/') && !segment.contains('?'), "{evil} -> {}", req.path);
+            assert!(
+                !segment.contains('/') && !segment.contains('?'),
+                "{evil} -> {}",
+                req.path
+            );
             assert_ne!(segment, "..");
             assert_ne!(segment, ".");
             assert_eq!(req.path.split('/').count(), 4, "{evil} -> {}", req.path);
@@ -313,12 +338,23 @@ mod tests {
         let c = character();
         let cases = [
             ("nope", "{}", ToolCallError::UnknownTool("nope".into())),
-            ("list_transactions", "{}", ToolCallError::Missing("account".into())),
-            ("list_transactions", "[1]", ToolCallError::NotAnObject("got an array".into())),
+            (
+                "list_transactions",
+                "{}",
+                ToolCallError::Missing("account".into()),
+            ),
+            (
+                "list_transactions",
+                "[1]",
+                ToolCallError::NotAnObject("got an array".into()),
+            ),
             (
                 "list_transactions",
                 r#"{"account":"a","limit":"five"}"#,
-                ToolCallError::WrongType { name: "limit".into(), expected: "integer".into() },
+                ToolCallError::WrongType {
+                    name: "limit".into(),
+                    expected: "integer".into(),
+                },
             ),
             (
                 "list_transactions",
@@ -327,14 +363,21 @@ mod tests {
             ),
         ];
         for (name, args, expected) in cases {
-            assert_eq!(plan_call(&c, name, args).unwrap_err(), expected, "{name} {args}");
+            assert_eq!(
+                plan_call(&c, name, args).unwrap_err(),
+                expected,
+                "{name} {args}"
+            );
         }
         assert!(matches!(
             plan_call(&c, "list_transactions", "{not json"),
             Err(ToolCallError::NotAnObject(_))
         ));
         let huge = format!(r#"{{"account":"{}"}}"#, "a".repeat(MAX_ARGUMENTS_BYTES));
-        assert_eq!(plan_call(&c, "list_transactions", &huge), Err(ToolCallError::TooLarge));
+        assert_eq!(
+            plan_call(&c, "list_transactions", &huge),
+            Err(ToolCallError::TooLarge)
+        );
     }
 
     #[test]
@@ -347,6 +390,10 @@ mod tests {
     fn write_tools_tell_the_model_they_need_review() {
         let specs = function_specs(&character());
         assert_eq!(specs[0].description, "Bank transactions.");
-        assert!(specs[1].description.contains("NOT carried out until approved"));
+        assert!(
+            specs[1]
+                .description
+                .contains("NOT carried out until approved")
+        );
     }
 }

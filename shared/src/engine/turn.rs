@@ -89,27 +89,46 @@ mod tests {
     use super::*;
 
     fn call(id: &str) -> ToolCall {
-        ToolCall { id: id.into(), name: "t".into(), arguments: "{}".into() }
+        ToolCall {
+            id: id.into(),
+            name: "t".into(),
+            arguments: "{}".into(),
+        }
     }
 
     #[test]
     fn tool_calls_run_while_rounds_remain() {
-        let answer = ModelAnswer { content: None, tool_calls: vec![call("a")] };
+        let answer = ModelAnswer {
+            content: None,
+            tool_calls: vec![call("a")],
+        };
         assert_eq!(next_step(&answer, 1, 3), Step::CallTools(vec![call("a")]));
-        assert_eq!(next_step(&answer, 3, 3), Step::Reply(ROUND_LIMIT_REPLY.into()));
+        assert_eq!(
+            next_step(&answer, 3, 3),
+            Step::Reply(ROUND_LIMIT_REPLY.into())
+        );
     }
 
     #[test]
     fn text_answer_is_the_reply_trimmed() {
-        let answer = ModelAnswer { content: Some("  Saldo: 10 kr\n".into()), tool_calls: vec![] };
+        let answer = ModelAnswer {
+            content: Some("  Saldo: 10 kr\n".into()),
+            tool_calls: vec![],
+        };
         assert_eq!(next_step(&answer, 1, 3), Step::Reply("Saldo: 10 kr".into()));
     }
 
     #[test]
     fn empty_answer_gets_a_fallback() {
         for content in [None, Some(String::new()), Some("  ".into())] {
-            let answer = ModelAnswer { content, tool_calls: vec![] };
-            assert_eq!(next_step(&answer, 1, 3), Step::Reply(EMPTY_ANSWER_REPLY.into()));
+            let answer = ModelAnswer {
+                content,
+                tool_calls: vec![],
+            };
+            assert_eq!(
+                next_step(&answer, 1, 3),
+                Step::Reply(EMPTY_ANSWER_REPLY.into())
+            );
         }
     }
 

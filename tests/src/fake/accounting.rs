@@ -45,8 +45,14 @@ pub struct FakeAccounting {
 impl FakeAccounting {
     /// Starts the fake; only `token` is accepted.
     pub async fn start(token: &str) -> Self {
-        let mut fake = Self { requests: Arc::default(), token: token.to_owned(), base_url: String::new() };
-        let router = Router::new().route("/{*path}", any(handle)).with_state(fake.clone());
+        let mut fake = Self {
+            requests: Arc::default(),
+            token: token.to_owned(),
+            base_url: String::new(),
+        };
+        let router = Router::new()
+            .route("/{*path}", any(handle))
+            .with_state(fake.clone());
         let addr = super::serve(router).await;
         fake.base_url = format!("http://{addr}/companies/fake-company");
         fake
@@ -70,15 +76,27 @@ async fn handle(
         method: method.to_string(),
         uri: uri.to_string(),
         bearer: bearer.clone(),
-        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body: serde_json::from_str(&body).ok(),
     });
     if bearer.as_deref() != Some(fake.token.as_str()) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "unauthorized"})),
+        )
+            .into_response();
     }
-    match (method, uri.path().trim_start_matches("/companies/fake-company")) {
+    match (
+        method,
+        uri.path().trim_start_matches("/companies/fake-company"),
+    ) {
         (Method::GET, "/bankBalances") => Json(bank_balances()).into_response(),
-        (Method::GET, "/purchases" | "/invoices" | "/folio/transactions") => Json(json!([])).into_response(),
+        (Method::GET, "/purchases" | "/invoices" | "/folio/transactions") => {
+            Json(json!([])).into_response()
+        }
         _ => (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))).into_response(),
     }
 }

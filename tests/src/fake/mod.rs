@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 
 /// Serves `router` on an ephemeral loopback port; returns its address.
 pub async fn serve(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake server");
     let addr = listener.local_addr().expect("fake server address");
     tokio::spawn(axum::serve(listener, router).into_future());
     addr

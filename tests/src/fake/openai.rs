@@ -46,7 +46,11 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// Starts the fake; only `api_key` is accepted.
     pub async fn start(api_key: &str) -> Self {
-        let mut fake = Self { inner: Arc::default(), api_key: api_key.to_owned(), base_url: String::new() };
+        let mut fake = Self {
+            inner: Arc::default(),
+            api_key: api_key.to_owned(),
+            base_url: String::new(),
+        };
         let router = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(fake.clone());
@@ -72,25 +76,48 @@ impl FakeOpenAi {
 }
 
 fn error(status: StatusCode, message: &str, kind: &str) -> Response {
-    (status, Json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}})),
+    )
+        .into_response()
 }
 
-async fn completions(State(fake): State<FakeOpenAi>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn completions(
+    State(fake): State<FakeOpenAi>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     if super::bearer(&headers).as_deref() != Some(fake.api_key.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+        );
     }
     if body["model"].as_str().is_none_or(str::is_empty) || !body["messages"].is_array() {
-        return error(StatusCode::BAD_REQUEST, "model and messages are required", "invalid_request_error");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "model and messages are required",
+            "invalid_request_error",
+        );
     }
     let mut inner = fake.inner.lock().unwrap();
     inner.requests.push(body.clone());
     inner.calls += 1;
     let id = format!("chatcmpl-fake{}", inner.calls);
     let Some(answer) = inner.script.pop_front() else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "the fake model has no scripted answer left", "server_error");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the fake model has no scripted answer left",
+            "server_error",
+        );
     };
     let (message, finish) = match answer {
-        Scripted::Text(text) => (json!({"role": "assistant", "content": text, "refusal": null}), "stop"),
+        Scripted::Text(text) => (
+            json!({"role": "assistant", "content": text, "refusal": null}),
+            "stop",
+        ),
         Scripted::ToolCall { name, arguments } => (
             json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
                 {"id": format!("call_{}", inner.calls), "type": "function", "function": {"name": name, "arguments": arguments}}

@@ -53,8 +53,15 @@ const MAX_TEXT: usize = 40_000;
 impl FakeSlack {
     /// Starts the fake; only `bot_token` is accepted.
     pub async fn start(bot_token: &str) -> Self {
-        let inner = Arc::new(Mutex::new(Inner { next_ts: 1_700_000_000, ..Inner::default() }));
-        let mut fake = Self { inner, bot_token: bot_token.to_owned(), base_url: String::new() };
+        let inner = Arc::new(Mutex::new(Inner {
+            next_ts: 1_700_000_000,
+            ..Inner::default()
+        }));
+        let mut fake = Self {
+            inner,
+            bot_token: bot_token.to_owned(),
+            base_url: String::new(),
+        };
         let router = Router::new()
             .route("/api/chat.postMessage", post(post_message))
             .with_state(fake.clone());
@@ -83,7 +90,12 @@ impl FakeSlack {
 async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: String) -> Response {
     let mut inner = fake.inner.lock().unwrap();
     if let Some(secs) = inner.rate_limit_next.pop_front() {
-        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())], "").into_response();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            "",
+        )
+            .into_response();
     }
     match super::bearer(&headers) {
         None => return Json(json!({"ok": false, "error": "not_authed"})).into_response(),
@@ -92,7 +104,10 @@ async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: S
         }
         Some(_) => {}
     }
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !content_type.starts_with("application/json") {
         return Json(json!({"ok": false, "error": "invalid_post_type"})).into_response();
     }
@@ -110,7 +125,11 @@ async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: S
     }
     inner.next_ts += 1;
     let ts = format!("{}.000100", inner.next_ts);
-    inner.posted.push_back(PostedMessage { channel: channel.clone(), thread_ts: req.thread_ts.clone(), text: text.clone() });
+    inner.posted.push_back(PostedMessage {
+        channel: channel.clone(),
+        thread_ts: req.thread_ts.clone(),
+        text: text.clone(),
+    });
     Json(json!({
         "ok": true,
         "channel": channel,

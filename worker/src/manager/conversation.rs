@@ -15,7 +15,8 @@ use shared::engine::prompt::{self, ChatMessage, PromptContext};
 use shared::engine::tool::function_specs;
 use shared::engine::turn::{self, Step};
 use shared::event::{
-    Actor, ActorKind, ConversationEvent, LlmCalled, MessageReceived, ReplyComposed, conversation_stream,
+    Actor, ActorKind, ConversationEvent, LlmCalled, MessageReceived, ReplyComposed,
+    conversation_stream,
 };
 use shared::ids::{InboxId, OutboxId};
 use shared::job::DeliveryJob;
@@ -52,7 +53,11 @@ impl From<StoreError> for TurnError {
 
 impl From<LlmError> for TurnError {
     fn from(e: LlmError) -> Self {
-        if e.is_retryable() { Self::Retryable(e.into()) } else { Self::Permanent(e.into()) }
+        if e.is_retryable() {
+            Self::Retryable(e.into())
+        } else {
+            Self::Permanent(e.into())
+        }
     }
 }
 
@@ -86,7 +91,12 @@ struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    fn event(&self, event: &ConversationEvent, actor: Actor, dedupe_key: Option<String>) -> NewEvent {
+    fn event(
+        &self,
+        event: &ConversationEvent,
+        actor: Actor,
+        dedupe_key: Option<String>,
+    ) -> NewEvent {
         NewEvent {
             tenant_id: self.msg.tenant_id,
             type_name: event.type_name(),
@@ -102,7 +112,10 @@ impl Turn<'_> {
     }
 
     fn agent(&self) -> Actor {
-        Actor { kind: ActorKind::Agent, id: self.character.name.clone() }
+        Actor {
+            kind: ActorKind::Agent,
+            id: self.character.name.clone(),
+        }
     }
 }
 
@@ -116,11 +129,22 @@ impl ConversationManager {
         characters: Arc<Characters>,
         settings: TurnSettings,
     ) -> Self {
-        Self { store, queue, llm, tools, characters, settings }
+        Self {
+            store,
+            queue,
+            llm,
+            tools,
+            characters,
+            settings,
+        }
     }
 
     /// Runs the turn for one inbox message, at most once to completion.
-    pub async fn run_turn(&self, inbox_id: InboxId, trace_id: Option<&str>) -> Result<TurnOutcome, TurnError> {
+    pub async fn run_turn(
+        &self,
+        inbox_id: InboxId,
+        trace_id: Option<&str>,
+    ) -> Result<TurnOutcome, TurnError> {
         let msg = self.store.inbox_message(inbox_id).await?;
         if msg.processed_at.is_some() {
             return Ok(TurnOutcome::AlreadyDone);
@@ -144,18 +168,29 @@ impl ConversationManager {
             conversation_id: msg.conversation_id,
             text: msg.text.clone(),
         });
-        let user = Actor { kind: ActorKind::User, id: msg.author_id.clone() };
+        let user = Actor {
+            kind: ActorKind::User,
+            id: msg.author_id.clone(),
+        };
         let event = turn.event(&received, user, Some(format!("message:{inbox_id}")));
         self.append(&mut turn, &[event]).await?;
 
         let messages = prompt::compose(
             character,
-            &PromptContext { history: &history, message: &msg.text, ..Default::default() },
+            &PromptContext {
+                history: &history,
+                message: &msg.text,
+                ..Default::default()
+            },
         );
         let reply = self.converse(&mut turn, messages).await?;
 
         let outbox_id = OutboxId::new_v7();
-        let composed = ConversationEvent::ReplyComposed(ReplyComposed { inbox_id, outbox_id, text: reply.clone() });
+        let composed = ConversationEvent::ReplyComposed(ReplyComposed {
+            inbox_id,
+            outbox_id,
+            text: reply.clone(),
+        });
         let params = ReplyParams {
             outbox_id,
             inbox_id,
@@ -180,11 +215,22 @@ impl ConversationManager {
     }
 
     /// Model rounds until the model answers without tools (or the round limit).
-    async fn converse(&self, turn: &mut Turn<'_>, mut messages: Vec<ChatMessage>) -> Result<String, TurnError> {
+    async fn converse(
+        &self,
+        turn: &mut Turn<'_>,
+        mut messages: Vec<ChatMessage>,
+    ) -> Result<String, TurnError> {
         let character = turn.character;
         let functions = function_specs(character);
-        let model = character.model.name.as_deref().unwrap_or(&self.settings.default_model);
-        let max_rounds = character.model.max_tool_rounds.unwrap_or(self.settings.default_max_tool_rounds);
+        let model = character
+            .model
+            .name
+            .as_deref()
+            .unwrap_or(&self.settings.default_model);
+        let max_rounds = character
+            .model
+            .max_tool_rounds
+            .unwrap_or(self.settings.default_max_tool_rounds);
         for round in 1..=max_rounds {
             let started = Instant::now();
             let completion = self
@@ -225,13 +271,19 @@ impl ConversationManager {
                     });
                     for (index, call) in calls.iter().enumerate() {
                         let (content, record) = if index < turn::MAX_TOOL_CALLS_PER_ROUND {
-                            self.tools.run(character, turn.msg.id, call, self.settings.tool_timeout).await
+                            self.tools
+                                .run(character, turn.msg.id, call, self.settings.tool_timeout)
+                                .await
                         } else {
                             self.tools.refuse_over_limit(turn.msg.id, call)
                         };
-                        let event = turn.event(&ConversationEvent::ToolCalled(record), turn.agent(), None);
+                        let event =
+                            turn.event(&ConversationEvent::ToolCalled(record), turn.agent(), None);
                         self.append(turn, &[event]).await?;
-                        messages.push(ChatMessage::Tool { tool_call_id: call.id.clone(), content });
+                        messages.push(ChatMessage::Tool {
+                            tool_call_id: call.id.clone(),
+                            content,
+                        });
                     }
                 }
             }
@@ -241,14 +293,20 @@ impl ConversationManager {
     }
 
     async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), TurnError> {
-        turn.version = self.store.append(&turn.stream, turn.version, events).await?;
+        turn.version = self
+            .store
+            .append(&turn.stream, turn.version, events)
+            .await?;
         Ok(())
     }
 
     /// Earlier user messages and replies of the conversation, oldest first,
     /// without the message being answered now.
     async fn history(&self, stream: &str, current: InboxId) -> Result<Vec<ChatMessage>, TurnError> {
-        let types = [ConversationEvent::MESSAGE_RECEIVED, ConversationEvent::REPLY_COMPOSED];
+        let types = [
+            ConversationEvent::MESSAGE_RECEIVED,
+            ConversationEvent::REPLY_COMPOSED,
+        ];
         let events = self.store.read_stream(stream, &types).await?;
         Ok(events
             .into_iter()
@@ -257,9 +315,10 @@ impl ConversationManager {
                 ConversationEvent::MessageReceived(m) if m.inbox_id != current => {
                     Some(ChatMessage::User { content: m.text })
                 }
-                ConversationEvent::ReplyComposed(r) => {
-                    Some(ChatMessage::Assistant { content: Some(r.text), tool_calls: vec![] })
-                }
+                ConversationEvent::ReplyComposed(r) => Some(ChatMessage::Assistant {
+                    content: Some(r.text),
+                    tool_calls: vec![],
+                }),
                 _ => None,
             })
             .collect())

@@ -70,7 +70,8 @@ impl ToolRunner {
                             ToolOutcome::HttpError
                         };
                         record.status = Some(response.status);
-                        record.response_sha256 = Some(hex::encode(Sha256::digest(response.body.as_bytes())));
+                        record.response_sha256 =
+                            Some(hex::encode(Sha256::digest(response.body.as_bytes())));
                         record.response_bytes = Some(response.bytes as u64);
                         turn::read_result(response.status, &response.body)
                     }

@@ -101,12 +101,18 @@ impl Store {
     }
 
     /// Records that the first `count` chunks are posted, so a retry resumes after them.
-    pub async fn record_chunks_delivered(&self, id: OutboxId, count: i32) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET chunks_delivered = greatest(chunks_delivered, $2) WHERE id = $1")
-            .bind(id)
-            .bind(count)
-            .execute(&self.pool)
-            .await?;
+    pub async fn record_chunks_delivered(
+        &self,
+        id: OutboxId,
+        count: i32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET chunks_delivered = greatest(chunks_delivered, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(count)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -118,10 +124,12 @@ impl Store {
         event: &NewEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE outbox SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(())
