@@ -2,4 +2,5 @@
 
 mod e2e_slack;
 mod e2e_slack_rejects;
+mod e2e_turn;
 mod store;

@@ -31,7 +31,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "Request failed");
-                (StatusCode::SERVICE_UNAVAILABLE, "internal")
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
         let detail = match &self {

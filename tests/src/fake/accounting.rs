@@ -37,6 +37,7 @@ pub fn bank_balances() -> Value {
 #[derive(Clone)]
 pub struct FakeAccounting {
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    overrides: Arc<Mutex<std::collections::VecDeque<(u16, String)>>>,
     token: String,
     /// Base URL to configure as `accounting.base_url`.
     pub base_url: String,
@@ -47,6 +48,7 @@ impl FakeAccounting {
     pub async fn start(token: &str) -> Self {
         let mut fake = Self {
             requests: Arc::default(),
+            overrides: Arc::default(),
             token: token.to_owned(),
             base_url: String::new(),
         };
@@ -56,6 +58,11 @@ impl FakeAccounting {
         let addr = super::serve(router).await;
         fake.base_url = format!("http://{addr}/companies/fake-company");
         fake
+    }
+
+    /// Answers the next authorized request with this status and body instead.
+    pub fn respond_next(&self, status: u16, body: String) {
+        self.overrides.lock().unwrap().push_back((status, body));
     }
 
     /// Takes the requests so far.
@@ -88,6 +95,11 @@ async fn handle(
             Json(json!({"error": "unauthorized"})),
         )
             .into_response();
+    }
+    let scripted = fake.overrides.lock().unwrap().pop_front();
+    if let Some((status, body)) = scripted {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, [("content-type", "application/json")], body).into_response();
     }
     match (
         method,

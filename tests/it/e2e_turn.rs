@@ -1,0 +1,174 @@
+//! How a turn copes with tool errors, model outages and a model that will not
+//! stop calling tools: errors are fed back, retries stay exactly-once.
+
+use serde_json::Value;
+use shared::engine::turn::ROUND_LIMIT_REPLY;
+use tests::fake::openai::Scripted;
+use tests::{TestEnv, fixture};
+
+fn tool_call(name: &str, arguments: &str) -> Scripted {
+    Scripted::ToolCall {
+        name: name.into(),
+        arguments: arguments.into(),
+    }
+}
+
+/// The tool results the model was given in its `n`-th request.
+fn tool_results(t: &TestEnv, n: usize) -> Vec<Value> {
+    t.openai.requests()[n]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| serde_json::from_str(m["content"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+async fn ask(t: &TestEnv) {
+    assert_eq!(
+        t.post_slack_event(&fixture("slack/event_callback.message.json"))
+            .await,
+        200
+    );
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+}
+
+#[tokio::test]
+async fn tool_errors_are_fed_back_to_the_model() {
+    let t = TestEnv::start().await;
+    t.accounting
+        .respond_next(500, r#"{"error":"database down"}"#.into());
+    t.accounting
+        .respond_next(200, format!("[\"{}\"]", "x".repeat(2 * 1024 * 1024)));
+    t.openai.script([
+        tool_call("list_bank_transactions", r#"{"fromDate": 20261101}"#),
+        tool_call("list_invoices", "{}"),
+        tool_call("list_purchases", "{}"),
+        tool_call("delete_everything", "{}"),
+        Scripted::Text("Beklager, regnskapet svarer ikke nå.".into()),
+    ]);
+    ask(&t).await;
+
+    let results = tool_results(&t, 4);
+    assert_eq!(results.len(), 4);
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`fromDate` must be of type string"),
+        "{}",
+        results[0]
+    );
+    assert_eq!(results[1]["status"], 500);
+    assert!(results[1]["error"].is_string());
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{}",
+        results[2]
+    );
+    assert!(
+        results[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no tool named `delete_everything`")
+    );
+    let calls = t.accounting.take_requests();
+    assert_eq!(
+        calls.iter().map(|c| c.uri.as_str()).collect::<Vec<_>>(),
+        [
+            "/companies/fake-company/invoices",
+            "/companies/fake-company/purchases"
+        ]
+    );
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'outcome' FROM events WHERE type = 'automate_e.conversation.tool_called.v1' ORDER BY version",
+    )
+    .fetch_all(&t.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, ["refused", "http_error", "failed", "refused"]);
+    assert_eq!(
+        t.slack.take_posted()[0].text,
+        "Beklager, regnskapet svarer ikke nå."
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn tool_rounds_are_bounded() {
+    let t = TestEnv::start().await;
+    // Book-E allows 5 model rounds; the model asks for a tool every time.
+    t.openai
+        .script((0..5).map(|_| tool_call("get_bank_balances", "{}")));
+    ask(&t).await;
+    assert_eq!(t.slack.take_posted()[0].text, ROUND_LIMIT_REPLY);
+    assert_eq!(t.openai.requests().len(), 5);
+    assert_eq!(
+        t.accounting.take_requests().len(),
+        4,
+        "the last round's calls are not run"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_model_outage_is_retried_and_the_message_answered_once() {
+    let t = TestEnv::start().await;
+    t.openai.script([
+        Scripted::Error(503),
+        Scripted::Error(429),
+        Scripted::Text("Der er jeg.".into()),
+    ]);
+    ask(&t).await;
+    assert_eq!(t.slack.take_posted()[0].text, "Der er jeg.");
+    assert_eq!(t.openai.requests().len(), 3);
+    assert_eq!(
+        t.db.event_types("conversation-").await,
+        [
+            "automate_e.conversation.message_received.v1",
+            "automate_e.conversation.llm_called.v1",
+            "automate_e.conversation.reply_composed.v1",
+        ]
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let t = TestEnv::start().await;
+    t.openai.script([Scripted::Text("Hei.".into())]);
+    ask(&t).await;
+    t.slack.take_posted();
+    for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let response = t
+            .http
+            .get(format!("{}{path}", t.gateway_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().await.unwrap(), expected);
+    }
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.gateway_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("automate_e_messages_total{channel=\"slack\",outcome=\"accepted\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("automate_e_replies_delivered_total"),
+        "{metrics}"
+    );
+    t.finish().await;
+}
