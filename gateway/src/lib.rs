@@ -16,7 +16,7 @@ use apalis::prelude::{
     AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder,
 };
 use secrecy::ExposeSecret;
-use shared::access::queue::{JobQueue, POLL_INTERVAL, stop_signal, supervise};
+use shared::access::queue::{JobQueue, POLL_INTERVAL, QueueName, settle, stop_signal, supervise};
 use shared::access::slack::SlackClient;
 use shared::access::store::Store;
 use shared::job::DeliveryJob;
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::GatewayConfig;
 use http::HttpState;
-use manager::delivery::{DeliveryError, DeliveryManager};
+use manager::delivery::DeliveryManager;
 use manager::ingest::IngestManager;
 
 /// A built gateway, ready to run.
@@ -156,16 +156,11 @@ async fn deliver(
         return Err(AbortError::new("unknown delivery job kind").into());
     };
     tracing::Span::current().record("outbox.id", tracing::field::display(outbox_id));
-    match manager.deliver(outbox_id, trace_id(&traceparent)).await {
-        Ok(()) => Ok(()),
-        Err(DeliveryError::Retryable(e)) if attempt.current() < limits.max_attempts => {
-            tracing::warn!(error = format!("{e:#}"), "Delivery failed; will retry");
-            Err(e.into())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Delivery dead-lettered");
-            metrics::counter!("automate_e_dead_jobs_total", "queue" => "delivery").increment(1);
-            Err(AbortError::new(e.to_string()).into())
-        }
-    }
+    let result = manager.deliver(outbox_id, trace_id(&traceparent)).await;
+    settle(
+        QueueName::Delivery,
+        attempt.current(),
+        limits.max_attempts,
+        result,
+    )
 }

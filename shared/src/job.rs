@@ -38,6 +38,29 @@ pub enum DeliveryJob {
     Unknown,
 }
 
+/// Why a job did not complete: decides between a retry and the dead letter.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFailure {
+    /// Trying again later may succeed (an outage, a rate limit, a conflict).
+    #[error("{0:#}")]
+    Retryable(anyhow::Error),
+    /// Trying again will not help (bad data, a refused request).
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl JobFailure {
+    /// A retryable failure with context.
+    pub fn retryable(e: impl Into<anyhow::Error>, context: &'static str) -> Self {
+        Self::Retryable(e.into().context(context))
+    }
+
+    /// A permanent failure with context.
+    pub fn permanent(e: impl Into<anyhow::Error>, context: &'static str) -> Self {
+        Self::Permanent(e.into().context(context))
+    }
+}
+
 impl WorkerJob {
     /// The queue task id: enqueuing the same job twice is a no-op.
     pub fn dedupe_key(&self) -> Option<String> {

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use shared::access::accounting::AccountingClient;
 use shared::access::llm::LlmClient;
-use shared::access::queue::{JobQueue, POLL_INTERVAL, stop_signal, supervise};
+use shared::access::queue::{JobQueue, POLL_INTERVAL, QueueName, settle, stop_signal, supervise};
 use shared::access::store::Store;
 use shared::character::Characters;
 use shared::job::WorkerJob;
@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::WorkerConfig;
-use manager::conversation::{ConversationManager, TurnError, TurnOutcome, TurnSettings};
+use manager::conversation::{ConversationManager, TurnOutcome, TurnSettings};
 use manager::tools::ToolRunner;
 
 /// A built worker, ready to run.
@@ -192,23 +192,14 @@ async fn handle_job(
     let result = conversations.run_turn(inbox_id, trace).await;
     metrics::histogram!("automate_e_job_seconds", "kind" => "turn")
         .record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(TurnOutcome::Replied(outbox_id)) => {
-            tracing::info!(outbox.id = %outbox_id, "Turn replied");
-            Ok(())
-        }
-        Ok(TurnOutcome::AlreadyDone) => {
-            tracing::info!("Turn already done");
-            Ok(())
-        }
-        Err(TurnError::Retryable(e)) if attempt.current() < limits.max_attempts => {
-            tracing::warn!(error = format!("{e:#}"), "Turn failed; will retry");
-            Err(e.into())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Turn dead-lettered");
-            metrics::counter!("automate_e_dead_jobs_total", "queue" => "worker").increment(1);
-            Err(AbortError::new(e.to_string()).into())
-        }
-    }
+    let result = result.map(|outcome| match outcome {
+        TurnOutcome::Replied(outbox_id) => tracing::info!(outbox.id = %outbox_id, "Turn replied"),
+        TurnOutcome::AlreadyDone => tracing::info!("Turn already done"),
+    });
+    settle(
+        QueueName::Worker,
+        attempt.current(),
+        limits.max_attempts,
+        result,
+    )
 }

@@ -1,34 +1,13 @@
 //! DeliveryManager: posts an outbox reply to its platform, chunked to the
 //! platform's limit, resuming after the chunks already posted.
 
-use anyhow::Context;
 use chrono::Utc;
-use shared::access::slack::{SlackClient, SlackError};
+use shared::access::slack::SlackClient;
 use shared::access::store::{NewEvent, Store};
 use shared::engine::chunk::{SLACK_TEXT_LIMIT, chunk};
 use shared::event::{Actor, ActorKind, ReplyDelivered, delivery_stream};
 use shared::ids::{OutboxId, Platform};
-
-/// Why a delivery did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// Trying again later may succeed.
-    #[error("delivery failed, will retry: {0:#}")]
-    Retryable(anyhow::Error),
-    /// Trying again will not help.
-    #[error("delivery failed for good: {0:#}")]
-    Permanent(anyhow::Error),
-}
-
-impl From<SlackError> for DeliveryError {
-    fn from(e: SlackError) -> Self {
-        if e.is_retryable() {
-            Self::Retryable(e.into())
-        } else {
-            Self::Permanent(e.into())
-        }
-    }
-}
+use shared::job::JobFailure;
 
 /// Delivers replies.
 #[derive(Debug, Clone)]
@@ -48,18 +27,13 @@ impl DeliveryManager {
         &self,
         outbox_id: OutboxId,
         trace_id: Option<&str>,
-    ) -> Result<(), DeliveryError> {
-        let item = self
-            .store
-            .outbox_item(outbox_id)
-            .await
-            .context("Cannot load outbox item")
-            .map_err(DeliveryError::Retryable)?;
+    ) -> Result<(), JobFailure> {
+        let item = self.store.outbox_item(outbox_id).await?;
         if item.delivered_at.is_some() {
             return Ok(());
         }
         if Platform::parse(&item.platform) != Some(Platform::Slack) {
-            return Err(DeliveryError::Permanent(anyhow::anyhow!(
+            return Err(JobFailure::Permanent(anyhow::anyhow!(
                 "no delivery channel for platform `{}`",
                 item.platform
             )));
@@ -72,9 +46,7 @@ impl DeliveryManager {
             posted.push(self.slack.post_message(&item.chat, thread, text).await?);
             self.store
                 .record_chunks_delivered(outbox_id, i32::try_from(index + 1).unwrap_or(i32::MAX))
-                .await
-                .context("Cannot record delivered chunk")
-                .map_err(DeliveryError::Retryable)?;
+                .await?;
         }
         let event = NewEvent {
             tenant_id: item.tenant_id,
@@ -97,9 +69,7 @@ impl DeliveryManager {
         };
         self.store
             .complete_delivery(outbox_id, &delivery_stream(outbox_id), &event)
-            .await
-            .context("Cannot record delivery")
-            .map_err(DeliveryError::Retryable)?;
+            .await?;
         metrics::counter!("automate_e_replies_delivered_total", "channel" => "slack").increment(1);
         metrics::counter!("automate_e_reply_chunks_posted_total", "channel" => "slack")
             .increment(chunks.len().saturating_sub(already) as u64);

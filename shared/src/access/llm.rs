@@ -50,6 +50,16 @@ impl LlmError {
     }
 }
 
+impl From<LlmError> for crate::job::JobFailure {
+    fn from(e: LlmError) -> Self {
+        if e.is_retryable() {
+            Self::retryable(e, "Cannot reach the model")
+        } else {
+            Self::permanent(e, "The model refused the request")
+        }
+    }
+}
+
 impl From<OpenAIError> for LlmError {
     fn from(e: OpenAIError) -> Self {
         match e {

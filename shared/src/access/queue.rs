@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis::prelude::{AbortError, BoxDynError, TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::RedisConfig;
-use crate::job::{DeliveryJob, WorkerJob};
+use crate::job::{DeliveryJob, JobFailure, WorkerJob};
 
 /// How often a live worker heartbeats; with [`MISSED_HEARTBEATS`] it bounds
 /// how long a killed worker's jobs stay orphaned.
@@ -66,6 +66,30 @@ pub async fn supervise<F, E>(
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(RESTART_INTERVAL) => {}
+        }
+    }
+}
+
+/// Turns a job's result into apalis' terms: `Ok`, an error apalis retries
+/// (with its backoff), or — for a permanent failure or on the last of
+/// `max_attempts` (apalis-redis ignores its own limit) — an [`AbortError`]
+/// that dead-letters the job.
+pub fn settle(
+    queue: QueueName,
+    attempt: usize,
+    max_attempts: usize,
+    result: Result<(), JobFailure>,
+) -> Result<(), BoxDynError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(JobFailure::Retryable(e)) if attempt < max_attempts => {
+            tracing::warn!(error = format!("{e:#}"), attempt, "Job failed; will retry");
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, attempt, "Job dead-lettered");
+            metrics::counter!("automate_e_dead_jobs_total", "queue" => queue.suffix()).increment(1);
+            Err(AbortError::new(e.to_string()).into())
         }
     }
 }

@@ -48,6 +48,16 @@ impl SlackError {
     }
 }
 
+impl From<SlackError> for crate::job::JobFailure {
+    fn from(e: SlackError) -> Self {
+        if e.is_retryable() {
+            Self::retryable(e, "Cannot post to Slack")
+        } else {
+            Self::permanent(e, "Slack refused the post")
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     ok: bool,

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::Utc;
-use shared::access::llm::{CompletionRequest, LlmClient, LlmError};
+use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
-use shared::access::store::{InboxModel, NewEvent, ReplyParams, Store, StoreError};
+use shared::access::store::{InboxModel, NewEvent, ReplyParams, Store};
 use shared::character::{Character, Characters};
 use shared::engine::prompt::{self, ChatMessage, PromptContext};
 use shared::engine::tool::function_specs;
@@ -19,7 +18,7 @@ use shared::event::{
     conversation_stream,
 };
 use shared::ids::{InboxId, OutboxId};
-use shared::job::DeliveryJob;
+use shared::job::{DeliveryJob, JobFailure};
 
 use super::tools::ToolRunner;
 
@@ -32,33 +31,6 @@ pub struct TurnSettings {
     pub default_max_tool_rounds: u32,
     /// Timeout of one tool call.
     pub tool_timeout: Duration,
-}
-
-/// Why a turn did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum TurnError {
-    /// Trying again later may succeed (model, database or queue trouble).
-    #[error("turn failed, will retry: {0:#}")]
-    Retryable(anyhow::Error),
-    /// Trying again will not help (unknown character, model refuses the request).
-    #[error("turn failed for good: {0:#}")]
-    Permanent(anyhow::Error),
-}
-
-impl From<StoreError> for TurnError {
-    fn from(e: StoreError) -> Self {
-        Self::Retryable(e.into())
-    }
-}
-
-impl From<LlmError> for TurnError {
-    fn from(e: LlmError) -> Self {
-        if e.is_retryable() {
-            Self::Retryable(e.into())
-        } else {
-            Self::Permanent(e.into())
-        }
-    }
 }
 
 /// What a turn did.
@@ -144,7 +116,7 @@ impl ConversationManager {
         &self,
         inbox_id: InboxId,
         trace_id: Option<&str>,
-    ) -> Result<TurnOutcome, TurnError> {
+    ) -> Result<TurnOutcome, JobFailure> {
         let msg = self.store.inbox_message(inbox_id).await?;
         if msg.processed_at.is_some() {
             return Ok(TurnOutcome::AlreadyDone);
@@ -152,7 +124,7 @@ impl ConversationManager {
         let character = self
             .characters
             .get(&msg.character)
-            .map_err(|e| TurnError::Permanent(e.into()))?;
+            .map_err(|e| JobFailure::permanent(e, "Cannot run the conversation's character"))?;
         let stream = conversation_stream(msg.conversation_id);
         let history = self.history(&stream, inbox_id).await?;
         let version = self.store.stream_version(&stream).await?;
@@ -208,8 +180,7 @@ impl ConversationManager {
                 traceparent: shared::telemetry::new_traceparent(),
             })
             .await
-            .context("Cannot enqueue delivery")
-            .map_err(TurnError::Retryable)?;
+            .map_err(|e| JobFailure::retryable(e, "Cannot enqueue delivery"))?;
         self.store.mark_outbox_enqueued(outbox_id).await?;
         Ok(TurnOutcome::Replied(outbox_id))
     }
@@ -219,7 +190,7 @@ impl ConversationManager {
         &self,
         turn: &mut Turn<'_>,
         mut messages: Vec<ChatMessage>,
-    ) -> Result<String, TurnError> {
+    ) -> Result<String, JobFailure> {
         let character = turn.character;
         let functions = function_specs(character);
         let model = character
@@ -292,7 +263,7 @@ impl ConversationManager {
         Ok(turn::ROUND_LIMIT_REPLY.to_owned())
     }
 
-    async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), TurnError> {
+    async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), JobFailure> {
         turn.version = self
             .store
             .append(&turn.stream, turn.version, events)
@@ -302,7 +273,11 @@ impl ConversationManager {
 
     /// Earlier user messages and replies of the conversation, oldest first,
     /// without the message being answered now.
-    async fn history(&self, stream: &str, current: InboxId) -> Result<Vec<ChatMessage>, TurnError> {
+    async fn history(
+        &self,
+        stream: &str,
+        current: InboxId,
+    ) -> Result<Vec<ChatMessage>, JobFailure> {
         let types = [
             ConversationEvent::MESSAGE_RECEIVED,
             ConversationEvent::REPLY_COMPOSED,

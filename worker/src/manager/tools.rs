@@ -37,18 +37,7 @@ impl ToolRunner {
         timeout: Duration,
     ) -> (String, ToolCalled) {
         let started = Instant::now();
-        let mut record = ToolCalled {
-            inbox_id,
-            call_id: call.id.clone(),
-            tool: call.name.clone(),
-            request: None,
-            outcome: ToolOutcome::Refused,
-            status: None,
-            response_sha256: None,
-            response_bytes: None,
-            error: None,
-            duration_ms: 0,
-        };
+        let mut record = refused(inbox_id, call, None);
         let content = match plan_call(character, &call.name, &call.arguments) {
             Err(refused) => {
                 record.error = Some(refused.to_string());
@@ -91,19 +80,24 @@ impl ToolRunner {
     /// Answers a call beyond the per-answer limit without running it.
     pub fn refuse_over_limit(&self, inbox_id: InboxId, call: &ToolCall) -> (String, ToolCalled) {
         let content = turn::over_round_limit();
-        let record = ToolCalled {
-            inbox_id,
-            call_id: call.id.clone(),
-            tool: call.name.clone(),
-            request: None,
-            outcome: ToolOutcome::Refused,
-            status: None,
-            response_sha256: None,
-            response_bytes: None,
-            error: Some(content.clone()),
-            duration_ms: 0,
-        };
+        let record = refused(inbox_id, call, Some(content.clone()));
         (content, record)
+    }
+}
+
+/// The record of a call that made no request (yet).
+fn refused(inbox_id: InboxId, call: &ToolCall, error: Option<String>) -> ToolCalled {
+    ToolCalled {
+        inbox_id,
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+        request: None,
+        outcome: ToolOutcome::Refused,
+        status: None,
+        response_sha256: None,
+        response_bytes: None,
+        error,
+        duration_ms: 0,
     }
 }
 

@@ -37,6 +37,16 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<StoreError> for crate::job::JobFailure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // A row that is not there will not appear on a retry.
+            StoreError::NotFound(_) => Self::permanent(e, "Missing row"),
+            _ => Self::retryable(e, "Database operation failed"),
+        }
+    }
+}
+
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct Store {
