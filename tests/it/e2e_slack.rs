@@ -9,19 +9,12 @@ use tests::{ACCOUNTING_TOKEN, FIXTURE_CHANNEL, TestEnv, fixture};
 
 const MESSAGE_TS: &str = "1596183880.004200";
 
-fn tool_call(name: &str, arguments: &str) -> Scripted {
-    Scripted::ToolCall {
-        name: name.into(),
-        arguments: arguments.into(),
-    }
-}
-
 #[tokio::test]
 async fn slack_message_gets_a_tool_backed_reply_in_its_thread_once() {
     let t = TestEnv::start().await;
     let reply = "Saldoen på driftskontoen (1920:10001) er 1 234,50 kr.";
     t.openai.script([
-        tool_call("get_bank_balances", "{}"),
+        Scripted::tool_call("get_bank_balances", "{}"),
         Scripted::Text(reply.into()),
     ]);
 
@@ -100,12 +93,10 @@ async fn slack_message_gets_a_tool_backed_reply_in_its_thread_once() {
         t.db.event_types("delivery-").await,
         ["automate_e.delivery.reply_delivered.v1"]
     );
-    let llm: Value = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE type = 'automate_e.conversation.llm_called.v1' ORDER BY version LIMIT 1",
-    )
-    .fetch_one(&t.db.owner)
-    .await
-    .unwrap();
+    let llm =
+        t.db.event_payloads("automate_e.conversation.llm_called.v1")
+            .await[0]
+            .clone();
     assert_eq!(
         (
             llm["model"].as_str(),
@@ -115,12 +106,10 @@ async fn slack_message_gets_a_tool_backed_reply_in_its_thread_once() {
         (Some("gpt-test"), Some(120), Some(30))
     );
     assert_eq!(llm["prompt_sha256"].as_str().map(str::len), Some(64));
-    let tool: Value = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE type = 'automate_e.conversation.tool_called.v1'",
-    )
-    .fetch_one(&t.db.owner)
-    .await
-    .unwrap();
+    let tool =
+        t.db.event_payloads("automate_e.conversation.tool_called.v1")
+            .await[0]
+            .clone();
     assert_eq!(
         (
             tool["tool"].as_str(),
@@ -260,7 +249,7 @@ async fn a_write_tool_is_held_and_never_called() {
     let args = json!({"merchant": "Adobe", "date": "2026-11-20", "description": "Creative Cloud", "netPrice": 15920,
         "vat": 3980, "account": "6810", "vatType": "HIGH", "currency": "NOK"});
     t.openai.script([
-        tool_call("register_expense", &args.to_string()),
+        Scripted::tool_call("register_expense", &args.to_string()),
         Scripted::Text("Sendt til godkjenning.".into()),
     ]);
     assert_eq!(
@@ -283,12 +272,10 @@ async fn a_write_tool_is_held_and_never_called() {
         .unwrap()
         .to_owned();
     assert!(told.contains("nothing was written"), "{told}");
-    let tool: Value = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE type = 'automate_e.conversation.tool_called.v1'",
-    )
-    .fetch_one(&t.db.owner)
-    .await
-    .unwrap();
+    let tool =
+        t.db.event_payloads("automate_e.conversation.tool_called.v1")
+            .await[0]
+            .clone();
     assert_eq!(tool["outcome"], "write_held");
     assert_eq!(tool["request"]["body"], args);
     assert_eq!(t.slack.take_posted().len(), 1);

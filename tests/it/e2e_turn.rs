@@ -6,13 +6,6 @@ use shared::engine::turn::ROUND_LIMIT_REPLY;
 use tests::fake::openai::Scripted;
 use tests::{TestEnv, fixture};
 
-fn tool_call(name: &str, arguments: &str) -> Scripted {
-    Scripted::ToolCall {
-        name: name.into(),
-        arguments: arguments.into(),
-    }
-}
-
 /// The tool results the model was given in its `n`-th request.
 fn tool_results(t: &TestEnv, n: usize) -> Vec<Value> {
     t.openai.requests()[n]["messages"]
@@ -42,10 +35,10 @@ async fn tool_errors_are_fed_back_to_the_model() {
     t.accounting
         .respond_next(200, format!("[\"{}\"]", "x".repeat(2 * 1024 * 1024)));
     t.openai.script([
-        tool_call("list_bank_transactions", r#"{"fromDate": 20261101}"#),
-        tool_call("list_invoices", "{}"),
-        tool_call("list_purchases", "{}"),
-        tool_call("delete_everything", "{}"),
+        Scripted::tool_call("list_bank_transactions", r#"{"fromDate": 20261101}"#),
+        Scripted::tool_call("list_invoices", "{}"),
+        Scripted::tool_call("list_purchases", "{}"),
+        Scripted::tool_call("delete_everything", "{}"),
         Scripted::Text("Beklager, regnskapet svarer ikke nå.".into()),
     ]);
     ask(&t).await;
@@ -84,12 +77,12 @@ async fn tool_errors_are_fed_back_to_the_model() {
             "/companies/fake-company/purchases"
         ]
     );
-    let outcomes: Vec<String> = sqlx::query_scalar(
-        "SELECT payload->>'outcome' FROM events WHERE type = 'automate_e.conversation.tool_called.v1' ORDER BY version",
-    )
-    .fetch_all(&t.db.owner)
-    .await
-    .unwrap();
+    let outcomes: Vec<Value> =
+        t.db.event_payloads("automate_e.conversation.tool_called.v1")
+            .await
+            .into_iter()
+            .map(|p| p["outcome"].clone())
+            .collect();
     assert_eq!(outcomes, ["refused", "http_error", "failed", "refused"]);
     assert_eq!(
         t.slack.take_posted()[0].text,
@@ -103,7 +96,7 @@ async fn tool_rounds_are_bounded() {
     let t = TestEnv::start().await;
     // Book-E allows 5 model rounds; the model asks for a tool every time.
     t.openai
-        .script((0..5).map(|_| tool_call("get_bank_balances", "{}")));
+        .script((0..5).map(|_| Scripted::tool_call("get_bank_balances", "{}")));
     ask(&t).await;
     assert_eq!(t.slack.take_posted()[0].text, ROUND_LIMIT_REPLY);
     assert_eq!(t.openai.requests().len(), 5);

@@ -144,6 +144,15 @@ impl TestDb {
         .expect("read events")
     }
 
+    /// Payloads of the events of one type, in log order.
+    pub async fn event_payloads(&self, type_name: &str) -> Vec<serde_json::Value> {
+        sqlx::query_scalar("SELECT payload FROM events WHERE type = $1 ORDER BY global_position")
+            .bind(type_name)
+            .fetch_all(&self.owner)
+            .await
+            .expect("read event payloads")
+    }
+
     /// Drops the database.
     pub async fn drop(self) {
         self.owner.close().await;

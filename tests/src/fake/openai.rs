@@ -27,6 +27,16 @@ pub enum Scripted {
     Error(u16),
 }
 
+impl Scripted {
+    /// A request to call `name` with `arguments` (JSON text).
+    pub fn tool_call(name: &str, arguments: &str) -> Self {
+        Self::ToolCall {
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Scripted>,
