@@ -119,6 +119,17 @@ async fn slack_message_gets_a_tool_backed_reply_in_its_thread_once() {
         (Some("get_bank_balances"), Some("ok"), Some(200))
     );
 
+    // One trace from the webhook through the turn to the delivery.
+    let traces: Vec<Option<String>> = sqlx::query_scalar("SELECT DISTINCT trace_id FROM events")
+        .fetch_all(&t.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    assert!(
+        traces[0].as_deref().is_some_and(|id| id.len() == 32),
+        "{traces:?}"
+    );
+
     // Slack retries the same event, and sends it again as an app_mention-style
     // duplicate delivery: no second turn, no second reply.
     let retry_ts = chrono::Utc::now().timestamp().to_string();

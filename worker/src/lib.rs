@@ -189,7 +189,7 @@ async fn handle_job(
         span.record("trace_id", trace);
     }
     let started = std::time::Instant::now();
-    let result = conversations.run_turn(inbox_id, trace).await;
+    let result = conversations.run_turn(inbox_id, &traceparent).await;
     metrics::histogram!("automate_e_job_seconds", "kind" => "turn")
         .record(started.elapsed().as_secs_f64());
     let result = result.map(|outcome| match outcome {

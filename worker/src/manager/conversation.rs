@@ -115,7 +115,7 @@ impl ConversationManager {
     pub async fn run_turn(
         &self,
         inbox_id: InboxId,
-        trace_id: Option<&str>,
+        traceparent: &str,
     ) -> Result<TurnOutcome, JobFailure> {
         let msg = self.store.inbox_message(inbox_id).await?;
         if msg.processed_at.is_some() {
@@ -133,7 +133,7 @@ impl ConversationManager {
             character,
             stream,
             version,
-            trace_id: trace_id.map(str::to_owned),
+            trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
         };
         let received = ConversationEvent::MessageReceived(MessageReceived {
             inbox_id,
@@ -177,7 +177,7 @@ impl ConversationManager {
         self.queue
             .enqueue_delivery_job(DeliveryJob::DeliverV1 {
                 outbox_id,
-                traceparent: shared::telemetry::new_traceparent(),
+                traceparent: traceparent.to_owned(),
             })
             .await
             .map_err(|e| JobFailure::retryable(e, "Cannot enqueue delivery"))?;
