@@ -1,7 +1,7 @@
 //! The gateway's configuration: only what the gateway needs (chat secrets,
 //! Postgres, Redis), never LLM or Accounting API credentials.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use shared::config::{
     ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret,
@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     pub log: LogConfig,
     /// Slack app.
     pub slack: SlackConfig,
+    /// Discord bot; off unless `discord.token` is set.
+    pub discord: DiscordConfig,
+    /// Telegram bot; off unless `telegram.token` is set.
+    pub telegram: TelegramConfig,
     /// Reply delivery.
     pub delivery: DeliveryConfig,
 }
@@ -75,6 +79,92 @@ impl std::fmt::Debug for SlackConfig {
     }
 }
 
+/// Discord bot settings.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DiscordConfig {
+    /// Bot token. Empty (the default) turns Discord off.
+    #[serde(skip_serializing)]
+    pub token: SecretString,
+    /// REST base URL replacing `https://discord.com` (a fake in tests).
+    /// When set, serenity's own rate limiter is off (it ignores the URL).
+    pub api_base_url: Option<String>,
+    /// Open the gateway WebSocket (one connection per shard). Default true.
+    pub connect_gateway: Option<bool>,
+    /// Bot user ids whose messages are answered (other bots are ignored).
+    pub allowed_bot_ids: Vec<String>,
+}
+
+impl std::fmt::Debug for DiscordConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordConfig")
+            .field("api_base_url", &self.api_base_url)
+            .field("allowed_bot_ids", &self.allowed_bot_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiscordConfig {
+    /// Whether Discord is configured.
+    pub fn enabled(&self) -> bool {
+        !self.token.expose_secret().is_empty()
+    }
+}
+
+/// How Telegram updates arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    /// Telegram posts updates to `POST /telegram/webhook` (production).
+    #[default]
+    Webhook,
+    /// The gateway long-polls `getUpdates` (local use, no public URL).
+    Polling,
+}
+
+/// Telegram bot settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelegramConfig {
+    /// Bot token. Empty (the default) turns Telegram off.
+    #[serde(skip_serializing)]
+    pub token: SecretString,
+    /// The `secret_token` given to `setWebhook`; required in webhook mode.
+    #[serde(skip_serializing)]
+    pub webhook_secret: SecretString,
+    /// Bot API base URL. Default `https://api.telegram.org`.
+    pub api_base_url: String,
+    /// Webhook (default) or long polling.
+    pub mode: TelegramMode,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        Self {
+            token: SecretString::default(),
+            webhook_secret: SecretString::default(),
+            api_base_url: "https://api.telegram.org".to_owned(),
+            mode: TelegramMode::Webhook,
+        }
+    }
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramConfig")
+            .field("api_base_url", &self.api_base_url)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramConfig {
+    /// Whether Telegram is configured.
+    pub fn enabled(&self) -> bool {
+        !self.token.expose_secret().is_empty()
+    }
+}
+
 /// Reply delivery settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -102,6 +192,15 @@ impl GatewayConfig {
         require_secret("slack.signing_secret", &self.slack.signing_secret)?;
         require_secret("slack.bot_token", &self.slack.bot_token)?;
         require_http_url("slack.api_base_url", &self.slack.api_base_url)?;
+        if let Some(url) = &self.discord.api_base_url {
+            require_http_url("discord.api_base_url", url)?;
+        }
+        if self.telegram.enabled() {
+            require_http_url("telegram.api_base_url", &self.telegram.api_base_url)?;
+            if self.telegram.mode == TelegramMode::Webhook {
+                require_secret("telegram.webhook_secret", &self.telegram.webhook_secret)?;
+            }
+        }
         if self.delivery.concurrency == 0 || self.delivery.max_attempts == 0 {
             return Err(ConfigError {
                 field: "delivery",

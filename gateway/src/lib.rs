@@ -3,6 +3,7 @@
 //! the workers' replies. It is the only process that holds chat tokens.
 
 pub mod config;
+pub mod connection;
 pub mod http;
 pub mod manager;
 
@@ -16,19 +17,25 @@ use apalis::prelude::{
     AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder,
 };
 use secrecy::ExposeSecret;
+use shared::access::discord::DiscordClient;
 use shared::access::queue::{JobQueue, POLL_INTERVAL, QueueName, settle, stop_signal, supervise};
 use shared::access::slack::SlackClient;
 use shared::access::store::Store;
+use shared::access::telegram::TelegramClient;
 use shared::job::DeliveryJob;
+use shared::pacer::Pacer;
 use shared::telemetry::trace_id;
 use slack_morphism::SlackSigningSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::GatewayConfig;
+use config::TelegramMode;
+use connection::discord::{DiscordEdge, intents as discord_intents};
 use http::HttpState;
-use manager::delivery::DeliveryManager;
+use manager::delivery::{ChatClients, DeliveryManager};
 use manager::ingest::IngestManager;
+use manager::presence::Presence;
 
 /// A built gateway, ready to run.
 pub struct App {
@@ -36,12 +43,17 @@ pub struct App {
     router: axum::Router,
     queue: JobQueue,
     delivery: Arc<DeliveryManager>,
-    delivery_cfg: config::DeliveryConfig,
+    ingest: IngestManager,
+    discord_edge: Option<DiscordEdge>,
+    telegram_polling: Option<TelegramClient>,
+    cfg: GatewayConfig,
+    /// Stops the gateway's own background work (typing indicators) too.
+    stop: CancellationToken,
 }
 
 impl App {
-    /// Connects to Postgres and Redis and binds the HTTP listener (or uses
-    /// the given one, e.g. bound to port 0 by a test).
+    /// Connects to Postgres and Redis, builds the platform clients and binds
+    /// the HTTP listener (or uses the given one, e.g. bound to port 0 by a test).
     pub async fn build(cfg: GatewayConfig, listener: Option<TcpListener>) -> anyhow::Result<Self> {
         cfg.validate()?;
         let store = Store::connect(&cfg.database)
@@ -53,18 +65,42 @@ impl App {
         let http_client =
             shared::access::http_client(Duration::from_secs(cfg.slack.request_timeout_secs))
                 .context("Cannot build HTTP client")?;
-        let slack = SlackClient::new(
-            http_client,
-            &cfg.slack.api_base_url,
-            cfg.slack.bot_token.clone(),
+        let chats = ChatClients {
+            slack: SlackClient::new(
+                http_client,
+                &cfg.slack.api_base_url,
+                cfg.slack.bot_token.clone(),
+            ),
+            discord: cfg.discord.enabled().then(|| {
+                DiscordClient::new(&cfg.discord.token, cfg.discord.api_base_url.as_deref())
+            }),
+            telegram: if cfg.telegram.enabled() {
+                Some(
+                    TelegramClient::new(&cfg.telegram.token, &cfg.telegram.api_base_url)
+                        .context("Cannot build Telegram client")?,
+                )
+            } else {
+                None
+            },
+        };
+        let stop = CancellationToken::new();
+        let presence = Presence::new(
+            store.clone(),
+            chats.discord.clone(),
+            chats.telegram.clone(),
+            stop.clone(),
         );
+        let ingest = IngestManager::new(store.clone(), queue.clone(), presence);
+        let telegram_webhook = cfg.telegram.enabled() && cfg.telegram.mode == TelegramMode::Webhook;
         let state = HttpState {
-            ingest: IngestManager::new(store.clone(), queue.clone()),
+            ingest: ingest.clone(),
             store: store.clone(),
             queue: queue.clone(),
             slack_signing_secret: Arc::new(SlackSigningSecret::new(
                 cfg.slack.signing_secret.expose_secret().to_owned(),
             )),
+            telegram_secret: telegram_webhook
+                .then(|| Arc::new(cfg.telegram.webhook_secret.clone())),
             metrics: shared::telemetry::metrics_handle(),
         };
         let listener = match listener {
@@ -73,12 +109,28 @@ impl App {
                 .await
                 .with_context(|| format!("Cannot listen on {}", cfg.listen_addr.0))?,
         };
+        let discord_edge = cfg
+            .discord
+            .enabled()
+            .then(|| DiscordEdge::new(ingest.clone(), &cfg.discord.allowed_bot_ids));
+        let telegram_polling = chats
+            .telegram
+            .clone()
+            .filter(|_| cfg.telegram.mode == TelegramMode::Polling);
         Ok(Self {
             listener,
             router: http::router(state, cfg.slack.max_body_bytes),
             queue,
-            delivery: Arc::new(DeliveryManager::new(store, slack)),
-            delivery_cfg: cfg.delivery,
+            delivery: Arc::new(DeliveryManager::new(
+                store,
+                chats,
+                Arc::new(Pacer::default()),
+            )),
+            ingest,
+            discord_edge,
+            telegram_polling,
+            cfg,
+            stop,
         })
     }
 
@@ -87,23 +139,78 @@ impl App {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves HTTP and runs the delivery loop until `shutdown` is cancelled.
+    /// The Discord edge, when Discord is configured: what the gateway
+    /// WebSocket feeds (tests inject MESSAGE_CREATE events here).
+    pub fn discord_edge(&self) -> Option<DiscordEdge> {
+        self.discord_edge.clone()
+    }
+
+    /// Serves HTTP, holds the platform connections and runs the delivery loop
+    /// until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr: SocketAddr = self.listener.local_addr()?;
         tracing::info!(%addr, "Gateway listening");
+        let stop = self.stop.clone();
+        let forward = shutdown.clone();
+        tokio::spawn(async move {
+            forward.cancelled().await;
+            stop.cancel();
+        });
         let http_shutdown = shutdown.clone();
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
         let delivery = run_delivery(
             self.queue,
             self.delivery,
-            self.delivery_cfg,
+            self.cfg.delivery.clone(),
             shutdown.clone(),
         );
-        let (served, delivered) = tokio::join!(server, delivery);
+        let discord = run_discord(&self.cfg.discord, self.discord_edge, shutdown.clone());
+        let telegram = async {
+            if let Some(client) = self.telegram_polling {
+                connection::telegram::poll(client, self.ingest, shutdown.clone()).await;
+            }
+        };
+        let (served, delivered, connected, ()) = tokio::join!(server, delivery, discord, telegram);
         served.context("HTTP server failed")?;
+        connected?;
         delivered
     }
+}
+
+/// Holds the Discord gateway connection (one per shard) until shutdown.
+async fn run_discord(
+    cfg: &config::DiscordConfig,
+    edge: Option<DiscordEdge>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(edge) = edge.filter(|_| cfg.connect_gateway.unwrap_or(true)) else {
+        return Ok(());
+    };
+    let token = cfg.token.expose_secret();
+    let builder = match &cfg.api_base_url {
+        Some(url) => serenity::client::ClientBuilder::new_with_http(
+            serenity::http::HttpBuilder::new(token)
+                .proxy(url.as_str())
+                .ratelimiter_disabled(true)
+                .build(),
+            discord_intents(),
+        ),
+        None => serenity::Client::builder(token, discord_intents()),
+    };
+    let mut client = builder
+        .event_handler(edge)
+        .await
+        .context("Cannot build the Discord client")?;
+    let shards = client.shard_manager.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        shards.shutdown_all().await;
+    });
+    client
+        .start_autosharded()
+        .await
+        .context("Discord gateway connection failed")
 }
 
 /// Consumes delivery jobs until shutdown.

@@ -65,7 +65,26 @@ pub struct MessageReceived {
     pub conversation_id: ConversationId,
     /// The message text.
     pub text: String,
+    /// Files sent with the message, by reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
+
+/// A file sent with a message (e.g. a receipt), passed on by reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name as sent.
+    pub filename: String,
+    /// Where the file can be fetched (a platform CDN URL or file reference).
+    pub url: String,
+    /// MIME type, when the platform says.
+    pub content_type: Option<String>,
+    /// Size in bytes, when the platform says.
+    pub size_bytes: Option<u64>,
+}
+
+/// Most attachments kept from one message.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 /// One model call: what was asked (by digest) and what it cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,6 +67,13 @@ impl Platform {
         }
     }
 
+    /// Whether a thread is itself a chat with a globally unique id (Discord):
+    /// then a message posted in a conversation's thread names the thread as
+    /// its chat, and continues that conversation.
+    pub fn threads_are_chats(self) -> bool {
+        matches!(self, Self::Discord)
+    }
+
     /// Parses the name stored in the database.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod event;
 pub mod ids;
 pub mod job;
+pub mod pacer;
 pub mod telemetry;
 
 /// The database migrations, embedded. Tests and the `migrate` command use this

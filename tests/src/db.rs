@@ -102,16 +102,29 @@ impl TestDb {
             .execute(&self.owner)
             .await
             .expect("seed tenant");
+        self.seed_route(id, platform, workspace, channel, character)
+            .await;
+        id
+    }
+
+    /// Routes a platform workspace/channel to a tenant's character.
+    pub async fn seed_route(
+        &self,
+        tenant: Uuid,
+        platform: &str,
+        workspace: &str,
+        channel: &str,
+        character: &str,
+    ) {
         sqlx::query("INSERT INTO tenant_routes (platform, workspace, channel, tenant_id, character) VALUES ($1, $2, $3, $4, $5)")
             .bind(platform)
             .bind(workspace)
             .bind(channel)
-            .bind(id)
+            .bind(tenant)
             .bind(character)
             .execute(&self.owner)
             .await
             .expect("seed route");
-        id
     }
 
     /// Inbox messages not yet answered plus outbox replies not yet delivered.

@@ -28,8 +28,10 @@ use uuid::Uuid;
 
 use crate::db::TestDb;
 use crate::fake::accounting::FakeAccounting;
+use crate::fake::discord::FakeDiscord;
 use crate::fake::openai::FakeOpenAi;
 use crate::fake::slack::FakeSlack;
+use crate::fake::telegram::FakeTelegram;
 
 /// Longest any wait in a test may take.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +47,18 @@ pub const SLACK_BOT_TOKEN: &str = "xoxb-test-token";
 pub const LLM_API_KEY: &str = "sk-test-key";
 /// Accounting API token the fake accepts.
 pub const ACCOUNTING_TOKEN: &str = "acct-test-token";
+
+/// Discord bot token the fake accepts.
+pub const DISCORD_TOKEN: &str = "discord-test-token";
+/// Telegram bot token the fake accepts.
+pub const TELEGRAM_TOKEN: &str = "123456789:TEST-telegram-token";
+/// The secret token of the Telegram webhook.
+pub const TELEGRAM_SECRET: &str = "telegram-webhook-secret-1";
+
+/// The Discord guild and channel of the payload fixture, routed to Book-E.
+pub const DISCORD_GUILD: &str = "290926798999357249";
+/// See [`DISCORD_GUILD`].
+pub const DISCORD_CHANNEL: &str = "290926798999357250";
 
 /// The Slack team and channel of the payload fixtures, routed to Book-E.
 pub const FIXTURE_TEAM: &str = "T111";
@@ -72,6 +86,12 @@ pub struct TestEnv {
     pub openai: FakeOpenAi,
     /// Fake Accounting API.
     pub accounting: FakeAccounting,
+    /// Fake Discord REST API.
+    pub discord: FakeDiscord,
+    /// Fake Telegram Bot API.
+    pub telegram: FakeTelegram,
+    /// The gateway's Discord edge (stands in for the gateway WebSocket).
+    pub discord_edge: Option<gateway::connection::discord::DiscordEdge>,
     /// The gateway's base URL.
     pub gateway_url: String,
     /// An HTTP client for requests to the gateway.
@@ -93,11 +113,18 @@ impl TestEnv {
             });
         }
         let db = TestDb::create().await;
-        db.seed_tenant("acme", "slack", FIXTURE_TEAM, "*", "book-e")
+        let tenant = db
+            .seed_tenant("acme", "slack", FIXTURE_TEAM, "*", "book-e")
+            .await;
+        db.seed_route(tenant, "discord", DISCORD_GUILD, DISCORD_CHANNEL, "book-e")
+            .await;
+        db.seed_route(tenant, "telegram", "bot", "*", "book-e")
             .await;
         let slack = FakeSlack::start(SLACK_BOT_TOKEN).await;
         let openai = FakeOpenAi::start(LLM_API_KEY).await;
         let accounting = FakeAccounting::start(ACCOUNTING_TOKEN).await;
+        let discord = FakeDiscord::start(DISCORD_TOKEN).await;
+        let telegram = FakeTelegram::start(TELEGRAM_TOKEN).await;
         let redis_namespace = format!("ae-test-{}", Uuid::new_v4().simple());
         let redis = RedisConfig {
             url: SecretString::from(redis_url()),
@@ -110,6 +137,9 @@ impl TestEnv {
             slack,
             openai,
             accounting,
+            discord,
+            telegram,
+            discord_edge: None,
             gateway_url: String::new(),
             http: reqwest::Client::new(),
             redis_namespace,
@@ -138,6 +168,12 @@ impl TestEnv {
         cfg.slack.bot_token = SecretString::from(SLACK_BOT_TOKEN);
         cfg.slack.api_base_url = self.slack.base_url.clone();
         cfg.delivery.max_attempts = 3;
+        cfg.discord.token = SecretString::from(DISCORD_TOKEN);
+        cfg.discord.api_base_url = Some(self.discord.base_url.clone());
+        cfg.discord.connect_gateway = Some(false);
+        cfg.telegram.token = SecretString::from(TELEGRAM_TOKEN);
+        cfg.telegram.webhook_secret = SecretString::from(TELEGRAM_SECRET);
+        cfg.telegram.api_base_url = self.telegram.base_url.clone();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
@@ -145,6 +181,7 @@ impl TestEnv {
             .await
             .expect("build gateway");
         let url = format!("http://127.0.0.1:{}", app.port());
+        self.discord_edge = app.discord_edge();
         self.tasks
             .push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
         url
@@ -204,6 +241,54 @@ impl TestEnv {
             request = request.header(*name, *value);
         }
         request.send().await.expect("gateway answers")
+    }
+
+    /// Posts a Telegram update to the webhook with this secret header (if any).
+    pub async fn post_telegram_update(
+        &self,
+        body: &str,
+        secret: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/telegram/webhook", self.gateway_url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(secret) = secret {
+            request = request.header("x-telegram-bot-api-secret-token", secret);
+        }
+        request.send().await.expect("gateway answers")
+    }
+
+    /// Feeds a Discord MESSAGE_CREATE dispatch (`{op, d, s, t}`) to the gateway's
+    /// Discord edge, as the gateway WebSocket would.
+    pub async fn discord_message_create(
+        &self,
+        dispatch: &serde_json::Value,
+    ) -> gateway::manager::ingest::IngestOutcome {
+        let message = serde_json::from_value(dispatch["d"].clone()).expect("a Discord message");
+        self.discord_edge
+            .as_ref()
+            .expect("Discord is configured")
+            .on_message(&message)
+            .await
+            .expect("message ingested")
+    }
+
+    /// Waits until the fake Discord has `n` posted messages waiting.
+    pub async fn wait_for_discord_posts(&self, n: usize) {
+        self.wait_until(&format!("{n} Discord posts"), || async {
+            self.discord.post_count() >= n
+        })
+        .await;
+    }
+
+    /// Waits until the fake Telegram has `n` sent messages waiting.
+    pub async fn wait_for_telegram_posts(&self, n: usize) {
+        self.wait_until(&format!("{n} Telegram posts"), || async {
+            self.telegram.post_count() >= n
+        })
+        .await;
     }
 
     /// Waits until the fake Slack has `n` posted messages waiting.
@@ -267,6 +352,10 @@ impl TestEnv {
         }
         let extra = self.slack.take_posted();
         assert!(extra.is_empty(), "unexpected Slack posts: {extra:?}");
+        let extra = self.discord.take_posts();
+        assert!(extra.is_empty(), "unexpected Discord posts: {extra:?}");
+        let extra = self.telegram.take_posts();
+        assert!(extra.is_empty(), "unexpected Telegram posts: {extra:?}");
         assert_eq!(
             self.openai.unused_script(),
             0,

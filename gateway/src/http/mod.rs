@@ -2,6 +2,7 @@
 
 mod error;
 mod slack;
+mod telegram;
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
 use shared::access::queue::JobQueue;
 use shared::access::store::Store;
 use slack_morphism::SlackSigningSecret;
@@ -29,6 +31,8 @@ pub struct HttpState {
     pub queue: JobQueue,
     /// Verifies Slack requests.
     pub slack_signing_secret: Arc<SlackSigningSecret>,
+    /// The Telegram webhook's secret token, when Telegram uses a webhook.
+    pub telegram_secret: Option<Arc<SecretString>>,
     /// Renders metrics.
     pub metrics: PrometheusHandle,
 }
@@ -37,6 +41,7 @@ pub struct HttpState {
 pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/slack/events", post(slack::events))
+        .route("/telegram/webhook", post(telegram::webhook))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
 use shared::ids::Platform;
-use shared::telemetry::new_traceparent;
 use slack_morphism::SlackMessageSender;
 use slack_morphism::events::{
     SlackEventCallbackBody, SlackMessageEventType, SlackPushEvent, SlackPushEventCallback,
@@ -20,10 +19,7 @@ use slack_morphism::signature_verifier::{
 use tracing::Instrument;
 
 use super::{ApiError, HttpState};
-use crate::manager::ingest::InboundMessage;
-
-/// Longest message text accepted, in characters (Slack's own maximum).
-const MAX_TEXT_CHARS: usize = 40_000;
+use crate::manager::ingest::{InboundMessage, MAX_TEXT_CHARS};
 
 /// `POST /slack/events`.
 pub(super) async fn events(
@@ -89,21 +85,12 @@ async fn handle_callback(
     state: &HttpState,
     callback: SlackPushEventCallback,
 ) -> Result<Response, ApiError> {
-    let Some(message) = normalize(&callback) else {
-        record_outcome("ignored");
-        return Ok(ack());
-    };
-    let traceparent = new_traceparent();
-    let outcome = state.ingest.ingest(message, &traceparent).await?;
-    record_outcome(outcome.label());
+    let outcome = state
+        .ingest
+        .accept(Platform::Slack, normalize(&callback))
+        .await?;
+    tracing::Span::current().record("outcome", outcome.label());
     Ok(ack())
-}
-
-fn record_outcome(outcome: &'static str) {
-    tracing::Span::current().record("outcome", outcome);
-    tracing::info!(outcome, "Slack event handled");
-    metrics::counter!("automate_e_messages_total", "channel" => "slack", "outcome" => outcome)
-        .increment(1);
 }
 
 /// The user message in a callback, or `None` for events that are not one
@@ -179,6 +166,7 @@ fn build(
         delivery_id: Some(callback.event_id.0.clone()),
         author_id: user,
         text,
+        attachments: Vec::new(),
         received_at: Utc::now(),
     })
 }

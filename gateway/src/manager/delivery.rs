@@ -1,25 +1,107 @@
 //! DeliveryManager: posts an outbox reply to its platform, chunked to the
-//! platform's limit, resuming after the chunks already posted.
+//! platform's limit, paced per chat, waiting out short `Retry-After`s, and
+//! resuming after the chunks already posted.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
+use shared::access::discord::DiscordClient;
 use shared::access::slack::SlackClient;
-use shared::access::store::{NewEvent, Store};
-use shared::engine::chunk::{SLACK_TEXT_LIMIT, chunk};
+use shared::access::store::{NewEvent, OutboxModel, Store};
+use shared::access::telegram::TelegramClient;
+use shared::engine::chunk::{DISCORD_LIMIT, MessageLimit, SLACK_LIMIT, TELEGRAM_LIMIT, chunk};
+use shared::engine::pace::{MAX_INLINE_RETRY_AFTER, delivery_pace};
 use shared::event::{Actor, ActorKind, ReplyDelivered, delivery_stream};
 use shared::ids::{OutboxId, Platform};
 use shared::job::JobFailure;
+use shared::pacer::Pacer;
+
+/// Posts of one chunk before the attempt gives up and the job retries later.
+const MAX_POSTS_PER_CHUNK: u32 = 5;
+
+/// The chat platforms replies can go to; a platform without a client is off.
+#[derive(Debug, Clone)]
+pub struct ChatClients {
+    /// Slack Web API.
+    pub slack: SlackClient,
+    /// Discord REST, when Discord is configured.
+    pub discord: Option<DiscordClient>,
+    /// Telegram Bot API, when Telegram is configured.
+    pub telegram: Option<TelegramClient>,
+}
+
+/// A failed post: the job failure, and how long the platform asked to wait.
+struct PostFailure {
+    failure: JobFailure,
+    retry_after: Option<Duration>,
+}
+
+impl<E> From<E> for PostFailure
+where
+    E: Into<JobFailure> + PlatformWait,
+{
+    fn from(e: E) -> Self {
+        let retry_after = e.wait();
+        Self {
+            failure: e.into(),
+            retry_after,
+        }
+    }
+}
+
+/// How long a platform error asks the sender to wait, if it does.
+trait PlatformWait {
+    fn wait(&self) -> Option<Duration>;
+}
+
+impl PlatformWait for shared::access::slack::SlackError {
+    fn wait(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl PlatformWait for shared::access::discord::DiscordError {
+    fn wait(&self) -> Option<Duration> {
+        self.retry_after()
+    }
+}
+
+impl PlatformWait for shared::access::telegram::TelegramError {
+    fn wait(&self) -> Option<Duration> {
+        self.retry_after()
+    }
+}
 
 /// Delivers replies.
 #[derive(Debug, Clone)]
 pub struct DeliveryManager {
     store: Store,
-    slack: SlackClient,
+    chats: ChatClients,
+    pacer: Arc<Pacer>,
+}
+
+fn limit(platform: Platform) -> MessageLimit {
+    match platform {
+        Platform::Slack => SLACK_LIMIT,
+        Platform::Discord => DISCORD_LIMIT,
+        Platform::Telegram => TELEGRAM_LIMIT,
+    }
 }
 
 impl DeliveryManager {
-    /// A manager over the store and the Slack client.
-    pub fn new(store: Store, slack: SlackClient) -> Self {
-        Self { store, slack }
+    /// A manager over the store, the platform clients and the shared pacer.
+    pub fn new(store: Store, chats: ChatClients, pacer: Arc<Pacer>) -> Self {
+        Self {
+            store,
+            chats,
+            pacer,
+        }
     }
 
     /// Posts the reply (the chunks not yet posted) and records the delivery.
@@ -32,20 +114,18 @@ impl DeliveryManager {
         if item.delivered_at.is_some() {
             return Ok(());
         }
-        if Platform::parse(&item.platform) != Some(Platform::Slack) {
-            return Err(JobFailure::Permanent(anyhow::anyhow!(
-                "no delivery channel for platform `{}`",
-                item.platform
-            )));
-        }
-        let thread = Some(item.thread.as_str()).filter(|t| !t.is_empty());
-        let chunks = chunk(&item.text, SLACK_TEXT_LIMIT);
+        let platform = Platform::parse(&item.platform).ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!("unknown platform `{}`", item.platform))
+        })?;
+        self.prepare(platform, &item).await.map_err(|f| f.failure)?;
+        let chunks = chunk(&item.text, limit(platform));
         let already = usize::try_from(item.chunks_delivered).unwrap_or(0);
         let mut posted = Vec::new();
         for (index, text) in chunks.iter().enumerate().skip(already) {
-            posted.push(self.slack.post_message(&item.chat, thread, text).await?);
+            posted.push(self.post_chunk(platform, &item, text).await?);
+            let delivered = i32::try_from(index + 1).unwrap_or(i32::MAX);
             self.store
-                .record_chunks_delivered(outbox_id, i32::try_from(index + 1).unwrap_or(i32::MAX))
+                .record_chunks_delivered(outbox_id, delivered)
                 .await?;
         }
         let event = NewEvent {
@@ -70,9 +150,108 @@ impl DeliveryManager {
         self.store
             .complete_delivery(outbox_id, &delivery_stream(outbox_id), &event)
             .await?;
-        metrics::counter!("automate_e_replies_delivered_total", "channel" => "slack").increment(1);
-        metrics::counter!("automate_e_reply_chunks_posted_total", "channel" => "slack")
-            .increment(chunks.len().saturating_sub(already) as u64);
+        metrics::counter!("automate_e_replies_delivered_total", "channel" => platform.as_str())
+            .increment(1);
         Ok(())
+    }
+
+    /// Posts one chunk: paced per chat, waiting out short `Retry-After`s.
+    async fn post_chunk(
+        &self,
+        platform: Platform,
+        item: &OutboxModel,
+        text: &str,
+    ) -> Result<String, JobFailure> {
+        let key = format!("{platform}:{}", target_channel(platform, item));
+        let pace = delivery_pace(platform, &item.chat);
+        let mut posts = 0;
+        loop {
+            self.pacer.wait(&key, pace).await;
+            posts += 1;
+            match self.post(platform, item, text).await {
+                Ok(id) => {
+                    metrics::counter!("automate_e_reply_chunks_posted_total", "channel" => platform.as_str())
+                        .increment(1);
+                    return Ok(id);
+                }
+                Err(PostFailure {
+                    retry_after: Some(wait),
+                    failure,
+                }) if wait <= MAX_INLINE_RETRY_AFTER && posts < MAX_POSTS_PER_CHUNK => {
+                    tracing::warn!(error = %failure, wait_ms = wait.as_millis() as u64, "Platform rate limit; waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(PostFailure { failure, .. }) => return Err(failure),
+            }
+        }
+    }
+
+    /// Work before the first chunk: a Discord conversation's thread must exist.
+    async fn prepare(&self, platform: Platform, item: &OutboxModel) -> Result<(), PostFailure> {
+        if platform == Platform::Discord && !item.thread.is_empty() {
+            self.discord()?
+                .ensure_thread(&item.chat, &item.thread, "Conversation")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn post(
+        &self,
+        platform: Platform,
+        item: &OutboxModel,
+        text: &str,
+    ) -> Result<String, PostFailure> {
+        let thread = Some(item.thread.as_str()).filter(|t| !t.is_empty());
+        Ok(match platform {
+            Platform::Slack => {
+                self.chats
+                    .slack
+                    .post_message(&item.chat, thread, text)
+                    .await?
+            }
+            Platform::Discord => {
+                self.discord()?
+                    .post_message(target_channel(platform, item), text)
+                    .await?
+            }
+            Platform::Telegram => {
+                self.telegram()?
+                    .post_message(&item.chat, &item.thread, text)
+                    .await?
+            }
+        })
+    }
+
+    fn discord(&self) -> Result<&DiscordClient, PostFailure> {
+        self.chats
+            .discord
+            .as_ref()
+            .ok_or_else(|| not_configured("Discord"))
+    }
+
+    fn telegram(&self) -> Result<&TelegramClient, PostFailure> {
+        self.chats
+            .telegram
+            .as_ref()
+            .ok_or_else(|| not_configured("Telegram"))
+    }
+}
+
+fn not_configured(platform: &str) -> PostFailure {
+    PostFailure {
+        failure: JobFailure::Permanent(anyhow::anyhow!(
+            "{platform} is not configured on this gateway"
+        )),
+        retry_after: None,
+    }
+}
+
+/// The channel a reply is posted into: a Discord thread is its own channel.
+fn target_channel(platform: Platform, item: &OutboxModel) -> &str {
+    if platform == Platform::Discord && !item.thread.is_empty() {
+        &item.thread
+    } else {
+        &item.chat
     }
 }

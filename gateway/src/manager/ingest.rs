@@ -3,10 +3,14 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use shared::access::queue::JobQueue;
-use shared::access::store::{NewMessageParams, RecordOutcome, Store};
+use shared::access::store::{ConversationModel, NewMessageParams, RecordOutcome, Store};
 use shared::engine::route;
+use shared::event::Attachment;
 use shared::ids::{InboxId, Platform};
 use shared::job::WorkerJob;
+use shared::telemetry::new_traceparent;
+
+use super::presence::{Presence, Working};
 
 /// An inbound chat message, normalized from any platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +31,34 @@ pub struct InboundMessage {
     pub author_id: String,
     /// Message text.
     pub text: String,
+    /// Files sent with it, by reference.
+    pub attachments: Vec<Attachment>,
     /// When the gateway received it.
     pub received_at: DateTime<Utc>,
 }
 
+/// Where an accepted message's conversation lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The new inbox row.
+    pub inbox_id: InboxId,
+    /// The conversation's chat.
+    pub chat: String,
+    /// The conversation's thread ("" when none).
+    pub thread: String,
+}
+
+/// Longest message text accepted, in characters (Slack's own maximum; more
+/// than Discord and Telegram allow).
+pub const MAX_TEXT_CHARS: usize = 40_000;
+
 /// What happened to an inbound message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
+    /// Not a message for an agent (a bot, an edit, a service message): ignored.
+    Ignored,
     /// Recorded and queued for a turn.
-    Accepted(InboxId),
+    Accepted(Accepted),
     /// Seen before and already queued: nothing to do.
     Duplicate(InboxId),
     /// No tenant route covers the chat: ignored.
@@ -44,8 +67,9 @@ pub enum IngestOutcome {
 
 impl IngestOutcome {
     /// Label for metrics.
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
+            Self::Ignored => "ignored",
             Self::Accepted(_) => "accepted",
             Self::Duplicate(_) => "duplicate",
             Self::Unrouted => "unrouted",
@@ -58,12 +82,68 @@ impl IngestOutcome {
 pub struct IngestManager {
     store: Store,
     queue: JobQueue,
+    presence: Presence,
 }
 
 impl IngestManager {
-    /// A manager over the store and the queue.
-    pub fn new(store: Store, queue: JobQueue) -> Self {
-        Self { store, queue }
+    /// A manager over the store, the queue and the platforms' presence.
+    pub fn new(store: Store, queue: JobQueue, presence: Presence) -> Self {
+        Self {
+            store,
+            queue,
+            presence,
+        }
+    }
+
+    /// Ingests what an edge received on `platform` (`None`: nothing for an
+    /// agent), counts the outcome, and shows the sender that the agent is
+    /// working on an accepted message.
+    pub async fn accept(
+        &self,
+        platform: Platform,
+        msg: Option<InboundMessage>,
+    ) -> anyhow::Result<IngestOutcome> {
+        let outcome = match msg {
+            None => IngestOutcome::Ignored,
+            Some(msg) => {
+                let thread_name = msg.text.lines().next().unwrap_or_default().to_owned();
+                let outcome = self.ingest(msg, &new_traceparent()).await?;
+                if let IngestOutcome::Accepted(accepted) = &outcome {
+                    let presence = self.presence.clone();
+                    let working = Working {
+                        platform,
+                        chat: accepted.chat.clone(),
+                        thread: accepted.thread.clone(),
+                        inbox_id: accepted.inbox_id,
+                        thread_name,
+                    };
+                    tokio::spawn(async move { presence.show_working(working).await });
+                }
+                outcome
+            }
+        };
+        tracing::info!(
+            platform = platform.as_str(),
+            outcome = outcome.label(),
+            "Message handled"
+        );
+        metrics::counter!("automate_e_messages_total", "channel" => platform.as_str(), "outcome" => outcome.label())
+            .increment(1);
+        Ok(outcome)
+    }
+
+    /// The conversation a message posted inside its thread continues.
+    async fn continued_conversation(
+        &self,
+        msg: &InboundMessage,
+    ) -> anyhow::Result<Option<ConversationModel>> {
+        if !msg.platform.threads_are_chats() {
+            return Ok(None);
+        }
+        self.store
+            .conversation_in_thread(msg.platform, &msg.chat)
+            .await
+            .context("Cannot look up the thread's conversation")
     }
 
     /// Records the message once and makes sure its turn job is queued. Returns
@@ -73,24 +153,36 @@ impl IngestManager {
         msg: InboundMessage,
         traceparent: &str,
     ) -> anyhow::Result<IngestOutcome> {
-        let routes = self
-            .store
-            .routes(msg.platform, &msg.workspace, &msg.chat)
-            .await
-            .context("Cannot load routes")?;
-        let Some(route) = route::pick(&routes, &msg.chat) else {
-            return Ok(IngestOutcome::Unrouted);
+        let (tenant_id, character, chat, thread) = match self.continued_conversation(&msg).await? {
+            Some(c) => (c.tenant_id, c.character, c.chat, c.thread),
+            None => {
+                let routes = self
+                    .store
+                    .routes(msg.platform, &msg.workspace, &msg.chat)
+                    .await
+                    .context("Cannot load routes")?;
+                let Some(route) = route::pick(&routes, &msg.chat) else {
+                    return Ok(IngestOutcome::Unrouted);
+                };
+                (
+                    route.tenant_id,
+                    route.character.clone(),
+                    msg.chat,
+                    msg.thread,
+                )
+            }
         };
         let params = NewMessageParams {
-            tenant_id: route.tenant_id,
-            character: route.character.clone(),
+            tenant_id,
+            character,
             platform: msg.platform,
-            chat: msg.chat,
-            thread: msg.thread,
+            chat: chat.clone(),
+            thread: thread.clone(),
             platform_message_id: msg.message_id,
             delivery_id: msg.delivery_id,
             author_id: msg.author_id,
             text: msg.text,
+            attachments: msg.attachments,
             received_at: msg.received_at,
         };
         let (inbox_id, outcome) = match self
@@ -99,7 +191,14 @@ impl IngestManager {
             .await
             .context("Cannot record message")?
         {
-            RecordOutcome::New { inbox_id } => (inbox_id, IngestOutcome::Accepted(inbox_id)),
+            RecordOutcome::New { inbox_id } => (
+                inbox_id,
+                IngestOutcome::Accepted(Accepted {
+                    inbox_id,
+                    chat,
+                    thread,
+                }),
+            ),
             RecordOutcome::Duplicate {
                 inbox_id,
                 enqueued: true,

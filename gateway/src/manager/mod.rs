@@ -2,3 +2,4 @@
 
 pub mod delivery;
 pub mod ingest;
+pub mod presence;

@@ -2,10 +2,12 @@
 //! All SQL, Redis commands and outbound HTTP live here.
 
 pub mod accounting;
+pub mod discord;
 pub mod llm;
 pub mod queue;
 pub mod slack;
 pub mod store;
+pub mod telegram;
 
 /// Builds an outbound HTTP client with the given overall timeout.
 pub fn http_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {

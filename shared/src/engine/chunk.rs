@@ -1,23 +1,69 @@
 //! Splits a reply into chunks that fit a platform's per-message limit.
 
-/// Characters per Slack message: Slack truncates `text` past 40,000 and
-/// recommends at most 4,000.
-pub const SLACK_TEXT_LIMIT: usize = 4000;
+/// How a platform counts the length of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Unicode scalar values (Slack, Discord).
+    Chars,
+    /// UTF-16 code units (Telegram): characters outside the BMP count twice.
+    Utf16,
+}
 
-/// Splits `text` into ordered chunks of at most `max_chars` characters each.
+impl Measure {
+    fn of(self, c: char) -> usize {
+        match self {
+            Self::Chars => 1,
+            Self::Utf16 => c.len_utf16(),
+        }
+    }
+
+    /// The length of `text` in this measure.
+    pub fn len(self, text: &str) -> usize {
+        text.chars().map(|c| self.of(c)).sum()
+    }
+}
+
+/// A platform's limit on one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimit {
+    /// Largest length of one message.
+    pub max: usize,
+    /// How length is counted.
+    pub measure: Measure,
+}
+
+/// Slack truncates `text` past 40,000 characters and recommends at most 4,000.
+pub const SLACK_LIMIT: MessageLimit = MessageLimit {
+    max: 4000,
+    measure: Measure::Chars,
+};
+
+/// Discord rejects message content over 2,000 characters.
+pub const DISCORD_LIMIT: MessageLimit = MessageLimit {
+    max: 2000,
+    measure: Measure::Chars,
+};
+
+/// Telegram rejects message text over 4,096 UTF-16 code units.
+pub const TELEGRAM_LIMIT: MessageLimit = MessageLimit {
+    max: 4096,
+    measure: Measure::Utf16,
+};
+
+/// Splits `text` into ordered chunks that each fit `limit`.
 ///
 /// Prefers to break after a paragraph, then after a line, then after a space,
 /// and only cuts inside a word when a single word is longer than the limit.
 /// Joining the chunks gives back `text` exactly.
-pub fn chunk(text: &str, max_chars: usize) -> Vec<String> {
+pub fn chunk(text: &str, limit: MessageLimit) -> Vec<String> {
     assert!(
-        max_chars > 0,
-        "a chunk limit of zero can never fit any text"
+        limit.max >= 2,
+        "a chunk limit below 2 cannot fit every character"
     );
     let mut chunks = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
-        let Some((limit_byte, _)) = rest.char_indices().nth(max_chars) else {
+        let Some(limit_byte) = first_byte_past(rest, limit) else {
             chunks.push(rest.to_owned());
             break;
         };
@@ -33,51 +79,99 @@ pub fn chunk(text: &str, max_chars: usize) -> Vec<String> {
     chunks
 }
 
+/// The byte index of the first character that would push `text` past the
+/// limit, or `None` when all of it fits.
+fn first_byte_past(text: &str, limit: MessageLimit) -> Option<usize> {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        used += limit.measure.of(c);
+        if used > limit.max {
+            return Some(at);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::chunk;
+    use super::*;
+
+    fn chars(max: usize) -> MessageLimit {
+        MessageLimit {
+            max,
+            measure: Measure::Chars,
+        }
+    }
 
     #[test]
     fn short_text_is_one_chunk() {
-        assert_eq!(chunk("hello", 10), vec!["hello"]);
+        assert_eq!(chunk("hello", chars(10)), vec!["hello"]);
     }
 
     #[test]
     fn empty_text_has_no_chunks() {
-        assert!(chunk("", 10).is_empty());
+        assert!(chunk("", chars(10)).is_empty());
     }
 
     #[test]
     fn text_of_exactly_the_limit_is_one_chunk() {
-        assert_eq!(chunk("abcde", 5), vec!["abcde"]);
+        assert_eq!(chunk("abcde", chars(5)), vec!["abcde"]);
     }
 
     #[test]
     fn breaks_after_paragraph_before_line_or_space() {
         let text = "one two\nthree\n\nfour five";
-        assert_eq!(chunk(text, 18), vec!["one two\nthree\n\n", "four five"]);
+        assert_eq!(
+            chunk(text, chars(18)),
+            vec!["one two\nthree\n\n", "four five"]
+        );
     }
 
     #[test]
     fn breaks_after_line_when_no_paragraph_fits() {
-        assert_eq!(chunk("aaa bbb\nccc ddd", 10), vec!["aaa bbb\n", "ccc ddd"]);
+        assert_eq!(
+            chunk("aaa bbb\nccc ddd", chars(10)),
+            vec!["aaa bbb\n", "ccc ddd"]
+        );
     }
 
     #[test]
     fn breaks_at_space_when_no_newline() {
-        assert_eq!(chunk("aaa bbb ccc", 8), vec!["aaa bbb ", "ccc"]);
+        assert_eq!(chunk("aaa bbb ccc", chars(8)), vec!["aaa bbb ", "ccc"]);
     }
 
     #[test]
     fn cuts_a_word_longer_than_the_limit() {
-        assert_eq!(chunk("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(chunk("abcdefghij", chars(4)), vec!["abcd", "efgh", "ij"]);
     }
 
     #[test]
     fn counts_characters_not_bytes() {
         let text = "øæå".repeat(3);
-        let chunks = chunk(&text, 4);
+        let chunks = chunk(&text, chars(4));
         assert_eq!(chunks, vec!["øæåø", "æåøæ", "å"]);
+    }
+
+    #[test]
+    fn utf16_counts_astral_characters_twice() {
+        let limit = MessageLimit {
+            max: 4,
+            measure: Measure::Utf16,
+        };
+        assert_eq!(chunk("😀😀😀", limit), vec!["😀😀", "😀"]);
+        assert_eq!(Measure::Utf16.len("a😀"), 3);
+        assert_eq!(Measure::Chars.len("a😀"), 2);
+    }
+
+    #[test]
+    fn platform_limits_hold_for_long_replies() {
+        let text = "Kvittering 🧾 mangler. ".repeat(600);
+        for limit in [SLACK_LIMIT, DISCORD_LIMIT, TELEGRAM_LIMIT] {
+            let chunks = chunk(&text, limit);
+            assert!(chunks.len() > 1);
+            assert!(chunks.iter().all(|c| limit.measure.len(c) <= limit.max));
+            assert_eq!(chunks.concat(), text);
+        }
     }
 
     #[test]
@@ -89,14 +183,17 @@ mod tests {
                 _ => char::from(b'a' + (i % 26) as u8),
             })
             .collect();
-        for limit in [1, 7, 100, 2000, 4000, 4096] {
-            let chunks = chunk(&text, limit);
-            assert!(
-                chunks
-                    .iter()
-                    .all(|c| c.chars().count() <= limit && !c.is_empty())
-            );
-            assert_eq!(chunks.concat(), text);
+        for max in [2, 7, 100, 2000, 4000, 4096] {
+            for measure in [Measure::Chars, Measure::Utf16] {
+                let limit = MessageLimit { max, measure };
+                let chunks = chunk(&text, limit);
+                assert!(
+                    chunks
+                        .iter()
+                        .all(|c| measure.len(c) <= max && !c.is_empty())
+                );
+                assert_eq!(chunks.concat(), text);
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! reads: time and randomness come in as arguments.
 
 pub mod chunk;
+pub mod pace;
 pub mod prompt;
 pub mod route;
 pub mod tool;

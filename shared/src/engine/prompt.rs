@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::character::Character;
+use crate::event::Attachment;
 
 /// Values every agent holds, whatever its character says.
 pub const GLOBAL_VALUES: &str = "You work for a business owner through a chat. Be accurate and \
@@ -105,6 +106,24 @@ fn push_list(out: &mut String, heading: &str, items: &[String]) {
     }
 }
 
+/// What the model sees of a user's message: its text, then its attachments
+/// as references it can pass to tools.
+pub fn user_content(text: &str, attachments: &[Attachment]) -> String {
+    if attachments.is_empty() {
+        return text.to_owned();
+    }
+    let mut content = format!("{text}\n\nAttachments:");
+    for a in attachments {
+        let kind = a.content_type.as_deref().unwrap_or("unknown type");
+        let size = a
+            .size_bytes
+            .map(|b| format!(", {} KB", b.div_ceil(1024)))
+            .unwrap_or_default();
+        content.push_str(&format!("\n- {} ({kind}{size}): {}", a.filename, a.url));
+    }
+    content
+}
+
 /// A stable digest of a prompt, recorded in the audit trail instead of its text.
 pub fn digest(messages: &[ChatMessage]) -> String {
     let json = serde_json::to_vec(messages).expect("chat messages always serialize");
@@ -184,6 +203,21 @@ mod tests {
         assert!(!content.contains("# The company"));
         assert!(!content.contains("about the user"));
         assert_eq!(messages.len(), 2);
+    }
+
+    #[test]
+    fn attachments_are_listed_as_references() {
+        let receipt = Attachment {
+            filename: "adobe.pdf".into(),
+            url: "https://cdn.example/adobe.pdf".into(),
+            content_type: Some("application/pdf".into()),
+            size_bytes: Some(2048),
+        };
+        assert_eq!(user_content("Kvittering", &[]), "Kvittering");
+        assert_eq!(
+            user_content("Kvittering", &[receipt]),
+            "Kvittering\n\nAttachments:\n- adobe.pdf (application/pdf, 2 KB): https://cdn.example/adobe.pdf"
+        );
     }
 
     #[test]

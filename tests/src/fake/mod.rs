@@ -2,8 +2,10 @@
 //! real HTTP servers on 127.0.0.1 that record what they receive.
 
 pub mod accounting;
+pub mod discord;
 pub mod openai;
 pub mod slack;
+pub mod telegram;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;

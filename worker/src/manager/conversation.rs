@@ -139,6 +139,7 @@ impl ConversationManager {
             inbox_id,
             conversation_id: msg.conversation_id,
             text: msg.text.clone(),
+            attachments: msg.attachments.0.clone(),
         });
         let user = Actor {
             kind: ActorKind::User,
@@ -147,11 +148,12 @@ impl ConversationManager {
         let event = turn.event(&received, user, Some(format!("message:{inbox_id}")));
         self.append(&mut turn, &[event]).await?;
 
+        let content = prompt::user_content(&msg.text, &msg.attachments);
         let messages = prompt::compose(
             character,
             &PromptContext {
                 history: &history,
-                message: &msg.text,
+                message: &content,
                 ..Default::default()
             },
         );
@@ -288,7 +290,9 @@ impl ConversationManager {
             .filter_map(|e| ConversationEvent::from_stored(&e.type_name, e.payload))
             .filter_map(|e| match e {
                 ConversationEvent::MessageReceived(m) if m.inbox_id != current => {
-                    Some(ChatMessage::User { content: m.text })
+                    Some(ChatMessage::User {
+                        content: prompt::user_content(&m.text, &m.attachments),
+                    })
                 }
                 ConversationEvent::ReplyComposed(r) => Some(ChatMessage::Assistant {
                     content: Some(r.text),

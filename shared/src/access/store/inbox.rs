@@ -3,8 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use sqlx::types::Json;
 
 use super::{Store, StoreError};
+use crate::event::Attachment;
 use crate::ids::{ConversationId, InboxId, Platform, TenantId};
 
 /// A normalized inbound message to record.
@@ -28,8 +30,25 @@ pub struct NewMessageParams {
     pub author_id: String,
     /// Message text.
     pub text: String,
+    /// Files sent with it, by reference.
+    pub attachments: Vec<Attachment>,
     /// When the gateway received it.
     pub received_at: DateTime<Utc>,
+}
+
+/// A conversation row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConversationModel {
+    /// The row.
+    pub id: ConversationId,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// Chat.
+    pub chat: String,
+    /// Thread within the chat.
+    pub thread: String,
+    /// Character that answers.
+    pub character: String,
 }
 
 /// What recording a message did.
@@ -70,6 +89,8 @@ pub struct InboxModel {
     pub author_id: String,
     /// Message text.
     pub text: String,
+    /// Files sent with it, by reference.
+    pub attachments: Json<Vec<Attachment>>,
     /// When the gateway received it.
     pub received_at: DateTime<Utc>,
     /// When its turn completed, if it did.
@@ -115,7 +136,8 @@ impl Store {
         let conversation_id = conversation_id(&mut tx, p).await?;
         let inserted = sqlx::query_scalar::<_, InboxId>(
             "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
-             delivery_id, author_id, text, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             delivery_id, author_id, text, attachments, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id",
         )
         .bind(InboxId::new_v7())
@@ -126,6 +148,7 @@ impl Store {
         .bind(&p.delivery_id)
         .bind(&p.author_id)
         .bind(&p.text)
+        .bind(Json(&p.attachments))
         .bind(p.received_at)
         .fetch_optional(&mut *tx)
         .await?;
@@ -147,6 +170,24 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The conversation that lives in thread `thread` of `platform`, if any:
+    /// a message posted inside that thread continues it.
+    pub async fn conversation_in_thread(
+        &self,
+        platform: Platform,
+        thread: &str,
+    ) -> Result<Option<ConversationModel>, StoreError> {
+        let conversation = sqlx::query_as::<_, ConversationModel>(
+            "SELECT id, tenant_id, chat, thread, character FROM conversations \
+             WHERE platform = $1 AND thread = $2 AND thread <> '' LIMIT 1",
+        )
+        .bind(platform.as_str())
+        .bind(thread)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(conversation)
+    }
+
     /// Notes that the message's turn job is on the queue.
     pub async fn mark_inbox_enqueued(&self, id: InboxId) -> Result<(), StoreError> {
         sqlx::query("UPDATE inbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
@@ -160,7 +201,7 @@ impl Store {
     pub async fn inbox_message(&self, id: InboxId) -> Result<InboxModel, StoreError> {
         sqlx::query_as::<_, InboxModel>(
             "SELECT i.id, i.tenant_id, i.conversation_id, c.character, c.platform, c.chat, c.thread, \
-             i.author_id, i.text, i.received_at, i.processed_at \
+             i.author_id, i.text, i.attachments, i.received_at, i.processed_at \
              FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1",
         )
         .bind(id)

@@ -14,7 +14,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DatabaseConfig;
 
 pub use events::{NewEvent, StoredEvent};
-pub use inbox::{InboxModel, NewMessageParams, RecordOutcome};
+pub use inbox::{ConversationModel, InboxModel, NewMessageParams, RecordOutcome};
 pub use outbox::{OutboxModel, ReplyParams};
 
 /// Errors of the Postgres store.

@@ -1,0 +1,75 @@
+//! How fast replies may be posted into one chat, per each platform's
+//! documented limits.
+
+use std::time::Duration;
+
+use crate::ids::Platform;
+
+/// A per-chat sending pace: one message per `period`, with bursts of up to
+/// `burst` messages after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pace {
+    /// Time that replenishes one message.
+    pub period: Duration,
+    /// Messages that may go out back to back.
+    pub burst: u32,
+}
+
+/// The pace for posting into `chat` on `platform`.
+///
+/// - Slack `chat.postMessage`: one message per second per channel, short bursts allowed.
+/// - Discord: 5 messages per 5 seconds per channel.
+/// - Telegram: about one message per second in a chat, and no more than 20
+///   per minute in a group (groups have negative chat ids).
+pub fn delivery_pace(platform: Platform, chat: &str) -> Pace {
+    match platform {
+        Platform::Slack => Pace {
+            period: Duration::from_secs(1),
+            burst: 2,
+        },
+        Platform::Discord => Pace {
+            period: Duration::from_secs(1),
+            burst: 5,
+        },
+        Platform::Telegram if chat.starts_with('-') => Pace {
+            period: Duration::from_secs(3),
+            burst: 1,
+        },
+        Platform::Telegram => Pace {
+            period: Duration::from_secs(1),
+            burst: 1,
+        },
+    }
+}
+
+/// Longest `Retry-After` honoured by waiting inside one delivery attempt;
+/// longer ones end the attempt and the job is retried later.
+pub const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telegram_groups_are_paced_to_twenty_a_minute() {
+        let group = delivery_pace(Platform::Telegram, "-1001234567890");
+        assert_eq!(
+            group,
+            Pace {
+                period: Duration::from_secs(3),
+                burst: 1
+            }
+        );
+        assert!(60 / group.period.as_secs() <= 20);
+        assert_eq!(
+            delivery_pace(Platform::Telegram, "111111111").period,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn discord_allows_five_per_five_seconds() {
+        let pace = delivery_pace(Platform::Discord, "1");
+        assert_eq!(u64::from(pace.burst) * pace.period.as_secs(), 5);
+    }
+}

@@ -1,0 +1,148 @@
+//! Fake Telegram Bot API 10.1 (`telegram/api.json`): sendMessage,
+//! sendChatAction, deleteWebhook; method names match case-insensitively,
+//! as on Telegram.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// A message the product sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelegramPost {
+    /// Chat id.
+    pub chat_id: i64,
+    /// Forum topic, if any.
+    pub message_thread_id: Option<i64>,
+    /// Text.
+    pub text: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    posts: VecDeque<TelegramPost>,
+    chat_actions: u32,
+    retry_after_next: u32,
+    next_id: i64,
+}
+
+/// The fake Bot API.
+#[derive(Clone)]
+pub struct FakeTelegram {
+    inner: Arc<Mutex<Inner>>,
+    token: String,
+    /// Base URL to configure as `telegram.api_base_url`.
+    pub base_url: String,
+}
+
+fn failure(code: u16, description: &str) -> Response {
+    let status = axum::http::StatusCode::from_u16(code).unwrap();
+    (
+        status,
+        Json(json!({ "ok": false, "error_code": code, "description": description })),
+    )
+        .into_response()
+}
+
+impl FakeTelegram {
+    /// Starts the fake; only `token` is accepted.
+    pub async fn start(token: &str) -> Self {
+        let mut fake = Self {
+            inner: Arc::default(),
+            token: token.to_owned(),
+            base_url: String::new(),
+        };
+        let router = Router::new()
+            .route("/{bot}/{method}", post(method))
+            .with_state(fake.clone());
+        let addr = super::serve(router).await;
+        fake.base_url = format!("http://{addr}");
+        fake
+    }
+
+    /// Answers the next `n` sendMessage calls with 429 and `retry_after: 1`.
+    pub fn retry_after_next(&self, n: u32) {
+        self.inner.lock().unwrap().retry_after_next += n;
+    }
+
+    /// Takes the sent messages so far, oldest first.
+    pub fn take_posts(&self) -> Vec<TelegramPost> {
+        self.inner.lock().unwrap().posts.drain(..).collect()
+    }
+
+    /// How many sent messages are waiting to be taken.
+    pub fn post_count(&self) -> usize {
+        self.inner.lock().unwrap().posts.len()
+    }
+
+    /// Chat actions (typing) received.
+    pub fn chat_actions(&self) -> u32 {
+        self.inner.lock().unwrap().chat_actions
+    }
+}
+
+async fn method(
+    State(fake): State<FakeTelegram>,
+    Path((bot, method)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    if bot != format!("bot{}", fake.token) {
+        return failure(401, "Unauthorized");
+    }
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return failure(400, "Bad Request: invalid JSON");
+    };
+    let mut inner = fake.inner.lock().unwrap();
+    match method.to_ascii_lowercase().as_str() {
+        "sendmessage" => {
+            if inner.retry_after_next > 0 {
+                inner.retry_after_next -= 1;
+                return (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({ "ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
+                                 "parameters": { "retry_after": 1 } })),
+                )
+                    .into_response();
+            }
+            let (Some(chat_id), Some(text)) = (body["chat_id"].as_i64(), body["text"].as_str())
+            else {
+                return failure(400, "Bad Request: chat_id and text are required");
+            };
+            if text.is_empty() {
+                return failure(400, "Bad Request: message text is empty");
+            }
+            if text.encode_utf16().count() > 4096 {
+                return failure(400, "Bad Request: message is too long");
+            }
+            let thread = body["message_thread_id"].as_i64();
+            inner.next_id += 1;
+            inner.posts.push_back(TelegramPost {
+                chat_id,
+                message_thread_id: thread,
+                text: text.to_owned(),
+            });
+            let chat = if chat_id < 0 {
+                json!({ "id": chat_id, "type": "supergroup", "title": "Regnskap", "is_forum": true })
+            } else {
+                json!({ "id": chat_id, "type": "private", "first_name": "Kari" })
+            };
+            let mut message = json!({ "message_id": 1000 + inner.next_id, "date": 1_780_315_300, "chat": chat, "text": text,
+                "from": { "id": 222_222_222, "is_bot": true, "first_name": "Book-E" } });
+            if let Some(thread) = thread {
+                message["message_thread_id"] = json!(thread);
+                message["is_topic_message"] = json!(true);
+            }
+            Json(json!({ "ok": true, "result": message })).into_response()
+        }
+        "sendchataction" => {
+            inner.chat_actions += 1;
+            Json(json!({ "ok": true, "result": true })).into_response()
+        }
+        "deletewebhook" => Json(json!({ "ok": true, "result": true })).into_response(),
+        _ => failure(404, "Not Found"),
+    }
+}
