@@ -111,7 +111,7 @@ async fn a_listened_channel_message_gets_a_thread_and_follow_ups_continue_it() {
 #[tokio::test]
 async fn a_5000_character_reply_arrives_as_ordered_chunks_in_the_thread() {
     let t = TestEnv::start().await;
-    let long: String = (0..100)
+    let long: String = (0..110)
         .map(|i| format!("Linje {i:03}: kvittering mangler for transaksjonen.\n"))
         .collect();
     assert!(long.chars().count() >= 5000);
