@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shared::access::queue::QueueName;
 use tests::fake::openai::Scripted;
 use tests::fake::telegram::TelegramPost;
-use tests::{TELEGRAM_SECRET, TestEnv, fixture};
+use tests::{TELEGRAM_SECRET, TestEnv, TestOptions, fixture};
 
 const GROUP: i64 = -1_001_234_567_890;
 
@@ -127,5 +127,40 @@ async fn edits_callbacks_and_bots_are_acknowledged_but_ignored() {
         );
     }
     assert_eq!(t.db.count("inbox").await, 0);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn long_polling_answers_each_update_once() {
+    let t = TestEnv::start_with(TestOptions {
+        telegram_polling: true,
+    })
+    .await;
+    t.openai.script([Scripted::Text("Hei Kari!".into())]);
+    let update: Value =
+        serde_json::from_str(&fixture("telegram/update.message.private_command.json")).unwrap();
+    t.telegram.push_update(update);
+    t.wait_for_telegram_posts(1).await;
+    t.wait_idle().await;
+    // Further polls confirm the update (offset moves past it): no second turn.
+    let polls = t.telegram.polls();
+    t.wait_until("two more polls", || async {
+        t.telegram.polls() >= polls + 2
+    })
+    .await;
+    t.wait_idle().await;
+    assert_eq!(
+        t.telegram.take_posts(),
+        [TelegramPost {
+            chat_id: 111_111_111,
+            message_thread_id: None,
+            text: "Hei Kari!".into()
+        }]
+    );
+    assert_eq!(t.db.count("inbox").await, 1);
+    // The webhook is off in polling mode.
+    let body = fixture("telegram/update.message.private_command.json");
+    let webhook = t.post_telegram_update(&body, Some(TELEGRAM_SECRET)).await;
+    assert_eq!(webhook.status(), 401);
     t.finish().await;
 }

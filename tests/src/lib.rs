@@ -74,6 +74,13 @@ pub fn fixture(name: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
+/// Choices a test makes about the deployment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestOptions {
+    /// Telegram by long polling instead of the webhook.
+    pub telegram_polling: bool,
+}
+
 /// A running deployment under test.
 pub struct TestEnv {
     /// The test's database.
@@ -105,6 +112,11 @@ impl TestEnv {
     /// Starts fakes, a fresh database with one tenant routed to Book-E, and
     /// one gateway and one worker.
     pub async fn start() -> Self {
+        Self::start_with(TestOptions::default()).await
+    }
+
+    /// [`Self::start`] with options.
+    pub async fn start_with(options: TestOptions) -> Self {
         shared::telemetry::install_crypto_provider();
         if machine_setting("TEST_LOG").is_some() {
             shared::telemetry::init(&LogConfig {
@@ -146,7 +158,7 @@ impl TestEnv {
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
         };
-        env.gateway_url = env.spawn_gateway(redis.clone()).await;
+        env.gateway_url = env.spawn_gateway(redis.clone(), options).await;
         env.spawn_worker(redis).await;
         env
     }
@@ -158,7 +170,7 @@ impl TestEnv {
         }
     }
 
-    async fn spawn_gateway(&mut self, redis: RedisConfig) -> String {
+    async fn spawn_gateway(&mut self, redis: RedisConfig, options: TestOptions) -> String {
         let mut cfg = gateway::GatewayConfig {
             database: self.database_config(),
             redis,
@@ -174,6 +186,9 @@ impl TestEnv {
         cfg.telegram.token = SecretString::from(TELEGRAM_TOKEN);
         cfg.telegram.webhook_secret = SecretString::from(TELEGRAM_SECRET);
         cfg.telegram.api_base_url = self.telegram.base_url.clone();
+        if options.telegram_polling {
+            cfg.telegram.mode = gateway::config::TelegramMode::Polling;
+        }
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");

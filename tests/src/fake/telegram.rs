@@ -28,6 +28,8 @@ struct Inner {
     chat_actions: u32,
     retry_after_next: u32,
     next_id: i64,
+    updates: Vec<Value>,
+    polls: u32,
 }
 
 /// The fake Bot API.
@@ -79,6 +81,16 @@ impl FakeTelegram {
         self.inner.lock().unwrap().posts.len()
     }
 
+    /// Makes an update available to `getUpdates`.
+    pub fn push_update(&self, update: Value) {
+        self.inner.lock().unwrap().updates.push(update);
+    }
+
+    /// `getUpdates` calls received.
+    pub fn polls(&self) -> u32 {
+        self.inner.lock().unwrap().polls
+    }
+
     /// Chat actions (typing) received.
     pub fn chat_actions(&self) -> u32 {
         self.inner.lock().unwrap().chat_actions
@@ -86,14 +98,23 @@ impl FakeTelegram {
 }
 
 async fn method(
-    State(fake): State<FakeTelegram>,
-    Path((bot, method)): Path<(String, String)>,
+    state: State<FakeTelegram>,
+    path: Path<(String, String)>,
     body: String,
 ) -> Response {
-    if bot != format!("bot{}", fake.token) {
+    let response = method_now(&state.0, &path.0, &body);
+    if response.headers().contains_key("x-fake-idle-poll") {
+        // A short long-poll, so an idle poller does not spin.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    response
+}
+
+fn method_now(fake: &FakeTelegram, (bot, method): &(String, String), body: &str) -> Response {
+    if *bot != format!("bot{}", fake.token) {
         return failure(401, "Unauthorized");
     }
-    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+    let Ok(body) = serde_json::from_str::<Value>(body) else {
         return failure(400, "Bad Request: invalid JSON");
     };
     let mut inner = fake.inner.lock().unwrap();
@@ -143,6 +164,24 @@ async fn method(
             Json(json!({ "ok": true, "result": true })).into_response()
         }
         "deletewebhook" => Json(json!({ "ok": true, "result": true })).into_response(),
+        "getupdates" => {
+            // Updates with an id at or after `offset` (confirming the earlier ones).
+            inner.polls += 1;
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            inner
+                .updates
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            let pending = inner.updates.clone();
+            let idle = pending.is_empty();
+            let mut response = Json(json!({ "ok": true, "result": pending })).into_response();
+            if idle {
+                response.headers_mut().insert(
+                    "x-fake-idle-poll",
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            response
+        }
         _ => failure(404, "Not Found"),
     }
 }
