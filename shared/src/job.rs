@@ -50,6 +50,15 @@ pub enum JobFailure {
 }
 
 impl JobFailure {
+    /// A failure with context, retryable or not.
+    pub fn new(e: impl Into<anyhow::Error>, retryable: bool, context: &'static str) -> Self {
+        if retryable {
+            Self::retryable(e, context)
+        } else {
+            Self::permanent(e, context)
+        }
+    }
+
     /// A retryable failure with context.
     pub fn retryable(e: impl Into<anyhow::Error>, context: &'static str) -> Self {
         Self::Retryable(e.into().context(context))

@@ -55,28 +55,21 @@ trait PlatformWait {
     fn wait(&self) -> Option<Duration>;
 }
 
-impl PlatformWait for shared::access::slack::SlackError {
-    fn wait(&self) -> Option<Duration> {
-        match self {
-            Self::RateLimited { retry_after } => {
-                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+macro_rules! platform_wait {
+    ($($error:ty),+) => {$(
+        impl PlatformWait for $error {
+            fn wait(&self) -> Option<Duration> {
+                self.retry_after()
             }
-            _ => None,
         }
-    }
+    )+};
 }
 
-impl PlatformWait for shared::access::discord::DiscordError {
-    fn wait(&self) -> Option<Duration> {
-        self.retry_after()
-    }
-}
-
-impl PlatformWait for shared::access::telegram::TelegramError {
-    fn wait(&self) -> Option<Duration> {
-        self.retry_after()
-    }
-}
+platform_wait!(
+    shared::access::slack::SlackError,
+    shared::access::discord::DiscordError,
+    shared::access::telegram::TelegramError
+);
 
 /// Delivers replies.
 #[derive(Debug, Clone)]

@@ -82,11 +82,8 @@ impl From<serenity::Error> for DiscordError {
 
 impl From<DiscordError> for crate::job::JobFailure {
     fn from(e: DiscordError) -> Self {
-        if e.is_retryable() {
-            Self::retryable(e, "Cannot post to Discord")
-        } else {
-            Self::permanent(e, "Discord refused the post")
-        }
+        let retryable = e.is_retryable();
+        Self::new(e, retryable, "Cannot post to Discord")
     }
 }
 

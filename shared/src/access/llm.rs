@@ -52,11 +52,8 @@ impl LlmError {
 
 impl From<LlmError> for crate::job::JobFailure {
     fn from(e: LlmError) -> Self {
-        if e.is_retryable() {
-            Self::retryable(e, "Cannot reach the model")
-        } else {
-            Self::permanent(e, "The model refused the request")
-        }
+        let retryable = e.is_retryable();
+        Self::new(e, retryable, "Cannot get an answer from the model")
     }
 }
 

@@ -48,13 +48,22 @@ impl SlackError {
     }
 }
 
+impl SlackError {
+    /// How long Slack asked us to wait (a 429 without `Retry-After` means a second).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl From<SlackError> for crate::job::JobFailure {
     fn from(e: SlackError) -> Self {
-        if e.is_retryable() {
-            Self::retryable(e, "Cannot post to Slack")
-        } else {
-            Self::permanent(e, "Slack refused the post")
-        }
+        let retryable = e.is_retryable();
+        Self::new(e, retryable, "Cannot post to Slack")
     }
 }
 

@@ -53,11 +53,8 @@ impl From<RequestError> for TelegramError {
 
 impl From<TelegramError> for crate::job::JobFailure {
     fn from(e: TelegramError) -> Self {
-        if e.is_retryable() {
-            Self::retryable(e, "Cannot post to Telegram")
-        } else {
-            Self::permanent(e, "Telegram refused the post")
-        }
+        let retryable = e.is_retryable();
+        Self::new(e, retryable, "Cannot post to Telegram")
     }
 }
 
