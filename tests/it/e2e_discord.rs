@@ -194,3 +194,30 @@ async fn a_rate_limited_post_is_retried_and_arrives_once() {
     assert_eq!(t.discord.take_posts().len(), 1);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_message_in_a_thread_we_did_not_start_is_answered_in_that_thread() {
+    let t = TestEnv::start().await;
+    let tenant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants")
+        .fetch_one(&t.db.owner)
+        .await
+        .unwrap();
+    t.db.seed_route(tenant, "discord", tests::DISCORD_GUILD, "*", "book-e")
+        .await;
+    let foreign = "777000000000000001";
+    t.discord.add_foreign_thread(foreign);
+    t.openai.script([Scripted::Text("Svar i tråden.".into())]);
+    let mut dispatch = message_create();
+    dispatch["d"]["channel_id"] = json!(foreign);
+    assert!(accepted(&t.discord_message_create(&dispatch).await));
+    t.wait_for_discord_posts(1).await;
+    t.wait_idle().await;
+    assert_eq!(
+        t.discord.take_posts(),
+        [DiscordPost {
+            channel: foreign.into(),
+            content: "Svar i tråden.".into()
+        }]
+    );
+    t.finish().await;
+}

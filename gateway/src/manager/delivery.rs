@@ -110,12 +110,12 @@ impl DeliveryManager {
         let platform = Platform::parse(&item.platform).ok_or_else(|| {
             JobFailure::Permanent(anyhow::anyhow!("unknown platform `{}`", item.platform))
         })?;
-        self.prepare(platform, &item).await.map_err(|f| f.failure)?;
+        let target = self.target(platform, &item).await.map_err(|f| f.failure)?;
         let chunks = chunk(&item.text, limit(platform));
         let already = usize::try_from(item.chunks_delivered).unwrap_or(0);
         let mut posted = Vec::new();
         for (index, text) in chunks.iter().enumerate().skip(already) {
-            posted.push(self.post_chunk(platform, &item, text).await?);
+            posted.push(self.post_chunk(platform, &target, text).await?);
             let delivered = i32::try_from(index + 1).unwrap_or(i32::MAX);
             self.store
                 .record_chunks_delivered(outbox_id, delivered)
@@ -152,16 +152,16 @@ impl DeliveryManager {
     async fn post_chunk(
         &self,
         platform: Platform,
-        item: &OutboxModel,
+        target: &Target,
         text: &str,
     ) -> Result<String, JobFailure> {
-        let key = format!("{platform}:{}", target_channel(platform, item));
-        let pace = delivery_pace(platform, &item.chat);
+        let key = format!("{platform}:{}", target.chat);
+        let pace = delivery_pace(platform, &target.chat);
         let mut posts = 0;
         loop {
             self.pacer.wait(&key, pace).await;
             posts += 1;
-            match self.post(platform, item, text).await {
+            match self.post(platform, target, text).await {
                 Ok(id) => {
                     metrics::counter!("automate_e_reply_chunks_posted_total", "channel" => platform.as_str())
                         .increment(1);
@@ -179,38 +179,58 @@ impl DeliveryManager {
         }
     }
 
-    /// Work before the first chunk: a Discord conversation's thread must exist.
-    async fn prepare(&self, platform: Platform, item: &OutboxModel) -> Result<(), PostFailure> {
-        if platform == Platform::Discord && !item.thread.is_empty() {
-            self.discord()?
-                .ensure_thread(&item.chat, &item.thread, "Conversation")
-                .await?;
+    /// Where the reply goes. A Discord conversation's thread is its own
+    /// channel and must exist first; where no thread can be started (the
+    /// message was itself in a thread we did not start) the reply goes to the
+    /// message's channel.
+    async fn target(&self, platform: Platform, item: &OutboxModel) -> Result<Target, PostFailure> {
+        let thread = Some(item.thread.clone()).filter(|t| !t.is_empty());
+        if platform != Platform::Discord {
+            return Ok(Target {
+                chat: item.chat.clone(),
+                thread,
+            });
         }
-        Ok(())
+        let Some(thread) = thread else {
+            return Ok(Target {
+                chat: item.chat.clone(),
+                thread: None,
+            });
+        };
+        match self
+            .discord()?
+            .ensure_thread(&item.chat, &thread, "Conversation")
+            .await
+        {
+            Ok(()) => Ok(Target {
+                chat: thread,
+                thread: None,
+            }),
+            Err(e) if !e.is_retryable() => {
+                tracing::warn!(error = %e, "Cannot start a Discord thread; replying in the channel");
+                Ok(Target {
+                    chat: item.chat.clone(),
+                    thread: None,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn post(
         &self,
         platform: Platform,
-        item: &OutboxModel,
+        target: &Target,
         text: &str,
     ) -> Result<String, PostFailure> {
-        let thread = Some(item.thread.as_str()).filter(|t| !t.is_empty());
+        let chat = target.chat.as_str();
+        let thread = target.thread.as_deref();
         Ok(match platform {
-            Platform::Slack => {
-                self.chats
-                    .slack
-                    .post_message(&item.chat, thread, text)
-                    .await?
-            }
-            Platform::Discord => {
-                self.discord()?
-                    .post_message(target_channel(platform, item), text)
-                    .await?
-            }
+            Platform::Slack => self.chats.slack.post_message(chat, thread, text).await?,
+            Platform::Discord => self.discord()?.post_message(chat, text).await?,
             Platform::Telegram => {
                 self.telegram()?
-                    .post_message(&item.chat, &item.thread, text)
+                    .post_message(chat, thread.unwrap_or_default(), text)
                     .await?
             }
         })
@@ -240,11 +260,9 @@ fn not_configured(platform: &str) -> PostFailure {
     }
 }
 
-/// The channel a reply is posted into: a Discord thread is its own channel.
-fn target_channel(platform: Platform, item: &OutboxModel) -> &str {
-    if platform == Platform::Discord && !item.thread.is_empty() {
-        &item.thread
-    } else {
-        &item.chat
-    }
+/// Where a reply is posted: the chat (for Discord, the channel or thread to
+/// post in) and the thread within it (Slack `thread_ts`, Telegram topic).
+struct Target {
+    chat: String,
+    thread: Option<String>,
 }

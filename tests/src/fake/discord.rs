@@ -36,6 +36,8 @@ pub struct DiscordThread {
 struct Inner {
     posts: VecDeque<DiscordPost>,
     threads: HashMap<String, DiscordThread>,
+    /// Threads that exist without us having started them.
+    foreign_threads: Vec<String>,
     typing: HashMap<String, u32>,
     rate_limit_next: u32,
     next_id: u64,
@@ -94,6 +96,16 @@ impl FakeDiscord {
         self.inner.lock().unwrap().posts.len()
     }
 
+    /// Makes `channel` a thread someone else started (no thread can be
+    /// started from a message inside it).
+    pub fn add_foreign_thread(&self, channel: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .foreign_threads
+            .push(channel.to_owned());
+    }
+
     /// The thread started from `message`, if any.
     pub fn thread(&self, message: &str) -> Option<DiscordThread> {
         self.inner.lock().unwrap().threads.get(message).cloned()
@@ -130,6 +142,13 @@ async fn create_thread(
         return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
     }
     let mut inner = fake.inner.lock().unwrap();
+    if inner.foreign_threads.contains(&channel) || inner.threads.contains_key(&channel) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            50_024,
+            "Cannot execute action on this channel type",
+        );
+    }
     if inner.threads.contains_key(&message) {
         return error(
             StatusCode::BAD_REQUEST,
