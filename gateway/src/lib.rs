@@ -36,13 +36,14 @@ use http::HttpState;
 use manager::delivery::{ChatClients, DeliveryManager};
 use manager::ingest::IngestManager;
 use manager::presence::Presence;
+use manager::review_desk::ReviewDesk;
 
 /// A built gateway, ready to run.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
     queue: JobQueue,
-    delivery: Arc<DeliveryManager>,
+    delivery: Arc<DeliveryManagers>,
     ingest: IngestManager,
     discord_edge: Option<DiscordEdge>,
     telegram_polling: Option<TelegramClient>,
@@ -91,9 +92,11 @@ impl App {
             stop.clone(),
         );
         let ingest = IngestManager::new(store.clone(), queue.clone(), presence);
+        let reviews = ReviewDesk::new(store.clone(), queue.clone(), chats.slack.clone());
         let telegram_webhook = cfg.telegram.enabled() && cfg.telegram.mode == TelegramMode::Webhook;
         let state = HttpState {
             ingest: ingest.clone(),
+            reviews: reviews.clone(),
             store: store.clone(),
             queue: queue.clone(),
             slack_signing_secret: Arc::new(SlackSigningSecret::new(
@@ -121,11 +124,10 @@ impl App {
             listener,
             router: http::router(state, cfg.slack.max_body_bytes),
             queue,
-            delivery: Arc::new(DeliveryManager::new(
-                store,
-                chats,
-                Arc::new(Pacer::default()),
-            )),
+            delivery: Arc::new(DeliveryManagers {
+                replies: DeliveryManager::new(store, chats, Arc::new(Pacer::default())),
+                reviews,
+            }),
             ingest,
             discord_edge,
             telegram_polling,
@@ -216,7 +218,7 @@ async fn run_discord(
 /// Consumes delivery jobs until shutdown.
 async fn run_delivery(
     queue: JobQueue,
-    manager: Arc<DeliveryManager>,
+    manager: Arc<DeliveryManagers>,
     cfg: config::DeliveryConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -248,22 +250,40 @@ struct DeliveryLimits {
     max_attempts: usize,
 }
 
-#[tracing::instrument(skip_all, fields(job.kind = "deliver", outbox.id = tracing::field::Empty, attempt = attempt.current()))]
+/// The managers that run delivery jobs.
+#[derive(Debug)]
+struct DeliveryManagers {
+    replies: DeliveryManager,
+    reviews: ReviewDesk,
+}
+
+#[tracing::instrument(skip_all, fields(job.kind, job.subject, attempt = attempt.current()))]
 async fn deliver(
     job: DeliveryJob,
-    manager: Data<Arc<DeliveryManager>>,
+    managers: Data<Arc<DeliveryManagers>>,
     limits: Data<DeliveryLimits>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let DeliveryJob::DeliverV1 {
-        outbox_id,
-        traceparent,
-    } = job
-    else {
-        return Err(AbortError::new("unknown delivery job kind").into());
+    let span = tracing::Span::current();
+    let result = match job {
+        DeliveryJob::DeliverV1 {
+            outbox_id,
+            traceparent,
+        } => {
+            span.record("job.kind", "deliver");
+            span.record("job.subject", tracing::field::display(outbox_id));
+            managers
+                .replies
+                .deliver(outbox_id, trace_id(&traceparent))
+                .await
+        }
+        DeliveryJob::ReviewRequestV1 { proposal_id, .. } => {
+            span.record("job.kind", "review_request");
+            span.record("job.subject", tracing::field::display(proposal_id));
+            managers.reviews.post_review(proposal_id).await
+        }
+        DeliveryJob::Unknown => return Err(AbortError::new("unknown delivery job kind").into()),
     };
-    tracing::Span::current().record("outbox.id", tracing::field::display(outbox_id));
-    let result = manager.deliver(outbox_id, trace_id(&traceparent)).await;
     settle(
         QueueName::Delivery,
         attempt.current(),

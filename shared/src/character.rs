@@ -138,6 +138,10 @@ pub struct ToolDef {
     /// For write tools: the arguments a learned pattern must match.
     #[serde(default)]
     pub pattern_fields: Vec<String>,
+    /// For write tools: the integer arguments (minor units) whose sum is the
+    /// amount checked against the tenant's auto-approval limit.
+    #[serde(default)]
+    pub amount_fields: Vec<String>,
 }
 
 impl ToolDef {
@@ -283,11 +287,21 @@ impl Character {
             }
         }
         match tool.effect {
-            Effect::Read if tool.pattern_key.is_some() || !tool.pattern_fields.is_empty() => Err(
-                bad("only write tools declare pattern_key and pattern_fields".into()),
-            ),
+            Effect::Read
+                if tool.pattern_key.is_some()
+                    || !tool.pattern_fields.is_empty()
+                    || !tool.amount_fields.is_empty() =>
+            {
+                Err(bad(
+                    "only write tools declare pattern_key, pattern_fields and amount_fields".into(),
+                ))
+            }
             Effect::Write => {
-                let declared = tool.pattern_key.iter().chain(&tool.pattern_fields);
+                let declared = tool
+                    .pattern_key
+                    .iter()
+                    .chain(&tool.pattern_fields)
+                    .chain(&tool.amount_fields);
                 match declared
                     .into_iter()
                     .find(|f| !properties.contains_key(f.as_str()))

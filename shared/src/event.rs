@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::tool::ToolRequest;
-use crate::ids::{ConversationId, InboxId, OutboxId};
+use crate::ids::{ConversationId, InboxId, OutboxId, ProposalId};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +121,8 @@ pub enum ToolOutcome {
     Failed,
     /// The call was refused before any request (bad arguments, unknown tool).
     Refused,
-    /// A write tool: not called during the turn.
-    WriteHeld,
+    /// A write tool: not called during the turn; filed as a proposal.
+    Proposed,
 }
 
 /// One tool call and its result, by digest.
@@ -136,6 +136,9 @@ pub struct ToolCalled {
     pub tool: String,
     /// The exact request, when one was built.
     pub request: Option<ToolRequest>,
+    /// The proposal a write call filed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<ProposalId>,
     /// How it ended.
     pub outcome: ToolOutcome,
     /// HTTP status, when a response came.
@@ -221,6 +224,182 @@ pub struct ReplyDelivered {
 impl ReplyDelivered {
     /// The event's type in the log.
     pub const TYPE_NAME: &'static str = "automate_e.delivery.reply_delivered.v1";
+}
+
+/// The stream name of a proposal.
+pub fn proposal_stream(id: ProposalId) -> String {
+    format!("proposal-{id}")
+}
+
+/// A read the agent made before proposing: what the proposal rests on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The read tool.
+    pub tool: String,
+    /// HTTP status it answered.
+    pub status: u16,
+    /// The start of its answer.
+    pub excerpt: String,
+}
+
+/// Longest evidence excerpt kept, in characters.
+pub const MAX_EVIDENCE_CHARS: usize = 600;
+
+/// Events of a proposal stream (`proposal-<uuid>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProposalEvent {
+    /// The agent filed a write.
+    Proposed(Proposed),
+    /// The agent reviewer gave its verdict.
+    AgentReviewed(AgentReviewed),
+    /// A trusted pattern approved it.
+    AutoApproved(AutoApproved),
+    /// Human review was requested.
+    ReviewRequested(ReviewRequested),
+    /// The review message is in Slack.
+    ReviewPosted(ReviewPosted),
+    /// A reviewer decided.
+    Decided(Decided),
+    /// A decision was refused (unauthorized, own proposal, stale payload).
+    DecisionRefused(DecisionRefused),
+    /// The write started (attempt n).
+    ExecutionStarted(ExecutionStarted),
+    /// The write finished.
+    ExecutionFinished(ExecutionFinished),
+}
+
+/// A filed write: the exact request and what it is bound by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposed {
+    /// The proposal.
+    pub proposal_id: ProposalId,
+    /// The conversation it came from.
+    pub conversation_id: ConversationId,
+    /// The message whose turn filed it.
+    pub inbox_id: InboxId,
+    /// The exact request to replay.
+    pub request: crate::engine::tool::ToolRequest,
+    /// Its digest.
+    pub payload_sha256: String,
+    /// The pattern key's value (e.g. the merchant), if the tool declares one.
+    pub pattern_value: Option<String>,
+    /// The amount in minor units, if the tool declares its fields.
+    pub amount_minor: Option<i64>,
+    /// Who asked (`platform:user id`).
+    pub proposer: String,
+    /// The reads it rests on.
+    pub evidence: Vec<Evidence>,
+}
+
+/// An agent reviewer's verdict on a proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReviewed {
+    /// The agent.
+    pub agent: String,
+    /// The model that answered.
+    pub model: String,
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Completion tokens.
+    pub output_tokens: u32,
+    /// Its verdict.
+    pub verdict: crate::engine::proposal::AgentVerdict,
+    /// Its notes for the humans.
+    pub notes: String,
+}
+
+/// Auto-approval by a trusted pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoApproved {
+    /// The digest approved.
+    pub payload_sha256: String,
+    /// The pattern that approved it.
+    pub pattern: crate::engine::proposal::PatternAssessment,
+}
+
+/// Human review requested, and why no auto-approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewRequested {
+    /// Why a human must decide.
+    pub reason: String,
+}
+
+/// The review message in Slack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewPosted {
+    /// Review channel.
+    pub channel: String,
+    /// The message's `ts`.
+    pub ts: String,
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    /// Approved (true) or rejected.
+    pub approved: bool,
+    /// Who (`platform:user id`).
+    pub reviewer: String,
+    /// The digest decided on.
+    pub payload_sha256: String,
+    /// Why, for a rejection.
+    pub reason: Option<String>,
+    /// Whether the agent reviewer's verdict agreed (when there was one).
+    pub agent_agreed: Option<bool>,
+}
+
+/// A refused decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRefused {
+    /// Who tried.
+    pub reviewer: String,
+    /// Why it was refused.
+    pub refusal: crate::engine::proposal::DecisionRefusal,
+}
+
+/// The write started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionStarted {
+    /// Attempt number (1-based).
+    pub attempt: u32,
+}
+
+/// The write finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionFinished {
+    /// Whether the Accounting API accepted it.
+    pub succeeded: bool,
+    /// HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// SHA-256 of its answer, when it answered.
+    pub response_sha256: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+impl ProposalEvent {
+    /// The event's type in the log.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Proposed(_) => "automate_e.proposal.proposed.v1",
+            Self::AgentReviewed(_) => "automate_e.proposal.agent_reviewed.v1",
+            Self::AutoApproved(_) => "automate_e.proposal.auto_approved.v1",
+            Self::ReviewRequested(_) => "automate_e.proposal.review_requested.v1",
+            Self::ReviewPosted(_) => "automate_e.proposal.review_posted.v1",
+            Self::Decided(d) if d.approved => "automate_e.proposal.approved.v1",
+            Self::Decided(_) => "automate_e.proposal.rejected.v1",
+            Self::DecisionRefused(_) => "automate_e.proposal.decision_refused.v1",
+            Self::ExecutionStarted(_) => "automate_e.proposal.executing.v1",
+            Self::ExecutionFinished(f) if f.succeeded => "automate_e.proposal.executed.v1",
+            Self::ExecutionFinished(_) => "automate_e.proposal.execution_failed.v1",
+        }
+    }
+
+    /// The payload stored in the log.
+    pub fn payload(&self) -> Value {
+        serde_json::to_value(self).expect("proposal events always serialize")
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ uuid_id!(
     OutboxId,
     /// An event in the event log.
     EventId,
+    /// A proposed write.
+    ProposalId,
 );
 
 /// The chat platforms Automate-E talks on.

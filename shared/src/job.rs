@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{InboxId, OutboxId};
+use crate::ids::{InboxId, OutboxId, ProposalId};
 
 /// Jobs the worker runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +13,21 @@ pub enum WorkerJob {
     TurnV1 {
         /// The inbox row.
         inbox_id: InboxId,
+        /// Trace context of the enqueuing span.
+        traceparent: String,
+    },
+    /// Review a new proposal: policy, pattern and the agent reviewer decide
+    /// between auto-approval and human review.
+    ReviewV1 {
+        /// The proposal.
+        proposal_id: ProposalId,
+        /// Trace context of the enqueuing span.
+        traceparent: String,
+    },
+    /// Carry out an approved proposal, exactly its approved request.
+    ExecuteV1 {
+        /// The proposal.
+        proposal_id: ProposalId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -30,6 +45,13 @@ pub enum DeliveryJob {
     DeliverV1 {
         /// The outbox row.
         outbox_id: OutboxId,
+        /// Trace context of the enqueuing span.
+        traceparent: String,
+    },
+    /// Post a proposal's review request to the tenant's review channel.
+    ReviewRequestV1 {
+        /// The proposal.
+        proposal_id: ProposalId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -75,6 +97,8 @@ impl WorkerJob {
     pub fn dedupe_key(&self) -> Option<String> {
         match self {
             Self::TurnV1 { inbox_id, .. } => Some(format!("turn-{inbox_id}")),
+            Self::ReviewV1 { proposal_id, .. } => Some(format!("review-{proposal_id}")),
+            Self::ExecuteV1 { proposal_id, .. } => Some(format!("execute-{proposal_id}")),
             Self::Unknown => None,
         }
     }
@@ -85,6 +109,9 @@ impl DeliveryJob {
     pub fn dedupe_key(&self) -> Option<String> {
         match self {
             Self::DeliverV1 { outbox_id, .. } => Some(format!("deliver-{outbox_id}")),
+            Self::ReviewRequestV1 { proposal_id, .. } => {
+                Some(format!("review-request-{proposal_id}"))
+            }
             Self::Unknown => None,
         }
     }

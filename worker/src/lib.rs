@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::WorkerConfig;
 use manager::conversation::{ConversationManager, TurnOutcome, TurnSettings};
+use manager::execution::ExecutionManager;
+use manager::review::ReviewManager;
 use manager::tools::ToolRunner;
 
 /// A built worker, ready to run.
@@ -37,9 +39,17 @@ pub struct App {
     listener: TcpListener,
     store: Store,
     queue: JobQueue,
-    conversations: Arc<ConversationManager>,
+    managers: Arc<Managers>,
     concurrency: usize,
     max_attempts: usize,
+}
+
+/// The managers that run the worker's jobs.
+#[derive(Debug)]
+struct Managers {
+    conversations: ConversationManager,
+    reviews: ReviewManager,
+    executions: ExecutionManager,
 }
 
 impl App {
@@ -69,12 +79,26 @@ impl App {
             cfg.accounting.token.clone(),
             cfg.accounting.max_response_bytes,
         );
+        let characters = Arc::new(characters);
+        let reviews = ReviewManager::new(
+            store.clone(),
+            queue.clone(),
+            llm.clone(),
+            characters.clone(),
+            cfg.llm.model.clone(),
+        );
+        let executions = ExecutionManager::new(
+            store.clone(),
+            queue.clone(),
+            accounting.clone(),
+            tool_timeout,
+        );
         let conversations = ConversationManager::new(
             store.clone(),
             queue.clone(),
             llm,
-            ToolRunner::new(accounting),
-            Arc::new(characters),
+            ToolRunner::new(accounting, store.clone()),
+            characters,
             TurnSettings {
                 default_model: cfg.llm.model.clone(),
                 default_max_tool_rounds: cfg.llm.max_tool_rounds,
@@ -91,7 +115,11 @@ impl App {
             listener,
             store,
             queue,
-            conversations: Arc::new(conversations),
+            managers: Arc::new(Managers {
+                conversations,
+                reviews,
+                executions,
+            }),
             concurrency: cfg.concurrency,
             max_attempts: cfg.max_attempts,
         })
@@ -117,7 +145,7 @@ impl App {
             .with_graceful_shutdown(async move { stop.cancelled().await });
         let jobs = run_jobs(
             self.queue,
-            self.conversations,
+            self.managers,
             self.concurrency,
             self.max_attempts,
             shutdown,
@@ -143,7 +171,7 @@ struct JobLimits {
 /// Consumes worker jobs until shutdown.
 async fn run_jobs(
     queue: JobQueue,
-    conversations: Arc<ConversationManager>,
+    managers: Arc<Managers>,
     concurrency: usize,
     max_attempts: usize,
     shutdown: CancellationToken,
@@ -158,7 +186,7 @@ async fn run_jobs(
             )
             .concurrency(concurrency)
             .parallelize(|job| tokio::spawn(job))
-            .data(conversations.clone())
+            .data(managers.clone())
             .data(JobLimits { max_attempts })
             .build(handle_job);
         tokio::spawn(worker.run_until(stop_signal(stop.clone())))
@@ -166,36 +194,70 @@ async fn run_jobs(
     .await;
 }
 
-#[tracing::instrument(skip_all, fields(job.kind, inbox.id, attempt = attempt.current(), trace_id))]
+#[tracing::instrument(skip_all, fields(job.kind, job.subject, attempt = attempt.current(), trace_id))]
 async fn handle_job(
     job: WorkerJob,
-    conversations: Data<Arc<ConversationManager>>,
+    managers: Data<Arc<Managers>>,
     limits: Data<JobLimits>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let WorkerJob::TurnV1 {
-        inbox_id,
-        traceparent,
-    } = job
-    else {
-        tracing::error!("Unknown job kind dead-lettered");
-        return Err(AbortError::new("unknown worker job kind").into());
-    };
     let span = tracing::Span::current();
-    span.record("job.kind", "turn");
-    span.record("inbox.id", tracing::field::display(inbox_id));
-    let trace = trace_id(&traceparent);
-    if let Some(trace) = trace {
+    let (kind, subject, traceparent) = match &job {
+        WorkerJob::TurnV1 {
+            inbox_id,
+            traceparent,
+        } => ("turn", inbox_id.to_string(), traceparent),
+        WorkerJob::ReviewV1 {
+            proposal_id,
+            traceparent,
+        } => ("review", proposal_id.to_string(), traceparent),
+        WorkerJob::ExecuteV1 {
+            proposal_id,
+            traceparent,
+        } => ("execute", proposal_id.to_string(), traceparent),
+        WorkerJob::Unknown => {
+            tracing::error!("Unknown job kind dead-lettered");
+            return Err(AbortError::new("unknown worker job kind").into());
+        }
+    };
+    span.record("job.kind", kind);
+    span.record("job.subject", subject.as_str());
+    if let Some(trace) = trace_id(traceparent) {
         span.record("trace_id", trace);
     }
     let started = std::time::Instant::now();
-    let result = conversations.run_turn(inbox_id, &traceparent).await;
-    metrics::histogram!("automate_e_job_seconds", "kind" => "turn")
+    let result = match &job {
+        WorkerJob::TurnV1 {
+            inbox_id,
+            traceparent,
+        } => managers
+            .conversations
+            .run_turn(*inbox_id, traceparent)
+            .await
+            .map(|outcome| match outcome {
+                TurnOutcome::Replied(outbox_id) => {
+                    tracing::info!(outbox.id = %outbox_id, "Turn replied")
+                }
+                TurnOutcome::AlreadyDone => tracing::info!("Turn already done"),
+            }),
+        WorkerJob::ReviewV1 {
+            proposal_id,
+            traceparent,
+        } => managers.reviews.review(*proposal_id, traceparent).await,
+        WorkerJob::ExecuteV1 {
+            proposal_id,
+            traceparent,
+        } => {
+            let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX);
+            managers
+                .executions
+                .execute(*proposal_id, traceparent, attempt)
+                .await
+        }
+        WorkerJob::Unknown => unreachable!("handled above"),
+    };
+    metrics::histogram!("automate_e_job_seconds", "kind" => kind)
         .record(started.elapsed().as_secs_f64());
-    let result = result.map(|outcome| match outcome {
-        TurnOutcome::Replied(outbox_id) => tracing::info!(outbox.id = %outbox_id, "Turn replied"),
-        TurnOutcome::AlreadyDone => tracing::info!("Turn already done"),
-    });
     settle(
         QueueName::Worker,
         attempt.current(),

@@ -2,6 +2,7 @@
 
 mod error;
 mod slack;
+mod slack_interactivity;
 mod telegram;
 
 use std::sync::Arc;
@@ -19,12 +20,15 @@ use slack_morphism::SlackSigningSecret;
 pub use error::ApiError;
 
 use crate::manager::ingest::IngestManager;
+use crate::manager::review_desk::ReviewDesk;
 
 /// What the HTTP handlers need.
 #[derive(Clone)]
 pub struct HttpState {
     /// Records and enqueues inbound messages.
     pub ingest: IngestManager,
+    /// Reviewers' decisions and review-thread replies.
+    pub reviews: ReviewDesk,
     /// For readiness.
     pub store: Store,
     /// For readiness.
@@ -41,6 +45,10 @@ pub struct HttpState {
 pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/slack/events", post(slack::events))
+        .route(
+            "/slack/interactivity",
+            post(slack_interactivity::interactivity),
+        )
         .route("/telegram/webhook", post(telegram::webhook))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route("/healthz", get(|| async { "ok" }))

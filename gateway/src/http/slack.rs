@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
 use shared::ids::Platform;
+use shared::job::JobFailure;
 use slack_morphism::SlackMessageSender;
 use slack_morphism::events::{
     SlackEventCallbackBody, SlackMessageEventType, SlackPushEvent, SlackPushEventCallback,
@@ -59,7 +60,8 @@ fn ack() -> Response {
     axum::http::StatusCode::OK.into_response()
 }
 
-fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+/// Checks Slack's signature and timestamp on a raw request body.
+pub(super) fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)
         .ok_or(ApiError::Unauthorized("missing Slack signature"))?;
@@ -85,12 +87,35 @@ async fn handle_callback(
     state: &HttpState,
     callback: SlackPushEventCallback,
 ) -> Result<Response, ApiError> {
-    let outcome = state
-        .ingest
-        .accept(Platform::Slack, normalize(&callback))
-        .await?;
+    let message = normalize(&callback);
+    // A reply in a review card's thread is a reviewer's question for the owner.
+    if let (Some(m), Some((ts, thread_ts))) = (&message, thread_reply(&callback)) {
+        let forwarded = state
+            .reviews
+            .forward_thread_reply(&m.chat, &thread_ts, &ts, &m.text)
+            .await
+            .map_err(|e| match e {
+                JobFailure::Retryable(e) | JobFailure::Permanent(e) => ApiError::Internal(e),
+            })?;
+        if forwarded {
+            tracing::Span::current().record("outcome", "review_comment");
+            return Ok(ack());
+        }
+    }
+    let outcome = state.ingest.accept(Platform::Slack, message).await?;
     tracing::Span::current().record("outcome", outcome.label());
     Ok(ack())
+}
+
+/// `(ts, thread_ts)` of a message that replies in a thread.
+fn thread_reply(callback: &SlackPushEventCallback) -> Option<(String, String)> {
+    let origin = match &callback.event {
+        SlackEventCallbackBody::Message(m) => &m.origin,
+        SlackEventCallbackBody::AppMention(m) => &m.origin,
+        _ => return None,
+    };
+    let thread = origin.thread_ts.as_ref()?;
+    (thread.0 != origin.ts.0).then(|| (origin.ts.0.clone(), thread.0.clone()))
 }
 
 /// The user message in a callback, or `None` for events that are not one

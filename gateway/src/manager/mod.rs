@@ -3,3 +3,4 @@
 pub mod delivery;
 pub mod ingest;
 pub mod presence;
+pub mod review_desk;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use slack_morphism::api::SlackApiChatPostMessageRequest;
 use slack_morphism::{SlackChannelId, SlackMessageContent, SlackTs};
 
@@ -113,15 +114,68 @@ impl SlackClient {
             SlackMessageContent::new().with_text(text.to_owned()),
         )
         .opt_thread_ts(thread_ts.map(|ts| SlackTs::new(ts.to_owned())));
+        let body = serde_json::to_value(&request).expect("a Slack request always serializes");
+        self.call("chat.postMessage", &body)
+            .await?
+            .ts
+            .ok_or_else(|| SlackError::Api("missing_ts".to_owned()))
+    }
+
+    /// Posts a Block Kit message (`text` is the notification fallback);
+    /// returns its `ts`.
+    pub async fn post_blocks(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &Value,
+    ) -> Result<String, SlackError> {
+        let body = json!({ "channel": channel, "text": text, "blocks": blocks });
+        self.call("chat.postMessage", &body)
+            .await?
+            .ts
+            .ok_or_else(|| SlackError::Api("missing_ts".to_owned()))
+    }
+
+    /// Replaces a message's text and blocks (`chat.update`).
+    pub async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &Value,
+    ) -> Result<(), SlackError> {
+        let body = json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
+        self.call("chat.update", &body).await.map(drop)
+    }
+
+    /// Shows `text` to one user only (`chat.postEphemeral`).
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let body = json!({ "channel": channel, "user": user, "text": text });
+        self.call("chat.postEphemeral", &body).await.map(drop)
+    }
+
+    /// Opens a modal for the user who triggered `trigger_id` (`views.open`).
+    pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
+        let body = json!({ "trigger_id": trigger_id, "view": view });
+        self.call("views.open", &body).await.map(drop)
+    }
+
+    /// Calls a Web API method with a JSON body.
+    async fn call(&self, method: &str, body: &Value) -> Result<Envelope, SlackError> {
         let response = self
             .http
-            .post(format!("{}/chat.postMessage", self.api_base_url))
+            .post(format!("{}/{method}", self.api_base_url))
             .bearer_auth(self.bot_token.expose_secret())
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/json; charset=utf-8",
             )
-            .body(serde_json::to_vec(&request).expect("a Slack request always serializes"))
+            .body(serde_json::to_vec(body).expect("a JSON value always serializes"))
             .send()
             .await?;
         let status = response.status();
@@ -138,12 +192,12 @@ impl SlackClient {
             return Err(SlackError::Status(status.as_u16()));
         }
         let envelope: Envelope = response.json().await?;
-        match (envelope.ok, envelope.ts) {
-            (true, Some(ts)) => Ok(ts),
-            (true, None) => Err(SlackError::Api("missing_ts".to_owned())),
-            (false, _) => Err(SlackError::Api(
+        if envelope.ok {
+            Ok(envelope)
+        } else {
+            Err(SlackError::Api(
                 envelope.error.unwrap_or_else(|| "unknown".to_owned()),
-            )),
+            ))
         }
     }
 }

@@ -4,6 +4,8 @@
 pub mod chunk;
 pub mod pace;
 pub mod prompt;
+pub mod proposal;
+pub mod review;
 pub mod route;
 pub mod tool;
 pub mod turn;

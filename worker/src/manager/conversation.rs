@@ -14,13 +14,13 @@ use shared::engine::prompt::{self, ChatMessage, PromptContext};
 use shared::engine::tool::function_specs;
 use shared::engine::turn::{self, Step};
 use shared::event::{
-    Actor, ActorKind, ConversationEvent, LlmCalled, MessageReceived, ReplyComposed,
+    Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
     conversation_stream,
 };
 use shared::ids::{InboxId, OutboxId};
-use shared::job::{DeliveryJob, JobFailure};
+use shared::job::{DeliveryJob, JobFailure, WorkerJob};
 
-use super::tools::ToolRunner;
+use super::tools::{CallContext, ToolRunner};
 
 /// Settings of a turn that come from config.
 #[derive(Debug, Clone)]
@@ -53,13 +53,15 @@ pub struct ConversationManager {
     settings: TurnSettings,
 }
 
-/// The running state of one turn: the stream version and shared event fields.
+/// The running state of one turn: the stream version, shared event fields,
+/// and the reads made so far (evidence for any proposal).
 struct Turn<'a> {
     msg: &'a InboxModel,
     character: &'a Character,
     stream: String,
     version: i64,
     trace_id: Option<String>,
+    evidence: Vec<Evidence>,
 }
 
 impl Turn<'_> {
@@ -119,6 +121,7 @@ impl ConversationManager {
     ) -> Result<TurnOutcome, JobFailure> {
         let msg = self.store.inbox_message(inbox_id).await?;
         if msg.processed_at.is_some() {
+            self.review_proposals(inbox_id, traceparent).await?;
             return Ok(TurnOutcome::AlreadyDone);
         }
         let character = self
@@ -134,6 +137,7 @@ impl ConversationManager {
             stream,
             version,
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
+            evidence: Vec::new(),
         };
         let received = ConversationEvent::MessageReceived(MessageReceived {
             inbox_id,
@@ -174,8 +178,10 @@ impl ConversationManager {
             text: reply,
         };
         if !self.store.complete_turn(&params).await? {
+            self.review_proposals(inbox_id, traceparent).await?;
             return Ok(TurnOutcome::AlreadyDone);
         }
+        self.review_proposals(inbox_id, traceparent).await?;
         self.queue
             .enqueue_delivery_job(DeliveryJob::DeliverV1 {
                 outbox_id,
@@ -243,19 +249,28 @@ impl ConversationManager {
                         tool_calls: calls.clone(),
                     });
                     for (index, call) in calls.iter().enumerate() {
-                        let (content, record) = if index < turn::MAX_TOOL_CALLS_PER_ROUND {
-                            self.tools
-                                .run(character, turn.msg.id, call, self.settings.tool_timeout)
-                                .await
+                        let run = if index < turn::MAX_TOOL_CALLS_PER_ROUND {
+                            let ctx = CallContext {
+                                character,
+                                msg: turn.msg,
+                                evidence: &turn.evidence,
+                                timeout: self.settings.tool_timeout,
+                                trace_id: turn.trace_id.as_deref(),
+                            };
+                            self.tools.run(&ctx, call).await?
                         } else {
                             self.tools.refuse_over_limit(turn.msg.id, call)
                         };
-                        let event =
-                            turn.event(&ConversationEvent::ToolCalled(record), turn.agent(), None);
+                        turn.evidence.extend(run.evidence);
+                        let event = turn.event(
+                            &ConversationEvent::ToolCalled(run.record),
+                            turn.agent(),
+                            None,
+                        );
                         self.append(turn, &[event]).await?;
                         messages.push(ChatMessage::Tool {
                             tool_call_id: call.id.clone(),
-                            content,
+                            content: run.content,
                         });
                     }
                 }
@@ -263,6 +278,25 @@ impl ConversationManager {
         }
         // `next_step` replies on the last round, so the loop always returns.
         Ok(turn::ROUND_LIMIT_REPLY.to_owned())
+    }
+
+    /// Queues the review of the proposals the message's turn filed (again
+    /// after a crash: the queue drops a job it already holds).
+    async fn review_proposals(
+        &self,
+        inbox_id: InboxId,
+        traceparent: &str,
+    ) -> Result<(), JobFailure> {
+        for proposal_id in self.store.unreviewed_proposals(inbox_id).await? {
+            self.queue
+                .enqueue_worker_job(WorkerJob::ReviewV1 {
+                    proposal_id,
+                    traceparent: traceparent.to_owned(),
+                })
+                .await
+                .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a proposal review"))?;
+        }
+        Ok(())
     }
 
     async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), JobFailure> {

@@ -1,4 +1,6 @@
 //! Worker managers: orchestrate one use case each.
 
 pub mod conversation;
+pub mod execution;
+pub mod review;
 pub mod tools;

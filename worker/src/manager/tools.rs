@@ -1,87 +1,201 @@
-//! ToolRunner: runs a model's tool call — refusals and held writes are
-//! answered without a request; reads go to the Accounting API.
+//! ToolRunner: runs a model's tool call. Refusals are answered without a
+//! request; reads go to the Accounting API; a write is never made here — it
+//! is filed as a proposal and the model is told its id and state.
 
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::access::accounting::AccountingClient;
+use shared::access::store::{InboxModel, NewEvent, NewProposal, Store};
 use shared::character::Character;
 use shared::engine::prompt::ToolCall;
-use shared::engine::tool::{PlannedCall, plan_call};
+use shared::engine::proposal::{amount_minor, pattern_value, payload_digest};
+use shared::engine::tool::{PlannedCall, ToolRequest, plan_call};
 use shared::engine::turn;
-use shared::event::{ToolCalled, ToolOutcome};
-use shared::ids::InboxId;
+use shared::event::{
+    Actor, ActorKind, Evidence, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed, ToolCalled,
+    ToolOutcome,
+};
+use shared::ids::{InboxId, ProposalId};
+use shared::job::JobFailure;
 
-/// What the model is told when it calls a write tool, until proposals exist.
-pub const WRITE_HELD: &str = "not carried out: changes to the books need a reviewed proposal, \
-and proposals are not enabled in this deployment yet; nothing was written";
+/// What one tool call came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolRun {
+    /// What the model is told.
+    pub content: String,
+    /// The audit record.
+    pub record: ToolCalled,
+    /// A successful read, as evidence for later proposals in the turn.
+    pub evidence: Option<Evidence>,
+    /// The proposal a write filed.
+    pub proposal: Option<ProposalId>,
+}
 
-/// Runs tool calls against the Accounting API.
+/// The turn a call belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    /// The agent.
+    pub character: &'a Character,
+    /// The message being answered.
+    pub msg: &'a InboxModel,
+    /// Reads made earlier in the turn.
+    pub evidence: &'a [Evidence],
+    /// Timeout of one read.
+    pub timeout: Duration,
+    /// Trace id of the turn.
+    pub trace_id: Option<&'a str>,
+}
+
+/// Runs tool calls.
 #[derive(Debug, Clone)]
 pub struct ToolRunner {
     accounting: AccountingClient,
+    store: Store,
 }
 
 impl ToolRunner {
-    /// A runner over the Accounting API client.
-    pub fn new(accounting: AccountingClient) -> Self {
-        Self { accounting }
+    /// A runner over the Accounting API and the store (for proposals).
+    pub fn new(accounting: AccountingClient, store: Store) -> Self {
+        Self { accounting, store }
     }
 
-    /// Runs one call; returns what the model is told and the audit record.
-    pub async fn run(
-        &self,
-        character: &Character,
-        inbox_id: InboxId,
-        call: &ToolCall,
-        timeout: Duration,
-    ) -> (String, ToolCalled) {
+    /// Runs one call.
+    pub async fn run(&self, ctx: &CallContext<'_>, call: &ToolCall) -> Result<ToolRun, JobFailure> {
         let started = Instant::now();
-        let mut record = refused(inbox_id, call, None);
-        let content = match plan_call(character, &call.name, &call.arguments) {
+        let mut run = ToolRun {
+            content: String::new(),
+            record: refused(ctx.msg.id, call, None),
+            evidence: None,
+            proposal: None,
+        };
+        match plan_call(ctx.character, &call.name, &call.arguments) {
             Err(refused) => {
-                record.error = Some(refused.to_string());
-                turn::refusal(&refused.to_string())
+                run.record.error = Some(refused.to_string());
+                run.content = turn::refusal(&refused.to_string());
             }
             Ok(PlannedCall::Write(request)) => {
-                record.request = Some(request);
-                record.outcome = ToolOutcome::WriteHeld;
-                turn::refusal(WRITE_HELD)
+                let id = self.file_proposal(ctx, &request).await?;
+                run.record.request = Some(request);
+                run.record.outcome = ToolOutcome::Proposed;
+                run.record.proposal_id = Some(id);
+                run.proposal = Some(id);
+                run.content = json!({
+                    "proposal_id": id.to_string(),
+                    "state": "pending_review",
+                    "note": "Filed for review: nothing has been written. A reviewer must approve it first; \
+                             tell the user it is waiting for approval."
+                })
+                .to_string();
             }
             Ok(PlannedCall::Read(request)) => {
-                let result = self.accounting.send(&request, None, timeout).await;
-                record.request = Some(request);
-                match result {
+                let result = self.accounting.send(&request, None, ctx.timeout).await;
+                run.record.request = Some(request);
+                run.content = match result {
                     Ok(response) => {
-                        record.outcome = if (200..300).contains(&response.status) {
+                        let ok = (200..300).contains(&response.status);
+                        run.record.outcome = if ok {
                             ToolOutcome::Ok
                         } else {
                             ToolOutcome::HttpError
                         };
-                        record.status = Some(response.status);
-                        record.response_sha256 =
+                        run.record.status = Some(response.status);
+                        run.record.response_sha256 =
                             Some(hex::encode(Sha256::digest(response.body.as_bytes())));
-                        record.response_bytes = Some(response.bytes as u64);
+                        run.record.response_bytes = Some(response.bytes as u64);
+                        if ok {
+                            run.evidence = Some(Evidence {
+                                tool: call.name.clone(),
+                                status: response.status,
+                                excerpt: response.body.chars().take(MAX_EVIDENCE_CHARS).collect(),
+                            });
+                        }
                         turn::read_result(response.status, &response.body)
                     }
                     Err(e) => {
-                        record.outcome = ToolOutcome::Failed;
-                        record.error = Some(e.to_string());
+                        run.record.outcome = ToolOutcome::Failed;
+                        run.record.error = Some(e.to_string());
                         turn::refusal(&e.to_string())
                     }
-                }
+                };
             }
+        }
+        run.record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics::counter!("automate_e_tool_calls_total", "outcome" => outcome_label(run.record.outcome)).increment(1);
+        Ok(run)
+    }
+
+    /// Files the write as a proposal (once per message and payload).
+    async fn file_proposal(
+        &self,
+        ctx: &CallContext<'_>,
+        request: &ToolRequest,
+    ) -> Result<ProposalId, JobFailure> {
+        let tool = ctx
+            .character
+            .tool(&request.tool)
+            .expect("a planned call names a known tool");
+        let body = request.body.clone().unwrap_or_default();
+        let id = ProposalId::new_v7();
+        let proposed = Proposed {
+            proposal_id: id,
+            conversation_id: ctx.msg.conversation_id,
+            inbox_id: ctx.msg.id,
+            request: request.clone(),
+            payload_sha256: payload_digest(request),
+            pattern_value: tool
+                .pattern_key
+                .as_deref()
+                .and_then(|key| pattern_value(&body, key)),
+            amount_minor: amount_minor(&body, &tool.amount_fields),
+            proposer: format!("{}:{}", ctx.msg.platform, ctx.msg.author_id),
+            evidence: ctx.evidence.to_vec(),
         };
-        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        metrics::counter!("automate_e_tool_calls_total", "outcome" => outcome_label(record.outcome)).increment(1);
-        (content, record)
+        let event = ProposalEvent::Proposed(proposed.clone());
+        let filed = self
+            .store
+            .file_proposal(&NewProposal {
+                id,
+                tenant_id: ctx.msg.tenant_id,
+                conversation_id: proposed.conversation_id,
+                inbox_id: proposed.inbox_id,
+                request: proposed.request,
+                payload_sha256: proposed.payload_sha256,
+                pattern_value: proposed.pattern_value,
+                amount_minor: proposed.amount_minor,
+                proposer: proposed.proposer,
+                event: NewEvent {
+                    tenant_id: ctx.msg.tenant_id,
+                    type_name: event.type_name(),
+                    payload: event.payload(),
+                    actor: Actor {
+                        kind: ActorKind::Agent,
+                        id: ctx.character.name.clone(),
+                    },
+                    occurred_at: Utc::now(),
+                    dedupe_key: None,
+                    correlation_id: Some(ctx.msg.conversation_id.0),
+                    causation_id: Some(ctx.msg.id.0),
+                    trace_id: ctx.trace_id.map(str::to_owned),
+                    source: "worker",
+                },
+            })
+            .await?;
+        metrics::counter!("automate_e_proposals_total", "state" => "proposed").increment(1);
+        Ok(filed.id)
     }
 
     /// Answers a call beyond the per-answer limit without running it.
-    pub fn refuse_over_limit(&self, inbox_id: InboxId, call: &ToolCall) -> (String, ToolCalled) {
+    pub fn refuse_over_limit(&self, inbox_id: InboxId, call: &ToolCall) -> ToolRun {
         let content = turn::over_round_limit();
-        let record = refused(inbox_id, call, Some(content.clone()));
-        (content, record)
+        ToolRun {
+            record: refused(inbox_id, call, Some(content.clone())),
+            content,
+            evidence: None,
+            proposal: None,
+        }
     }
 }
 
@@ -92,6 +206,7 @@ fn refused(inbox_id: InboxId, call: &ToolCall, error: Option<String>) -> ToolCal
         call_id: call.id.clone(),
         tool: call.name.clone(),
         request: None,
+        proposal_id: None,
         outcome: ToolOutcome::Refused,
         status: None,
         response_sha256: None,
@@ -107,6 +222,6 @@ fn outcome_label(outcome: ToolOutcome) -> &'static str {
         ToolOutcome::HttpError => "http_error",
         ToolOutcome::Failed => "failed",
         ToolOutcome::Refused => "refused",
-        ToolOutcome::WriteHeld => "write_held",
+        ToolOutcome::Proposed => "proposed",
     }
 }

@@ -3,6 +3,7 @@
 mod events;
 mod inbox;
 mod outbox;
+mod proposals;
 mod routes;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::config::DatabaseConfig;
 pub use events::{NewEvent, StoredEvent};
 pub use inbox::{ConversationModel, InboxModel, NewMessageParams, RecordOutcome};
 pub use outbox::{OutboxModel, ReplyParams};
+pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
 
 /// Errors of the Postgres store.
 #[derive(Debug, thiserror::Error)]

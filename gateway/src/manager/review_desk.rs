@@ -1,0 +1,405 @@
+//! ReviewDesk: the reviewers' side of proposals in Slack — posts the review
+//! card, records Approve / Reject decisions (authorized, not the proposer's
+//! own, bound to the payload shown), updates the card so nobody can click
+//! twice, and forwards questions in the review thread to the owner.
+
+use chrono::Utc;
+use shared::access::queue::JobQueue;
+use shared::access::slack::SlackClient;
+use shared::access::store::{NewEvent, ProposalChanges, ProposalModel, Store};
+use shared::engine::proposal::{
+    AgentVerdict, DecisionCheck, DecisionRefusal, Transition, check_decision, next,
+};
+use shared::engine::review::{
+    DecisionView, MAX_REASON_CHARS, ReviewCard, decided_card, notice_rejected,
+    notice_reviewer_comment, parse_action_value, reject_modal, review_card,
+};
+use shared::event::{
+    Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, ProposalEvent, Proposed,
+    ReviewPosted, ReviewRequested, proposal_stream,
+};
+use shared::ids::{OutboxId, ProposalId};
+use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+
+/// A reviewer's click or submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Click<'a> {
+    /// The reviewer's Slack user id.
+    pub user: &'a str,
+    /// The channel the card is in (for a private answer).
+    pub channel: Option<&'a str>,
+    /// The button value or modal metadata (`proposal:sha256`).
+    pub value: &'a str,
+}
+
+/// What the proposal's stream says beyond the projection.
+#[derive(Debug, Default)]
+struct History {
+    evidence: Vec<Evidence>,
+    reason: String,
+    agent: Option<AgentReviewed>,
+}
+
+/// The reviewers' desk.
+#[derive(Debug, Clone)]
+pub struct ReviewDesk {
+    store: Store,
+    queue: JobQueue,
+    slack: SlackClient,
+}
+
+impl ReviewDesk {
+    /// A desk over the store, the queue and the Slack client.
+    pub fn new(store: Store, queue: JobQueue, slack: SlackClient) -> Self {
+        Self {
+            store,
+            queue,
+            slack,
+        }
+    }
+
+    async fn history(&self, id: ProposalId) -> Result<History, JobFailure> {
+        let mut history = History::default();
+        for event in self.store.read_stream(&proposal_stream(id), &[]).await? {
+            let payload = event.payload;
+            match event.type_name.as_str() {
+                "automate_e.proposal.proposed.v1" => {
+                    history.evidence = serde_json::from_value::<Proposed>(payload)
+                        .map(|p| p.evidence)
+                        .unwrap_or_default();
+                }
+                "automate_e.proposal.review_requested.v1" => {
+                    history.reason = serde_json::from_value::<ReviewRequested>(payload)
+                        .map(|r| r.reason)
+                        .unwrap_or_default();
+                }
+                "automate_e.proposal.agent_reviewed.v1" => {
+                    history.agent = serde_json::from_value(payload).ok()
+                }
+                _ => {}
+            }
+        }
+        Ok(history)
+    }
+
+    fn event(proposal: &ProposalModel, e: &ProposalEvent, actor: Actor) -> NewEvent {
+        NewEvent {
+            tenant_id: proposal.tenant_id,
+            type_name: e.type_name(),
+            payload: e.payload(),
+            actor,
+            occurred_at: Utc::now(),
+            dedupe_key: None,
+            correlation_id: Some(proposal.conversation_id.0),
+            causation_id: Some(proposal.id.0),
+            trace_id: None,
+            source: "gateway",
+        }
+    }
+
+    /// Posts the review card to the tenant's review channel (once), with the
+    /// agent reviewer's notes in its thread.
+    pub async fn post_review(&self, id: ProposalId) -> Result<(), JobFailure> {
+        let proposal = self.store.proposal(id).await?;
+        if proposal.review_ts.is_some()
+            || proposal.state() != shared::engine::proposal::ProposalState::ReviewRequested
+        {
+            return Ok(());
+        }
+        let policy = self.store.tenant_policy(proposal.tenant_id).await?;
+        let channel = policy.review_channel.ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!("the tenant has no review channel"))
+        })?;
+        let history = self.history(id).await?;
+        let body = proposal.request.body.clone().unwrap_or_default();
+        let (text, blocks) = review_card(&card(&proposal, &body, &history));
+        let ts = self.slack.post_blocks(&channel, &text, &blocks).await?;
+        let mut tx = self.store.lock_proposal(id).await?;
+        let posted = ProposalEvent::ReviewPosted(ReviewPosted {
+            channel: channel.clone(),
+            ts: ts.clone(),
+        });
+        let system = Actor {
+            kind: ActorKind::System,
+            id: "review-desk".to_owned(),
+        };
+        tx.record(
+            &Self::event(&proposal, &posted, system),
+            ProposalChanges {
+                review_message: Some((channel.clone(), ts.clone())),
+                ..Default::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        if let Some(agent) = history.agent {
+            let verdict = match agent.verdict {
+                AgentVerdict::Approve => "no concerns",
+                AgentVerdict::Flag => "flagged",
+            };
+            let note = format!("Review-E ({verdict}): {}", agent.notes);
+            if let Err(e) = self.slack.post_message(&channel, Some(&ts), &note).await {
+                tracing::warn!(error = %e, "Cannot post Review-E's notes");
+            }
+        }
+        Ok(())
+    }
+
+    /// Approve: records the decision and queues the execution.
+    pub async fn approve(&self, click: &Click<'_>) -> Result<(), JobFailure> {
+        self.decide(click, true, None).await
+    }
+
+    /// Reject, first step: asks for a reason in a modal (only of someone who
+    /// may decide).
+    pub async fn ask_reject_reason(
+        &self,
+        click: &Click<'_>,
+        trigger_id: &str,
+    ) -> Result<(), JobFailure> {
+        let Some((id, sha)) = parse_action_value(click.value) else {
+            return Err(JobFailure::Permanent(anyhow::anyhow!(
+                "malformed proposal reference"
+            )));
+        };
+        let proposal = self.store.proposal(id).await?;
+        let reviewers = self
+            .store
+            .tenant_policy(proposal.tenant_id)
+            .await?
+            .reviewers;
+        let reviewer = format!("slack:{}", click.user);
+        let check = DecisionCheck {
+            state: proposal.state(),
+            payload_sha256: &proposal.payload_sha256,
+            proposer: &proposal.proposer,
+            reviewer: &reviewer,
+            reviewers: &reviewers,
+            seen_sha256: &sha,
+        };
+        match check_decision(&check) {
+            Ok(()) => Ok(self
+                .slack
+                .open_view(trigger_id, &reject_modal(id, &sha))
+                .await?),
+            Err(refusal) => {
+                self.tell_reviewer(click, &refusal);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reject, second step: the reason was submitted.
+    pub async fn reject(&self, click: &Click<'_>, reason: &str) -> Result<(), JobFailure> {
+        let reason: String = reason.trim().chars().take(MAX_REASON_CHARS).collect();
+        self.decide(click, false, Some(reason)).await
+    }
+
+    async fn decide(
+        &self,
+        click: &Click<'_>,
+        approved: bool,
+        reason: Option<String>,
+    ) -> Result<(), JobFailure> {
+        let Some((id, seen_sha)) = parse_action_value(click.value) else {
+            return Err(JobFailure::Permanent(anyhow::anyhow!(
+                "malformed proposal reference"
+            )));
+        };
+        let reviewers = {
+            let proposal = self.store.proposal(id).await?;
+            self.store
+                .tenant_policy(proposal.tenant_id)
+                .await?
+                .reviewers
+        };
+        let history = self.history(id).await?;
+        let reviewer = format!("slack:{}", click.user);
+        let actor = Actor {
+            kind: ActorKind::Reviewer,
+            id: reviewer.clone(),
+        };
+        let mut tx = self.store.lock_proposal(id).await?;
+        let proposal = tx.proposal.clone();
+        let check = DecisionCheck {
+            state: proposal.state(),
+            payload_sha256: &proposal.payload_sha256,
+            proposer: &proposal.proposer,
+            reviewer: &reviewer,
+            reviewers: &reviewers,
+            seen_sha256: &seen_sha,
+        };
+        if let Err(refusal) = check_decision(&check) {
+            let refused = ProposalEvent::DecisionRefused(DecisionRefused {
+                reviewer,
+                refusal: refusal.clone(),
+            });
+            tx.record(
+                &Self::event(&proposal, &refused, actor),
+                ProposalChanges::default(),
+            )
+            .await?;
+            tx.commit().await?;
+            metrics::counter!("automate_e_review_refusals_total").increment(1);
+            self.tell_reviewer(click, &refusal);
+            return Ok(());
+        }
+        let transition = if approved {
+            Transition::Approve
+        } else {
+            Transition::Reject
+        };
+        let state = next(proposal.state(), transition)
+            .map_err(|e| JobFailure::permanent(e, "Invalid decision"))?;
+        let agent_agreed = history
+            .agent
+            .as_ref()
+            .map(|a| (a.verdict == AgentVerdict::Approve) == approved);
+        let decided = ProposalEvent::Decided(Decided {
+            approved,
+            reviewer: reviewer.clone(),
+            payload_sha256: proposal.payload_sha256.clone(),
+            reason: reason.clone(),
+            agent_agreed,
+        });
+        let changes = ProposalChanges {
+            state: Some(state),
+            decided_by: Some(reviewer),
+            ..Default::default()
+        };
+        tx.record(&Self::event(&proposal, &decided, actor), changes)
+            .await?;
+        let notice = match &reason {
+            Some(reason) if !approved => {
+                tx.notify_conversation(
+                    &format!("decision:{id}"),
+                    &notice_rejected(&proposal.tool, id, reason),
+                )
+                .await?
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
+        if let Some(agreed) = agent_agreed {
+            metrics::counter!("automate_e_agent_review_agreement_total", "agreed" => agreed.to_string()).increment(1);
+        }
+        if approved {
+            self.queue
+                .enqueue_worker_job(WorkerJob::ExecuteV1 {
+                    proposal_id: id,
+                    traceparent: shared::telemetry::new_traceparent(),
+                })
+                .await
+                .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the execution"))?;
+        }
+        if let Some(outbox_id) = notice {
+            self.deliver(outbox_id).await?;
+        }
+        self.show_decision(
+            &proposal,
+            &history,
+            DecisionView {
+                approved,
+                reviewer: click.user,
+                at: Utc::now(),
+                reason: reason.as_deref(),
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Replaces the card's buttons with who decided and when.
+    async fn show_decision(
+        &self,
+        proposal: &ProposalModel,
+        history: &History,
+        decision: DecisionView<'_>,
+    ) {
+        let (Some(channel), Some(ts)) = (&proposal.review_channel, &proposal.review_ts) else {
+            return;
+        };
+        let body = proposal.request.body.clone().unwrap_or_default();
+        let (text, blocks) = decided_card(&card(proposal, &body, history), &decision);
+        if let Err(e) = self.slack.update_message(channel, ts, &text, &blocks).await {
+            tracing::warn!(error = %e, "Cannot update the review card");
+        }
+    }
+
+    /// Tells only the clicker why their decision did not count.
+    fn tell_reviewer(&self, click: &Click<'_>, refusal: &DecisionRefusal) {
+        let Some(channel) = click.channel.map(str::to_owned) else {
+            return;
+        };
+        let (slack, user, text) = (
+            self.slack.clone(),
+            click.user.to_owned(),
+            refusal.to_string(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = slack.post_ephemeral(&channel, &user, &text).await {
+                tracing::warn!(error = %e, "Cannot tell the reviewer");
+            }
+        });
+    }
+
+    /// A reply in a review card's thread reaches the proposal's conversation;
+    /// `false` when the thread is not a review card's.
+    pub async fn forward_thread_reply(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+        message_ts: &str,
+        text: &str,
+    ) -> Result<bool, JobFailure> {
+        let Some(proposal) = self
+            .store
+            .proposal_by_review_message(channel, thread_ts)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let mut tx = self.store.lock_proposal(proposal.id).await?;
+        let notice = tx
+            .notify_conversation(
+                &format!("comment:{channel}:{message_ts}"),
+                &notice_reviewer_comment(text),
+            )
+            .await?;
+        tx.commit().await?;
+        if let Some(outbox_id) = notice {
+            self.deliver(outbox_id).await?;
+        }
+        Ok(true)
+    }
+
+    async fn deliver(&self, outbox_id: OutboxId) -> Result<(), JobFailure> {
+        self.queue
+            .enqueue_delivery_job(DeliveryJob::DeliverV1 {
+                outbox_id,
+                traceparent: shared::telemetry::new_traceparent(),
+            })
+            .await
+            .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a notice"))?;
+        self.store.mark_outbox_enqueued(outbox_id).await?;
+        Ok(())
+    }
+}
+
+fn card<'a>(
+    proposal: &'a ProposalModel,
+    body: &'a serde_json::Value,
+    history: &'a History,
+) -> ReviewCard<'a> {
+    ReviewCard {
+        proposal_id: proposal.id,
+        tool: &proposal.tool,
+        body,
+        amount_minor: proposal.amount_minor,
+        proposer: &proposal.proposer,
+        reason: &history.reason,
+        evidence: &history.evidence,
+        payload_sha256: &proposal.payload_sha256,
+    }
+}

@@ -1,0 +1,561 @@
+//! ProposalEngine: the proposal lifecycle, who may decide, what binds an
+//! approval, and when a learned pattern may approve on its own.
+//!
+//! ```text
+//! proposed ─► auto_approved ─────────────────┐
+//!    └──────► review_requested ─► approved ──┼─► executing ─► executed
+//!                     │            rejected  │        └─────► execution_failed (retried, then dead)
+//!                     └──────────► expired   └ (an approval binds the payload hash of one exact version)
+//! ```
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::tool::ToolRequest;
+
+/// Where a proposal is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalState {
+    /// Just filed by the agent.
+    Proposed,
+    /// A trusted pattern approved it.
+    AutoApproved,
+    /// Waiting for a human reviewer.
+    ReviewRequested,
+    /// A reviewer approved this exact payload.
+    Approved,
+    /// A reviewer rejected it.
+    Rejected,
+    /// Nobody decided in time.
+    Expired,
+    /// The write is being made.
+    Executing,
+    /// The write was made.
+    Executed,
+    /// The write failed (retried, then dead).
+    ExecutionFailed,
+}
+
+impl ProposalState {
+    /// The name stored in the projection.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proposed => "proposed",
+            Self::AutoApproved => "auto_approved",
+            Self::ReviewRequested => "review_requested",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Executing => "executing",
+            Self::Executed => "executed",
+            Self::ExecutionFailed => "execution_failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Proposed,
+            Self::AutoApproved,
+            Self::ReviewRequested,
+            Self::Approved,
+            Self::Rejected,
+            Self::Expired,
+            Self::Executing,
+            Self::Executed,
+            Self::ExecutionFailed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+/// Something that moves a proposal on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// A trusted pattern approves.
+    AutoApprove,
+    /// Hand it to human reviewers.
+    RequestReview,
+    /// A reviewer approves.
+    Approve,
+    /// A reviewer rejects.
+    Reject,
+    /// Review time ran out.
+    Expire,
+    /// Start (or, after a crash or failure, restart) the write.
+    StartExecution,
+    /// The write succeeded.
+    Succeed,
+    /// The write failed.
+    Fail,
+}
+
+/// A transition the lifecycle does not allow from the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a proposal that is {} cannot {transition:?}", from.as_str())]
+pub struct InvalidTransition {
+    /// The current state.
+    pub from: ProposalState,
+    /// What was tried.
+    pub transition: Transition,
+}
+
+/// The state after `transition`, if the lifecycle allows it.
+pub fn next(
+    from: ProposalState,
+    transition: Transition,
+) -> Result<ProposalState, InvalidTransition> {
+    use ProposalState as S;
+    use Transition as T;
+    let to = match (from, transition) {
+        (S::Proposed, T::AutoApprove) => S::AutoApproved,
+        (S::Proposed, T::RequestReview) => S::ReviewRequested,
+        (S::ReviewRequested, T::Approve) => S::Approved,
+        (S::ReviewRequested, T::Reject) => S::Rejected,
+        (S::ReviewRequested, T::Expire) => S::Expired,
+        // Restarting after a crash or failure replays the same request with
+        // the same idempotency key, so the write still happens at most once.
+        (S::AutoApproved | S::Approved | S::Executing | S::ExecutionFailed, T::StartExecution) => {
+            S::Executing
+        }
+        (S::Executing, T::Succeed) => S::Executed,
+        (S::Executing, T::Fail) => S::ExecutionFailed,
+        _ => return Err(InvalidTransition { from, transition }),
+    };
+    Ok(to)
+}
+
+/// The SHA-256 of a request's canonical JSON: what an approval binds.
+pub fn payload_digest(request: &ToolRequest) -> String {
+    // serde_json maps are ordered by key, so equal requests serialize equally.
+    let json = serde_json::to_vec(request).expect("a tool request always serializes");
+    hex::encode(Sha256::digest(json))
+}
+
+/// Why a reviewer's decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "refusal")]
+pub enum DecisionRefusal {
+    /// The clicker is not a reviewer of the proposal's tenant.
+    #[error("you are not a reviewer for this company")]
+    NotAReviewer,
+    /// The clicker proposed it.
+    #[error("you cannot decide on your own proposal")]
+    OwnProposal,
+    /// The click was for a different payload than the proposal holds.
+    #[error("this proposal changed since it was shown to you")]
+    PayloadChanged,
+    /// It is not waiting for a decision any more.
+    #[error("this proposal is already {state}")]
+    NotPending {
+        /// Its state.
+        state: String,
+    },
+}
+
+/// The facts a decision is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionCheck<'a> {
+    /// The proposal's state now.
+    pub state: ProposalState,
+    /// The proposal's payload digest.
+    pub payload_sha256: &'a str,
+    /// Who proposed it (`platform:user id`).
+    pub proposer: &'a str,
+    /// Who is deciding (`platform:user id`).
+    pub reviewer: &'a str,
+    /// The tenant's reviewers (`platform:user id`).
+    pub reviewers: &'a [String],
+    /// The digest the reviewer saw.
+    pub seen_sha256: &'a str,
+}
+
+/// Whether the reviewer may decide now.
+pub fn check_decision(c: &DecisionCheck<'_>) -> Result<(), DecisionRefusal> {
+    if !c.reviewers.iter().any(|r| r == c.reviewer) {
+        return Err(DecisionRefusal::NotAReviewer);
+    }
+    if c.reviewer == c.proposer {
+        return Err(DecisionRefusal::OwnProposal);
+    }
+    if c.state != ProposalState::ReviewRequested {
+        return Err(DecisionRefusal::NotPending {
+            state: c.state.as_str().to_owned(),
+        });
+    }
+    if c.seen_sha256 != c.payload_sha256 {
+        return Err(DecisionRefusal::PayloadChanged);
+    }
+    Ok(())
+}
+
+/// Occurrences a pattern needs before it may approve on its own.
+pub const MIN_PATTERN_OCCURRENCES: usize = 3;
+
+/// Confidence a pattern needs before it may approve on its own.
+pub const MIN_PATTERN_CONFIDENCE: f64 = 0.9;
+
+/// What the history of executed proposals says about a new one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternAssessment {
+    /// Executed proposals with the same pattern key.
+    pub occurrences: usize,
+    /// Share of them whose pattern fields agree with the most common values.
+    pub confidence: f64,
+    /// Whether the new proposal has those most common values.
+    pub matches: bool,
+}
+
+fn field_values(body: &Value, fields: &[String]) -> Vec<Value> {
+    fields
+        .iter()
+        .map(|f| body.get(f).cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+/// Learns the pattern from `history` (bodies of executed proposals with the
+/// same key) and checks `candidate` against it on `fields`.
+pub fn assess_pattern(
+    history: &[Value],
+    candidate: &Value,
+    fields: &[String],
+) -> PatternAssessment {
+    let mut counts: HashMap<String, (usize, Vec<Value>)> = HashMap::new();
+    for body in history {
+        let values = field_values(body, fields);
+        let key = serde_json::to_string(&values).expect("values always serialize");
+        counts.entry(key).or_insert((0, values)).0 += 1;
+    }
+    let Some((top_count, top_values)) = counts.into_values().max_by_key(|(count, _)| *count) else {
+        return PatternAssessment {
+            occurrences: 0,
+            confidence: 0.0,
+            matches: false,
+        };
+    };
+    PatternAssessment {
+        occurrences: history.len(),
+        confidence: top_count as f64 / history.len() as f64,
+        matches: !fields.is_empty() && field_values(candidate, fields) == top_values,
+    }
+}
+
+/// Whether a proposal may be approved without a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision", content = "reason")]
+pub enum AutoApproval {
+    /// The pattern is trusted and the amount is under the limit.
+    Approve,
+    /// A human must decide, and why.
+    Review(String),
+}
+
+/// Decides auto-approval from the pattern and the tenant's amount limit
+/// (amounts in minor units; a proposal without a known amount is reviewed).
+pub fn auto_approval(
+    pattern: &PatternAssessment,
+    amount_minor: Option<i64>,
+    limit_minor: i64,
+) -> AutoApproval {
+    let review = |why: String| AutoApproval::Review(why);
+    if pattern.occurrences < MIN_PATTERN_OCCURRENCES {
+        return review(format!(
+            "only {} earlier approvals of this pattern",
+            pattern.occurrences
+        ));
+    }
+    if pattern.confidence < MIN_PATTERN_CONFIDENCE {
+        return review(format!(
+            "pattern confidence {:.2} is below {MIN_PATTERN_CONFIDENCE}",
+            pattern.confidence
+        ));
+    }
+    if !pattern.matches {
+        return review("the payload differs from the learned pattern".to_owned());
+    }
+    match amount_minor {
+        Some(amount) if amount >= 0 && amount < limit_minor => AutoApproval::Approve,
+        Some(_) => review("the amount is not under the company's auto-approval limit".to_owned()),
+        None => review("the amount is unknown".to_owned()),
+    }
+}
+
+/// The pattern key's value in a request body, normalized (trimmed, lowercase).
+pub fn pattern_value(body: &Value, key: &str) -> Option<String> {
+    let raw = match body.get(key)? {
+        Value::String(s) => s.trim().to_lowercase(),
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    (!raw.is_empty()).then_some(raw)
+}
+
+/// The sum of the amount fields (integers in minor units); `None` when any is
+/// missing or not an integer.
+pub fn amount_minor(body: &Value, fields: &[String]) -> Option<i64> {
+    if fields.is_empty() {
+        return None;
+    }
+    fields
+        .iter()
+        .try_fold(0i64, |sum, f| sum.checked_add(body.get(f)?.as_i64()?))
+}
+
+/// What an agent reviewer concluded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentVerdict {
+    /// Within policy as far as the agent can tell.
+    Approve,
+    /// Needs a human's attention.
+    Flag,
+}
+
+/// Reads an agent reviewer's answer: a JSON object `{"verdict": "approve" |
+/// "flag", "notes": "…"}`, possibly inside other text. Anything unreadable
+/// is a flag, so a confused reviewer never lets a write through.
+pub fn parse_verdict(answer: &str) -> (AgentVerdict, String) {
+    let parsed = answer
+        .find('{')
+        .zip(answer.rfind('}'))
+        .filter(|(start, end)| start < end)
+        .and_then(|(start, end)| serde_json::from_str::<Value>(&answer[start..=end]).ok());
+    let notes = |v: &Value| v["notes"].as_str().unwrap_or_default().trim().to_owned();
+    match parsed {
+        Some(v) if v["verdict"] == "approve" => (AgentVerdict::Approve, notes(&v)),
+        Some(v) if v["verdict"] == "flag" => (AgentVerdict::Flag, notes(&v)),
+        _ => (
+            AgentVerdict::Flag,
+            "The review could not be read; a human should look.".to_owned(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(body: Value) -> ToolRequest {
+        ToolRequest {
+            tool: "register_expense".into(),
+            method: "POST".into(),
+            path: "/purchases".into(),
+            query: vec![],
+            body: Some(body),
+        }
+    }
+
+    #[test]
+    fn lifecycle_allows_only_the_drawn_paths() {
+        use ProposalState as S;
+        use Transition as T;
+        assert_eq!(next(S::Proposed, T::RequestReview), Ok(S::ReviewRequested));
+        assert_eq!(next(S::Proposed, T::AutoApprove), Ok(S::AutoApproved));
+        assert_eq!(next(S::ReviewRequested, T::Approve), Ok(S::Approved));
+        assert_eq!(next(S::Approved, T::StartExecution), Ok(S::Executing));
+        assert_eq!(next(S::Executing, T::Succeed), Ok(S::Executed));
+        assert_eq!(next(S::Executing, T::Fail), Ok(S::ExecutionFailed));
+        assert_eq!(
+            next(S::ExecutionFailed, T::StartExecution),
+            Ok(S::Executing)
+        );
+        for (from, t) in [
+            (S::Proposed, T::StartExecution),
+            (S::ReviewRequested, T::StartExecution),
+            (S::Rejected, T::StartExecution),
+            (S::Expired, T::Approve),
+            (S::Executed, T::StartExecution),
+            (S::Approved, T::Approve),
+            (S::Approved, T::Reject),
+            (S::Executed, T::Fail),
+        ] {
+            assert_eq!(
+                next(from, t),
+                Err(InvalidTransition {
+                    from,
+                    transition: t
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn states_round_trip_their_names() {
+        for name in [
+            "proposed",
+            "auto_approved",
+            "review_requested",
+            "approved",
+            "rejected",
+            "expired",
+            "executing",
+            "executed",
+            "execution_failed",
+        ] {
+            assert_eq!(ProposalState::parse(name).unwrap().as_str(), name);
+        }
+        assert_eq!(ProposalState::parse("done"), None);
+    }
+
+    #[test]
+    fn digest_binds_the_exact_payload_whatever_the_key_order() {
+        let a = request(json!({"merchant": "Adobe", "netPrice": 15920}));
+        let b = request(serde_json::from_str(r#"{"netPrice":15920,"merchant":"Adobe"}"#).unwrap());
+        let c = request(json!({"merchant": "Adobe", "netPrice": 15921}));
+        assert_eq!(payload_digest(&a), payload_digest(&b));
+        assert_ne!(payload_digest(&a), payload_digest(&c));
+    }
+
+    fn check<'a>(
+        reviewer: &'a str,
+        reviewers: &'a [String],
+        state: ProposalState,
+        seen: &'a str,
+    ) -> Result<(), DecisionRefusal> {
+        check_decision(&DecisionCheck {
+            state,
+            payload_sha256: "abc",
+            proposer: "slack:U1",
+            reviewer,
+            reviewers,
+            seen_sha256: seen,
+        })
+    }
+
+    #[test]
+    fn decisions_need_an_authorized_other_reviewer_of_the_same_payload() {
+        let reviewers = vec!["slack:U1".to_owned(), "slack:R1".to_owned()];
+        let pending = ProposalState::ReviewRequested;
+        assert_eq!(check("slack:R1", &reviewers, pending, "abc"), Ok(()));
+        assert_eq!(
+            check("slack:X9", &reviewers, pending, "abc"),
+            Err(DecisionRefusal::NotAReviewer)
+        );
+        assert_eq!(
+            check("slack:U1", &reviewers, pending, "abc"),
+            Err(DecisionRefusal::OwnProposal)
+        );
+        assert_eq!(
+            check("slack:R1", &reviewers, pending, "abd"),
+            Err(DecisionRefusal::PayloadChanged)
+        );
+        assert_eq!(
+            check("slack:R1", &reviewers, ProposalState::Approved, "abc"),
+            Err(DecisionRefusal::NotPending {
+                state: "approved".into()
+            })
+        );
+    }
+
+    fn expense(account: &str, vat: &str) -> Value {
+        json!({"merchant": "Adobe", "account": account, "vatType": vat, "netPrice": 100, "vat": 25})
+    }
+
+    #[test]
+    fn patterns_learn_the_most_common_fields() {
+        let fields = vec!["account".to_owned(), "vatType".to_owned()];
+        let history: Vec<Value> = (0..9)
+            .map(|_| expense("6810", "HIGH"))
+            .chain([expense("6800", "HIGH")])
+            .collect();
+        let a = assess_pattern(&history, &expense("6810", "HIGH"), &fields);
+        assert_eq!((a.occurrences, a.confidence, a.matches), (10, 0.9, true));
+        assert!(!assess_pattern(&history, &expense("6800", "HIGH"), &fields).matches);
+        assert_eq!(
+            assess_pattern(&[], &expense("6810", "HIGH"), &fields).occurrences,
+            0
+        );
+    }
+
+    #[test]
+    fn auto_approval_needs_occurrences_confidence_match_and_amount_under_limit() {
+        let trusted = PatternAssessment {
+            occurrences: 3,
+            confidence: 1.0,
+            matches: true,
+        };
+        assert_eq!(
+            auto_approval(&trusted, Some(19_900), 50_000),
+            AutoApproval::Approve
+        );
+        let cases = [
+            (
+                PatternAssessment {
+                    occurrences: 2,
+                    ..trusted.clone()
+                },
+                Some(1),
+            ),
+            (
+                PatternAssessment {
+                    confidence: 0.89,
+                    ..trusted.clone()
+                },
+                Some(1),
+            ),
+            (
+                PatternAssessment {
+                    matches: false,
+                    ..trusted.clone()
+                },
+                Some(1),
+            ),
+            (trusted.clone(), Some(50_000)),
+            (trusted.clone(), Some(-5)),
+            (trusted.clone(), None),
+        ];
+        for (pattern, amount) in cases {
+            assert!(
+                matches!(
+                    auto_approval(&pattern, amount, 50_000),
+                    AutoApproval::Review(_)
+                ),
+                "{pattern:?} {amount:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pattern_values_and_amounts_are_read_from_the_body() {
+        let body =
+            json!({"merchant": "  Adobe Systems ", "netPrice": 15920, "vat": 3980, "note": "x"});
+        assert_eq!(
+            pattern_value(&body, "merchant").as_deref(),
+            Some("adobe systems")
+        );
+        assert_eq!(pattern_value(&body, "missing"), None);
+        let fields = vec!["netPrice".to_owned(), "vat".to_owned()];
+        assert_eq!(amount_minor(&body, &fields), Some(19_900));
+        assert_eq!(
+            amount_minor(&body, &["netPrice".to_owned(), "note".to_owned()]),
+            None
+        );
+        assert_eq!(amount_minor(&body, &[]), None);
+    }
+
+    #[test]
+    fn verdicts_fail_safe_to_flag() {
+        assert_eq!(
+            parse_verdict(r#"Sure: {"verdict":"approve","notes":"Matches Adobe."}"#),
+            (AgentVerdict::Approve, "Matches Adobe.".into())
+        );
+        assert_eq!(
+            parse_verdict(r#"{"verdict":"flag","notes":"Odd amount"}"#).0,
+            AgentVerdict::Flag
+        );
+        for unreadable in ["approve", "{\"verdict\":\"yes\"}", "", "}{"] {
+            assert_eq!(
+                parse_verdict(unreadable).0,
+                AgentVerdict::Flag,
+                "{unreadable}"
+            );
+        }
+    }
+}

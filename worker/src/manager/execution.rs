@@ -1,0 +1,207 @@
+//! ExecutionManager: carries out an approved proposal — exactly the approved
+//! request, with `Idempotency-Key: <proposal id>` — and tells the owner in
+//! the conversation the proposal came from.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use shared::access::accounting::AccountingClient;
+use shared::access::queue::JobQueue;
+use shared::access::store::{NewEvent, ProposalChanges, Store};
+use shared::engine::proposal::{ProposalState, Transition, next};
+use shared::engine::review::{notice_executed, notice_failed};
+use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
+use shared::ids::{OutboxId, ProposalId};
+use shared::job::{DeliveryJob, JobFailure};
+
+/// Carries out approved proposals.
+#[derive(Debug, Clone)]
+pub struct ExecutionManager {
+    store: Store,
+    queue: JobQueue,
+    accounting: AccountingClient,
+    timeout: Duration,
+}
+
+/// How one attempt at the write ended.
+enum Attempt {
+    Succeeded {
+        status: u16,
+        response_sha256: String,
+    },
+    /// Refused for good (a 4xx other than 408/429): not retried.
+    Refused { status: u16 },
+    /// Worth retrying with the same idempotency key.
+    Transient { status: Option<u16>, error: String },
+}
+
+impl ExecutionManager {
+    /// A manager over its clients.
+    pub fn new(
+        store: Store,
+        queue: JobQueue,
+        accounting: AccountingClient,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            accounting,
+            timeout,
+        }
+    }
+
+    /// Executes the proposal if it is approved and not yet executed.
+    pub async fn execute(
+        &self,
+        id: ProposalId,
+        traceparent: &str,
+        attempt: u32,
+    ) -> Result<(), JobFailure> {
+        let trace = shared::telemetry::trace_id(traceparent).map(str::to_owned);
+        let event = |tenant, conversation: uuid::Uuid, e: &ProposalEvent| NewEvent {
+            tenant_id: tenant,
+            type_name: e.type_name(),
+            payload: e.payload(),
+            actor: Actor {
+                kind: ActorKind::System,
+                id: "execution".to_owned(),
+            },
+            occurred_at: Utc::now(),
+            dedupe_key: None,
+            correlation_id: Some(conversation),
+            causation_id: Some(id.0),
+            trace_id: trace.clone(),
+            source: "worker",
+        };
+
+        let mut tx = self.store.lock_proposal(id).await?;
+        let proposal = tx.proposal.clone();
+        let state = match next(proposal.state(), Transition::StartExecution) {
+            Ok(state) => state,
+            // Executed, rejected or expired: nothing (more) to do.
+            Err(_)
+                if matches!(
+                    proposal.state(),
+                    ProposalState::Executed | ProposalState::Rejected | ProposalState::Expired
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(JobFailure::permanent(e, "Proposal is not approved")),
+        };
+        let started = ProposalEvent::ExecutionStarted(ExecutionStarted { attempt });
+        tx.record(
+            &event(proposal.tenant_id, proposal.conversation_id.0, &started),
+            ProposalChanges {
+                state: Some(state),
+                ..Default::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+
+        let outcome = match self
+            .accounting
+            .send(&proposal.request, Some(&id.to_string()), self.timeout)
+            .await
+        {
+            Ok(r) if (200..300).contains(&r.status) => Attempt::Succeeded {
+                status: r.status,
+                response_sha256: hex::encode(Sha256::digest(r.body.as_bytes())),
+            },
+            Ok(r) if (400..500).contains(&r.status) && r.status != 408 && r.status != 429 => {
+                Attempt::Refused { status: r.status }
+            }
+            Ok(r) => Attempt::Transient {
+                status: Some(r.status),
+                error: format!("HTTP {}", r.status),
+            },
+            Err(e) => Attempt::Transient {
+                status: None,
+                error: e.to_string(),
+            },
+        };
+
+        let mut tx = self.store.lock_proposal(id).await?;
+        let (finished, notice) = match &outcome {
+            Attempt::Succeeded {
+                status,
+                response_sha256,
+            } => (
+                ExecutionFinished {
+                    succeeded: true,
+                    status: Some(*status),
+                    response_sha256: Some(response_sha256.clone()),
+                    error: None,
+                },
+                Some(notice_executed(&proposal.tool, id)),
+            ),
+            Attempt::Refused { status } => (
+                ExecutionFinished {
+                    succeeded: false,
+                    status: Some(*status),
+                    response_sha256: None,
+                    error: Some(format!("HTTP {status}")),
+                },
+                Some(notice_failed(&proposal.tool, id, Some(*status))),
+            ),
+            Attempt::Transient { status, error } => (
+                ExecutionFinished {
+                    succeeded: false,
+                    status: *status,
+                    response_sha256: None,
+                    error: Some(error.clone()),
+                },
+                None,
+            ),
+        };
+        let transition = if finished.succeeded {
+            Transition::Succeed
+        } else {
+            Transition::Fail
+        };
+        let state = next(tx.proposal.state(), transition)
+            .map_err(|e| JobFailure::permanent(e, "Invalid execution result"))?;
+        let finished = ProposalEvent::ExecutionFinished(finished);
+        tx.record(
+            &event(proposal.tenant_id, proposal.conversation_id.0, &finished),
+            ProposalChanges {
+                state: Some(state),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let notice_id = match &notice {
+            Some(text) => {
+                tx.notify_conversation(&format!("execution:{id}"), text)
+                    .await?
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
+        if let Some(outbox_id) = notice_id {
+            self.deliver(outbox_id, traceparent).await?;
+        }
+        match outcome {
+            Attempt::Transient { error, .. } => Err(JobFailure::Retryable(anyhow::anyhow!(
+                "the write failed: {error}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn deliver(&self, outbox_id: OutboxId, traceparent: &str) -> Result<(), JobFailure> {
+        self.queue
+            .enqueue_delivery_job(DeliveryJob::DeliverV1 {
+                outbox_id,
+                traceparent: traceparent.to_owned(),
+            })
+            .await
+            .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the owner's notice"))?;
+        self.store.mark_outbox_enqueued(outbox_id).await?;
+        Ok(())
+    }
+}
