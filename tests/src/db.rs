@@ -127,6 +127,33 @@ impl TestDb {
             .expect("seed route");
     }
 
+    /// Sets a tenant's review channel, auto-approval limit and Slack reviewers.
+    pub async fn seed_review_policy(
+        &self,
+        tenant: Uuid,
+        channel: &str,
+        limit_minor: i64,
+        reviewers: &[&str],
+    ) {
+        sqlx::query(
+            "UPDATE tenants SET review_channel = $2, auto_approve_limit_minor = $3 WHERE id = $1",
+        )
+        .bind(tenant)
+        .bind(channel)
+        .bind(limit_minor)
+        .execute(&self.owner)
+        .await
+        .expect("seed review policy");
+        for reviewer in reviewers {
+            sqlx::query("INSERT INTO tenant_reviewers (tenant_id, platform, user_id) VALUES ($1, 'slack', $2)")
+                .bind(tenant)
+                .bind(reviewer)
+                .execute(&self.owner)
+                .await
+                .expect("seed reviewer");
+        }
+    }
+
     /// Inbox messages not yet answered plus outbox replies not yet delivered.
     pub async fn pending_work(&self) -> i64 {
         sqlx::query_scalar(

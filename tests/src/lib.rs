@@ -55,6 +55,14 @@ pub const TELEGRAM_TOKEN: &str = "123456789:TEST-telegram-token";
 /// The secret token of the Telegram webhook.
 pub const TELEGRAM_SECRET: &str = "telegram-webhook-secret-1";
 
+/// The tenant's Slack review channel.
+pub const REVIEW_CHANNEL: &str = "CREVIEW";
+/// The tenant's reviewers: W111 (who also chats as the owner in the Slack
+/// fixtures), W222 and W333.
+pub const REVIEWERS: [&str; 3] = ["W111", "W222", "W333"];
+/// Amounts under 1 000,00 kr may be auto-approved by a trusted pattern.
+pub const AUTO_APPROVE_LIMIT_MINOR: i64 = 100_000;
+
 /// The Discord guild and channel of the payload fixture, routed to Book-E.
 pub const DISCORD_GUILD: &str = "290926798999357249";
 /// See [`DISCORD_GUILD`].
@@ -131,6 +139,8 @@ impl TestEnv {
         db.seed_route(tenant, "discord", DISCORD_GUILD, DISCORD_CHANNEL, "book-e")
             .await;
         db.seed_route(tenant, "telegram", "bot", "*", "book-e")
+            .await;
+        db.seed_review_policy(tenant, REVIEW_CHANNEL, AUTO_APPROVE_LIMIT_MINOR, &REVIEWERS)
             .await;
         let slack = FakeSlack::start(SLACK_BOT_TOKEN).await;
         let openai = FakeOpenAi::start(LLM_API_KEY).await;
@@ -256,6 +266,93 @@ impl TestEnv {
             request = request.header(*name, *value);
         }
         request.send().await.expect("gateway answers")
+    }
+
+    /// Posts a signed Slack interactivity payload (form-encoded, as Slack does).
+    pub async fn post_interaction(&self, payload: &serde_json::Value) -> reqwest::Response {
+        let body =
+            serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form body");
+        let ts = chrono::Utc::now().timestamp().to_string();
+        self.http
+            .post(format!("{}/slack/interactivity", self.gateway_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", &ts)
+            .header(
+                "x-slack-signature",
+                signing::slack_signature(SLACK_SIGNING_SECRET, &ts, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    /// A reviewer clicks a button (`action_id`, `value`) on a review card:
+    /// Slack's own `block_actions` payload with this user, action and value.
+    pub async fn click(&self, user: &str, action_id: &str, value: &str) -> u16 {
+        let mut payload: serde_json::Value =
+            serde_json::from_str(&fixture("slack/block_actions.json")).unwrap();
+        payload["user"]["id"] = serde_json::json!(user);
+        payload["channel"]["id"] = serde_json::json!(REVIEW_CHANNEL);
+        payload["container"]["channel_id"] = serde_json::json!(REVIEW_CHANNEL);
+        payload["actions"][0]["action_id"] = serde_json::json!(action_id);
+        payload["actions"][0]["value"] = serde_json::json!(value);
+        payload["trigger_id"] = serde_json::json!(format!("trigger-{user}"));
+        self.post_interaction(&payload).await.status().as_u16()
+    }
+
+    /// A reviewer submits the reject-reason modal that `view` describes.
+    pub async fn submit_modal(
+        &self,
+        user: &str,
+        view: &serde_json::Value,
+        reason: &str,
+    ) -> reqwest::Response {
+        let mut submitted = view.clone();
+        submitted["id"] = serde_json::json!("VFAKE1");
+        submitted["team_id"] = serde_json::json!(FIXTURE_TEAM);
+        submitted["hash"] = serde_json::json!("156772938.1827394");
+        submitted["state"] = serde_json::json!({"values": {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}});
+        let payload = serde_json::json!({
+            "type": "view_submission",
+            "team": {"id": FIXTURE_TEAM, "domain": "workspace-domain"},
+            "user": {"id": user, "username": user, "name": user, "team_id": FIXTURE_TEAM},
+            "api_app_id": "A111",
+            "token": "verification_token",
+            "trigger_id": "111.222.submit",
+            "view": submitted
+        });
+        self.post_interaction(&payload).await
+    }
+
+    /// The state of every proposal, oldest first: (id, state).
+    pub async fn proposals(&self) -> Vec<(Uuid, String)> {
+        sqlx::query_as("SELECT id, state FROM proposals ORDER BY created_at")
+            .fetch_all(&self.db.owner)
+            .await
+            .expect("read proposals")
+    }
+
+    /// Waits until some proposal is in `state`; returns its id.
+    pub async fn wait_for_proposal(&self, state: &str) -> Uuid {
+        self.wait_until(&format!("a proposal {state}"), || async {
+            self.proposals().await.iter().any(|(_, s)| s == state)
+        })
+        .await;
+        self.proposals()
+            .await
+            .into_iter()
+            .find(|(_, s)| s == state)
+            .map(|(id, _)| id)
+            .expect("found")
+    }
+
+    /// Waits until the fake Slack has `n` review cards.
+    pub async fn wait_for_cards(&self, n: usize) {
+        self.wait_until(&format!("{n} review cards"), || async {
+            self.slack.cards().len() >= n
+        })
+        .await;
     }
 
     /// Posts a Telegram update to the webhook with this secret header (if any).

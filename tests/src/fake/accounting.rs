@@ -38,6 +38,8 @@ pub fn bank_balances() -> Value {
 pub struct FakeAccounting {
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     overrides: Arc<Mutex<std::collections::VecDeque<(u16, String)>>>,
+    /// Writes by idempotency key: the same key gets the same answer.
+    writes: Arc<Mutex<Vec<(String, Value)>>>,
     token: String,
     /// Base URL to configure as `accounting.base_url`.
     pub base_url: String,
@@ -49,6 +51,7 @@ impl FakeAccounting {
         let mut fake = Self {
             requests: Arc::default(),
             overrides: Arc::default(),
+            writes: Arc::default(),
             token: token.to_owned(),
             base_url: String::new(),
         };
@@ -63,6 +66,11 @@ impl FakeAccounting {
     /// Answers the next authorized request with this status and body instead.
     pub fn respond_next(&self, status: u16, body: String) {
         self.overrides.lock().unwrap().push_back((status, body));
+    }
+
+    /// Distinct writes made (one per idempotency key): (key, created object).
+    pub fn writes(&self) -> Vec<(String, Value)> {
+        self.writes.lock().unwrap().clone()
     }
 
     /// Takes the requests so far.
@@ -108,6 +116,30 @@ async fn handle(
         (Method::GET, "/bankBalances") => Json(bank_balances()).into_response(),
         (Method::GET, "/purchases" | "/invoices" | "/folio/transactions") => {
             Json(json!([])).into_response()
+        }
+        (Method::POST, "/purchases" | "/invoices") => {
+            let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "Idempotency-Key is required"})),
+                )
+                    .into_response();
+            };
+            let Ok(body) = serde_json::from_str::<Value>(&body) else {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "invalid JSON"})),
+                )
+                    .into_response();
+            };
+            let mut writes = fake.writes.lock().unwrap();
+            if let Some((_, created)) = writes.iter().find(|(k, _)| k == key) {
+                return (StatusCode::CREATED, Json(created.clone())).into_response();
+            }
+            let mut created = body;
+            created["purchaseId"] = json!(3_458_156 + writes.len() as i64);
+            writes.push((key.to_owned(), created.clone()));
+            (StatusCode::CREATED, Json(created)).into_response()
         }
         _ => (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))).into_response(),
     }

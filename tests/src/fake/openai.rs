@@ -40,6 +40,8 @@ impl Scripted {
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Scripted>,
+    /// Scripts for named characters (matched in the system prompt).
+    by_character: Vec<(String, VecDeque<Scripted>)>,
     requests: Vec<Value>,
     calls: u64,
 }
@@ -74,6 +76,19 @@ impl FakeOpenAi {
         self.inner.lock().unwrap().script.extend(answers);
     }
 
+    /// Appends answers for requests from the character with this display
+    /// name (found in the system prompt as "Your name is NAME.").
+    pub fn script_for(&self, display_name: &str, answers: impl IntoIterator<Item = Scripted>) {
+        let mut inner = self.inner.lock().unwrap();
+        let key = format!("Your name is {display_name}.");
+        match inner.by_character.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, queue)) => queue.extend(answers),
+            None => inner
+                .by_character
+                .push((key, answers.into_iter().collect())),
+        }
+    }
+
     /// Every request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.inner.lock().unwrap().requests.clone()
@@ -81,7 +96,13 @@ impl FakeOpenAi {
 
     /// Scripted answers not used yet.
     pub fn unused_script(&self) -> usize {
-        self.inner.lock().unwrap().script.len()
+        let inner = self.inner.lock().unwrap();
+        inner.script.len()
+            + inner
+                .by_character
+                .iter()
+                .map(|(_, q)| q.len())
+                .sum::<usize>()
     }
 }
 
@@ -116,7 +137,19 @@ async fn completions(
     inner.requests.push(body.clone());
     inner.calls += 1;
     let id = format!("chatcmpl-fake{}", inner.calls);
-    let Some(answer) = inner.script.pop_front() else {
+    let system = body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let named = inner
+        .by_character
+        .iter_mut()
+        .find(|(key, _)| system.contains(key.as_str()));
+    let answer = match named {
+        Some((_, queue)) => queue.pop_front(),
+        None => inner.script.pop_front(),
+    };
+    let Some(answer) = answer else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the fake model has no scripted answer left",
