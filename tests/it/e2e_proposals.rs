@@ -32,6 +32,28 @@ async fn propose(t: &TestEnv, message_ts: &str, review_e: &str) {
 
 const REVIEW_E_OK: &str = r#"{"verdict": "approve", "notes": "Matches the Adobe subscription."}"#;
 
+/// Waits for the review card, Book-E's reply to the owner and Review-E's
+/// note in the card's thread; takes those two posts.
+async fn card_posted(t: &TestEnv) -> Vec<PostedMessage> {
+    t.wait_for_cards(1).await;
+    t.wait_for_posts(2).await;
+    let posted = t.slack.take_posted();
+    let card = &t.slack.cards()[0];
+    assert!(
+        posted
+            .iter()
+            .any(|p| p.channel == FIXTURE_CHANNEL && p.text == "Sendt til godkjenning."),
+        "{posted:?}"
+    );
+    assert!(
+        posted.iter().any(|p| p.channel == REVIEW_CHANNEL
+            && p.thread_ts.as_deref() == Some(card.ts.as_str())
+            && p.text.starts_with("Review-E (")),
+        "{posted:?}"
+    );
+    posted
+}
+
 /// The Approve button's value on the newest card.
 fn card_value(t: &TestEnv) -> String {
     let card = t.slack.cards().last().cloned().expect("a review card");
@@ -54,9 +76,7 @@ async fn event_types(t: &TestEnv) -> Vec<String> {
 async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
     let t = TestEnv::start().await;
     propose(&t, OWNER_THREAD, REVIEW_E_OK).await;
-    t.wait_for_cards(1).await;
-    t.wait_for_posts(1).await;
-    assert_eq!(t.slack.take_posted()[0].text, "Sendt til godkjenning.");
+    card_posted(&t).await;
 
     // The model was told the proposal id and that nothing is written.
     let told: Value = serde_json::from_str(
@@ -173,9 +193,7 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
 async fn strangers_the_proposer_and_tampered_payloads_cannot_approve() {
     let t = TestEnv::start().await;
     propose(&t, OWNER_THREAD, REVIEW_E_OK).await;
-    t.wait_for_cards(1).await;
-    t.wait_for_posts(1).await;
-    t.slack.take_posted();
+    card_posted(&t).await;
     let value = card_value(&t);
     let (id, _) = parse_action_value(&value).unwrap();
     let tampered = format!("{id}:{}", "0".repeat(64));
@@ -236,9 +254,7 @@ async fn strangers_the_proposer_and_tampered_payloads_cannot_approve() {
 async fn two_reviewers_approving_at_once_execute_it_once() {
     let t = TestEnv::start().await;
     propose(&t, OWNER_THREAD, REVIEW_E_OK).await;
-    t.wait_for_cards(1).await;
-    t.wait_for_posts(1).await;
-    t.slack.take_posted();
+    card_posted(&t).await;
     let value = card_value(&t);
     let (a, b) = tokio::join!(
         t.click("W222", APPROVE_ACTION, &value),
@@ -280,10 +296,8 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
         r#"{"verdict": "flag", "notes": "Account 6810 looks wrong for this."}"#,
     )
     .await;
-    t.wait_for_cards(1).await;
-    t.wait_for_posts(2).await;
     // Review-E's notes went into the card's thread; Book-E answered the owner.
-    let posted = t.slack.take_posted();
+    let posted = card_posted(&t).await;
     let card = t.slack.cards()[0].clone();
     assert!(
         posted.iter().any(|p| p.channel == REVIEW_CHANNEL
@@ -338,9 +352,7 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
 async fn a_question_in_the_review_thread_reaches_the_owner() {
     let t = TestEnv::start().await;
     propose(&t, OWNER_THREAD, REVIEW_E_OK).await;
-    t.wait_for_cards(1).await;
-    t.wait_for_posts(1).await;
-    t.slack.take_posted();
+    card_posted(&t).await;
     let card = t.slack.cards()[0].clone();
     let mut reply: Value =
         serde_json::from_str(&fixture("slack/event_callback.message.thread_reply.json")).unwrap();
