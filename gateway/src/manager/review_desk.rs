@@ -6,7 +6,7 @@
 use chrono::Utc;
 use shared::access::queue::JobQueue;
 use shared::access::slack::SlackClient;
-use shared::access::store::{NewEvent, ProposalChanges, ProposalModel, Store};
+use shared::access::store::{ProposalChanges, ProposalModel, Store};
 use shared::engine::proposal::{
     AgentVerdict, DecisionCheck, DecisionRefusal, Transition, check_decision, next,
 };
@@ -18,8 +18,8 @@ use shared::event::{
     Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, ProposalEvent, Proposed,
     ReviewPosted, ReviewRequested, proposal_stream,
 };
-use shared::ids::{OutboxId, ProposalId};
-use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+use shared::ids::ProposalId;
+use shared::job::{JobFailure, WorkerJob};
 
 /// A reviewer's click or submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,21 +82,6 @@ impl ReviewDesk {
         Ok(history)
     }
 
-    fn event(proposal: &ProposalModel, e: &ProposalEvent, actor: Actor) -> NewEvent {
-        NewEvent {
-            tenant_id: proposal.tenant_id,
-            type_name: e.type_name(),
-            payload: e.payload(),
-            actor,
-            occurred_at: Utc::now(),
-            dedupe_key: None,
-            correlation_id: Some(proposal.conversation_id.0),
-            causation_id: Some(proposal.id.0),
-            trace_id: None,
-            source: "gateway",
-        }
-    }
-
     /// Posts the review card to the tenant's review channel (once), with the
     /// agent reviewer's notes in its thread.
     pub async fn post_review(&self, id: ProposalId) -> Result<(), JobFailure> {
@@ -124,7 +109,7 @@ impl ReviewDesk {
             id: "review-desk".to_owned(),
         };
         tx.record(
-            &Self::event(&proposal, &posted, system),
+            &proposal.event(&posted, system, None, "gateway"),
             ProposalChanges {
                 review_message: Some((channel.clone(), ts.clone())),
                 ..Default::default()
@@ -169,15 +154,7 @@ impl ReviewDesk {
             .await?
             .reviewers;
         let reviewer = format!("slack:{}", click.user);
-        let check = DecisionCheck {
-            state: proposal.state(),
-            payload_sha256: &proposal.payload_sha256,
-            proposer: &proposal.proposer,
-            reviewer: &reviewer,
-            reviewers: &reviewers,
-            seen_sha256: &sha,
-        };
-        match check_decision(&check) {
+        match may_decide(&proposal, &reviewers, &reviewer, &sha) {
             Ok(()) => Ok(self
                 .slack
                 .open_view(trigger_id, &reject_modal(id, &sha))
@@ -221,21 +198,13 @@ impl ReviewDesk {
         };
         let mut tx = self.store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
-        let check = DecisionCheck {
-            state: proposal.state(),
-            payload_sha256: &proposal.payload_sha256,
-            proposer: &proposal.proposer,
-            reviewer: &reviewer,
-            reviewers: &reviewers,
-            seen_sha256: &seen_sha,
-        };
-        if let Err(refusal) = check_decision(&check) {
+        if let Err(refusal) = may_decide(&proposal, &reviewers, &reviewer, &seen_sha) {
             let refused = ProposalEvent::DecisionRefused(DecisionRefused {
                 reviewer,
                 refusal: refusal.clone(),
             });
             tx.record(
-                &Self::event(&proposal, &refused, actor),
+                &proposal.event(&refused, actor, None, "gateway"),
                 ProposalChanges::default(),
             )
             .await?;
@@ -267,7 +236,7 @@ impl ReviewDesk {
             decided_by: Some(reviewer),
             ..Default::default()
         };
-        tx.record(&Self::event(&proposal, &decided, actor), changes)
+        tx.record(&proposal.event(&decided, actor, None, "gateway"), changes)
             .await?;
         let notice = match &reason {
             Some(reason) if !approved => {
@@ -294,7 +263,13 @@ impl ReviewDesk {
                 .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the execution"))?;
         }
         if let Some(outbox_id) = notice {
-            self.deliver(outbox_id).await?;
+            self.queue
+                .deliver_outbox(
+                    &self.store,
+                    outbox_id,
+                    &shared::telemetry::new_traceparent(),
+                )
+                .await?;
         }
         self.show_decision(
             &proposal,
@@ -369,22 +344,33 @@ impl ReviewDesk {
             .await?;
         tx.commit().await?;
         if let Some(outbox_id) = notice {
-            self.deliver(outbox_id).await?;
+            self.queue
+                .deliver_outbox(
+                    &self.store,
+                    outbox_id,
+                    &shared::telemetry::new_traceparent(),
+                )
+                .await?;
         }
         Ok(true)
     }
+}
 
-    async fn deliver(&self, outbox_id: OutboxId) -> Result<(), JobFailure> {
-        self.queue
-            .enqueue_delivery_job(DeliveryJob::DeliverV1 {
-                outbox_id,
-                traceparent: shared::telemetry::new_traceparent(),
-            })
-            .await
-            .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a notice"))?;
-        self.store.mark_outbox_enqueued(outbox_id).await?;
-        Ok(())
-    }
+/// Whether `reviewer` may decide on `proposal` having seen `seen_sha256`.
+fn may_decide(
+    proposal: &ProposalModel,
+    reviewers: &[String],
+    reviewer: &str,
+    seen_sha256: &str,
+) -> Result<(), DecisionRefusal> {
+    check_decision(&DecisionCheck {
+        state: proposal.state(),
+        payload_sha256: &proposal.payload_sha256,
+        proposer: &proposal.proposer,
+        reviewer,
+        reviewers,
+        seen_sha256,
+    })
 }
 
 fn card<'a>(

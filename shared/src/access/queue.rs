@@ -210,6 +210,23 @@ impl JobQueue {
         push(self.storage(QueueName::Delivery, 1), job, key).await
     }
 
+    /// Queues the delivery of an outbox item and notes it in the outbox.
+    pub async fn deliver_outbox(
+        &self,
+        store: &crate::access::store::Store,
+        outbox_id: crate::ids::OutboxId,
+        traceparent: &str,
+    ) -> Result<(), JobFailure> {
+        self.enqueue_delivery_job(DeliveryJob::DeliverV1 {
+            outbox_id,
+            traceparent: traceparent.to_owned(),
+        })
+        .await
+        .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a delivery"))?;
+        store.mark_outbox_enqueued(outbox_id).await?;
+        Ok(())
+    }
+
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();

@@ -18,7 +18,7 @@ use shared::event::{
     conversation_stream,
 };
 use shared::ids::{InboxId, OutboxId};
-use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+use shared::job::{JobFailure, WorkerJob};
 
 use super::tools::{CallContext, ToolRunner};
 
@@ -183,13 +183,8 @@ impl ConversationManager {
         }
         self.review_proposals(inbox_id, traceparent).await?;
         self.queue
-            .enqueue_delivery_job(DeliveryJob::DeliverV1 {
-                outbox_id,
-                traceparent: traceparent.to_owned(),
-            })
-            .await
-            .map_err(|e| JobFailure::retryable(e, "Cannot enqueue delivery"))?;
-        self.store.mark_outbox_enqueued(outbox_id).await?;
+            .deliver_outbox(&self.store, outbox_id, traceparent)
+            .await?;
         Ok(TurnOutcome::Replied(outbox_id))
     }
 

@@ -4,16 +4,15 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use sha2::{Digest, Sha256};
 use shared::access::accounting::AccountingClient;
 use shared::access::queue::JobQueue;
-use shared::access::store::{NewEvent, ProposalChanges, Store};
+use shared::access::store::{ProposalChanges, Store};
 use shared::engine::proposal::{ProposalState, Transition, next};
 use shared::engine::review::{notice_executed, notice_failed};
 use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
-use shared::ids::{OutboxId, ProposalId};
-use shared::job::{DeliveryJob, JobFailure};
+use shared::ids::ProposalId;
+use shared::job::JobFailure;
 
 /// Carries out approved proposals.
 #[derive(Debug, Clone)]
@@ -59,21 +58,10 @@ impl ExecutionManager {
         traceparent: &str,
         attempt: u32,
     ) -> Result<(), JobFailure> {
-        let trace = shared::telemetry::trace_id(traceparent).map(str::to_owned);
-        let event = |tenant, conversation: uuid::Uuid, e: &ProposalEvent| NewEvent {
-            tenant_id: tenant,
-            type_name: e.type_name(),
-            payload: e.payload(),
-            actor: Actor {
-                kind: ActorKind::System,
-                id: "execution".to_owned(),
-            },
-            occurred_at: Utc::now(),
-            dedupe_key: None,
-            correlation_id: Some(conversation),
-            causation_id: Some(id.0),
-            trace_id: trace.clone(),
-            source: "worker",
+        let trace = shared::telemetry::trace_id(traceparent);
+        let system = || Actor {
+            kind: ActorKind::System,
+            id: "execution".to_owned(),
         };
 
         let mut tx = self.store.lock_proposal(id).await?;
@@ -93,7 +81,7 @@ impl ExecutionManager {
         };
         let started = ProposalEvent::ExecutionStarted(ExecutionStarted { attempt });
         tx.record(
-            &event(proposal.tenant_id, proposal.conversation_id.0, &started),
+            &proposal.event(&started, system(), trace, "worker"),
             ProposalChanges {
                 state: Some(state),
                 ..Default::default()
@@ -166,7 +154,7 @@ impl ExecutionManager {
             .map_err(|e| JobFailure::permanent(e, "Invalid execution result"))?;
         let finished = ProposalEvent::ExecutionFinished(finished);
         tx.record(
-            &event(proposal.tenant_id, proposal.conversation_id.0, &finished),
+            &proposal.event(&finished, system(), trace, "worker"),
             ProposalChanges {
                 state: Some(state),
                 ..Default::default()
@@ -183,7 +171,9 @@ impl ExecutionManager {
         tx.commit().await?;
         metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
         if let Some(outbox_id) = notice_id {
-            self.deliver(outbox_id, traceparent).await?;
+            self.queue
+                .deliver_outbox(&self.store, outbox_id, traceparent)
+                .await?;
         }
         match outcome {
             Attempt::Transient { error, .. } => Err(JobFailure::Retryable(anyhow::anyhow!(
@@ -191,17 +181,5 @@ impl ExecutionManager {
             ))),
             _ => Ok(()),
         }
-    }
-
-    async fn deliver(&self, outbox_id: OutboxId, traceparent: &str) -> Result<(), JobFailure> {
-        self.queue
-            .enqueue_delivery_job(DeliveryJob::DeliverV1 {
-                outbox_id,
-                traceparent: traceparent.to_owned(),
-            })
-            .await
-            .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the owner's notice"))?;
-        self.store.mark_outbox_enqueued(outbox_id).await?;
-        Ok(())
     }
 }

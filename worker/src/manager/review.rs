@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
-use shared::access::store::{NewEvent, ProposalChanges, ProposalModel, Store};
+use shared::access::store::{ProposalChanges, ProposalModel, Store};
 use shared::character::Characters;
 use shared::engine::prompt::{self, PromptContext};
 use shared::engine::proposal::{
@@ -99,18 +98,7 @@ impl ReviewManager {
         if tx.proposal.state() != ProposalState::Proposed {
             return Ok(());
         }
-        let event = |e: &ProposalEvent, actor: Actor| NewEvent {
-            tenant_id: proposal.tenant_id,
-            type_name: e.type_name(),
-            payload: e.payload(),
-            actor,
-            occurred_at: Utc::now(),
-            dedupe_key: None,
-            correlation_id: Some(proposal.conversation_id.0),
-            causation_id: Some(id.0),
-            trace_id: trace.map(str::to_owned),
-            source: "worker",
-        };
+        let event = |e: &ProposalEvent, actor: Actor| proposal.event(e, actor, trace, "worker");
         let system = Actor {
             kind: ActorKind::System,
             id: "review".to_owned(),

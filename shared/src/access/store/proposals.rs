@@ -9,7 +9,7 @@ use super::events::{NewEvent, append};
 use super::{Store, StoreError};
 use crate::engine::proposal::ProposalState;
 use crate::engine::tool::ToolRequest;
-use crate::event::proposal_stream;
+use crate::event::{Actor, ProposalEvent, proposal_stream};
 use crate::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
 
 /// A proposal row (the projection of its stream).
@@ -48,6 +48,28 @@ pub struct ProposalModel {
 }
 
 impl ProposalModel {
+    /// An event of this proposal's stream, with the envelope filled in.
+    pub fn event(
+        &self,
+        event: &ProposalEvent,
+        actor: Actor,
+        trace_id: Option<&str>,
+        source: &'static str,
+    ) -> NewEvent {
+        NewEvent {
+            tenant_id: self.tenant_id,
+            type_name: event.type_name(),
+            payload: event.payload(),
+            actor,
+            occurred_at: chrono::Utc::now(),
+            dedupe_key: None,
+            correlation_id: Some(self.conversation_id.0),
+            causation_id: Some(self.id.0),
+            trace_id: trace_id.map(str::to_owned),
+            source,
+        }
+    }
+
     /// The lifecycle state.
     pub fn state(&self) -> ProposalState {
         ProposalState::parse(&self.state).expect("the projection only holds valid states")
