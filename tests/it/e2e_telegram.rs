@@ -134,6 +134,7 @@ async fn edits_callbacks_and_bots_are_acknowledged_but_ignored() {
 async fn long_polling_answers_each_update_once() {
     let t = TestEnv::start_with(TestOptions {
         telegram_polling: true,
+        ..Default::default()
     })
     .await;
     t.openai.script([Scripted::Text("Hei Kari!".into())]);

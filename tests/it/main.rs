@@ -2,6 +2,7 @@
 
 mod e2e_discord;
 mod e2e_proposals;
+mod e2e_reliability;
 mod e2e_slack;
 mod e2e_slack_rejects;
 mod e2e_telegram;

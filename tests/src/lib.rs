@@ -87,6 +87,10 @@ pub fn fixture(name: &str) -> String {
 pub struct TestOptions {
     /// Telegram by long polling instead of the webhook.
     pub telegram_polling: bool,
+    /// Do not start the worker; the test calls [`TestEnv::start_worker`].
+    pub worker_later: bool,
+    /// The relay's grace period (default: a minute, i.e. idle in tests).
+    pub relay_grace_ms: Option<u64>,
 }
 
 /// A running deployment under test.
@@ -112,6 +116,8 @@ pub struct TestEnv {
     /// An HTTP client for requests to the gateway.
     pub http: reqwest::Client,
     redis_namespace: String,
+    redis: Option<RedisConfig>,
+    options: TestOptions,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -165,11 +171,17 @@ impl TestEnv {
             gateway_url: String::new(),
             http: reqwest::Client::new(),
             redis_namespace,
+            redis: None,
+            options,
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
         };
         env.gateway_url = env.spawn_gateway(redis.clone(), options).await;
-        env.spawn_worker(redis).await;
+        env.redis = Some(redis);
+        env.options = options;
+        if !options.worker_later {
+            env.start_worker().await;
+        }
         env
     }
 
@@ -212,7 +224,9 @@ impl TestEnv {
         url
     }
 
-    async fn spawn_worker(&mut self, redis: RedisConfig) {
+    /// Starts a worker (one per call).
+    pub async fn start_worker(&mut self) {
+        let redis = self.redis.clone().expect("Redis is configured");
         let mut cfg = worker::WorkerConfig {
             database: self.database_config(),
             redis,
@@ -225,6 +239,10 @@ impl TestEnv {
         cfg.accounting.token = SecretString::from(ACCOUNTING_TOKEN);
         cfg.characters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
         cfg.max_attempts = 3;
+        cfg.relay.interval_ms = 200;
+        if let Some(grace) = self.options.relay_grace_ms {
+            cfg.relay.grace_ms = grace;
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
         let app = worker::App::build(cfg, Some(listener))
             .await
@@ -455,9 +473,9 @@ impl TestEnv {
 
     /// Stops the services, checks nothing was left unconsumed (extra replies
     /// or unused model answers fail the test) and drops the database.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         self.shutdown.cancel();
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             task.await
                 .expect("service task panicked")
                 .expect("service failed");
@@ -473,6 +491,15 @@ impl TestEnv {
             0,
             "scripted model answers were not used"
         );
+        self.wipe_redis().await;
+        self.db.drop().await;
+    }
+}
+
+impl TestEnv {
+    /// Deletes every key of the test's Redis namespace, as a Redis restart
+    /// without persistence would.
+    pub async fn wipe_redis(&self) {
         let mut conn = redis::Client::open(redis_url())
             .expect("redis url")
             .get_multiplexed_async_connection()
@@ -490,7 +517,6 @@ impl TestEnv {
                 .await
                 .expect("delete test keys");
         }
-        self.db.drop().await;
     }
 }
 

@@ -31,6 +31,32 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Attempts before a job is dead-lettered. Default 5.
     pub max_attempts: usize,
+    /// The relay re-queues work Redis lost.
+    pub relay: RelayConfig,
+}
+
+/// The relay: re-queues inbox messages not yet answered and outbox items not
+/// yet delivered, so losing Redis (a restart without persistence) loses nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayConfig {
+    /// Pause between sweeps, in milliseconds. Default 10 000.
+    pub interval_ms: u64,
+    /// Age before unfinished work counts as possibly lost, in milliseconds.
+    /// Default 60 000 (a re-queued job that still exists is a no-op anyway).
+    pub grace_ms: u64,
+    /// Rows re-queued per sweep and kind. Default 500.
+    pub batch: i64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10_000,
+            grace_ms: 60_000,
+            batch: 500,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -45,6 +71,7 @@ impl Default for WorkerConfig {
             characters_dir: PathBuf::from("characters"),
             concurrency: 16,
             max_attempts: 5,
+            relay: RelayConfig::default(),
         }
     }
 }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::WorkerConfig;
 use manager::conversation::{ConversationManager, TurnOutcome, TurnSettings};
 use manager::execution::ExecutionManager;
+use manager::relay::Relay;
 use manager::review::ReviewManager;
 use manager::tools::ToolRunner;
 
@@ -40,6 +41,7 @@ pub struct App {
     store: Store,
     queue: JobQueue,
     managers: Arc<Managers>,
+    relay: Relay,
     concurrency: usize,
     max_attempts: usize,
 }
@@ -111,8 +113,10 @@ impl App {
                 .await
                 .with_context(|| format!("Cannot listen on {}", cfg.listen_addr))?,
         };
+        let relay = Relay::new(store.clone(), queue.clone(), cfg.relay.clone());
         Ok(Self {
             listener,
+            relay,
             store,
             queue,
             managers: Arc::new(Managers {
@@ -143,6 +147,7 @@ impl App {
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, health)
             .with_graceful_shutdown(async move { stop.cancelled().await });
+        let relay = self.relay.run(shutdown.clone());
         let jobs = run_jobs(
             self.queue,
             self.managers,
@@ -150,7 +155,7 @@ impl App {
             self.max_attempts,
             shutdown,
         );
-        let (served, ()) = tokio::join!(server, jobs);
+        let (served, (), ()) = tokio::join!(server, jobs, relay);
         served.context("Health server failed")
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod conversation;
 pub mod execution;
+pub mod relay;
 pub mod review;
 pub mod tools;

@@ -188,6 +188,22 @@ impl Store {
         Ok(conversation)
     }
 
+    /// Inbox messages not answered that arrived before `before`, oldest first.
+    pub async fn unanswered_inbox(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<InboxId>, StoreError> {
+        let ids = sqlx::query_scalar::<_, InboxId>(
+            "SELECT id FROM inbox WHERE processed_at IS NULL AND received_at < $1 ORDER BY received_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
     /// Notes that the message's turn job is on the queue.
     pub async fn mark_inbox_enqueued(&self, id: InboxId) -> Result<(), StoreError> {
         sqlx::query("UPDATE inbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")

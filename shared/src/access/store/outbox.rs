@@ -79,6 +79,22 @@ impl Store {
         Ok(true)
     }
 
+    /// Outbox items not delivered that were written before `before`, oldest first.
+    pub async fn undelivered_outbox(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxId>, StoreError> {
+        let ids = sqlx::query_scalar::<_, OutboxId>(
+            "SELECT id FROM outbox WHERE delivered_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
     /// Notes that the reply's delivery job is on the queue.
     pub async fn mark_outbox_enqueued(&self, id: OutboxId) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")

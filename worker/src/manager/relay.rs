@@ -1,0 +1,95 @@
+//! Relay: Postgres is the system of record, Redis only holds the queue. Every
+//! sweep re-queues inbox messages not yet answered and outbox items not yet
+//! delivered, older than a grace period. Jobs are keyed by row id, so
+//! re-queuing work that is still on the queue is a no-op; after a Redis
+//! restart without persistence it brings the lost jobs back.
+
+use std::time::Duration;
+
+use shared::access::queue::JobQueue;
+use shared::access::store::Store;
+use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RelayConfig;
+
+/// Re-queues possibly lost work.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    store: Store,
+    queue: JobQueue,
+    cfg: RelayConfig,
+}
+
+/// What one sweep re-queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sweep {
+    /// Turn jobs pushed for unanswered messages.
+    pub turns: usize,
+    /// Delivery jobs pushed for undelivered replies.
+    pub deliveries: usize,
+}
+
+impl Relay {
+    /// A relay over the store and the queue.
+    pub fn new(store: Store, queue: JobQueue, cfg: RelayConfig) -> Self {
+        Self { store, queue, cfg }
+    }
+
+    /// One sweep.
+    pub async fn sweep(&self) -> Result<Sweep, JobFailure> {
+        let grace =
+            chrono::Duration::milliseconds(i64::try_from(self.cfg.grace_ms).unwrap_or(i64::MAX));
+        let before = chrono::Utc::now() - grace;
+        let mut sweep = Sweep::default();
+        for inbox_id in self.store.unanswered_inbox(before, self.cfg.batch).await? {
+            let job = WorkerJob::TurnV1 {
+                inbox_id,
+                traceparent: shared::telemetry::new_traceparent(),
+            };
+            self.queue
+                .enqueue_worker_job(job)
+                .await
+                .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a turn"))?;
+            sweep.turns += 1;
+        }
+        for outbox_id in self
+            .store
+            .undelivered_outbox(before, self.cfg.batch)
+            .await?
+        {
+            let job = DeliveryJob::DeliverV1 {
+                outbox_id,
+                traceparent: shared::telemetry::new_traceparent(),
+            };
+            self.queue
+                .enqueue_delivery_job(job)
+                .await
+                .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a delivery"))?;
+            sweep.deliveries += 1;
+        }
+        Ok(sweep)
+    }
+
+    /// Sweeps every interval until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let interval = Duration::from_millis(self.cfg.interval_ms.max(50));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match self.sweep().await {
+                Ok(sweep) if sweep != Sweep::default() => {
+                    tracing::info!(
+                        turns = sweep.turns,
+                        deliveries = sweep.deliveries,
+                        "Relay re-queued unfinished work"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Relay sweep failed"),
+            }
+        }
+    }
+}
