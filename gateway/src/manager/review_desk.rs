@@ -262,15 +262,7 @@ impl ReviewDesk {
                 .await
                 .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the execution"))?;
         }
-        if let Some(outbox_id) = notice {
-            self.queue
-                .deliver_outbox(
-                    &self.store,
-                    outbox_id,
-                    &shared::telemetry::new_traceparent(),
-                )
-                .await?;
-        }
+        self.deliver_notice(notice).await?;
         self.show_decision(
             &proposal,
             &history,
@@ -343,15 +335,7 @@ impl ReviewDesk {
             )
             .await?;
         tx.commit().await?;
-        if let Some(outbox_id) = notice {
-            self.queue
-                .deliver_outbox(
-                    &self.store,
-                    outbox_id,
-                    &shared::telemetry::new_traceparent(),
-                )
-                .await?;
-        }
+        self.deliver_notice(notice).await?;
         Ok(true)
     }
 }
@@ -371,6 +355,24 @@ fn may_decide(
         reviewers,
         seen_sha256,
     })
+}
+
+impl ReviewDesk {
+    /// Queues the delivery of a notice written to the owner's conversation.
+    async fn deliver_notice(
+        &self,
+        notice: Option<shared::ids::OutboxId>,
+    ) -> Result<(), JobFailure> {
+        match notice {
+            Some(outbox_id) => {
+                let traceparent = shared::telemetry::new_traceparent();
+                self.queue
+                    .deliver_outbox(&self.store, outbox_id, &traceparent)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 fn card<'a>(
