@@ -50,6 +50,8 @@ pub struct App {
     cfg: GatewayConfig,
     /// Stops the gateway's own background work (typing indicators) too.
     stop: CancellationToken,
+    /// Per-chat pacing of deliveries, shared with the delivery manager.
+    pacer: Arc<Pacer>,
 }
 
 impl App {
@@ -120,12 +122,13 @@ impl App {
             .telegram
             .clone()
             .filter(|_| cfg.telegram.mode == TelegramMode::Polling);
+        let pacer = Arc::new(Pacer::default());
         Ok(Self {
             listener,
             router: http::router(state, cfg.slack.max_body_bytes),
             queue,
             delivery: Arc::new(DeliveryManagers {
-                replies: DeliveryManager::new(store, chats, Arc::new(Pacer::default())),
+                replies: DeliveryManager::new(store, chats, pacer.clone()),
                 reviews,
             }),
             ingest,
@@ -133,6 +136,7 @@ impl App {
             telegram_polling,
             cfg,
             stop,
+            pacer,
         })
     }
 
@@ -173,10 +177,25 @@ impl App {
                 connection::telegram::poll(client, self.ingest, shutdown.clone()).await;
             }
         };
-        let (served, delivered, connected, ()) = tokio::join!(server, delivery, discord, telegram);
+        let pacer = forget_idle_chats(self.pacer, shutdown.clone());
+        let (served, delivered, connected, (), ()) =
+            tokio::join!(server, delivery, discord, telegram, pacer);
         served.context("HTTP server failed")?;
         connected?;
         delivered
+    }
+}
+
+/// How often the pacer forgets chats that have been quiet long enough.
+const PACER_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps the pacer's memory bounded: one entry per recently active chat.
+async fn forget_idle_chats(pacer: Arc<Pacer>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PACER_CLEANUP_INTERVAL) => pacer.forget_idle(),
+        }
     }
 }
 

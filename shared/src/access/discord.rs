@@ -124,11 +124,6 @@ impl DiscordClient {
         }
     }
 
-    /// The underlying serenity client (for the gateway connection).
-    pub fn http(&self) -> Arc<Http> {
-        self.http.clone()
-    }
-
     /// Starts a thread from `message` in `channel` (the thread's id is the
     /// message's id); a thread that already exists is fine.
     pub async fn ensure_thread(
