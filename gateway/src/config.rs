@@ -4,7 +4,8 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use shared::config::{
-    ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret,
+    ConfigError, DatabaseConfig, LogConfig, RedisConfig, RetryConfig, require_http_url,
+    require_secret,
 };
 
 /// Gateway settings; see `README.md` for the environment variables.
@@ -27,6 +28,8 @@ pub struct GatewayConfig {
     pub telegram: TelegramConfig,
     /// Reply delivery.
     pub delivery: DeliveryConfig,
+    /// Inbound message rate limits.
+    pub limits: InboundLimits,
 }
 
 /// A socket address to listen on.
@@ -165,6 +168,27 @@ impl TelegramConfig {
     }
 }
 
+/// Inbound message rate limits. Each is a per-minute rate with a burst of
+/// one minute's worth; a message over a limit is not recorded, and its author
+/// is told (at most once a minute) to slow down.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InboundLimits {
+    /// Messages one user may send per minute, per tenant. Default 20.
+    pub user_per_minute: u32,
+    /// Messages one tenant may receive per minute. Default 300.
+    pub tenant_per_minute: u32,
+}
+
+impl Default for InboundLimits {
+    fn default() -> Self {
+        Self {
+            user_per_minute: 20,
+            tenant_per_minute: 300,
+        }
+    }
+}
+
 /// Reply delivery settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -173,6 +197,8 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// Attempts before a delivery is dead-lettered. Default 8.
     pub max_attempts: usize,
+    /// Spacing of retries.
+    pub retry: RetryConfig,
 }
 
 impl Default for DeliveryConfig {
@@ -180,6 +206,7 @@ impl Default for DeliveryConfig {
         Self {
             concurrency: 8,
             max_attempts: 8,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -200,6 +227,12 @@ impl GatewayConfig {
             if self.telegram.mode == TelegramMode::Webhook {
                 require_secret("telegram.webhook_secret", &self.telegram.webhook_secret)?;
             }
+        }
+        if self.limits.user_per_minute == 0 || self.limits.tenant_per_minute == 0 {
+            return Err(ConfigError {
+                field: "limits",
+                problem: "limits.user_per_minute and limits.tenant_per_minute must be at least 1",
+            });
         }
         if self.delivery.concurrency == 0 || self.delivery.max_attempts == 0 {
             return Err(ConfigError {

@@ -14,15 +14,20 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{
-    AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder,
+    Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, TaskId, WorkerBuilder,
 };
 use secrecy::ExposeSecret;
 use shared::access::discord::DiscordClient;
-use shared::access::queue::{JobQueue, POLL_INTERVAL, QueueName, settle, stop_signal, supervise};
+use shared::access::queue::{
+    JobQueue, POLL_INTERVAL, QueueName, back_off, gives_up, record_dead, settle, stop_signal,
+    supervise,
+};
 use shared::access::slack::SlackClient;
 use shared::access::store::Store;
 use shared::access::telegram::TelegramClient;
-use shared::job::DeliveryJob;
+use shared::engine::pace::per_minute;
+use shared::engine::retry::Backoff;
+use shared::job::{DeliveryJob, JobFailure};
 use shared::pacer::Pacer;
 use shared::telemetry::trace_id;
 use slack_morphism::SlackSigningSecret;
@@ -34,7 +39,7 @@ use config::TelegramMode;
 use connection::discord::{DiscordEdge, intents as discord_intents};
 use http::HttpState;
 use manager::delivery::{ChatClients, DeliveryManager};
-use manager::ingest::IngestManager;
+use manager::ingest::{InboundPaces, IngestManager};
 use manager::presence::Presence;
 use manager::review_desk::ReviewDesk;
 
@@ -51,7 +56,8 @@ pub struct App {
     /// Stops the gateway's own background work (typing indicators) too.
     stop: CancellationToken,
     /// Per-chat pacing of deliveries, shared with the delivery manager.
-    pacer: Arc<Pacer>,
+    /// Keyed limiters whose idle keys are forgotten every minute.
+    pacers: Vec<Arc<Pacer>>,
 }
 
 impl App {
@@ -93,7 +99,17 @@ impl App {
             chats.telegram.clone(),
             stop.clone(),
         );
-        let ingest = IngestManager::new(store.clone(), queue.clone(), presence);
+        let limiter = Arc::new(Pacer::default());
+        let ingest = IngestManager::new(
+            store.clone(),
+            queue.clone(),
+            presence,
+            limiter.clone(),
+            InboundPaces {
+                user: per_minute(cfg.limits.user_per_minute),
+                tenant: per_minute(cfg.limits.tenant_per_minute),
+            },
+        );
         let reviews = ReviewDesk::new(store.clone(), queue.clone(), chats.slack.clone());
         let telegram_webhook = cfg.telegram.enabled() && cfg.telegram.mode == TelegramMode::Webhook;
         let state = HttpState {
@@ -128,6 +144,7 @@ impl App {
             router: http::router(state, cfg.slack.max_body_bytes),
             queue,
             delivery: Arc::new(DeliveryManagers {
+                store: store.clone(),
                 replies: DeliveryManager::new(store, chats, pacer.clone()),
                 reviews,
             }),
@@ -136,7 +153,7 @@ impl App {
             telegram_polling,
             cfg,
             stop,
-            pacer,
+            pacers: vec![pacer, limiter],
         })
     }
 
@@ -177,7 +194,7 @@ impl App {
                 connection::telegram::poll(client, self.ingest, shutdown.clone()).await;
             }
         };
-        let pacer = forget_idle_chats(self.pacer, shutdown.clone());
+        let pacer = forget_idle_chats(self.pacers, shutdown.clone());
         let (served, delivered, connected, (), ()) =
             tokio::join!(server, delivery, discord, telegram, pacer);
         served.context("HTTP server failed")?;
@@ -189,12 +206,13 @@ impl App {
 /// How often the pacer forgets chats that have been quiet long enough.
 const PACER_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Keeps the pacer's memory bounded: one entry per recently active chat.
-async fn forget_idle_chats(pacer: Arc<Pacer>, shutdown: CancellationToken) {
+/// Keeps the pacers' memory bounded: one entry per recently active chat,
+/// user or tenant.
+async fn forget_idle_chats(pacers: Vec<Arc<Pacer>>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(PACER_CLEANUP_INTERVAL) => pacer.forget_idle(),
+            () = tokio::time::sleep(PACER_CLEANUP_INTERVAL) => pacers.iter().for_each(|p| p.forget_idle()),
         }
     }
 }
@@ -252,8 +270,10 @@ async fn run_delivery(
             .concurrency(cfg.concurrency)
             .parallelize(|job| tokio::spawn(job))
             .data(manager.clone())
-            .data(DeliveryLimits {
+            .data(DeliveryRules {
                 max_attempts: cfg.max_attempts,
+                backoff: cfg.retry.backoff(),
+                shutdown: stop.clone(),
             })
             .build(deliver);
         tokio::spawn(worker.run_until(stop_signal(stop.clone())))
@@ -262,16 +282,19 @@ async fn run_delivery(
     Ok(())
 }
 
-/// Settings a delivery job handler needs besides the manager.
-#[derive(Debug, Clone, Copy)]
-struct DeliveryLimits {
+/// Settings a delivery job handler needs besides the managers.
+#[derive(Debug, Clone)]
+struct DeliveryRules {
     /// Attempts before a job is dead-lettered.
     max_attempts: usize,
+    backoff: Backoff,
+    shutdown: CancellationToken,
 }
 
 /// The managers that run delivery jobs.
 #[derive(Debug)]
 struct DeliveryManagers {
+    store: Store,
     replies: DeliveryManager,
     reviews: ReviewDesk,
 }
@@ -280,33 +303,54 @@ struct DeliveryManagers {
 async fn deliver(
     job: DeliveryJob,
     managers: Data<Arc<DeliveryManagers>>,
-    limits: Data<DeliveryLimits>,
+    rules: Data<DeliveryRules>,
     attempt: Attempt,
+    task_id: TaskId,
 ) -> Result<(), BoxDynError> {
+    let about = job.about();
     let span = tracing::Span::current();
-    let result = match job {
+    span.record("job.kind", about.kind);
+    if let Some(subject) = about.subject {
+        span.record("job.subject", tracing::field::display(subject));
+    }
+    let result = match &job {
         DeliveryJob::DeliverV1 {
             outbox_id,
             traceparent,
         } => {
-            span.record("job.kind", "deliver");
-            span.record("job.subject", tracing::field::display(outbox_id));
             managers
                 .replies
-                .deliver(outbox_id, trace_id(&traceparent))
+                .deliver(*outbox_id, trace_id(traceparent))
                 .await
         }
         DeliveryJob::ReviewRequestV1 { proposal_id, .. } => {
-            span.record("job.kind", "review_request");
-            span.record("job.subject", tracing::field::display(proposal_id));
-            managers.reviews.post_review(proposal_id).await
+            managers.reviews.post_review(*proposal_id).await
         }
-        DeliveryJob::Unknown => return Err(AbortError::new("unknown delivery job kind").into()),
+        DeliveryJob::Unknown => Err(JobFailure::permanent(
+            anyhow::anyhow!("unknown delivery job kind"),
+            "Job from a newer producer",
+        )),
     };
-    settle(
-        QueueName::Delivery,
-        attempt.current(),
-        limits.max_attempts,
-        result,
-    )
+    let stopping = rules.shutdown.is_cancelled();
+    let given_up = result
+        .as_ref()
+        .err()
+        .is_some_and(|f| gives_up(f, attempt.current(), rules.max_attempts, stopping));
+    if let Err(failure) = &result {
+        if given_up {
+            record_dead(
+                &managers.store,
+                QueueName::Delivery,
+                &job,
+                &about,
+                task_id.to_string(),
+                attempt.current(),
+                failure,
+            )
+            .await;
+        } else {
+            back_off(&rules.backoff, attempt.current(), failure, &rules.shutdown).await;
+        }
+    }
+    settle(result, given_up)
 }

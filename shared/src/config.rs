@@ -172,3 +172,33 @@ impl RedisConfig {
         Ok(())
     }
 }
+
+/// Exponential backoff with jitter between attempts of a failed job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Pause after the first failure, in milliseconds (doubles each
+    /// attempt, half of it random). Default 1 000.
+    pub base_ms: u64,
+    /// Longest pause, Retry-After included, in milliseconds. Default 60 000.
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            base_ms: 1_000,
+            max_ms: 60_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// As the backoff engine's terms.
+    pub fn backoff(&self) -> crate::engine::retry::Backoff {
+        crate::engine::retry::Backoff {
+            base: std::time::Duration::from_millis(self.base_ms),
+            max: std::time::Duration::from_millis(self.max_ms),
+        }
+    }
+}

@@ -54,6 +54,19 @@ pub enum ConversationEvent {
     ToolCalled(ToolCalled),
     /// The turn's reply was written to the outbox.
     ReplyComposed(ReplyComposed),
+    /// The message's turn failed for good; the user was told.
+    TurnFailed(TurnFailed),
+}
+
+/// A turn given up after its last attempt (dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnFailed {
+    /// The inbox row that was not answered.
+    pub inbox_id: InboxId,
+    /// The outbox row holding the notice to the user.
+    pub outbox_id: OutboxId,
+    /// Why, for operators (no message text).
+    pub reason: String,
 }
 
 /// A user's message, as the agent received it.
@@ -173,6 +186,8 @@ impl ConversationEvent {
     pub const TOOL_CALLED: &'static str = "automate_e.conversation.tool_called.v1";
     /// Type of [`Self::ReplyComposed`].
     pub const REPLY_COMPOSED: &'static str = "automate_e.conversation.reply_composed.v1";
+    /// Type of [`Self::TurnFailed`].
+    pub const TURN_FAILED: &'static str = "automate_e.conversation.turn_failed.v1";
 
     /// The event's type in the log.
     pub fn type_name(&self) -> &'static str {
@@ -181,6 +196,7 @@ impl ConversationEvent {
             Self::LlmCalled(_) => Self::LLM_CALLED,
             Self::ToolCalled(_) => Self::TOOL_CALLED,
             Self::ReplyComposed(_) => Self::REPLY_COMPOSED,
+            Self::TurnFailed(_) => Self::TURN_FAILED,
         }
     }
 
@@ -196,6 +212,7 @@ impl ConversationEvent {
             Self::LLM_CALLED => serde_json::from_value(payload).map(Self::LlmCalled),
             Self::TOOL_CALLED => serde_json::from_value(payload).map(Self::ToolCalled),
             Self::REPLY_COMPOSED => serde_json::from_value(payload).map(Self::ReplyComposed),
+            Self::TURN_FAILED => serde_json::from_value(payload).map(Self::TurnFailed),
             _ => return None,
         };
         parsed.ok()

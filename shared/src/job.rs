@@ -71,7 +71,21 @@ pub enum JobFailure {
     Permanent(anyhow::Error),
 }
 
+/// A server asked to be called again no sooner than this (`Retry-After`);
+/// attached as context to a retryable failure, read by the job's backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("asked to retry after {0:?}")]
+pub struct RetryAfter(pub std::time::Duration);
+
 impl JobFailure {
+    /// The wait a server asked for, if this failure carries one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Retryable(e) => e.downcast_ref::<RetryAfter>().map(|r| r.0),
+            Self::Permanent(_) => None,
+        }
+    }
+
     /// A failure with context, retryable or not.
     pub fn new(e: impl Into<anyhow::Error>, retryable: bool, context: &'static str) -> Self {
         if retryable {
@@ -92,7 +106,42 @@ impl JobFailure {
     }
 }
 
+/// What a job is about: for spans, metrics and dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobAbout<'a> {
+    /// Short kind (`turn`, `review`, `execute`, `deliver`, …).
+    pub kind: &'static str,
+    /// The row it works on.
+    pub subject: Option<uuid::Uuid>,
+    /// Trace context of the enqueuing span ("" for unknown jobs).
+    pub traceparent: &'a str,
+}
+
 impl WorkerJob {
+    /// What the job is about.
+    pub fn about(&self) -> JobAbout<'_> {
+        let (kind, subject, traceparent) = match self {
+            Self::TurnV1 {
+                inbox_id,
+                traceparent,
+            } => ("turn", Some(inbox_id.0), traceparent.as_str()),
+            Self::ReviewV1 {
+                proposal_id,
+                traceparent,
+            } => ("review", Some(proposal_id.0), traceparent.as_str()),
+            Self::ExecuteV1 {
+                proposal_id,
+                traceparent,
+            } => ("execute", Some(proposal_id.0), traceparent.as_str()),
+            Self::Unknown => ("unknown", None, ""),
+        };
+        JobAbout {
+            kind,
+            subject,
+            traceparent,
+        }
+    }
+
     /// The queue task id: enqueuing the same job twice is a no-op.
     pub fn dedupe_key(&self) -> Option<String> {
         match self {
@@ -105,6 +154,26 @@ impl WorkerJob {
 }
 
 impl DeliveryJob {
+    /// What the job is about.
+    pub fn about(&self) -> JobAbout<'_> {
+        let (kind, subject, traceparent) = match self {
+            Self::DeliverV1 {
+                outbox_id,
+                traceparent,
+            } => ("deliver", Some(outbox_id.0), traceparent.as_str()),
+            Self::ReviewRequestV1 {
+                proposal_id,
+                traceparent,
+            } => ("review_request", Some(proposal_id.0), traceparent.as_str()),
+            Self::Unknown => ("unknown", None, ""),
+        };
+        JobAbout {
+            kind,
+            subject,
+            traceparent,
+        }
+    }
+
     /// The queue task id: enqueuing the same job twice is a no-op.
     pub fn dedupe_key(&self) -> Option<String> {
         match self {
@@ -120,6 +189,20 @@ impl DeliveryJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_found_under_later_context_and_only_when_retryable() {
+        let after = std::time::Duration::from_secs(7);
+        let e = anyhow::anyhow!("HTTP 429").context(RetryAfter(after));
+        let failure = JobFailure::retryable(e, "Cannot get an answer");
+        assert_eq!(failure.retry_after(), Some(after));
+        let e = anyhow::anyhow!("HTTP 429").context(RetryAfter(after));
+        assert_eq!(JobFailure::permanent(e, "x").retry_after(), None);
+        assert_eq!(
+            JobFailure::retryable(anyhow::anyhow!("HTTP 500"), "x").retry_after(),
+            None
+        );
+    }
 
     #[test]
     fn jobs_are_tagged_and_unknown_kinds_decode() {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use shared::config::{
-    ConfigError, DatabaseConfig, LogConfig, RedisConfig, require_http_url, require_secret,
+    ConfigError, DatabaseConfig, LogConfig, RedisConfig, RetryConfig, require_http_url,
+    require_secret,
 };
 
 /// Worker settings; see `README.md` for the environment variables.
@@ -33,6 +34,18 @@ pub struct WorkerConfig {
     pub max_attempts: usize,
     /// The relay re-queues work Redis lost.
     pub relay: RelayConfig,
+    /// Spacing of job retries.
+    pub retry: RetryConfig,
+    /// Time-to-live of a conversation lease, in milliseconds: a killed
+    /// worker's conversation is free again after it. Default 30 000.
+    pub lease_ttl_ms: u64,
+    /// How long a job waits for a conversation another worker is answering
+    /// before it is retried, in milliseconds. Default 60 000.
+    pub lease_wait_ms: u64,
+    /// On SIGTERM, how long running jobs may take to finish before they are
+    /// handed back to the queue, in milliseconds. Keep it below the pod's
+    /// terminationGracePeriodSeconds. Default 25 000.
+    pub shutdown_grace_ms: u64,
 }
 
 /// The relay: re-queues inbox messages not yet answered and outbox items not
@@ -72,6 +85,10 @@ impl Default for WorkerConfig {
             concurrency: 16,
             max_attempts: 5,
             relay: RelayConfig::default(),
+            retry: RetryConfig::default(),
+            lease_ttl_ms: 30_000,
+            lease_wait_ms: 60_000,
+            shutdown_grace_ms: 25_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! API credentials, never chat tokens.
 
 pub mod config;
+pub mod dead_jobs;
 pub mod manager;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{
-    AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, WorkerBuilder,
+    Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, TaskId, WorkerBuilder,
 };
 use axum::Router;
 use axum::extract::State;
@@ -20,10 +21,14 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use shared::access::accounting::AccountingClient;
 use shared::access::llm::LlmClient;
-use shared::access::queue::{JobQueue, POLL_INTERVAL, QueueName, settle, stop_signal, supervise};
+use shared::access::queue::{
+    JobQueue, POLL_INTERVAL, QueueName, back_off, gives_up, record_dead, settle, stop_signal,
+    supervise,
+};
 use shared::access::store::Store;
 use shared::character::Characters;
-use shared::job::WorkerJob;
+use shared::engine::retry::Backoff;
+use shared::job::{JobFailure, WorkerJob};
 use shared::telemetry::trace_id;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,11 +49,14 @@ pub struct App {
     relay: Relay,
     concurrency: usize,
     max_attempts: usize,
+    backoff: Backoff,
+    shutdown_grace: Duration,
 }
 
 /// The managers that run the worker's jobs.
 #[derive(Debug)]
 struct Managers {
+    store: Store,
     conversations: ConversationManager,
     reviews: ReviewManager,
     executions: ExecutionManager,
@@ -105,6 +113,8 @@ impl App {
                 default_model: cfg.llm.model.clone(),
                 default_max_tool_rounds: cfg.llm.max_tool_rounds,
                 tool_timeout,
+                lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
+                lease_wait: Duration::from_millis(cfg.lease_wait_ms),
             },
         );
         let listener = match listener {
@@ -117,15 +127,18 @@ impl App {
         Ok(Self {
             listener,
             relay,
-            store,
+            store: store.clone(),
             queue,
             managers: Arc::new(Managers {
+                store,
                 conversations,
                 reviews,
                 executions,
             }),
             concurrency: cfg.concurrency,
             max_attempts: cfg.max_attempts,
+            backoff: cfg.retry.backoff(),
+            shutdown_grace: Duration::from_millis(cfg.shutdown_grace_ms),
         })
     }
 
@@ -148,13 +161,13 @@ impl App {
         let server = axum::serve(self.listener, health)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         let relay = self.relay.run(shutdown.clone());
-        let jobs = run_jobs(
-            self.queue,
-            self.managers,
-            self.concurrency,
-            self.max_attempts,
+        let rules = JobRules {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            shutdown_grace: self.shutdown_grace,
             shutdown,
-        );
+        };
+        let jobs = run_jobs(self.queue, self.managers, self.concurrency, rules);
         let (served, (), ()) = tokio::join!(server, jobs, relay);
         served.context("Health server failed")
     }
@@ -167,22 +180,20 @@ async fn readyz(State((store, queue)): State<(Store, JobQueue)>) -> StatusCode {
     }
 }
 
-/// Settings a job handler needs besides the manager.
-#[derive(Debug, Clone, Copy)]
-struct JobLimits {
+/// Settings a job handler needs besides the managers.
+#[derive(Debug, Clone)]
+struct JobRules {
     max_attempts: usize,
+    backoff: Backoff,
+    /// How long running jobs may go on after SIGTERM.
+    shutdown_grace: Duration,
+    shutdown: CancellationToken,
 }
 
 /// Consumes worker jobs until shutdown.
-async fn run_jobs(
-    queue: JobQueue,
-    managers: Arc<Managers>,
-    concurrency: usize,
-    max_attempts: usize,
-    shutdown: CancellationToken,
-) {
-    let stop = shutdown.clone();
-    supervise("worker", shutdown, |name| {
+async fn run_jobs(queue: JobQueue, managers: Arc<Managers>, concurrency: usize, rules: JobRules) {
+    let stop = rules.shutdown.clone();
+    supervise("worker", rules.shutdown.clone(), |name| {
         let worker = WorkerBuilder::new(name)
             .backend(
                 queue
@@ -192,7 +203,7 @@ async fn run_jobs(
             .concurrency(concurrency)
             .parallelize(|job| tokio::spawn(job))
             .data(managers.clone())
-            .data(JobLimits { max_attempts })
+            .data(rules.clone())
             .build(handle_job);
         tokio::spawn(worker.run_until(stop_signal(stop.clone())))
     })
@@ -203,70 +214,131 @@ async fn run_jobs(
 async fn handle_job(
     job: WorkerJob,
     managers: Data<Arc<Managers>>,
-    limits: Data<JobLimits>,
+    rules: Data<JobRules>,
     attempt: Attempt,
+    task_id: TaskId,
 ) -> Result<(), BoxDynError> {
+    let about = job.about();
     let span = tracing::Span::current();
-    let (kind, subject, traceparent) = match &job {
-        WorkerJob::TurnV1 {
-            inbox_id,
-            traceparent,
-        } => ("turn", inbox_id.to_string(), traceparent),
-        WorkerJob::ReviewV1 {
-            proposal_id,
-            traceparent,
-        } => ("review", proposal_id.to_string(), traceparent),
-        WorkerJob::ExecuteV1 {
-            proposal_id,
-            traceparent,
-        } => ("execute", proposal_id.to_string(), traceparent),
-        WorkerJob::Unknown => {
-            tracing::error!("Unknown job kind dead-lettered");
-            return Err(AbortError::new("unknown worker job kind").into());
-        }
-    };
-    span.record("job.kind", kind);
-    span.record("job.subject", subject.as_str());
-    if let Some(trace) = trace_id(traceparent) {
+    span.record("job.kind", about.kind);
+    if let Some(subject) = about.subject {
+        span.record("job.subject", tracing::field::display(subject));
+    }
+    if let Some(trace) = trace_id(about.traceparent) {
         span.record("trace_id", trace);
     }
     let started = std::time::Instant::now();
-    let result = match &job {
-        WorkerJob::TurnV1 {
-            inbox_id,
-            traceparent,
-        } => managers
-            .conversations
-            .run_turn(*inbox_id, traceparent)
-            .await
-            .map(|outcome| match outcome {
-                TurnOutcome::Replied(outbox_id) => {
-                    tracing::info!(outbox.id = %outbox_id, "Turn replied")
-                }
-                TurnOutcome::AlreadyDone => tracing::info!("Turn already done"),
-            }),
-        WorkerJob::ReviewV1 {
-            proposal_id,
-            traceparent,
-        } => managers.reviews.review(*proposal_id, traceparent).await,
-        WorkerJob::ExecuteV1 {
-            proposal_id,
-            traceparent,
-        } => {
-            let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX);
-            managers
-                .executions
-                .execute(*proposal_id, traceparent, attempt)
-                .await
-        }
-        WorkerJob::Unknown => unreachable!("handled above"),
+    let shutdown = &rules.shutdown;
+    let result = tokio::select! {
+        result = managers.run(&job, attempt.current(), shutdown) => result,
+        () = grace_ended(shutdown, rules.shutdown_grace) => Err(JobFailure::retryable(
+            anyhow::anyhow!("the shutdown grace period ended"),
+            "Job handed back to the queue",
+        )),
     };
-    metrics::histogram!("automate_e_job_seconds", "kind" => kind)
+    metrics::histogram!("automate_e_job_seconds", "kind" => about.kind)
         .record(started.elapsed().as_secs_f64());
-    settle(
-        QueueName::Worker,
-        attempt.current(),
-        limits.max_attempts,
-        result,
-    )
+    let given_up = result.as_ref().err().is_some_and(|failure| {
+        gives_up(
+            failure,
+            attempt.current(),
+            rules.max_attempts,
+            shutdown.is_cancelled(),
+        )
+    });
+    if let Err(failure) = &result {
+        if given_up {
+            record_dead(
+                &managers.store,
+                QueueName::Worker,
+                &job,
+                &about,
+                task_id.to_string(),
+                attempt.current(),
+                failure,
+            )
+            .await;
+            managers.tell_given_up(&job, failure).await;
+        } else {
+            back_off(&rules.backoff, attempt.current(), failure, shutdown).await;
+        }
+    }
+    settle(result, given_up)
+}
+
+/// Completes `grace` after `shutdown` is cancelled.
+async fn grace_ended(shutdown: &CancellationToken, grace: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(grace).await;
+}
+
+impl Managers {
+    /// Runs one job.
+    async fn run(
+        &self,
+        job: &WorkerJob,
+        attempt: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<(), JobFailure> {
+        match job {
+            WorkerJob::TurnV1 {
+                inbox_id,
+                traceparent,
+            } => {
+                let outcome = self
+                    .conversations
+                    .run_turn(*inbox_id, traceparent, shutdown)
+                    .await?;
+                match outcome {
+                    TurnOutcome::Replied(outbox_id) => {
+                        tracing::info!(outbox.id = %outbox_id, "Turn replied");
+                    }
+                    TurnOutcome::AlreadyDone => tracing::info!("Turn already done"),
+                }
+                Ok(())
+            }
+            WorkerJob::ReviewV1 {
+                proposal_id,
+                traceparent,
+            } => self.reviews.review(*proposal_id, traceparent).await,
+            WorkerJob::ExecuteV1 {
+                proposal_id,
+                traceparent,
+            } => {
+                let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+                self.executions
+                    .execute(*proposal_id, traceparent, attempt)
+                    .await
+            }
+            WorkerJob::Unknown => Err(JobFailure::permanent(
+                anyhow::anyhow!("unknown worker job kind"),
+                "Job from a newer producer",
+            )),
+        }
+    }
+
+    /// Tells the user a job was given up, where there is someone to tell;
+    /// a failure to tell is logged (the dead letter is recorded already).
+    async fn tell_given_up(&self, job: &WorkerJob, failure: &JobFailure) {
+        let told = match job {
+            WorkerJob::TurnV1 {
+                inbox_id,
+                traceparent,
+            } => {
+                self.conversations
+                    .give_up(*inbox_id, &failure.to_string(), traceparent)
+                    .await
+            }
+            WorkerJob::ExecuteV1 {
+                proposal_id,
+                traceparent,
+            } => self.executions.give_up(*proposal_id, traceparent).await,
+            // A review that cannot run leaves the proposal unreviewed (never
+            // approved); operators see it among the dead jobs.
+            WorkerJob::ReviewV1 { .. } | WorkerJob::Unknown => Ok(()),
+        };
+        if let Err(e) = told {
+            tracing::error!(error = %e, "Cannot tell the user their job was given up");
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! The worker binary: `worker [CONFIG.toml]` runs jobs; `worker migrate`
-//! applies the database migrations (with the owner's `AE_DATABASE__URL`).
+//! applies the database migrations (with the owner's `AE_DATABASE__URL`);
+//! `worker dead list [--all] | show <id> | replay <id>` lists, inspects and
+//! replays dead jobs (with `AE_DATABASE__URL` and `AE_REDIS__URL`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use shared::config::{DatabaseConfig, LogConfig};
+use shared::config::{DatabaseConfig, LogConfig, RedisConfig};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -26,6 +28,14 @@ struct MigrateConfig {
     log: LogConfig,
 }
 
+/// Settings of `worker dead …`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct OpsConfig {
+    database: DatabaseConfig,
+    redis: RedisConfig,
+}
+
 async fn try_main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
     match args.next() {
@@ -43,6 +53,26 @@ async fn try_main() -> anyhow::Result<()> {
                 .await
                 .context("Cannot apply migrations")?;
             tracing::info!("Migrations applied");
+            Ok(())
+        }
+        Some(cmd) if cmd == "dead" => {
+            let args: Vec<String> = args
+                .map(|a| a.into_string())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow::anyhow!("arguments must be UTF-8"))?;
+            let cfg: OpsConfig = shared::config::load(&OpsConfig::default(), None)?;
+            cfg.database.validate()?;
+            cfg.redis.validate()?;
+            let store = shared::access::store::Store::connect(&cfg.database)
+                .await
+                .context("Cannot connect to Postgres")?;
+            let queue = shared::access::queue::JobQueue::connect(&cfg.redis)
+                .await
+                .context("Cannot connect to Redis")?;
+            println!(
+                "{}",
+                worker::dead_jobs::command(&store, &queue, &args).await?
+            );
             Ok(())
         }
         file => {

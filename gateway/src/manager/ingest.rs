@@ -1,13 +1,17 @@
 //! IngestManager: a normalized inbound message → durable inbox row → turn job.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use shared::access::queue::JobQueue;
 use shared::access::store::{ConversationModel, NewMessageParams, RecordOutcome, Store};
+use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY};
 use shared::engine::route;
 use shared::event::Attachment;
-use shared::ids::{InboxId, Platform};
+use shared::ids::{InboxId, Platform, TenantId};
 use shared::job::WorkerJob;
+use shared::pacer::Pacer;
 use shared::telemetry::new_traceparent;
 
 use super::presence::{Presence, Working};
@@ -63,6 +67,18 @@ pub enum IngestOutcome {
     Duplicate(InboxId),
     /// No tenant route covers the chat: ignored.
     Unrouted,
+    /// Over the author's or the tenant's inbound rate limit: not recorded;
+    /// the author is told to slow down.
+    Limited,
+}
+
+/// Inbound rates, per user (within a tenant) and per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundPaces {
+    /// One user's messages.
+    pub user: Pace,
+    /// One tenant's messages.
+    pub tenant: Pace,
 }
 
 impl IngestOutcome {
@@ -73,6 +89,7 @@ impl IngestOutcome {
             Self::Accepted(_) => "accepted",
             Self::Duplicate(_) => "duplicate",
             Self::Unrouted => "unrouted",
+            Self::Limited => "limited",
         }
     }
 }
@@ -83,16 +100,59 @@ pub struct IngestManager {
     store: Store,
     queue: JobQueue,
     presence: Presence,
+    limiter: Arc<Pacer>,
+    paces: InboundPaces,
 }
 
 impl IngestManager {
-    /// A manager over the store, the queue and the platforms' presence.
-    pub fn new(store: Store, queue: JobQueue, presence: Presence) -> Self {
+    /// A manager over the store, the queue, the platforms' presence and the
+    /// inbound rate limiter.
+    pub fn new(
+        store: Store,
+        queue: JobQueue,
+        presence: Presence,
+        limiter: Arc<Pacer>,
+        paces: InboundPaces,
+    ) -> Self {
         Self {
             store,
             queue,
             presence,
+            limiter,
+            paces,
         }
+    }
+
+    /// Takes a slot for the message from its author's and its tenant's
+    /// inbound limits; `false` when either is used up.
+    fn within_limits(&self, tenant: TenantId, author: &str) -> bool {
+        self.limiter
+            .try_take(&format!("user:{tenant}:{author}"), self.paces.user)
+            && self
+                .limiter
+                .try_take(&format!("tenant:{tenant}"), self.paces.tenant)
+    }
+
+    /// Tells the author of a message over a limit to slow down, at most
+    /// once a minute per author, through the outbox like any reply.
+    async fn tell_limited(
+        &self,
+        params: &NewMessageParams,
+        traceparent: &str,
+    ) -> anyhow::Result<()> {
+        let key = format!("notice:{}:{}", params.tenant_id, params.author_id);
+        if !self.limiter.try_take(&key, LIMIT_NOTICE_PACE) {
+            return Ok(());
+        }
+        let outbox_id = self
+            .store
+            .record_notice(params, RATE_LIMITED_REPLY)
+            .await
+            .context("Cannot record the rate-limit notice")?;
+        self.queue
+            .deliver_outbox(&self.store, outbox_id, traceparent)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Ingests what an edge received on `platform` (`None`: nothing for an
@@ -185,6 +245,10 @@ impl IngestManager {
             attachments: msg.attachments,
             received_at: msg.received_at,
         };
+        if !self.within_limits(tenant_id, &params.author_id) {
+            self.tell_limited(&params, traceparent).await?;
+            return Ok(IngestOutcome::Limited);
+        }
         let (inbox_id, outcome) = match self
             .store
             .record_message(&params)

@@ -1,5 +1,6 @@
 //! LLM client: any OpenAI-compatible Chat Completions endpoint, through async-openai.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use async_openai::Client;
@@ -30,6 +31,8 @@ pub enum LlmError {
         status: u16,
         /// The provider's message.
         message: String,
+        /// The endpoint's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
     },
     /// The call did not complete (connection, timeout).
     #[error("cannot reach the model endpoint: {0}")]
@@ -53,6 +56,15 @@ impl LlmError {
 impl From<LlmError> for crate::job::JobFailure {
     fn from(e: LlmError) -> Self {
         let retryable = e.is_retryable();
+        let retry_after = match &e {
+            LlmError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let e = anyhow::Error::from(e);
+        let e = match retry_after {
+            Some(after) => e.context(crate::job::RetryAfter(after)),
+            None => e,
+        };
         Self::new(e, retryable, "Cannot get an answer from the model")
     }
 }
@@ -63,6 +75,7 @@ impl From<OpenAIError> for LlmError {
             OpenAIError::ApiError(api) => Self::Api {
                 status: api.status_code.as_u16(),
                 message: api.api_error.message,
+                retry_after: None,
             },
             OpenAIError::Reqwest(e) => Self::Transport(e.to_string()),
             other => Self::Malformed(other.to_string()),
@@ -100,6 +113,26 @@ pub struct Completion {
     pub output_tokens: u32,
 }
 
+tokio::task_local! {
+    /// The `Retry-After` of the last HTTP answer of a [`LlmClient::complete`]
+    /// call (async-openai turns an error answer into an error without headers).
+    static RETRY_AFTER: Cell<Option<Duration>>;
+}
+
+/// Notes a `Retry-After` (in seconds) of an HTTP answer for the running call.
+fn note_retry_after(response: reqwest::Response) -> reqwest::Response {
+    let after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(86_400.0)));
+    // Outside a `complete` call (never, today) there is nowhere to note it.
+    let _ = RETRY_AFTER.try_with(|cell| cell.set(after));
+    response
+}
+
 /// Client of an OpenAI-compatible endpoint.
 #[derive(Clone)]
 pub struct LlmClient {
@@ -120,8 +153,11 @@ impl LlmClient {
         let config = OpenAIConfig::new()
             .with_api_base(base_url.trim_end_matches('/'))
             .with_api_key(api_key.expose_secret());
-        let client =
-            Client::build(http.clone(), config).with_http_service(ReqwestService::new(http));
+        let client = Client::build(http.clone(), config).with_http_service(
+            tower::ServiceBuilder::new()
+                .map_response(note_retry_after)
+                .service(ReqwestService::new(http)),
+        );
         Ok(Self { client })
     }
 
@@ -149,7 +185,22 @@ impl LlmClient {
         let built = args
             .build()
             .map_err(|e| LlmError::Malformed(e.to_string()))?;
-        let response = self.client.chat().create(built).await?;
+        let (response, retry_after) = RETRY_AFTER
+            .scope(Cell::new(None), async {
+                let response = self.client.chat().create(built).await;
+                (response, RETRY_AFTER.with(Cell::get))
+            })
+            .await;
+        let response = response.map_err(|e| match LlmError::from(e) {
+            LlmError::Api {
+                status, message, ..
+            } => LlmError::Api {
+                status,
+                message,
+                retry_after,
+            },
+            other => other,
+        })?;
         let choice = response
             .choices
             .into_iter()

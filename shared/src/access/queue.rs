@@ -9,8 +9,12 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::access::store::{NewDeadJob, Store};
 use crate::config::RedisConfig;
-use crate::job::{DeliveryJob, JobFailure, WorkerJob};
+use crate::engine::retry::Backoff;
+use crate::job::{DeliveryJob, JobAbout, JobFailure, WorkerJob};
 
 /// How often a live worker heartbeats; with [`MISSED_HEARTBEATS`] it bounds
 /// how long a killed worker's jobs stay orphaned.
@@ -70,26 +74,78 @@ pub async fn supervise<F, E>(
     }
 }
 
-/// Turns a job's result into apalis' terms: `Ok`, an error apalis retries
-/// (with its backoff), or — for a permanent failure or on the last of
-/// `max_attempts` (apalis-redis ignores its own limit) — an [`AbortError`]
-/// that dead-letters the job.
-pub fn settle(
-    queue: QueueName,
+/// Whether a failed job is given up now: a permanent failure, or a
+/// retryable one on its last attempt — except while the process is stopping
+/// (a job handed back on shutdown is never dead-lettered).
+pub fn gives_up(failure: &JobFailure, attempt: usize, max_attempts: usize, stopping: bool) -> bool {
+    match failure {
+        JobFailure::Permanent(_) => true,
+        JobFailure::Retryable(_) => attempt >= max_attempts && !stopping,
+    }
+}
+
+/// Waits out the backoff after failed attempt `attempt` (exponential with
+/// jitter, at least the server's Retry-After up to the cap) before the job
+/// goes back to the queue; cut short by `shutdown`. The wait holds the
+/// job's slot; apalis-redis then schedules the job `attempt` seconds later
+/// (its fixed rule), so the real gap is the backoff plus that.
+pub async fn back_off(
+    backoff: &Backoff,
     attempt: usize,
-    max_attempts: usize,
-    result: Result<(), JobFailure>,
-) -> Result<(), BoxDynError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(JobFailure::Retryable(e)) if attempt < max_attempts => {
-            tracing::warn!(error = format!("{e:#}"), attempt, "Job failed; will retry");
-            Err(e.into())
+    failure: &JobFailure,
+    shutdown: &CancellationToken,
+) {
+    if shutdown.is_cancelled() {
+        return;
+    }
+    let delay = backoff.delay(attempt, failure.retry_after(), fastrand::f64());
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// Records a job given up in the dead-letter table, for operators; a
+/// failure to record is logged (the job is dead-lettered in Redis anyway).
+pub async fn record_dead<J: Serialize>(
+    store: &Store,
+    queue: QueueName,
+    job: &J,
+    about: &JobAbout<'_>,
+    task_id: String,
+    attempt: usize,
+    failure: &JobFailure,
+) {
+    let dead = NewDeadJob {
+        queue: queue.suffix(),
+        task_id,
+        kind: about.kind,
+        subject: about.subject,
+        job: serde_json::to_value(job).unwrap_or_default(),
+        error: failure.to_string(),
+        attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
+    };
+    match store.record_dead_job(&dead).await {
+        Ok(id) => {
+            tracing::error!(dead_job.id = %id, error = %failure, attempt, "Job dead-lettered")
         }
         Err(e) => {
-            tracing::error!(error = %e, attempt, "Job dead-lettered");
-            metrics::counter!("automate_e_dead_jobs_total", "queue" => queue.suffix()).increment(1);
-            Err(AbortError::new(e.to_string()).into())
+            tracing::error!(error = %failure, record_error = %e, attempt, "Job dead-lettered; cannot record it")
+        }
+    }
+    metrics::counter!("automate_e_dead_jobs_total", "queue" => queue.suffix()).increment(1);
+}
+
+/// Turns a job's result into apalis' terms: `Ok`, an error apalis retries,
+/// or — when the job is given up ([`gives_up`]) — an [`AbortError`] that
+/// dead-letters it (apalis-redis ignores its own attempt limit).
+pub fn settle(result: Result<(), JobFailure>, given_up: bool) -> Result<(), BoxDynError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if given_up => Err(AbortError::new(e.to_string()).into()),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "Job failed; will retry");
+            Err(e.into())
         }
     }
 }
@@ -116,7 +172,17 @@ pub enum QueueName {
 }
 
 impl QueueName {
-    fn suffix(self) -> &'static str {
+    /// The queue named `name` (as [`Self::suffix`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "worker" => Some(Self::Worker),
+            "delivery" => Some(Self::Delivery),
+            _ => None,
+        }
+    }
+
+    /// The queue's name in keys, metrics and dead letters.
+    pub fn suffix(self) -> &'static str {
         match self {
             Self::Worker => "worker",
             Self::Delivery => "delivery",
@@ -225,6 +291,28 @@ impl JobQueue {
         .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a delivery"))?;
         store.mark_outbox_enqueued(outbox_id).await?;
         Ok(())
+    }
+
+    /// Pushes a recorded job again under `task_id`, a new id: apalis keeps a
+    /// finished job's data under its old id, so that id cannot be reused.
+    pub async fn replay(
+        &self,
+        queue: QueueName,
+        job: &serde_json::Value,
+        task_id: String,
+    ) -> Result<(), QueueError> {
+        let bad =
+            |e: serde_json::Error| QueueError::Push(format!("not a {} job: {e}", queue.suffix()));
+        match queue {
+            QueueName::Worker => {
+                let job: WorkerJob = serde_json::from_value(job.clone()).map_err(bad)?;
+                push(self.storage(queue, 1), job, Some(task_id)).await
+            }
+            QueueName::Delivery => {
+                let job: DeliveryJob = serde_json::from_value(job.clone()).map_err(bad)?;
+                push(self.storage(queue, 1), job, Some(task_id)).await
+            }
+        }
     }
 
     /// Checks that Redis answers.

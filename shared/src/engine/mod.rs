@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod pace;
 pub mod prompt;
 pub mod proposal;
+pub mod retry;
 pub mod review;
 pub mod route;
 pub mod tool;

@@ -42,6 +42,25 @@ pub fn delivery_pace(platform: Platform, chat: &str) -> Pace {
     }
 }
 
+/// `per_minute` messages a minute, a full minute's worth at once.
+pub fn per_minute(per_minute: u32) -> Pace {
+    let per_minute = per_minute.max(1);
+    Pace {
+        period: Duration::from_secs(60) / per_minute,
+        burst: per_minute,
+    }
+}
+
+/// How often one user is told they are over an inbound limit.
+pub const LIMIT_NOTICE_PACE: Pace = Pace {
+    period: Duration::from_secs(60),
+    burst: 1,
+};
+
+/// The answer to a message over an inbound rate limit.
+pub const RATE_LIMITED_REPLY: &str = "You are sending messages faster than I can take them in, \
+     so I skipped your last one. Please wait a minute and send it again.";
+
 /// Longest `Retry-After` honoured by waiting inside one delivery attempt;
 /// longer ones end the attempt and the job is retried later.
 pub const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -49,6 +68,18 @@ pub const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_minute_spreads_a_minute_and_bursts_it() {
+        assert_eq!(
+            per_minute(20),
+            Pace {
+                period: Duration::from_secs(3),
+                burst: 20
+            }
+        );
+        assert_eq!(per_minute(0), per_minute(1));
+    }
 
     #[test]
     fn telegram_groups_are_paced_to_twenty_a_minute() {

@@ -227,6 +227,16 @@ pub fn notice_failed(tool: &str, id: ProposalId, status: Option<u16>) -> String 
     )
 }
 
+/// What the owner hears when an approved proposal still could not be
+/// carried out after every attempt (an operator can replay it).
+pub fn notice_gave_up(tool: &str, id: ProposalId) -> String {
+    format!(
+        "`{tool}` was approved but could not be carried out: the accounting system could not be \
+         reached after several attempts. Nothing was written. An operator has been notified and \
+         can retry it (proposal {id})."
+    )
+}
+
 /// What the owner hears when a reviewer writes in the review thread.
 pub fn notice_reviewer_comment(text: &str) -> String {
     format!("A reviewer asks about your pending proposal: {text}")

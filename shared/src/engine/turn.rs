@@ -84,6 +84,39 @@ fn truncate_chars(text: &str, max: usize) -> (&str, bool) {
     }
 }
 
+/// The reply when the tenant's LLM budget for the day is used up; the
+/// budget is reset at the start of `back_on` (UTC).
+pub fn on_break_reply(back_on: chrono::NaiveDate) -> String {
+    format!(
+        "The assistant is on a break until {back_on} 00:00 UTC: today's usage budget for this \
+         workspace is used up. Your message is saved; please ask again after that."
+    )
+}
+
+/// The notice to the user when their message could not be answered after
+/// every attempt. `reason` is an operator-facing summary, never shown.
+pub const TURN_FAILED_REPLY: &str = "Sorry, I could not answer this message: something went \
+     wrong on my side and retrying did not help. An operator has been notified and can replay \
+     it; you can also ask again later.";
+
+/// At most this many rapid messages are folded into one turn.
+pub const MAX_FOLDED_MESSAGES: usize = 10;
+
+/// How many of a conversation's pending messages (authors in arrival order)
+/// one turn answers: the first, and the ones right after it from the same
+/// author, up to [`MAX_FOLDED_MESSAGES`]. Messages of different people are
+/// never folded together: a proposal has exactly one proposer.
+pub fn fold_count<S: AsRef<str>>(pending_authors: &[S]) -> usize {
+    let Some(first) = pending_authors.first() else {
+        return 0;
+    };
+    pending_authors
+        .iter()
+        .take(MAX_FOLDED_MESSAGES)
+        .take_while(|a| a.as_ref() == first.as_ref())
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +174,14 @@ mod tests {
         assert_eq!(bad["truncated"], json!(true));
         assert_eq!(bad["body"].as_str().unwrap().len(), MAX_TOOL_RESULT_CHARS);
         assert!(bad["error"].is_string());
+    }
+
+    #[test]
+    fn folds_a_run_of_one_author_only() {
+        assert_eq!(fold_count::<&str>(&[]), 0);
+        assert_eq!(fold_count(&["u1"]), 1);
+        assert_eq!(fold_count(&["u1", "u1", "u2", "u1"]), 2);
+        assert_eq!(fold_count(&["u2", "u1"]), 1);
+        assert_eq!(fold_count(&["u1"; 25]), MAX_FOLDED_MESSAGES);
     }
 }

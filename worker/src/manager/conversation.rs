@@ -1,6 +1,8 @@
-//! ConversationManager: runs one agent turn for an inbox message — history,
-//! prompt, model rounds with read tools, events, reply to the outbox, and
-//! the reply's delivery job.
+//! ConversationManager: answers a conversation's messages, one turn at a
+//! time across all workers and in arrival order, under a conversation lease
+//! (see `store::lease`). A turn answers the oldest pending message, folded
+//! with the same author's rapid follow-ups: history, prompt, model rounds
+//! with read tools, events, reply to the outbox, and the reply's delivery.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,19 +10,23 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
-use shared::access::store::{InboxModel, NewEvent, ReplyParams, Store};
+use shared::access::store::{InboxModel, Lease, NewEvent, ReplyParams, Store};
 use shared::character::{Character, Characters};
 use shared::engine::prompt::{self, ChatMessage, PromptContext};
 use shared::engine::tool::function_specs;
 use shared::engine::turn::{self, Step};
 use shared::event::{
     Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
-    conversation_stream,
+    TurnFailed, conversation_stream,
 };
-use shared::ids::{InboxId, OutboxId};
+use shared::ids::{ConversationId, InboxId, OutboxId};
 use shared::job::{JobFailure, WorkerJob};
+use tokio_util::sync::CancellationToken;
 
 use super::tools::{CallContext, ToolRunner};
+
+/// How often a job waiting for a busy conversation looks again.
+const LEASE_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Settings of a turn that come from config.
 #[derive(Debug, Clone)]
@@ -31,6 +37,11 @@ pub struct TurnSettings {
     pub default_max_tool_rounds: u32,
     /// Timeout of one tool call.
     pub tool_timeout: Duration,
+    /// Time-to-live of a conversation lease (renewed at a third of it while
+    /// the turn runs; a killed holder's lease frees after it).
+    pub lease_ttl: Duration,
+    /// How long a job waits for a busy conversation before it is retried.
+    pub lease_wait: Duration,
 }
 
 /// What a turn did.
@@ -38,7 +49,8 @@ pub struct TurnSettings {
 pub enum TurnOutcome {
     /// The reply is in the outbox and its delivery is queued.
     Replied(OutboxId),
-    /// The message was answered before (a redelivered job).
+    /// The message was answered before (a redelivered job), or by another
+    /// job's turn it was folded into.
     AlreadyDone,
 }
 
@@ -51,12 +63,25 @@ pub struct ConversationManager {
     tools: ToolRunner,
     characters: Arc<Characters>,
     settings: TurnSettings,
+    /// This process's name as a lease holder.
+    holder: String,
+}
+
+/// Keeps a lease renewed while it lives.
+struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The running state of one turn: the stream version, shared event fields,
 /// and the reads made so far (evidence for any proposal).
 struct Turn<'a> {
+    /// The last message of the batch: the turn's lead (proposer, causation).
     msg: &'a InboxModel,
+    lease: Lease,
     character: &'a Character,
     stream: String,
     version: i64,
@@ -110,49 +135,172 @@ impl ConversationManager {
             tools,
             characters,
             settings,
+            holder: shared::access::queue::unique_worker_name("turns"),
         }
     }
 
-    /// Runs the turn for one inbox message, at most once to completion.
+    /// Answers one inbox message, at most once: waits for the conversation's
+    /// lease, then answers its pending messages oldest first until this one
+    /// is answered (by its own turn or folded into an earlier one). On
+    /// `shutdown` it stops between turns and hands the rest back.
     pub async fn run_turn(
         &self,
         inbox_id: InboxId,
         traceparent: &str,
+        shutdown: &CancellationToken,
     ) -> Result<TurnOutcome, JobFailure> {
         let msg = self.store.inbox_message(inbox_id).await?;
-        if msg.processed_at.is_some() {
-            self.review_proposals(inbox_id, traceparent).await?;
-            return Ok(TurnOutcome::AlreadyDone);
+        let mut outcome = TurnOutcome::AlreadyDone;
+        if msg.processed_at.is_none()
+            && let Some(lease) = self.wait_for_lease(&msg).await?
+        {
+            let renewal = self.keep_renewed(lease);
+            let answered = self
+                .answer_until(lease, inbox_id, traceparent, shutdown)
+                .await;
+            drop(renewal);
+            if let Err(e) = self.store.release_lease(&lease).await {
+                tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
+            }
+            outcome = answered?;
         }
+        self.review_proposals(msg.conversation_id, traceparent)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Takes the conversation's lease, waiting while another worker holds
+    /// it; `None` when this message got answered meanwhile.
+    async fn wait_for_lease(&self, msg: &InboxModel) -> Result<Option<Lease>, JobFailure> {
+        let deadline = Instant::now() + self.settings.lease_wait;
+        loop {
+            let lease = self
+                .store
+                .try_acquire_lease(msg.conversation_id, &self.holder, self.settings.lease_ttl)
+                .await?;
+            if lease.is_some() {
+                return Ok(lease);
+            }
+            if self
+                .store
+                .inbox_message(msg.id)
+                .await?
+                .processed_at
+                .is_some()
+            {
+                return Ok(None);
+            }
+            if Instant::now() >= deadline {
+                return Err(JobFailure::retryable(
+                    anyhow::anyhow!("conversation {} is busy", msg.conversation_id),
+                    "Another worker holds the conversation",
+                ));
+            }
+            tokio::time::sleep(LEASE_POLL_INTERVAL).await;
+        }
+    }
+
+    fn keep_renewed(&self, lease: Lease) -> Renewal {
+        let store = self.store.clone();
+        let ttl = self.settings.lease_ttl;
+        Renewal(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.renew_lease(&lease, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            "Conversation lease taken over; the turn's writes will be refused"
+                        );
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Cannot renew a conversation lease"),
+                }
+            }
+        }))
+    }
+
+    /// Under `lease`, answers the conversation's pending messages oldest
+    /// first until `own` is answered.
+    async fn answer_until(
+        &self,
+        lease: Lease,
+        own: InboxId,
+        traceparent: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<TurnOutcome, JobFailure> {
+        let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
+        loop {
+            let pending = self
+                .store
+                .pending_messages(lease.conversation_id, limit)
+                .await?;
+            let authors: Vec<&str> = pending.iter().map(|m| m.author_id.as_str()).collect();
+            let batch = &pending[..turn::fold_count(&authors)];
+            if batch.is_empty() {
+                return Ok(TurnOutcome::AlreadyDone);
+            }
+            let answered = self.answer(lease, batch, traceparent).await?;
+            if batch.iter().any(|m| m.id == own) {
+                return Ok(answered.map_or(TurnOutcome::AlreadyDone, TurnOutcome::Replied));
+            }
+            if shutdown.is_cancelled() {
+                return Err(JobFailure::retryable(
+                    anyhow::anyhow!("the worker is stopping"),
+                    "Turn handed back to the queue",
+                ));
+            }
+        }
+    }
+
+    /// One turn for `batch` (a message and its folded follow-ups); `None`
+    /// when another writer answered them first.
+    async fn answer(
+        &self,
+        lease: Lease,
+        batch: &[InboxModel],
+        traceparent: &str,
+    ) -> Result<Option<OutboxId>, JobFailure> {
+        let msg = batch.last().expect("a turn answers at least one message");
         let character = self
             .characters
             .get(&msg.character)
             .map_err(|e| JobFailure::permanent(e, "Cannot run the conversation's character"))?;
         let stream = conversation_stream(msg.conversation_id);
-        let history = self.history(&stream, inbox_id).await?;
+        let history = self.history(&stream, batch).await?;
         let version = self.store.stream_version(&stream).await?;
         let mut turn = Turn {
-            msg: &msg,
+            msg,
+            lease,
             character,
             stream,
             version,
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
             evidence: Vec::new(),
         };
-        let received = ConversationEvent::MessageReceived(MessageReceived {
-            inbox_id,
-            conversation_id: msg.conversation_id,
-            text: msg.text.clone(),
-            attachments: msg.attachments.0.clone(),
-        });
-        let user = Actor {
-            kind: ActorKind::User,
-            id: msg.author_id.clone(),
-        };
-        let event = turn.event(&received, user, Some(format!("message:{inbox_id}")));
-        self.append(&mut turn, &[event]).await?;
+        let received: Vec<NewEvent> = batch
+            .iter()
+            .map(|m| {
+                let event = ConversationEvent::MessageReceived(MessageReceived {
+                    inbox_id: m.id,
+                    conversation_id: m.conversation_id,
+                    text: m.text.clone(),
+                    attachments: m.attachments.0.clone(),
+                });
+                let user = Actor {
+                    kind: ActorKind::User,
+                    id: m.author_id.clone(),
+                };
+                turn.event(&event, user, Some(format!("message:{}", m.id)))
+            })
+            .collect();
+        self.append(&mut turn, &received).await?;
 
-        let content = prompt::user_content(&msg.text, &msg.attachments);
+        let content = batch
+            .iter()
+            .map(|m| prompt::user_content(&m.text, &m.attachments))
+            .collect::<Vec<_>>()
+            .join("\n\n");
         let messages = prompt::compose(
             character,
             &PromptContext {
@@ -165,27 +313,80 @@ impl ConversationManager {
 
         let outbox_id = OutboxId::new_v7();
         let composed = ConversationEvent::ReplyComposed(ReplyComposed {
-            inbox_id,
+            inbox_id: msg.id,
             outbox_id,
             text: reply.clone(),
         });
         let params = ReplyParams {
             outbox_id,
-            inbox_id,
+            inbox_ids: batch.iter().map(|m| m.id).collect(),
+            lease: Some(lease),
+            dedupe_key: format!("reply:{}", msg.id),
             stream: turn.stream.clone(),
             expected_version: turn.version,
-            events: vec![turn.event(&composed, turn.agent(), Some(format!("reply:{inbox_id}")))],
+            events: vec![turn.event(&composed, turn.agent(), Some(format!("reply:{}", msg.id)))],
             text: reply,
         };
         if !self.store.complete_turn(&params).await? {
-            self.review_proposals(inbox_id, traceparent).await?;
-            return Ok(TurnOutcome::AlreadyDone);
+            return Ok(None);
         }
-        self.review_proposals(inbox_id, traceparent).await?;
         self.queue
             .deliver_outbox(&self.store, outbox_id, traceparent)
             .await?;
-        Ok(TurnOutcome::Replied(outbox_id))
+        Ok(Some(outbox_id))
+    }
+
+    /// Gives up on a message after its last attempt: marks it answered with
+    /// a notice to the user (so the conversation goes on), recorded as
+    /// `turn_failed`. A no-op when it was answered meanwhile.
+    pub async fn give_up(
+        &self,
+        inbox_id: InboxId,
+        reason: &str,
+        traceparent: &str,
+    ) -> Result<(), JobFailure> {
+        let msg = self.store.inbox_message(inbox_id).await?;
+        if msg.processed_at.is_some() {
+            return Ok(());
+        }
+        let stream = conversation_stream(msg.conversation_id);
+        let outbox_id = OutboxId::new_v7();
+        let failed = ConversationEvent::TurnFailed(TurnFailed {
+            inbox_id,
+            outbox_id,
+            reason: reason.to_owned(),
+        });
+        let event = NewEvent {
+            tenant_id: msg.tenant_id,
+            type_name: failed.type_name(),
+            payload: failed.payload(),
+            actor: Actor {
+                kind: ActorKind::System,
+                id: "worker".to_owned(),
+            },
+            occurred_at: Utc::now(),
+            dedupe_key: Some(format!("turn-failed:{inbox_id}")),
+            correlation_id: Some(msg.conversation_id.0),
+            causation_id: Some(inbox_id.0),
+            trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
+            source: "worker",
+        };
+        let params = ReplyParams {
+            outbox_id,
+            inbox_ids: vec![inbox_id],
+            lease: None,
+            dedupe_key: format!("turn-failed:{inbox_id}"),
+            expected_version: self.store.stream_version(&stream).await?,
+            stream,
+            events: vec![event],
+            text: turn::TURN_FAILED_REPLY.to_owned(),
+        };
+        if self.store.complete_turn(&params).await? {
+            self.queue
+                .deliver_outbox(&self.store, outbox_id, traceparent)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Model rounds until the model answers without tools (or the round limit).
@@ -206,6 +407,12 @@ impl ConversationManager {
             .max_tool_rounds
             .unwrap_or(self.settings.default_max_tool_rounds);
         for round in 1..=max_rounds {
+            let today = Utc::now().date_naive();
+            let budget = self.store.token_budget(turn.msg.tenant_id, today).await?;
+            if budget.is_spent() {
+                metrics::counter!("automate_e_budget_refusals_total").increment(1);
+                return Ok(turn::on_break_reply(today.succ_opt().unwrap_or(today)));
+            }
             let started = Instant::now();
             let completion = self
                 .llm
@@ -236,6 +443,10 @@ impl ConversationManager {
             });
             let event = turn.event(&called, turn.agent(), None);
             self.append(turn, &[event]).await?;
+            let tokens = i64::from(completion.input_tokens) + i64::from(completion.output_tokens);
+            self.store
+                .add_token_usage(turn.msg.tenant_id, today, tokens)
+                .await?;
             match turn::next_step(&completion.answer, round, max_rounds) {
                 Step::Reply(text) => return Ok(text),
                 Step::CallTools(calls) => {
@@ -251,6 +462,7 @@ impl ConversationManager {
                                 evidence: &turn.evidence,
                                 timeout: self.settings.tool_timeout,
                                 trace_id: turn.trace_id.as_deref(),
+                                lease: &turn.lease,
                             };
                             self.tools.run(&ctx, call).await?
                         } else {
@@ -275,14 +487,14 @@ impl ConversationManager {
         Ok(turn::ROUND_LIMIT_REPLY.to_owned())
     }
 
-    /// Queues the review of the proposals the message's turn filed (again
-    /// after a crash: the queue drops a job it already holds).
+    /// Queues the review of the conversation's proposals no review picked up
+    /// yet (again after a crash: the queue drops a job it already holds).
     async fn review_proposals(
         &self,
-        inbox_id: InboxId,
+        conversation: ConversationId,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
-        for proposal_id in self.store.unreviewed_proposals(inbox_id).await? {
+        for proposal_id in self.store.unreviewed_proposals(conversation).await? {
             self.queue
                 .enqueue_worker_job(WorkerJob::ReviewV1 {
                     proposal_id,
@@ -297,17 +509,17 @@ impl ConversationManager {
     async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), JobFailure> {
         turn.version = self
             .store
-            .append(&turn.stream, turn.version, events)
+            .append_fenced(&turn.lease, &turn.stream, turn.version, events)
             .await?;
         Ok(())
     }
 
     /// Earlier user messages and replies of the conversation, oldest first,
-    /// without the message being answered now.
+    /// without the messages being answered now.
     async fn history(
         &self,
         stream: &str,
-        current: InboxId,
+        current: &[InboxModel],
     ) -> Result<Vec<ChatMessage>, JobFailure> {
         let types = [
             ConversationEvent::MESSAGE_RECEIVED,
@@ -318,7 +530,9 @@ impl ConversationManager {
             .into_iter()
             .filter_map(|e| ConversationEvent::from_stored(&e.type_name, e.payload))
             .filter_map(|e| match e {
-                ConversationEvent::MessageReceived(m) if m.inbox_id != current => {
+                ConversationEvent::MessageReceived(m)
+                    if !current.iter().any(|c| c.id == m.inbox_id) =>
+                {
                     Some(ChatMessage::User {
                         content: prompt::user_content(&m.text, &m.attachments),
                     })

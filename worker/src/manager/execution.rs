@@ -9,7 +9,7 @@ use shared::access::accounting::AccountingClient;
 use shared::access::queue::JobQueue;
 use shared::access::store::{ProposalChanges, Store};
 use shared::engine::proposal::{ProposalState, Transition, next};
-use shared::engine::review::{notice_executed, notice_failed};
+use shared::engine::review::{notice_executed, notice_failed, notice_gave_up};
 use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
 use shared::ids::ProposalId;
 use shared::job::JobFailure;
@@ -49,6 +49,23 @@ impl ExecutionManager {
             accounting,
             timeout,
         }
+    }
+
+    /// Tells the owner an approved proposal could not be carried out after
+    /// every attempt (its job is dead-lettered); once per proposal.
+    pub async fn give_up(&self, id: ProposalId, traceparent: &str) -> Result<(), JobFailure> {
+        let mut tx = self.store.lock_proposal(id).await?;
+        let text = notice_gave_up(&tx.proposal.tool, id);
+        let notice = tx
+            .notify_conversation(&format!("execution-gave-up:{id}"), &text)
+            .await?;
+        tx.commit().await?;
+        if let Some(outbox_id) = notice {
+            self.queue
+                .deliver_outbox(&self.store, outbox_id, traceparent)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Executes the proposal if it is approved and not yet executed.

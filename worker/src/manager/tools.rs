@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::access::accounting::AccountingClient;
-use shared::access::store::{InboxModel, NewEvent, NewProposal, Store};
+use shared::access::store::{InboxModel, Lease, NewEvent, NewProposal, Store};
 use shared::character::Character;
 use shared::engine::prompt::ToolCall;
 use shared::engine::proposal::{amount_minor, pattern_value, payload_digest};
@@ -47,6 +47,8 @@ pub struct CallContext<'a> {
     pub timeout: Duration,
     /// Trace id of the turn.
     pub trace_id: Option<&'a str>,
+    /// The conversation lease the turn runs under (fences its proposals).
+    pub lease: &'a Lease,
 }
 
 /// Runs tool calls.
@@ -181,6 +183,7 @@ impl ToolRunner {
                     trace_id: ctx.trace_id.map(str::to_owned),
                     source: "worker",
                 },
+                lease: *ctx.lease,
             })
             .await?;
         metrics::counter!("automate_e_proposals_total", "state" => "proposed").increment(1);

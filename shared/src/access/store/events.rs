@@ -123,6 +123,21 @@ impl Store {
         Ok(version)
     }
 
+    /// Appends like [`Self::append`], only while `lease` is still held.
+    pub async fn append_fenced(
+        &self,
+        lease: &super::Lease,
+        stream: &str,
+        expected: i64,
+        events: &[NewEvent],
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        super::lease::check_fence(&mut tx, lease).await?;
+        let version = append(&mut tx, stream, expected, events).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
     /// The last version of a stream (0 when empty).
     pub async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
         let version = sqlx::query_scalar::<_, Option<i64>>(

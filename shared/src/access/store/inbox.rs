@@ -7,7 +7,7 @@ use sqlx::types::Json;
 
 use super::{Store, StoreError};
 use crate::event::Attachment;
-use crate::ids::{ConversationId, InboxId, Platform, TenantId};
+use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
 /// A normalized inbound message to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,10 @@ pub struct InboxModel {
     pub processed_at: Option<DateTime<Utc>>,
 }
 
+/// Columns of [`InboxModel`] over `inbox i JOIN conversations c`.
+pub(super) const INBOX_COLUMNS: &str = "i.id, i.tenant_id, i.conversation_id, c.character, \
+     c.platform, c.chat, c.thread, i.author_id, i.text, i.attachments, i.received_at, i.processed_at";
+
 async fn conversation_id(
     conn: &mut PgConnection,
     p: &NewMessageParams,
@@ -170,6 +174,34 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Writes a notice to the conversation a message would belong to (the
+    /// message itself is not recorded), for delivery like a reply.
+    pub async fn record_notice(
+        &self,
+        p: &NewMessageParams,
+        text: &str,
+    ) -> Result<OutboxId, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let conversation_id = conversation_id(&mut tx, p).await?;
+        let id = OutboxId::new_v7();
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(p.tenant_id)
+        .bind(conversation_id)
+        .bind(format!("notice:{id}"))
+        .bind(p.platform.as_str())
+        .bind(&p.chat)
+        .bind(&p.thread)
+        .bind(text)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// The conversation that lives in thread `thread` of `platform`, if any:
     /// a message posted inside that thread continues it.
     pub async fn conversation_in_thread(
@@ -204,6 +236,20 @@ impl Store {
         Ok(ids)
     }
 
+    /// Opens a message given up on (its turn failed for good and the user
+    /// got the failure notice) for another turn; `false` otherwise.
+    pub async fn reopen_failed_message(&self, id: InboxId) -> Result<bool, StoreError> {
+        let reopened = sqlx::query(
+            "UPDATE inbox SET processed_at = NULL WHERE id = $1 AND processed_at IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key = 'turn-failed:' || $1::text)",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(reopened == 1)
+    }
+
     /// Notes that the message's turn job is on the queue.
     pub async fn mark_inbox_enqueued(&self, id: InboxId) -> Result<(), StoreError> {
         sqlx::query("UPDATE inbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
@@ -215,11 +261,10 @@ impl Store {
 
     /// An inbox message with its conversation.
     pub async fn inbox_message(&self, id: InboxId) -> Result<InboxModel, StoreError> {
-        sqlx::query_as::<_, InboxModel>(
-            "SELECT i.id, i.tenant_id, i.conversation_id, c.character, c.platform, c.chat, c.thread, \
-             i.author_id, i.text, i.attachments, i.received_at, i.processed_at \
-             FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1",
-        )
+        sqlx::query_as::<_, InboxModel>(&format!(
+            "SELECT {INBOX_COLUMNS} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
+             WHERE i.id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?

@@ -1,10 +1,13 @@
 //! Postgres: the system of record (inbox, conversations, events, outbox, routes).
 
+mod dead_jobs;
 mod events;
 mod inbox;
+mod lease;
 mod outbox;
 mod proposals;
 mod routes;
+mod usage;
 
 use std::time::Duration;
 
@@ -14,10 +17,13 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::DatabaseConfig;
 
+pub use dead_jobs::{DeadJobModel, NewDeadJob};
 pub use events::{NewEvent, StoredEvent};
 pub use inbox::{ConversationModel, InboxModel, NewMessageParams, RecordOutcome};
+pub use lease::Lease;
 pub use outbox::{OutboxModel, ReplyParams};
 pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
+pub use usage::TokenBudget;
 
 /// Errors of the Postgres store.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,9 @@ pub enum StoreError {
         /// The version the writer expected.
         expected: i64,
     },
+    /// The conversation's lease was taken over: this holder may not write.
+    #[error("the conversation's lease was taken over by another worker")]
+    LeaseLost,
     /// The row does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::events::{NewEvent, append};
+use super::lease::{Lease, check_fence};
 use super::{Store, StoreError};
 use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
 
@@ -12,8 +13,14 @@ use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
 pub struct ReplyParams {
     /// The new outbox row's id.
     pub outbox_id: OutboxId,
-    /// The inbox message the turn answered.
-    pub inbox_id: InboxId,
+    /// The inbox messages the turn answered, in arrival order (rapid
+    /// messages folded into one turn); the last one is the turn's lead.
+    pub inbox_ids: Vec<InboxId>,
+    /// The conversation lease the turn ran under; `None` only for the
+    /// notice of a turn given up (written by the job, not the holder).
+    pub lease: Option<Lease>,
+    /// The outbox row's dedupe key (`reply:<lead inbox id>`, …).
+    pub dedupe_key: String,
     /// The conversation stream and the version the turn last saw.
     pub stream: String,
     /// Expected stream version.
@@ -50,17 +57,25 @@ pub struct OutboxModel {
 impl Store {
     /// Ends a turn atomically: marks the inbox message processed, appends the
     /// turn's final events and writes the reply to the outbox. Returns `false`
-    /// (and changes nothing) when the message was processed already.
+    /// (and changes nothing) when a message was processed already, and fails
+    /// with [`StoreError::LeaseLost`] when the lease was taken over.
     pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {
+        let lead = *p
+            .inbox_ids
+            .last()
+            .ok_or(StoreError::NotFound("turn message"))?;
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = &p.lease {
+            check_fence(&mut tx, lease).await?;
+        }
         let claimed = sqlx::query(
-            "UPDATE inbox SET processed_at = now() WHERE id = $1 AND processed_at IS NULL",
+            "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
         )
-        .bind(p.inbox_id)
+        .bind(&p.inbox_ids)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if claimed == 0 {
+        if claimed != p.inbox_ids.len() as u64 {
             return Ok(false);
         }
         append(&mut tx, &p.stream, p.expected_version, &p.events).await?;
@@ -70,9 +85,9 @@ impl Store {
              FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $4",
         )
         .bind(p.outbox_id)
-        .bind(format!("reply:{}", p.inbox_id))
+        .bind(&p.dedupe_key)
         .bind(&p.text)
-        .bind(p.inbox_id)
+        .bind(lead)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -99,6 +99,8 @@ pub struct NewProposal {
     pub proposer: String,
     /// The `proposed` event.
     pub event: NewEvent,
+    /// The lease of the turn filing it.
+    pub lease: super::Lease,
 }
 
 /// A tenant's review policy.
@@ -200,6 +202,7 @@ impl Store {
     /// the proposal it filed before.
     pub async fn file_proposal(&self, p: &NewProposal) -> Result<ProposalModel, StoreError> {
         let mut tx = self.pool.begin().await?;
+        super::lease::check_fence(&mut tx, &p.lease).await?;
         // Serializes concurrent filings of the same payload from one message.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("{}:{}", p.inbox_id, p.payload_sha256))
@@ -307,15 +310,15 @@ impl Store {
         })
     }
 
-    /// Proposals a message's turn filed that no review has picked up yet.
+    /// Proposals of the conversation that no review has picked up yet.
     pub async fn unreviewed_proposals(
         &self,
-        inbox: InboxId,
+        conversation: ConversationId,
     ) -> Result<Vec<ProposalId>, StoreError> {
         let ids = sqlx::query_scalar::<_, ProposalId>(
-            "SELECT id FROM proposals WHERE inbox_id = $1 AND state = 'proposed' ORDER BY created_at",
+            "SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' ORDER BY created_at",
         )
-        .bind(inbox)
+        .bind(conversation)
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)

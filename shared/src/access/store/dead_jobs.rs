@@ -1,0 +1,123 @@
+//! Dead letters: jobs that failed for good, kept in Postgres (Redis may lose
+//! its data) for operators to list, inspect and replay.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{Store, StoreError};
+
+/// A job to record as dead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeadJob {
+    /// `worker` or `delivery`.
+    pub queue: &'static str,
+    /// The queue task id.
+    pub task_id: String,
+    /// Job kind (`turn`, `review`, …).
+    pub kind: &'static str,
+    /// The row the job is about (inbox, proposal, outbox id).
+    pub subject: Option<uuid::Uuid>,
+    /// The job as queued.
+    pub job: Value,
+    /// The last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: i32,
+}
+
+/// A recorded dead job.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeadJobModel {
+    /// The record.
+    pub id: uuid::Uuid,
+    /// Queue.
+    pub queue: String,
+    /// Queue task id.
+    pub task_id: String,
+    /// Job kind.
+    pub kind: String,
+    /// Subject row.
+    pub subject: Option<uuid::Uuid>,
+    /// The job as queued.
+    pub job: Value,
+    /// The last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// When it died.
+    pub dead_at: DateTime<Utc>,
+    /// When an operator replayed it.
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// The task id of the replay.
+    pub replay_task_id: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, queue, task_id, kind, subject, job, error, attempts, dead_at, replayed_at, replay_task_id";
+
+impl Store {
+    /// Records a dead job; returns its record id.
+    pub async fn record_dead_job(&self, d: &NewDeadJob) -> Result<uuid::Uuid, StoreError> {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO dead_jobs (id, queue, task_id, kind, subject, job, error, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(d.queue)
+        .bind(&d.task_id)
+        .bind(d.kind)
+        .bind(d.subject)
+        .bind(&d.job)
+        .bind(&d.error)
+        .bind(d.attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Dead jobs, newest first; with `open_only`, those not replayed yet.
+    pub async fn dead_jobs(
+        &self,
+        open_only: bool,
+        limit: i64,
+    ) -> Result<Vec<DeadJobModel>, StoreError> {
+        let jobs = sqlx::query_as::<_, DeadJobModel>(&format!(
+            "SELECT {COLUMNS} FROM dead_jobs WHERE NOT $1 OR replayed_at IS NULL \
+             ORDER BY dead_at DESC LIMIT $2"
+        ))
+        .bind(open_only)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(jobs)
+    }
+
+    /// One dead job.
+    pub async fn dead_job(&self, id: uuid::Uuid) -> Result<DeadJobModel, StoreError> {
+        sqlx::query_as::<_, DeadJobModel>(&format!("SELECT {COLUMNS} FROM dead_jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("dead job"))
+    }
+
+    /// Marks a dead job replayed under `replay_task_id`; `false` when it
+    /// was replayed before.
+    pub async fn mark_dead_job_replayed(
+        &self,
+        id: uuid::Uuid,
+        replay_task_id: &str,
+    ) -> Result<bool, StoreError> {
+        let marked = sqlx::query(
+            "UPDATE dead_jobs SET replayed_at = now(), replay_task_id = $2 \
+             WHERE id = $1 AND replayed_at IS NULL",
+        )
+        .bind(id)
+        .bind(replay_task_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(marked == 1)
+    }
+}

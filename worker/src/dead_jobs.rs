@@ -1,0 +1,99 @@
+//! Operator commands for dead jobs: `worker dead list [--all]`,
+//! `worker dead show <id>`, `worker dead replay <id>`. Dead jobs are read
+//! from Postgres (they outlive Redis); a replay pushes the job again under a
+//! new task id.
+
+use anyhow::{Context, bail};
+use shared::access::queue::{JobQueue, QueueName};
+use shared::access::store::{DeadJobModel, Store};
+use shared::ids::InboxId;
+
+/// Most dead jobs `list` prints.
+const LIST_LIMIT: i64 = 200;
+
+/// Runs one dead-job command; returns what to print.
+pub async fn command(store: &Store, queue: &JobQueue, args: &[String]) -> anyhow::Result<String> {
+    match args {
+        [cmd] if cmd == "list" => list(store, true).await,
+        [cmd, all] if cmd == "list" && all == "--all" => list(store, false).await,
+        [cmd, id] if cmd == "show" => {
+            let job = store.dead_job(parse_id(id)?).await?;
+            Ok(serde_json::to_string_pretty(&describe(&job))?)
+        }
+        [cmd, id] if cmd == "replay" => {
+            let task_id = replay(store, queue, parse_id(id)?).await?;
+            Ok(format!("replayed as task {task_id}"))
+        }
+        _ => bail!("usage: worker dead list [--all] | show <id> | replay <id>"),
+    }
+}
+
+fn parse_id(id: &str) -> anyhow::Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id).with_context(|| format!("`{id}` is not a dead job id"))
+}
+
+async fn list(store: &Store, open_only: bool) -> anyhow::Result<String> {
+    let jobs = store.dead_jobs(open_only, LIST_LIMIT).await?;
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<8}  {:<14}  {:>8}  {}\n",
+        "ID", "DEAD AT (UTC)", "QUEUE", "KIND", "ATTEMPTS", "ERROR"
+    );
+    for job in &jobs {
+        let error: String = job.error.chars().take(100).collect();
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<8}  {:<14}  {:>8}  {}{}\n",
+            job.id,
+            job.dead_at.format("%Y-%m-%d %H:%M:%S"),
+            job.queue,
+            job.kind,
+            job.attempts,
+            error,
+            if job.replayed_at.is_some() {
+                "  (replayed)"
+            } else {
+                ""
+            },
+        ));
+    }
+    out.push_str(&format!("{} dead job(s)", jobs.len()));
+    Ok(out)
+}
+
+fn describe(job: &DeadJobModel) -> serde_json::Value {
+    serde_json::json!({
+        "id": job.id,
+        "queue": job.queue,
+        "task_id": job.task_id,
+        "kind": job.kind,
+        "subject": job.subject,
+        "job": job.job,
+        "error": job.error,
+        "attempts": job.attempts,
+        "dead_at": job.dead_at,
+        "replayed_at": job.replayed_at,
+        "replay_task_id": job.replay_task_id,
+    })
+}
+
+/// Pushes a dead job again; a turn given up on is reopened first so it is
+/// answered. Returns the new task id.
+pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::Result<String> {
+    let job = store.dead_job(id).await?;
+    if let Some(at) = job.replayed_at {
+        bail!("dead job {id} was replayed at {at} already");
+    }
+    let name = QueueName::parse(&job.queue)
+        .with_context(|| format!("dead job {id} names an unknown queue `{}`", job.queue))?;
+    if job.kind == "turn"
+        && let Some(subject) = job.subject
+    {
+        store.reopen_failed_message(InboxId::from(subject)).await?;
+    }
+    let task_id = format!("{}~replay-{}", job.task_id, uuid::Uuid::now_v7().simple());
+    queue
+        .replay(name, &job.job, task_id.clone())
+        .await
+        .context("Cannot push the job")?;
+    store.mark_dead_job_replayed(id, &task_id).await?;
+    Ok(task_id)
+}
