@@ -3,6 +3,7 @@
 
 use shared::access::queue::QueueName;
 use tests::fake::openai::Scripted;
+use tests::load::SlackLoad;
 use tests::{TestEnv, TestOptions, fixture};
 
 #[tokio::test]
@@ -31,5 +32,47 @@ async fn a_message_accepted_before_redis_lost_its_queue_is_answered_once() {
     t.wait_idle().await;
     assert_eq!(t.slack.take_posted()[0].text, "Fortsatt her.");
     assert_eq!(t.openai.requests().len(), 1, "one turn");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn rapid_messages_of_one_author_are_folded_into_one_turn_in_order() {
+    let mut t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        ..Default::default()
+    })
+    .await;
+    t.openai.script([Scripted::Text("Alt i ett svar.".into())]);
+    // Three quick messages from one author in one thread (arrival order 0, 2, 4;
+    // messages 1 and 3 would be the other author's, and are not sent).
+    for m in [0, 2, 4] {
+        assert_eq!(t.post_slack_event(&SlackLoad::event(0, m)).await, 200);
+    }
+    t.start_worker().await;
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+
+    assert_eq!(t.slack.take_posted()[0].text, "Alt i ett svar.");
+    let requests = t.openai.requests();
+    assert_eq!(requests.len(), 1, "one turn for the three messages");
+    let asked = requests[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expected = [0, 2, 4].map(|m| SlackLoad::text(0, m)).join("\n\n");
+    assert_eq!(asked, expected, "folded in arrival order");
+    let received =
+        t.db.conversation_texts("automate_e.conversation.message_received.v1")
+            .await;
+    assert_eq!(
+        received[&SlackLoad::root_ts(0)],
+        [0, 2, 4].map(|m| SlackLoad::text(0, m))
+    );
     t.finish().await;
 }

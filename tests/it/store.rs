@@ -127,3 +127,112 @@ async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
     assert_eq!((superuser, bypass, owns), (false, false, 0));
     db.drop().await;
 }
+
+async fn one_message(db: &TestDb, store: &Store) -> shared::access::store::InboxModel {
+    let tenant = db.seed_tenant("fenced", "slack", "T9", "*", "book-e").await;
+    let params = shared::access::store::NewMessageParams {
+        tenant_id: TenantId::from(tenant),
+        character: "book-e".into(),
+        platform: shared::ids::Platform::Slack,
+        chat: "C9".into(),
+        thread: "1.1".into(),
+        platform_message_id: "T9:C9:1.1".into(),
+        delivery_id: None,
+        author_id: "U9".into(),
+        text: "hi".into(),
+        attachments: vec![],
+        received_at: Utc::now(),
+    };
+    let shared::access::store::RecordOutcome::New { inbox_id } =
+        store.record_message(&params).await.unwrap()
+    else {
+        panic!("first delivery is new");
+    };
+    store.inbox_message(inbox_id).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let store = service_store(&db).await;
+    let msg = one_message(&db, &store).await;
+    let conversation = msg.conversation_id;
+    let ttl = Duration::from_millis(300);
+
+    let stale = store
+        .try_acquire_lease(conversation, "a", ttl)
+        .await
+        .unwrap()
+        .expect("a free conversation is leased");
+    assert!(
+        store
+            .try_acquire_lease(conversation, "b", ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "a running lease is exclusive"
+    );
+    let stream = shared::event::conversation_stream(conversation);
+    let tenant = msg.tenant_id;
+    assert_eq!(
+        store
+            .append_fenced(&stale, &stream, 0, &[event(tenant, None)])
+            .await
+            .unwrap(),
+        1,
+        "the holder writes"
+    );
+
+    // The holder stalls past its lease; another worker takes over.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let fresh = store
+        .try_acquire_lease(conversation, "b", ttl)
+        .await
+        .unwrap()
+        .expect("an expired lease is taken over");
+    assert!(fresh.fence > stale.fence);
+    assert!(matches!(
+        store
+            .append_fenced(&stale, &stream, 1, &[event(tenant, None)])
+            .await,
+        Err(StoreError::LeaseLost)
+    ));
+    let reply = shared::access::store::ReplyParams {
+        outbox_id: shared::ids::OutboxId::new_v7(),
+        inbox_ids: vec![msg.id],
+        lease: Some(stale),
+        dedupe_key: format!("reply:{}", msg.id),
+        stream: stream.clone(),
+        expected_version: 1,
+        events: vec![event(tenant, None)],
+        text: "stale".into(),
+    };
+    assert!(matches!(
+        store.complete_turn(&reply).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(!store.renew_lease(&stale, ttl).await.unwrap());
+    store.release_lease(&stale).await.unwrap();
+    assert!(
+        store
+            .try_acquire_lease(conversation, "c", ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "a stale holder cannot release the new lease"
+    );
+
+    let reply = shared::access::store::ReplyParams {
+        lease: Some(fresh),
+        text: "fresh".into(),
+        ..reply
+    };
+    assert!(
+        store.complete_turn(&reply).await.unwrap(),
+        "the new holder ends the turn"
+    );
+    assert_eq!(db.count("outbox").await, 1);
+    db.drop().await;
+}

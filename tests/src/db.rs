@@ -193,6 +193,28 @@ impl TestDb {
             .expect("read event payloads")
     }
 
+    /// For each conversation thread: the texts of the events of `type_name`
+    /// in its stream, in stream order.
+    pub async fn conversation_texts(
+        &self,
+        type_name: &str,
+    ) -> std::collections::BTreeMap<String, Vec<String>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.thread, e.payload->>'text' FROM events e \
+             JOIN conversations c ON e.stream = 'conversation-' || c.id::text \
+             WHERE e.type = $1 ORDER BY c.thread, e.version",
+        )
+        .bind(type_name)
+        .fetch_all(&self.owner)
+        .await
+        .expect("read conversation events");
+        let mut texts = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for (thread, text) in rows {
+            texts.entry(thread).or_default().push(text);
+        }
+        texts
+    }
+
     /// Drops the database.
     pub async fn drop(self) {
         self.owner.close().await;

@@ -13,6 +13,9 @@
 
 pub mod db;
 pub mod fake;
+pub mod load;
+pub mod process;
+pub mod proxy;
 pub mod signing;
 
 use std::path::PathBuf;
@@ -32,6 +35,8 @@ use crate::fake::discord::FakeDiscord;
 use crate::fake::openai::FakeOpenAi;
 use crate::fake::slack::FakeSlack;
 use crate::fake::telegram::FakeTelegram;
+use crate::process::ServiceProcess;
+use crate::proxy::TcpProxy;
 
 /// Longest any wait in a test may take.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,7 +96,15 @@ pub struct TestOptions {
     pub worker_later: bool,
     /// The relay's grace period (default: a minute, i.e. idle in tests).
     pub relay_grace_ms: Option<u64>,
+    /// Run the gateway as a real process (the `gateway` binary) instead of
+    /// in the test; Postgres and Redis reached through [`TcpProxy`]s.
+    pub gateway_process: bool,
+    /// The gateway's per-user inbound limit (messages a minute).
+    pub user_per_minute: Option<u32>,
 }
+
+/// Settings of a service process, as `AE_*` variables.
+pub type ProcessEnv = Vec<(String, String)>;
 
 /// A running deployment under test.
 pub struct TestEnv {
@@ -120,6 +133,11 @@ pub struct TestEnv {
     options: TestOptions,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Proxies to Postgres and Redis for service processes.
+    pub postgres_proxy: Option<TcpProxy>,
+    /// See [`Self::postgres_proxy`].
+    pub redis_proxy: Option<TcpProxy>,
+    processes: Vec<ServiceProcess>,
 }
 
 impl TestEnv {
@@ -175,8 +193,19 @@ impl TestEnv {
             options,
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
+            postgres_proxy: None,
+            redis_proxy: None,
+            processes: Vec::new(),
         };
-        env.gateway_url = env.spawn_gateway(redis.clone(), options).await;
+        if options.gateway_process {
+            env.postgres_proxy = Some(TcpProxy::start(service_addr(&db::admin_url())).await);
+            env.redis_proxy = Some(TcpProxy::start(service_addr(&redis_url())).await);
+            let gateway = ServiceProcess::start("gateway", &env.gateway_env()).await;
+            env.gateway_url = gateway.url.clone();
+            env.processes.push(gateway);
+        } else {
+            env.gateway_url = env.spawn_gateway(redis.clone(), options).await;
+        }
         env.redis = Some(redis);
         env.options = options;
         if !options.worker_later {
@@ -202,6 +231,9 @@ impl TestEnv {
         cfg.slack.bot_token = SecretString::from(SLACK_BOT_TOKEN);
         cfg.slack.api_base_url = self.slack.base_url.clone();
         cfg.delivery.max_attempts = 3;
+        if let Some(limit) = options.user_per_minute {
+            cfg.limits.user_per_minute = limit;
+        }
         cfg.discord.token = SecretString::from(DISCORD_TOKEN);
         cfg.discord.api_base_url = Some(self.discord.base_url.clone());
         cfg.discord.connect_gateway = Some(false);
@@ -239,6 +271,8 @@ impl TestEnv {
         cfg.accounting.token = SecretString::from(ACCOUNTING_TOKEN);
         cfg.characters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
         cfg.max_attempts = 3;
+        cfg.retry.base_ms = 200;
+        cfg.retry.max_ms = 1000;
         cfg.relay.interval_ms = 200;
         if let Some(grace) = self.options.relay_grace_ms {
             cfg.relay.grace_ms = grace;
@@ -249,6 +283,83 @@ impl TestEnv {
             .expect("build worker");
         self.tasks
             .push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+    }
+
+    /// Settings both service processes share: the database and Redis
+    /// through the proxies.
+    fn process_env(&self) -> ProcessEnv {
+        let via = |url: &str, proxy: &Option<TcpProxy>| {
+            let mut url = reqwest::Url::parse(url).expect("service URL");
+            let proxy = proxy.as_ref().expect("start with gateway_process");
+            url.set_port(Some(proxy.port)).expect("URL takes a port");
+            url.to_string()
+        };
+        [
+            (
+                "AE_DATABASE__URL",
+                via(&self.db.service_url(), &self.postgres_proxy),
+            ),
+            ("AE_DATABASE__ACQUIRE_TIMEOUT_SECS", "2".to_owned()),
+            ("AE_REDIS__URL", via(&redis_url(), &self.redis_proxy)),
+            ("AE_REDIS__NAMESPACE", self.redis_namespace.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    fn gateway_env(&self) -> ProcessEnv {
+        let mut env = self.process_env();
+        env.extend(
+            [
+                ("AE_SLACK__SIGNING_SECRET", SLACK_SIGNING_SECRET.to_owned()),
+                ("AE_SLACK__BOT_TOKEN", SLACK_BOT_TOKEN.to_owned()),
+                ("AE_SLACK__API_BASE_URL", self.slack.base_url.clone()),
+                ("AE_DELIVERY__MAX_ATTEMPTS", "8".to_owned()),
+                ("AE_DELIVERY__RETRY__BASE_MS", "200".to_owned()),
+                ("AE_DELIVERY__RETRY__MAX_MS", "1000".to_owned()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env
+    }
+
+    /// Settings of a worker process like [`Self::start_worker`]'s, with fast
+    /// retries and a short lease (so a killed worker's conversation frees
+    /// quickly); `extra` overrides.
+    pub fn worker_env(&self, extra: &[(&str, &str)]) -> ProcessEnv {
+        let mut env = self.process_env();
+        let characters = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
+        env.extend(
+            [
+                ("AE_LLM__BASE_URL", self.openai.base_url.clone()),
+                ("AE_LLM__API_KEY", LLM_API_KEY.to_owned()),
+                ("AE_LLM__MODEL", "gpt-test".to_owned()),
+                ("AE_LLM__TIMEOUT_SECS", "2".to_owned()),
+                ("AE_ACCOUNTING__BASE_URL", self.accounting.base_url.clone()),
+                ("AE_ACCOUNTING__TOKEN", ACCOUNTING_TOKEN.to_owned()),
+                ("AE_CHARACTERS_DIR", characters.display().to_string()),
+                ("AE_MAX_ATTEMPTS", "8".to_owned()),
+                ("AE_RETRY__BASE_MS", "200".to_owned()),
+                ("AE_RETRY__MAX_MS", "1000".to_owned()),
+                ("AE_LEASE_TTL_MS", "3000".to_owned()),
+                ("AE_RELAY__INTERVAL_MS", "500".to_owned()),
+                ("AE_RELAY__GRACE_MS", "5000".to_owned()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        env
+    }
+
+    /// Starts a worker process with [`Self::worker_env`]; returns it for the
+    /// test to kill or stop (dropping it kills it).
+    pub async fn start_worker_process(&self, extra: &[(&str, &str)]) -> ServiceProcess {
+        ServiceProcess::start("worker", &self.worker_env(extra)).await
     }
 
     /// Posts a body to the Slack events endpoint, signed now; returns the status.
@@ -432,7 +543,12 @@ impl TestEnv {
     /// Waits until no job is waiting or running and every accepted message
     /// has been answered and delivered.
     pub async fn wait_idle(&self) {
-        self.wait_until("the system to be idle", || async {
+        self.wait_idle_within(WAIT_TIMEOUT).await;
+    }
+
+    /// [`Self::wait_idle`] with its own time limit.
+    pub async fn wait_idle_within(&self, limit: Duration) {
+        self.wait_until_within("the system to be idle", limit, || async {
             let worker = self
                 .queue
                 .depth(QueueName::Worker)
@@ -455,7 +571,17 @@ impl TestEnv {
         F: Fn() -> Fut,
         Fut: Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+        self.wait_until_within(what, WAIT_TIMEOUT, condition).await;
+    }
+
+    /// [`Self::wait_until`] with its own time limit (fault recovery waits
+    /// out heartbeats and leases).
+    pub async fn wait_until_within<F, Fut>(&self, what: &str, limit: Duration, condition: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(task) = self.tasks.iter().find(|t| t.is_finished()) {
                 panic!("a service stopped while waiting for {what}: {task:?}");
@@ -475,6 +601,10 @@ impl TestEnv {
     /// or unused model answers fail the test) and drops the database.
     pub async fn finish(mut self) {
         self.shutdown.cancel();
+        for process in std::mem::take(&mut self.processes) {
+            let status = process.terminate(Duration::from_secs(30)).await;
+            assert!(status.success(), "a service process exited with {status}");
+        }
         for task in std::mem::take(&mut self.tasks) {
             task.await
                 .expect("service task panicked")
@@ -518,6 +648,20 @@ impl TestEnv {
                 .expect("delete test keys");
         }
     }
+}
+
+/// Host and port of a service URL.
+fn service_addr(url: &str) -> std::net::SocketAddr {
+    let url = reqwest::Url::parse(url).expect("service URL");
+    let host = url.host_str().expect("URL has a host");
+    let port = url.port_or_known_default().unwrap_or(match url.scheme() {
+        "redis" => 6379,
+        _ => 5432,
+    });
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .expect("resolve service host")
+        .next()
+        .expect("service host has an address")
 }
 
 /// Redis URL of the test machine (`AE_TEST_REDIS_URL`).

@@ -25,6 +25,13 @@ pub enum Scripted {
     },
     /// An HTTP error status with an OpenAI error body.
     Error(u16),
+    /// HTTP 429 with `Retry-After: <secs>`.
+    RateLimited(u64),
+    /// No answer for this long (longer than the client's timeout), then a
+    /// text answer nobody reads.
+    Hang(std::time::Duration),
+    /// A text answer echoing the last user message: `echo: <text>`.
+    Echo,
 }
 
 impl Scripted {
@@ -44,6 +51,14 @@ struct Inner {
     by_character: Vec<(String, VecDeque<Scripted>)>,
     requests: Vec<Value>,
     calls: u64,
+    /// Answer when nothing is scripted (default: a 500 error).
+    when_empty: Option<Scripted>,
+    /// Added before every answer.
+    latency: std::time::Duration,
+    /// Calls being answered right now, per conversation key (the first user
+    /// message), and the most seen at once for any one key.
+    in_flight: std::collections::HashMap<String, usize>,
+    max_in_flight_per_key: usize,
 }
 
 /// The fake model endpoint.
@@ -87,6 +102,22 @@ impl FakeOpenAi {
                 .by_character
                 .push((key, answers.into_iter().collect())),
         }
+    }
+
+    /// The answer given when nothing is scripted (instead of a 500).
+    pub fn when_empty(&self, answer: Scripted) {
+        self.inner.lock().unwrap().when_empty = Some(answer);
+    }
+
+    /// Waits this long before every answer.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.inner.lock().unwrap().latency = latency;
+    }
+
+    /// The most calls ever answered at once for one conversation (keyed by
+    /// its first user message): 1 when turns never overlapped.
+    pub fn max_concurrent_per_conversation(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight_per_key
     }
 
     /// Every request body received so far.
@@ -133,9 +164,81 @@ async fn completions(
             "invalid_request_error",
         );
     }
+    let in_flight = InFlight::enter(&fake, conversation_key(&body));
+    let latency = {
+        let mut inner = fake.inner.lock().unwrap();
+        inner.requests.push(body.clone());
+        inner.calls += 1;
+        inner.latency
+    };
+    tokio::time::sleep(latency).await;
+    let response = answer(&fake, &body);
+    drop(in_flight);
+    match response {
+        Answer::Now(response) => response,
+        Answer::After(wait, response) => {
+            tokio::time::sleep(wait).await;
+            response
+        }
+    }
+}
+
+/// A call being answered, counted per conversation until it is answered
+/// or its client goes away (the handler is dropped).
+struct InFlight {
+    fake: FakeOpenAi,
+    key: String,
+}
+
+impl InFlight {
+    fn enter(fake: &FakeOpenAi, key: String) -> Self {
+        let mut inner = fake.inner.lock().unwrap();
+        let now = inner.in_flight.entry(key.clone()).or_default();
+        *now += 1;
+        let now = *now;
+        inner.max_in_flight_per_key = inner.max_in_flight_per_key.max(now);
+        Self {
+            fake: fake.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(now) = self.fake.inner.lock().unwrap().in_flight.get_mut(&self.key) {
+            *now -= 1;
+        }
+    }
+}
+
+/// The first user message of a request: the same for every call of one
+/// conversation (history starts with it).
+fn conversation_key(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn last_user_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+enum Answer {
+    Now(Response),
+    After(std::time::Duration, Response),
+}
+
+fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
     let mut inner = fake.inner.lock().unwrap();
-    inner.requests.push(body.clone());
-    inner.calls += 1;
     let id = format!("chatcmpl-fake{}", inner.calls);
     let system = body["messages"][0]["content"]
         .as_str()
@@ -149,12 +252,16 @@ async fn completions(
         Some((_, queue)) => queue.pop_front(),
         None => inner.script.pop_front(),
     };
-    let Some(answer) = answer else {
-        return error(
+    let Some(answer) = answer.or_else(|| inner.when_empty.clone()) else {
+        return Answer::Now(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the fake model has no scripted answer left",
             "server_error",
-        );
+        ));
+    };
+    let (answer, wait) = match answer {
+        Scripted::Hang(wait) => (Scripted::Text("too late".into()), Some(wait)),
+        other => (other, None),
     };
     let (message, finish) = match answer {
         Scripted::Text(text) => (
@@ -167,13 +274,30 @@ async fn completions(
             ]}),
             "tool_calls",
         ),
+        Scripted::Echo => (
+            json!({"role": "assistant", "content": format!("echo: {}", last_user_text(body)), "refusal": null}),
+            "stop",
+        ),
         Scripted::Error(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return error(status, "scripted failure", "server_error");
+            return Answer::Now(error(status, "scripted failure", "server_error"));
         }
+        Scripted::RateLimited(secs) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests",
+                "requests",
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+            return Answer::Now(response);
+        }
+        Scripted::Hang(_) => unreachable!("replaced above"),
     };
     let model = body["model"].clone();
-    Json(json!({
+    let response = Json(json!({
         "id": id,
         "object": "chat.completion",
         "created": 1_700_000_000,
@@ -181,5 +305,9 @@ async fn completions(
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
         "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
     }))
-    .into_response()
+    .into_response();
+    match wait {
+        Some(wait) => Answer::After(wait, response),
+        None => Answer::Now(response),
+    }
 }

@@ -1,0 +1,172 @@
+//! Limits and give-ups: dead letters (the user is told, an operator lists,
+//! inspects and replays), the model's Retry-After, daily token budgets and
+//! inbound rate limits.
+
+use std::time::Duration;
+
+use shared::access::llm::{CompletionRequest, LlmClient, LlmError};
+use shared::access::store::Store;
+use shared::engine::pace::RATE_LIMITED_REPLY;
+use shared::engine::turn::TURN_FAILED_REPLY;
+use shared::job::JobFailure;
+use sqlx::postgres::PgPoolOptions;
+use tests::fake::openai::Scripted;
+use tests::load::SlackLoad;
+use tests::{LLM_API_KEY, TestEnv, TestOptions, fixture};
+
+async fn service_store(t: &TestEnv) -> Store {
+    Store::from_pool(
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&t.db.service_url())
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
+    let t = TestEnv::start().await;
+    // The test worker makes 3 attempts.
+    t.openai.script([
+        Scripted::Error(500),
+        Scripted::Error(502),
+        Scripted::Error(500),
+    ]);
+    assert_eq!(
+        t.post_slack_event(&fixture("slack/event_callback.message.json"))
+            .await,
+        200
+    );
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+    assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
+    let failed =
+        t.db.event_payloads("automate_e.conversation.turn_failed.v1")
+            .await;
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["reason"].as_str().unwrap().contains("HTTP 500"));
+
+    let store = service_store(&t).await;
+    let listed = worker::dead_jobs::command(&store, &t.queue, &["list".to_owned()])
+        .await
+        .unwrap();
+    let dead = store.dead_jobs(true, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{listed}");
+    let id = dead[0].id.to_string();
+    assert!(listed.contains(&id) && listed.contains("turn"), "{listed}");
+    let shown = worker::dead_jobs::command(&store, &t.queue, &["show".to_owned(), id.clone()])
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["kind"], "turn");
+    assert_eq!(shown["attempts"], 3);
+    assert_eq!(shown["job"]["type"], "TurnV1");
+
+    // The model is back; the operator replays the turn.
+    t.openai.script([Scripted::Text("Her er svaret.".into())]);
+    let replayed = worker::dead_jobs::command(&store, &t.queue, &["replay".to_owned(), id.clone()])
+        .await
+        .unwrap();
+    assert!(replayed.contains("~replay-"), "{replayed}");
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+    assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+    let again = worker::dead_jobs::command(&store, &t.queue, &["replay".to_owned(), id]).await;
+    assert!(again.unwrap_err().to_string().contains("replayed"));
+    assert!(store.dead_jobs(true, 10).await.unwrap().is_empty());
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_model_asking_to_wait_carries_its_retry_after_into_the_job_backoff() {
+    let t = TestEnv::start().await;
+    t.openai.script([Scripted::RateLimited(7)]);
+    let llm = LlmClient::new(
+        &t.openai.base_url,
+        &LLM_API_KEY.to_owned().into(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let error = llm
+        .complete(&CompletionRequest {
+            model: "gpt-test",
+            messages: &[],
+            functions: &[],
+            temperature: None,
+            max_output_tokens: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LlmError::Api { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+        "{error:?}"
+    );
+    let failure = JobFailure::from(error);
+    assert!(matches!(failure, JobFailure::Retryable(_)));
+    assert_eq!(failure.retry_after(), Some(Duration::from_secs(7)));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
+    let t = TestEnv::start().await;
+    sqlx::query("UPDATE tenants SET llm_tokens_per_day = 100")
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+    t.openai.script([Scripted::Text("Første svar.".into())]);
+    assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
+    t.wait_for_posts(1).await;
+    assert_eq!(t.post_slack_event(&SlackLoad::event(1, 0)).await, 200);
+    t.wait_for_posts(2).await;
+    t.wait_idle().await;
+
+    let posted = t.slack.take_posted();
+    assert_eq!(posted[0].text, "Første svar.");
+    let tomorrow = chrono::Utc::now().date_naive().succ_opt().unwrap();
+    assert!(
+        posted[1]
+            .text
+            .contains(&format!("on a break until {tomorrow}")),
+        "{}",
+        posted[1].text
+    );
+    assert_eq!(t.openai.requests().len(), 1, "no model call once spent");
+    let used: i64 = sqlx::query_scalar("SELECT tokens FROM tenant_llm_usage")
+        .fetch_one(&t.db.owner)
+        .await
+        .unwrap();
+    assert_eq!(used, 150, "the fake model reports 120 + 30 tokens");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_user_over_the_inbound_limit_is_told_once_and_nothing_is_recorded() {
+    let t = TestEnv::start_with(TestOptions {
+        user_per_minute: Some(2),
+        ..Default::default()
+    })
+    .await;
+    t.openai
+        .script([Scripted::Text("En.".into()), Scripted::Text("To.".into())]);
+    for c in 0..4 {
+        assert_eq!(t.post_slack_event(&SlackLoad::event(c, 0)).await, 200);
+    }
+    t.wait_for_posts(3).await;
+    t.wait_idle().await;
+
+    assert_eq!(
+        t.db.count("inbox").await,
+        2,
+        "messages over the limit are not recorded"
+    );
+    let posted = t.slack.take_posted();
+    let notices = posted
+        .iter()
+        .filter(|p| p.text == RATE_LIMITED_REPLY)
+        .count();
+    assert_eq!(notices, 1, "told once, not per message: {posted:?}");
+    assert_eq!(posted.len(), 3);
+    t.finish().await;
+}

@@ -1,0 +1,197 @@
+//! Fault tests with real gateway and worker processes (the binaries), their
+//! Postgres and Redis behind proxies the tests take away: every message the
+//! gateway acknowledged is answered exactly once, in order per conversation.
+
+use std::time::Duration;
+
+use tests::fake::openai::Scripted;
+use tests::load::SlackLoad;
+use tests::{TestEnv, TestOptions};
+
+/// Recovery waits out heartbeats (15 s), leases and backoff.
+const RECOVERY: Duration = Duration::from_secs(90);
+
+const LOAD: SlackLoad = SlackLoad {
+    conversations: 6,
+    per_conversation: 4,
+};
+
+async fn start() -> TestEnv {
+    let t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        gateway_process: true,
+        ..Default::default()
+    })
+    .await;
+    t.openai.when_empty(Scripted::Echo);
+    t
+}
+
+async fn wait_all_answered(t: &TestEnv, load: SlackLoad) {
+    t.wait_until_within("every reply posted", RECOVERY, || async {
+        t.slack.posted_count() >= load.total()
+    })
+    .await;
+    t.wait_idle_within(RECOVERY).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_turn_under_load_loses_and_repeats_nothing() {
+    let t = start().await;
+    t.openai.set_latency(Duration::from_millis(400));
+    let doomed = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
+    let survivor = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
+    LOAD.post_all(&t).await;
+    t.wait_until("some turns in progress", || async {
+        t.openai.requests().len() >= 6
+    })
+    .await;
+    doomed.kill().await;
+
+    wait_all_answered(&t, LOAD).await;
+    LOAD.assert_answered_once_in_order(&t).await;
+    assert_eq!(
+        t.openai.max_concurrent_per_conversation(),
+        1,
+        "one turn at a time per conversation"
+    );
+    drop(survivor);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn redis_restarting_empty_under_load_loses_nothing() {
+    let t = start().await;
+    t.openai.set_latency(Duration::from_millis(200));
+    let _worker = t.start_worker_process(&[]).await;
+    LOAD.post_round(&t, 0).await;
+    LOAD.post_round(&t, 1).await;
+
+    // Redis goes away and comes back empty, as a restart without persistence.
+    let redis = t.redis_proxy.as_ref().unwrap();
+    redis.set_up(false);
+    t.wipe_redis().await;
+    let resend = async {
+        LOAD.post_round(&t, 2).await;
+        LOAD.post_round(&t, 3).await;
+    };
+    let restart = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.set_up(true);
+    };
+    tokio::join!(resend, restart);
+
+    wait_all_answered(&t, LOAD).await;
+    LOAD.assert_answered_once_in_order(&t).await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_failing_model_delays_but_loses_and_repeats_nothing() {
+    let t = start().await;
+    t.openai.script([
+        Scripted::Error(500),
+        Scripted::RateLimited(1),
+        Scripted::Hang(Duration::from_secs(3)),
+        Scripted::Error(503),
+        Scripted::Error(502),
+        Scripted::RateLimited(2),
+    ]);
+    let _worker = t.start_worker_process(&[]).await;
+    LOAD.post_all(&t).await;
+
+    wait_all_answered(&t, LOAD).await;
+    LOAD.assert_answered_once_in_order(&t).await;
+    assert_eq!(
+        t.db.count("dead_jobs").await,
+        0,
+        "transient failures are retried, not dead-lettered"
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn postgres_unreachable_for_a_while_loses_nothing() {
+    let t = start().await;
+    t.openai.set_latency(Duration::from_millis(200));
+    let _worker = t.start_worker_process(&[]).await;
+    LOAD.post_round(&t, 0).await;
+    LOAD.post_round(&t, 1).await;
+
+    let postgres = t.postgres_proxy.as_ref().unwrap();
+    postgres.set_up(false);
+    let resend = async {
+        LOAD.post_round(&t, 2).await;
+        LOAD.post_round(&t, 3).await;
+    };
+    let back = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        postgres.set_up(true);
+    };
+    tokio::join!(resend, back);
+
+    wait_all_answered(&t, LOAD).await;
+    LOAD.assert_answered_once_in_order(&t).await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_running_turns_within_the_grace_period_and_exits_zero() {
+    let t = start().await;
+    let load = SlackLoad {
+        conversations: 4,
+        per_conversation: 1,
+    };
+    t.openai.set_latency(Duration::from_millis(1500));
+    let worker = t
+        .start_worker_process(&[("AE_SHUTDOWN_GRACE_MS", "10000")])
+        .await;
+    load.post_all(&t).await;
+    t.wait_until("every turn running", || async {
+        t.openai.requests().len() >= load.total()
+    })
+    .await;
+    let status = worker.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "worker exited with {status}");
+    // The turns were finished, not abandoned: no other worker is running.
+    t.wait_until("every reply posted", || async {
+        t.slack.posted_count() >= load.total()
+    })
+    .await;
+    t.wait_idle().await;
+    load.assert_answered_once_in_order(&t).await;
+    assert_eq!(t.openai.requests().len(), load.total(), "no turn ran twice");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn sigterm_hands_back_turns_that_outlast_the_grace_period() {
+    let t = start().await;
+    let load = SlackLoad {
+        conversations: 2,
+        per_conversation: 1,
+    };
+    t.openai.set_latency(Duration::from_millis(1500));
+    let worker = t
+        .start_worker_process(&[("AE_SHUTDOWN_GRACE_MS", "200")])
+        .await;
+    load.post_all(&t).await;
+    t.wait_until("every turn running", || async {
+        t.openai.requests().len() >= load.total()
+    })
+    .await;
+    let stopped = std::time::Instant::now();
+    let status = worker.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "worker exited with {status}");
+    assert!(
+        stopped.elapsed() < Duration::from_millis(1200),
+        "the worker did not wait for the model past its grace period"
+    );
+    assert_eq!(t.slack.posted_count(), 0, "nothing answered yet");
+
+    let _next = t.start_worker_process(&[]).await;
+    t.openai.set_latency(Duration::ZERO);
+    wait_all_answered(&t, load).await;
+    load.assert_answered_once_in_order(&t).await;
+    t.finish().await;
+}

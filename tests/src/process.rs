@@ -1,0 +1,105 @@
+//! Real service processes for fault tests: the `gateway` and `worker`
+//! binaries (built by `cargo build --bins`, as `scripts/test` does), set up
+//! through `AE_*` variables like a deployment, killed with SIGKILL or
+//! stopped with SIGTERM.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// A running service process.
+pub struct ServiceProcess {
+    name: &'static str,
+    child: Child,
+    /// Base URL of its HTTP listener.
+    pub url: String,
+}
+
+/// Where cargo put the workspace's binaries: next to the test binary's
+/// `deps/` directory.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free local port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl ServiceProcess {
+    /// Starts `gateway` or `worker` with `env` (plus `AE_LISTEN_ADDR`) and
+    /// waits until its `/healthz` answers.
+    pub async fn start(name: &'static str, env: &[(String, String)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(binary(name));
+        command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("AE_LOG__FILTER", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut process = Self {
+            name,
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        process.wait_healthy().await;
+        process
+    }
+
+    async fn wait_healthy(&mut self) {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited during start-up: {status}", self.name);
+            }
+            if let Ok(r) = http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} did not become healthy in 15 s", self.name);
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up).
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL the process");
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `limit`.
+    pub async fn terminate(mut self, limit: Duration) -> ExitStatus {
+        let pid = self.child.id().expect("process is running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {limit:?} of SIGTERM", self.name))
+            .expect("wait for the process")
+    }
+}
