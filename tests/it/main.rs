@@ -1,10 +1,12 @@
 //! One integration binary for all end-to-end tests (keeps link time down).
 
 mod e2e_discord;
+mod e2e_limits;
 mod e2e_proposals;
 mod e2e_reliability;
 mod e2e_slack;
 mod e2e_slack_rejects;
 mod e2e_telegram;
 mod e2e_turn;
+mod faults;
 mod store;
