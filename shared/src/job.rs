@@ -77,7 +77,24 @@ pub enum JobFailure {
 #[error("asked to retry after {0:?}")]
 pub struct RetryAfter(pub std::time::Duration);
 
+/// Marks a retryable failure that is not the job's own: its conversation is
+/// busy with another worker, or an earlier message of it is not answered
+/// yet. Retried without using up the job's attempts (up to a hard limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("waiting for another job")]
+pub struct Deferred;
+
 impl JobFailure {
+    /// A retryable failure that waits for another job ([`Deferred`]).
+    pub fn deferred(e: impl Into<anyhow::Error>, context: &'static str) -> Self {
+        Self::Retryable(e.into().context(Deferred).context(context))
+    }
+
+    /// Whether this failure only waits for another job.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Self::Retryable(e) if e.downcast_ref::<Deferred>().is_some())
+    }
+
     /// The wait a server asked for, if this failure carries one.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
@@ -202,6 +219,13 @@ mod tests {
             JobFailure::retryable(anyhow::anyhow!("HTTP 500"), "x").retry_after(),
             None
         );
+    }
+
+    #[test]
+    fn deferral_is_found_under_later_context() {
+        let failure = JobFailure::deferred(anyhow::anyhow!("busy"), "Waiting");
+        assert!(failure.is_deferred());
+        assert!(!JobFailure::retryable(anyhow::anyhow!("busy"), "x").is_deferred());
     }
 
     #[test]

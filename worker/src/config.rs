@@ -174,6 +174,12 @@ impl WorkerConfig {
         require_secret("llm.api_key", &self.llm.api_key)?;
         require_http_url("accounting.base_url", &self.accounting.base_url)?;
         require_secret("accounting.token", &self.accounting.token)?;
+        if self.lease_ttl_ms < 1_000 {
+            return Err(ConfigError {
+                field: "lease_ttl_ms",
+                problem: "a conversation lease must live at least 1000 ms",
+            });
+        }
         if self.concurrency == 0 || self.max_attempts == 0 || self.llm.max_tool_rounds == 0 {
             return Err(ConfigError {
                 field: "concurrency",

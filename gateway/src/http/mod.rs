@@ -55,6 +55,8 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        // A bug must cost one request a 500, never the connection unanswered.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
 
 async fn readyz(State(state): State<HttpState>) -> Result<&'static str, ApiError> {

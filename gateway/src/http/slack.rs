@@ -61,12 +61,34 @@ fn ack() -> Response {
 }
 
 /// Checks Slack's signature and timestamp on a raw request body.
+/// Slack's replay window: a request signed more than five minutes from now
+/// is refused.
+const REPLAY_WINDOW_SECS: u64 = 300;
+
+/// Whether a Slack request timestamp (seconds) is a number within the
+/// replay window of `now`, without overflowing on any input.
+fn within_replay_window(timestamp: &str, now: i64) -> bool {
+    timestamp
+        .parse::<i64>()
+        .ok()
+        .and_then(|ts| now.checked_sub(ts))
+        .is_some_and(|skew| skew.unsigned_abs() <= REPLAY_WINDOW_SECS)
+}
+
 pub(super) fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)
         .ok_or(ApiError::Unauthorized("missing Slack signature"))?;
     let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)
         .ok_or(ApiError::Unauthorized("missing Slack request timestamp"))?;
+    // Checked here first: slack-morphism's own check overflows (and panics
+    // in debug builds) on a timestamp near i64::MIN.
+    if !within_replay_window(timestamp, Utc::now().timestamp()) {
+        metrics::counter!("automate_e_webhooks_rejected_total", "channel" => "slack").increment(1);
+        return Err(ApiError::Unauthorized(
+            "stale or invalid Slack request timestamp",
+        ));
+    }
     let body =
         std::str::from_utf8(body).map_err(|_| ApiError::Unauthorized("invalid Slack signature"))?;
     SlackEventSignatureVerifier::new(&state.slack_signing_secret)
@@ -194,4 +216,29 @@ fn build(
         attachments: Vec::new(),
         received_at: Utc::now(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_window_refuses_stale_future_junk_and_extremes_without_overflow() {
+        let now = 1_700_000_000;
+        assert!(within_replay_window("1700000000", now));
+        assert!(within_replay_window("1699999700", now));
+        assert!(within_replay_window("1700000300", now));
+        assert!(!within_replay_window("1699999699", now));
+        assert!(!within_replay_window("1700000301", now));
+        for junk in [
+            "",
+            "abc",
+            "1.5",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "99999999999999999999",
+        ] {
+            assert!(!within_replay_window(junk, now), "{junk}");
+        }
+    }
 }

@@ -74,13 +74,24 @@ pub async fn supervise<F, E>(
     }
 }
 
+/// Attempts a job that only waits for other jobs ([`JobFailure::is_deferred`])
+/// may make before it is given up; below apalis-redis' own hard limit (25),
+/// past which it would drop the job without us knowing.
+pub const MAX_DEFERRED_ATTEMPTS: usize = 20;
+
 /// Whether a failed job is given up now: a permanent failure, or a
 /// retryable one on its last attempt — except while the process is stopping
-/// (a job handed back on shutdown is never dead-lettered).
+/// (a job handed back on shutdown is never dead-lettered). A deferred job
+/// (waiting for another) gets [`MAX_DEFERRED_ATTEMPTS`].
 pub fn gives_up(failure: &JobFailure, attempt: usize, max_attempts: usize, stopping: bool) -> bool {
+    let limit = if failure.is_deferred() {
+        MAX_DEFERRED_ATTEMPTS.max(max_attempts)
+    } else {
+        max_attempts
+    };
     match failure {
         JobFailure::Permanent(_) => true,
-        JobFailure::Retryable(_) => attempt >= max_attempts && !stopping,
+        JobFailure::Retryable(_) => attempt >= limit && !stopping,
     }
 }
 
@@ -313,6 +324,23 @@ impl JobQueue {
                 push(self.storage(queue, 1), job, Some(task_id)).await
             }
         }
+    }
+
+    /// Whether the job with `task_id` ran to its end on `queue` (done or
+    /// dead): pushing it again under the same id would be a no-op.
+    pub async fn is_finished(&self, queue: QueueName, task_id: &str) -> Result<bool, QueueError> {
+        let config = Config::default().queue(self.key_prefix(queue));
+        let mut conn = self.conn.clone();
+        let (done, dead): (bool, bool) = redis::pipe()
+            .cmd("SISMEMBER")
+            .arg(config.done_jobs_set())
+            .arg(task_id)
+            .cmd("SISMEMBER")
+            .arg(config.dead_jobs_set())
+            .arg(task_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(done || dead)
     }
 
     /// Checks that Redis answers.

@@ -231,9 +231,9 @@ pub fn notice_failed(tool: &str, id: ProposalId, status: Option<u16>) -> String 
 /// carried out after every attempt (an operator can replay it).
 pub fn notice_gave_up(tool: &str, id: ProposalId) -> String {
     format!(
-        "`{tool}` was approved but could not be carried out: the accounting system could not be \
-         reached after several attempts. Nothing was written. An operator has been notified and \
-         can retry it (proposal {id})."
+        "`{tool}` was approved but could not be confirmed as carried out: the accounting system \
+         could not be reached after several attempts. An operator has been notified and can \
+         retry it safely; it will not be written twice (proposal {id})."
     )
 }
 

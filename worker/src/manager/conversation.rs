@@ -79,7 +79,8 @@ impl Drop for Renewal {
 /// The running state of one turn: the stream version, shared event fields,
 /// and the reads made so far (evidence for any proposal).
 struct Turn<'a> {
-    /// The last message of the batch: the turn's lead (proposer, causation).
+    /// The first (oldest) message of the batch: the turn's lead (proposer,
+    /// causation, proposal and reply dedupe).
     msg: &'a InboxModel,
     lease: Lease,
     character: &'a Character,
@@ -191,7 +192,7 @@ impl ConversationManager {
                 return Ok(None);
             }
             if Instant::now() >= deadline {
-                return Err(JobFailure::retryable(
+                return Err(JobFailure::deferred(
                     anyhow::anyhow!("conversation {} is busy", msg.conversation_id),
                     "Another worker holds the conversation",
                 ));
@@ -231,18 +232,30 @@ impl ConversationManager {
     ) -> Result<TurnOutcome, JobFailure> {
         let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
         loop {
+            if self.store.inbox_message(own).await?.processed_at.is_some() {
+                return Ok(TurnOutcome::AlreadyDone);
+            }
             let pending = self
                 .store
                 .pending_messages(lease.conversation_id, limit)
                 .await?;
             let authors: Vec<&str> = pending.iter().map(|m| m.author_id.as_str()).collect();
             let batch = &pending[..turn::fold_count(&authors)];
-            if batch.is_empty() {
-                return Ok(TurnOutcome::AlreadyDone);
-            }
-            let answered = self.answer(lease, batch, traceparent).await?;
-            if batch.iter().any(|m| m.id == own) {
-                return Ok(answered.map_or(TurnOutcome::AlreadyDone, TurnOutcome::Replied));
+            let is_own = batch.iter().any(|m| m.id == own);
+            match self.answer(lease, batch, traceparent).await {
+                Ok(Some(outbox_id)) if is_own => return Ok(TurnOutcome::Replied(outbox_id)),
+                // Answered, or a message was answered (given up) meanwhile:
+                // look again.
+                Ok(_) => {}
+                Err(e) if is_own => return Err(e),
+                // An earlier message's failure is its own job's to handle;
+                // this one waits behind it.
+                Err(e) => {
+                    return Err(JobFailure::deferred(
+                        anyhow::anyhow!("{e}"),
+                        "An earlier message of the conversation is not answered yet",
+                    ));
+                }
             }
             if shutdown.is_cancelled() {
                 return Err(JobFailure::retryable(
@@ -261,7 +274,11 @@ impl ConversationManager {
         batch: &[InboxModel],
         traceparent: &str,
     ) -> Result<Option<OutboxId>, JobFailure> {
-        let msg = batch.last().expect("a turn answers at least one message");
+        // The oldest message leads: the same on every retry of this turn,
+        // so a proposal filed again is recognised (filed once per lead).
+        let Some(msg) = batch.first() else {
+            return Ok(None);
+        };
         let character = self
             .characters
             .get(&msg.character)
@@ -336,9 +353,10 @@ impl ConversationManager {
         Ok(Some(outbox_id))
     }
 
-    /// Gives up on a message after its last attempt: marks it answered with
-    /// a notice to the user (so the conversation goes on), recorded as
-    /// `turn_failed`. A no-op when it was answered meanwhile.
+    /// Gives up on a message after its last attempt: under the
+    /// conversation's lease, marks it answered with a notice to the user (so
+    /// the conversation goes on), recorded as `turn_failed`. A no-op when it
+    /// was answered meanwhile.
     pub async fn give_up(
         &self,
         inbox_id: InboxId,
@@ -349,13 +367,37 @@ impl ConversationManager {
         if msg.processed_at.is_some() {
             return Ok(());
         }
+        let Some(lease) = self.wait_for_lease(&msg).await? else {
+            return Ok(());
+        };
+        let written = self.write_failure(&msg, lease, reason, traceparent).await;
+        if let Err(e) = self.store.release_lease(&lease).await {
+            tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
+        }
+        let Some(outbox_id) = written? else {
+            return Ok(());
+        };
+        self.queue
+            .deliver_outbox(&self.store, outbox_id, traceparent)
+            .await
+    }
+
+    async fn write_failure(
+        &self,
+        msg: &InboxModel,
+        lease: Lease,
+        reason: &str,
+        traceparent: &str,
+    ) -> Result<Option<OutboxId>, JobFailure> {
         let stream = conversation_stream(msg.conversation_id);
         let outbox_id = OutboxId::new_v7();
         let failed = ConversationEvent::TurnFailed(TurnFailed {
-            inbox_id,
+            inbox_id: msg.id,
             outbox_id,
             reason: reason.to_owned(),
         });
+        // Unique per give-up: a replayed turn may be given up again.
+        let key = format!("turn-failed:{}:{outbox_id}", msg.id);
         let event = NewEvent {
             tenant_id: msg.tenant_id,
             type_name: failed.type_name(),
@@ -365,28 +407,27 @@ impl ConversationManager {
                 id: "worker".to_owned(),
             },
             occurred_at: Utc::now(),
-            dedupe_key: Some(format!("turn-failed:{inbox_id}")),
+            dedupe_key: Some(key.clone()),
             correlation_id: Some(msg.conversation_id.0),
-            causation_id: Some(inbox_id.0),
+            causation_id: Some(msg.id.0),
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
             source: "worker",
         };
         let params = ReplyParams {
             outbox_id,
-            inbox_ids: vec![inbox_id],
-            lease: None,
-            dedupe_key: format!("turn-failed:{inbox_id}"),
+            inbox_ids: vec![msg.id],
+            lease: Some(lease),
+            dedupe_key: key,
             expected_version: self.store.stream_version(&stream).await?,
             stream,
             events: vec![event],
             text: turn::TURN_FAILED_REPLY.to_owned(),
         };
-        if self.store.complete_turn(&params).await? {
-            self.queue
-                .deliver_outbox(&self.store, outbox_id, traceparent)
-                .await?;
-        }
-        Ok(())
+        Ok(self
+            .store
+            .complete_turn(&params)
+            .await?
+            .then_some(outbox_id))
     }
 
     /// Model rounds until the model answers without tools (or the round limit).
@@ -441,12 +482,12 @@ impl ConversationManager {
                 tool_calls: u32::try_from(completion.answer.tool_calls.len()).unwrap_or(u32::MAX),
                 duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             });
-            let event = turn.event(&called, turn.agent(), None);
-            self.append(turn, &[event]).await?;
             let tokens = i64::from(completion.input_tokens) + i64::from(completion.output_tokens);
             self.store
                 .add_token_usage(turn.msg.tenant_id, today, tokens)
                 .await?;
+            let event = turn.event(&called, turn.agent(), None);
+            self.append(turn, &[event]).await?;
             match turn::next_step(&completion.answer, round, max_rounds) {
                 Step::Reply(text) => return Ok(text),
                 Step::CallTools(calls) => {

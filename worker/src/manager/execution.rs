@@ -55,6 +55,16 @@ impl ExecutionManager {
     /// every attempt (its job is dead-lettered); once per proposal.
     pub async fn give_up(&self, id: ProposalId, traceparent: &str) -> Result<(), JobFailure> {
         let mut tx = self.store.lock_proposal(id).await?;
+        // Only an approved write that did not finish has anything to tell.
+        if !matches!(
+            tx.proposal.state(),
+            ProposalState::Approved
+                | ProposalState::AutoApproved
+                | ProposalState::Executing
+                | ProposalState::ExecutionFailed
+        ) {
+            return Ok(());
+        }
         let text = notice_gave_up(&tx.proposal.tool, id);
         let notice = tx
             .notify_conversation(&format!("execution-gave-up:{id}"), &text)

@@ -2,11 +2,12 @@
 //! sweep re-queues inbox messages not yet answered and outbox items not yet
 //! delivered, older than a grace period. Jobs are keyed by row id, so
 //! re-queuing work that is still on the queue is a no-op; after a Redis
-//! restart without persistence it brings the lost jobs back.
+//! restart without persistence it brings the lost jobs back, and a turn
+//! whose job ended without answering is pushed again under a fresh id.
 
 use std::time::Duration;
 
-use shared::access::queue::JobQueue;
+use shared::access::queue::{JobQueue, QueueName};
 use shared::access::store::Store;
 use shared::job::{DeliveryJob, JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
@@ -47,10 +48,22 @@ impl Relay {
                 inbox_id,
                 traceparent: shared::telemetry::new_traceparent(),
             };
-            self.queue
-                .enqueue_worker_job(job)
+            let task_id = job.dedupe_key().unwrap_or_default();
+            let finished = self
+                .queue
+                .is_finished(QueueName::Worker, &task_id)
                 .await
-                .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a turn"))?;
+                .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
+            let queued = if finished {
+                // Its job ended (e.g. dead-lettered, then the notice could not
+                // be written): the old id is spent, so push it anew.
+                let json = serde_json::to_value(&job).unwrap_or_default();
+                let fresh = format!("{task_id}~relay-{}", uuid::Uuid::now_v7().simple());
+                self.queue.replay(QueueName::Worker, &json, fresh).await
+            } else {
+                self.queue.enqueue_worker_job(job).await
+            };
+            queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue a turn"))?;
             sweep.turns += 1;
         }
         for outbox_id in self

@@ -241,7 +241,7 @@ impl Store {
     pub async fn reopen_failed_message(&self, id: InboxId) -> Result<bool, StoreError> {
         let reopened = sqlx::query(
             "UPDATE inbox SET processed_at = NULL WHERE id = $1 AND processed_at IS NOT NULL \
-             AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key = 'turn-failed:' || $1::text)",
+             AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key LIKE 'turn-failed:' || $1::text || ':%')",
         )
         .bind(id)
         .execute(&self.pool)

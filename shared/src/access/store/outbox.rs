@@ -14,7 +14,7 @@ pub struct ReplyParams {
     /// The new outbox row's id.
     pub outbox_id: OutboxId,
     /// The inbox messages the turn answered, in arrival order (rapid
-    /// messages folded into one turn); the last one is the turn's lead.
+    /// messages folded into one turn); the first one is the turn's lead.
     pub inbox_ids: Vec<InboxId>,
     /// The conversation lease the turn ran under; `None` only for the
     /// notice of a turn given up (written by the job, not the holder).
@@ -62,7 +62,7 @@ impl Store {
     pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {
         let lead = *p
             .inbox_ids
-            .last()
+            .first()
             .ok_or(StoreError::NotFound("turn message"))?;
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = &p.lease {
