@@ -76,3 +76,50 @@ async fn rapid_messages_of_one_author_are_folded_into_one_turn_in_order() {
     );
     t.finish().await;
 }
+
+async fn queue_depth(t: &TestEnv) -> serde_json::Value {
+    t.http
+        .get(format!("{}/queue-depth", t.gateway_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight() {
+    let mut t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        ..Default::default()
+    })
+    .await;
+    t.openai.when_empty(Scripted::Echo);
+    t.openai.set_latency(std::time::Duration::from_millis(1500));
+    for c in 0..3 {
+        assert_eq!(t.post_slack_event(&SlackLoad::event(c, 0)).await, 200);
+    }
+    let pending = queue_depth(&t).await;
+    assert_eq!(pending["worker"]["backlog"], 3, "{pending}");
+    assert_eq!(pending["worker"]["due"], 3, "{pending}");
+
+    t.start_worker().await;
+    t.wait_until("every turn running", || async {
+        t.openai.requests().len() >= 3
+    })
+    .await;
+    let running = queue_depth(&t).await;
+    assert_eq!(running["worker"]["backlog"], 3, "{running}");
+    assert_eq!(running["worker"]["in_flight"], 3, "{running}");
+    let direct = t.queue.depth(QueueName::Worker).await.unwrap();
+    assert_eq!(running["worker"]["backlog"], direct.backlog());
+
+    t.wait_for_posts(3).await;
+    t.wait_idle().await;
+    let idle = queue_depth(&t).await;
+    assert_eq!(idle["worker"]["backlog"], 0, "{idle}");
+    assert_eq!(idle["delivery"]["backlog"], 0, "{idle}");
+    t.slack.take_posted();
+    t.finish().await;
+}

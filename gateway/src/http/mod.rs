@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
-use shared::access::queue::JobQueue;
+use shared::access::queue::{JobQueue, QueueName};
 use shared::access::store::Store;
 use slack_morphism::SlackSigningSecret;
 
@@ -54,6 +54,7 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/queue-depth", get(queue_depth))
         .with_state(state)
         // A bug must cost one request a 500, never the connection unanswered.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -71,6 +72,29 @@ async fn readyz(State(state): State<HttpState>) -> Result<&'static str, ApiError
         .await
         .map_err(|_| ApiError::Unavailable("redis"))?;
     Ok("ready")
+}
+
+/// The true depth of both queues, for autoscaling (KEDA's metrics-api
+/// scaler reads `worker.backlog`): apalis-redis keeps new jobs in a sorted
+/// set, so a Redis list length would read 0. Also set as gauges.
+async fn queue_depth(
+    State(state): State<HttpState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut depths = serde_json::Map::new();
+    for queue in [QueueName::Worker, QueueName::Delivery] {
+        let depth = state
+            .queue
+            .depth(queue)
+            .await
+            .map_err(|_| ApiError::Unavailable("redis"))?;
+        #[expect(clippy::cast_precision_loss, reason = "a gauge of a job count")]
+        metrics::gauge!("automate_e_queue_depth", "queue" => queue.suffix())
+            .set(depth.backlog() as f64);
+        let mut value = serde_json::to_value(depth).unwrap_or_default();
+        value["backlog"] = depth.backlog().into();
+        depths.insert(queue.suffix().to_owned(), value);
+    }
+    Ok(axum::Json(depths.into()))
 }
 
 async fn metrics(State(state): State<HttpState>) -> (StatusCode, String) {
