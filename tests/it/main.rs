@@ -10,3 +10,4 @@ mod e2e_telegram;
 mod e2e_turn;
 mod faults;
 mod store;
+mod webhook_corpus;
