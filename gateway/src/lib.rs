@@ -19,14 +19,12 @@ use apalis::prelude::{
 use secrecy::ExposeSecret;
 use shared::access::discord::DiscordClient;
 use shared::access::queue::{
-    JobQueue, POLL_INTERVAL, QueueName, back_off, gives_up, record_dead, settle, stop_signal,
-    supervise,
+    JobQueue, JobRun, POLL_INTERVAL, QueueName, RetryRules, conclude, stop_signal, supervise,
 };
 use shared::access::slack::SlackClient;
 use shared::access::store::Store;
 use shared::access::telegram::TelegramClient;
 use shared::engine::pace::per_minute;
-use shared::engine::retry::Backoff;
 use shared::job::{DeliveryJob, JobFailure};
 use shared::pacer::Pacer;
 use shared::telemetry::trace_id;
@@ -270,7 +268,7 @@ async fn run_delivery(
             .concurrency(cfg.concurrency)
             .parallelize(|job| tokio::spawn(job))
             .data(manager.clone())
-            .data(DeliveryRules {
+            .data(RetryRules {
                 max_attempts: cfg.max_attempts,
                 backoff: cfg.retry.backoff(),
                 shutdown: stop.clone(),
@@ -280,15 +278,6 @@ async fn run_delivery(
     })
     .await;
     Ok(())
-}
-
-/// Settings a delivery job handler needs besides the managers.
-#[derive(Debug, Clone)]
-struct DeliveryRules {
-    /// Attempts before a job is dead-lettered.
-    max_attempts: usize,
-    backoff: Backoff,
-    shutdown: CancellationToken,
 }
 
 /// The managers that run delivery jobs.
@@ -303,7 +292,7 @@ struct DeliveryManagers {
 async fn deliver(
     job: DeliveryJob,
     managers: Data<Arc<DeliveryManagers>>,
-    rules: Data<DeliveryRules>,
+    rules: Data<RetryRules>,
     attempt: Attempt,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
@@ -331,26 +320,12 @@ async fn deliver(
             "Job from a newer producer",
         )),
     };
-    let stopping = rules.shutdown.is_cancelled();
-    let given_up = result
-        .as_ref()
-        .err()
-        .is_some_and(|f| gives_up(f, attempt.current(), rules.max_attempts, stopping));
-    if let Err(failure) = &result {
-        if given_up {
-            record_dead(
-                &managers.store,
-                QueueName::Delivery,
-                &job,
-                &about,
-                task_id.to_string(),
-                attempt.current(),
-                failure,
-            )
-            .await;
-        } else {
-            back_off(&rules.backoff, attempt.current(), failure, &rules.shutdown).await;
-        }
-    }
-    settle(result, given_up)
+    let run = JobRun {
+        queue: QueueName::Delivery,
+        job: &job,
+        about,
+        task_id: task_id.to_string(),
+        attempt: attempt.current(),
+    };
+    conclude(&managers.store, run, &rules, result).await.0
 }

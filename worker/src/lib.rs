@@ -22,8 +22,7 @@ use axum::routing::get;
 use shared::access::accounting::AccountingClient;
 use shared::access::llm::LlmClient;
 use shared::access::queue::{
-    JobQueue, POLL_INTERVAL, QueueName, back_off, gives_up, record_dead, settle, stop_signal,
-    supervise,
+    JobQueue, JobRun, POLL_INTERVAL, QueueName, RetryRules, conclude, stop_signal, supervise,
 };
 use shared::access::store::Store;
 use shared::character::Characters;
@@ -162,10 +161,12 @@ impl App {
             .with_graceful_shutdown(async move { stop.cancelled().await });
         let relay = self.relay.run(shutdown.clone());
         let rules = JobRules {
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
+            retry: RetryRules {
+                max_attempts: self.max_attempts,
+                backoff: self.backoff,
+                shutdown,
+            },
             shutdown_grace: self.shutdown_grace,
-            shutdown,
         };
         let jobs = run_jobs(self.queue, self.managers, self.concurrency, rules);
         let (served, (), ()) = tokio::join!(server, jobs, relay);
@@ -183,17 +184,15 @@ async fn readyz(State((store, queue)): State<(Store, JobQueue)>) -> StatusCode {
 /// Settings a job handler needs besides the managers.
 #[derive(Debug, Clone)]
 struct JobRules {
-    max_attempts: usize,
-    backoff: Backoff,
+    retry: RetryRules,
     /// How long running jobs may go on after SIGTERM.
     shutdown_grace: Duration,
-    shutdown: CancellationToken,
 }
 
 /// Consumes worker jobs until shutdown.
 async fn run_jobs(queue: JobQueue, managers: Arc<Managers>, concurrency: usize, rules: JobRules) {
-    let stop = rules.shutdown.clone();
-    supervise("worker", rules.shutdown.clone(), |name| {
+    let stop = rules.retry.shutdown.clone();
+    supervise("worker", stop.clone(), |name| {
         let worker = WorkerBuilder::new(name)
             .backend(
                 queue
@@ -228,7 +227,7 @@ async fn handle_job(
         span.record("trace_id", trace);
     }
     let started = std::time::Instant::now();
-    let shutdown = &rules.shutdown;
+    let shutdown = &rules.retry.shutdown;
     let result = tokio::select! {
         result = managers.run(&job, attempt.current(), shutdown) => result,
         () = grace_ended(shutdown, rules.shutdown_grace) => Err(JobFailure::retryable(
@@ -238,32 +237,18 @@ async fn handle_job(
     };
     metrics::histogram!("automate_e_job_seconds", "kind" => about.kind)
         .record(started.elapsed().as_secs_f64());
-    let given_up = result.as_ref().err().is_some_and(|failure| {
-        gives_up(
-            failure,
-            attempt.current(),
-            rules.max_attempts,
-            shutdown.is_cancelled(),
-        )
-    });
-    if let Err(failure) = &result {
-        if given_up {
-            record_dead(
-                &managers.store,
-                QueueName::Worker,
-                &job,
-                &about,
-                task_id.to_string(),
-                attempt.current(),
-                failure,
-            )
-            .await;
-            managers.tell_given_up(&job, failure).await;
-        } else {
-            back_off(&rules.backoff, attempt.current(), failure, shutdown).await;
-        }
+    let run = JobRun {
+        queue: QueueName::Worker,
+        job: &job,
+        about,
+        task_id: task_id.to_string(),
+        attempt: attempt.current(),
+    };
+    let (settled, given_up) = conclude(&managers.store, run, &rules.retry, result).await;
+    if let Some(reason) = given_up {
+        managers.tell_given_up(&job, &reason).await;
     }
-    settle(result, given_up)
+    settled
 }
 
 /// Completes `grace` after `shutdown` is cancelled.
@@ -319,14 +304,14 @@ impl Managers {
 
     /// Tells the user a job was given up, where there is someone to tell;
     /// a failure to tell is logged (the dead letter is recorded already).
-    async fn tell_given_up(&self, job: &WorkerJob, failure: &JobFailure) {
+    async fn tell_given_up(&self, job: &WorkerJob, reason: &str) {
         let told = match job {
             WorkerJob::TurnV1 {
                 inbox_id,
                 traceparent,
             } => {
                 self.conversations
-                    .give_up(*inbox_id, &failure.to_string(), traceparent)
+                    .give_up(*inbox_id, reason, traceparent)
                     .await
             }
             WorkerJob::ExecuteV1 {

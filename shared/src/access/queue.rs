@@ -100,7 +100,7 @@ pub fn gives_up(failure: &JobFailure, attempt: usize, max_attempts: usize, stopp
 /// goes back to the queue; cut short by `shutdown`. The wait holds the
 /// job's slot; apalis-redis then schedules the job `attempt` seconds later
 /// (its fixed rule), so the real gap is the backoff plus that.
-pub async fn back_off(
+async fn back_off(
     backoff: &Backoff,
     attempt: usize,
     failure: &JobFailure,
@@ -118,21 +118,14 @@ pub async fn back_off(
 
 /// Records a job given up in the dead-letter table, for operators; a
 /// failure to record is logged (the job is dead-lettered in Redis anyway).
-pub async fn record_dead<J: Serialize>(
-    store: &Store,
-    queue: QueueName,
-    job: &J,
-    about: &JobAbout<'_>,
-    task_id: String,
-    attempt: usize,
-    failure: &JobFailure,
-) {
+async fn record_dead<J: Serialize>(store: &Store, run: &JobRun<'_, J>, failure: &JobFailure) {
+    let (queue, attempt) = (run.queue, run.attempt);
     let dead = NewDeadJob {
         queue: queue.suffix(),
-        task_id,
-        kind: about.kind,
-        subject: about.subject,
-        job: serde_json::to_value(job).unwrap_or_default(),
+        task_id: run.task_id.clone(),
+        kind: run.about.kind,
+        subject: run.about.subject,
+        job: serde_json::to_value(run.job).unwrap_or_default(),
         error: failure.to_string(),
         attempts: i32::try_from(attempt).unwrap_or(i32::MAX),
     };
@@ -147,10 +140,59 @@ pub async fn record_dead<J: Serialize>(
     metrics::counter!("automate_e_dead_jobs_total", "queue" => queue.suffix()).increment(1);
 }
 
+/// How a consumer retries its jobs.
+#[derive(Debug, Clone)]
+pub struct RetryRules {
+    /// Attempts before a job is given up.
+    pub max_attempts: usize,
+    /// Spacing of attempts.
+    pub backoff: Backoff,
+    /// Cancelled on SIGTERM.
+    pub shutdown: CancellationToken,
+}
+
+/// One run of a job, as the consumer saw it.
+#[derive(Debug)]
+pub struct JobRun<'a, J> {
+    /// The queue it came from.
+    pub queue: QueueName,
+    /// The job.
+    pub job: &'a J,
+    /// What it is about.
+    pub about: JobAbout<'a>,
+    /// Its queue task id.
+    pub task_id: String,
+    /// Which attempt this was (1 = the first).
+    pub attempt: usize,
+}
+
+/// Ends a job run, the one place both queues decide retry or dead letter:
+/// a failure to retry waits out its backoff; a job given up ([`gives_up`])
+/// is recorded in `dead_jobs`. Returns apalis' result and, when the job was
+/// given up, why (for telling the user).
+pub async fn conclude<J: Serialize>(
+    store: &Store,
+    run: JobRun<'_, J>,
+    rules: &RetryRules,
+    result: Result<(), JobFailure>,
+) -> (Result<(), BoxDynError>, Option<String>) {
+    let stopping = rules.shutdown.is_cancelled();
+    let mut reason = None;
+    if let Err(failure) = &result {
+        if gives_up(failure, run.attempt, rules.max_attempts, stopping) {
+            record_dead(store, &run, failure).await;
+            reason = Some(failure.to_string());
+        } else {
+            back_off(&rules.backoff, run.attempt, failure, &rules.shutdown).await;
+        }
+    }
+    (settle(result, reason.is_some()), reason)
+}
+
 /// Turns a job's result into apalis' terms: `Ok`, an error apalis retries,
 /// or — when the job is given up ([`gives_up`]) — an [`AbortError`] that
 /// dead-letters it (apalis-redis ignores its own attempt limit).
-pub fn settle(result: Result<(), JobFailure>, given_up: bool) -> Result<(), BoxDynError> {
+fn settle(result: Result<(), JobFailure>, given_up: bool) -> Result<(), BoxDynError> {
     match result {
         Ok(()) => Ok(()),
         Err(e) if given_up => Err(AbortError::new(e.to_string()).into()),
