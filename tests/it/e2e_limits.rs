@@ -5,24 +5,12 @@
 use std::time::Duration;
 
 use shared::access::llm::{CompletionRequest, LlmClient, LlmError};
-use shared::access::store::Store;
 use shared::engine::pace::RATE_LIMITED_REPLY;
 use shared::engine::turn::TURN_FAILED_REPLY;
 use shared::job::JobFailure;
-use sqlx::postgres::PgPoolOptions;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
 use tests::{LLM_API_KEY, TestEnv, TestOptions, fixture};
-
-async fn service_store(t: &TestEnv) -> Store {
-    Store::from_pool(
-        PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&t.db.service_url())
-            .await
-            .unwrap(),
-    )
-}
 
 #[tokio::test]
 async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
@@ -47,7 +35,7 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
     assert_eq!(failed.len(), 1);
     assert!(failed[0]["reason"].as_str().unwrap().contains("HTTP 500"));
 
-    let store = service_store(&t).await;
+    let store = t.db.service_store().await;
     let listed = worker::dead_jobs::command(&store, &t.queue, &["list".to_owned()])
         .await
         .unwrap();

@@ -5,7 +5,6 @@ use serde_json::json;
 use shared::access::store::{NewEvent, Store, StoreError};
 use shared::event::{Actor, ActorKind};
 use shared::ids::TenantId;
-use sqlx::postgres::PgPoolOptions;
 use tests::db::TestDb;
 
 fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
@@ -26,21 +25,11 @@ fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
     }
 }
 
-async fn service_store(db: &TestDb) -> Store {
-    Store::from_pool(
-        PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&db.service_url())
-            .await
-            .unwrap(),
-    )
-}
-
 #[tokio::test]
 async fn appends_are_optimistic_per_stream_and_deduplicated() {
     let db = TestDb::create().await;
     let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
-    let store = service_store(&db).await;
+    let store = db.service_store().await;
 
     assert_eq!(
         store
@@ -95,7 +84,7 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
 async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
     let db = TestDb::create().await;
     let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
-    let store = service_store(&db).await;
+    let store = db.service_store().await;
     store
         .append("s-1", 0, &[event(tenant, None)])
         .await
@@ -156,7 +145,7 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
     use std::time::Duration;
 
     let db = TestDb::create().await;
-    let store = service_store(&db).await;
+    let store = db.service_store().await;
     let msg = one_message(&db, &store).await;
     let conversation = msg.conversation_id;
     let ttl = Duration::from_millis(300);

@@ -86,6 +86,16 @@ impl TestDb {
         with_database(&admin_url(), Some(SERVICE_LOGIN_ROLE), &self.name)
     }
 
+    /// A store connected as the service role, as the services connect.
+    pub async fn service_store(&self) -> shared::access::store::Store {
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.service_url())
+            .await
+            .expect("connect as the service role");
+        shared::access::store::Store::from_pool(pool)
+    }
+
     /// Adds a tenant and one route to it; returns the tenant id.
     pub async fn seed_tenant(
         &self,
