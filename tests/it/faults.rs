@@ -135,6 +135,25 @@ async fn postgres_unreachable_for_a_while_loses_nothing() {
     t.finish().await;
 }
 
+/// Starts a worker with `grace_ms` of shutdown grace, sends it `load` with
+/// a slow model, SIGTERMs it while every turn is running and asserts it
+/// exits 0; returns how long it took to stop.
+async fn sigterm_mid_turn(t: &TestEnv, load: SlackLoad, grace_ms: &str) -> Duration {
+    t.openai.set_latency(Duration::from_millis(1500));
+    let worker = t
+        .start_worker_process(&[("AE_SHUTDOWN_GRACE_MS", grace_ms)])
+        .await;
+    load.post_all(t).await;
+    t.wait_until("every turn running", || async {
+        t.openai.requests().len() >= load.total()
+    })
+    .await;
+    let stopped = std::time::Instant::now();
+    let status = worker.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "worker exited with {status}");
+    stopped.elapsed()
+}
+
 #[tokio::test]
 async fn sigterm_finishes_running_turns_within_the_grace_period_and_exits_zero() {
     let t = start().await;
@@ -142,17 +161,7 @@ async fn sigterm_finishes_running_turns_within_the_grace_period_and_exits_zero()
         conversations: 4,
         per_conversation: 1,
     };
-    t.openai.set_latency(Duration::from_millis(1500));
-    let worker = t
-        .start_worker_process(&[("AE_SHUTDOWN_GRACE_MS", "10000")])
-        .await;
-    load.post_all(&t).await;
-    t.wait_until("every turn running", || async {
-        t.openai.requests().len() >= load.total()
-    })
-    .await;
-    let status = worker.terminate(Duration::from_secs(15)).await;
-    assert!(status.success(), "worker exited with {status}");
+    sigterm_mid_turn(&t, load, "10000").await;
     // The turns were finished, not abandoned: no other worker is running.
     t.wait_until("every reply posted", || async {
         t.slack.posted_count() >= load.total()
@@ -171,20 +180,9 @@ async fn sigterm_hands_back_turns_that_outlast_the_grace_period() {
         conversations: 2,
         per_conversation: 1,
     };
-    t.openai.set_latency(Duration::from_millis(1500));
-    let worker = t
-        .start_worker_process(&[("AE_SHUTDOWN_GRACE_MS", "200")])
-        .await;
-    load.post_all(&t).await;
-    t.wait_until("every turn running", || async {
-        t.openai.requests().len() >= load.total()
-    })
-    .await;
-    let stopped = std::time::Instant::now();
-    let status = worker.terminate(Duration::from_secs(10)).await;
-    assert!(status.success(), "worker exited with {status}");
+    let stopped_in = sigterm_mid_turn(&t, load, "200").await;
     assert!(
-        stopped.elapsed() < Duration::from_millis(1200),
+        stopped_in < Duration::from_millis(1200),
         "the worker did not wait for the model past its grace period"
     );
     assert_eq!(t.slack.posted_count(), 0, "nothing answered yet");
