@@ -305,16 +305,19 @@ async fn deliver(
     let result = match &job {
         DeliveryJob::DeliverV1 {
             outbox_id,
+            tenant_id,
             traceparent,
         } => {
             managers
                 .replies
-                .deliver(*outbox_id, trace_id(traceparent))
+                .deliver(*tenant_id, *outbox_id, trace_id(traceparent))
                 .await
         }
-        DeliveryJob::ReviewRequestV1 { proposal_id, .. } => {
-            managers.reviews.post_review(*proposal_id).await
-        }
+        DeliveryJob::ReviewRequestV1 {
+            proposal_id,
+            tenant_id,
+            ..
+        } => managers.reviews.post_review(*tenant_id, *proposal_id).await,
         DeliveryJob::Unknown => Err(JobFailure::permanent(
             anyhow::anyhow!("unknown delivery job kind"),
             "Job from a newer producer",

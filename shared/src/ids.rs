@@ -45,6 +45,8 @@ uuid_id!(
     EventId,
     /// A proposed write.
     ProposalId,
+    /// One run of an agent for an event or a schedule period.
+    AgentRunId,
 );
 
 /// The chat platforms Automate-E talks on.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{InboxId, OutboxId, ProposalId};
+use crate::ids::{AgentRunId, InboxId, OutboxId, ProposalId, TenantId};
 
 /// Jobs the worker runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +13,8 @@ pub enum WorkerJob {
     TurnV1 {
         /// The inbox row.
         inbox_id: InboxId,
+        /// The tenant the job works for.
+        tenant_id: TenantId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -21,6 +23,8 @@ pub enum WorkerJob {
     ReviewV1 {
         /// The proposal.
         proposal_id: ProposalId,
+        /// The tenant the job works for.
+        tenant_id: TenantId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -28,6 +32,17 @@ pub enum WorkerJob {
     ExecuteV1 {
         /// The proposal.
         proposal_id: ProposalId,
+        /// The tenant the job works for.
+        tenant_id: TenantId,
+        /// Trace context of the enqueuing span.
+        traceparent: String,
+    },
+    /// Run an agent for an event or a schedule period (an agent run row).
+    RunV1 {
+        /// The agent run.
+        run_id: AgentRunId,
+        /// The tenant the job works for.
+        tenant_id: TenantId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -45,6 +60,8 @@ pub enum DeliveryJob {
     DeliverV1 {
         /// The outbox row.
         outbox_id: OutboxId,
+        /// The tenant the job works for.
+        tenant_id: TenantId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -52,6 +69,8 @@ pub enum DeliveryJob {
     ReviewRequestV1 {
         /// The proposal.
         proposal_id: ProposalId,
+        /// The tenant the job works for.
+        tenant_id: TenantId,
         /// Trace context of the enqueuing span.
         traceparent: String,
     },
@@ -130,6 +149,8 @@ pub struct JobAbout<'a> {
     pub kind: &'static str,
     /// The row it works on.
     pub subject: Option<uuid::Uuid>,
+    /// The tenant it works for.
+    pub tenant: Option<TenantId>,
     /// Trace context of the enqueuing span ("" for unknown jobs).
     pub traceparent: &'a str,
 }
@@ -137,24 +158,53 @@ pub struct JobAbout<'a> {
 impl WorkerJob {
     /// What the job is about.
     pub fn about(&self) -> JobAbout<'_> {
-        let (kind, subject, traceparent) = match self {
+        let (kind, subject, tenant, traceparent) = match self {
             Self::TurnV1 {
                 inbox_id,
+                tenant_id,
                 traceparent,
-            } => ("turn", Some(inbox_id.0), traceparent.as_str()),
+            } => (
+                "turn",
+                Some(inbox_id.0),
+                Some(*tenant_id),
+                traceparent.as_str(),
+            ),
             Self::ReviewV1 {
                 proposal_id,
+                tenant_id,
                 traceparent,
-            } => ("review", Some(proposal_id.0), traceparent.as_str()),
+            } => (
+                "review",
+                Some(proposal_id.0),
+                Some(*tenant_id),
+                traceparent.as_str(),
+            ),
             Self::ExecuteV1 {
                 proposal_id,
+                tenant_id,
                 traceparent,
-            } => ("execute", Some(proposal_id.0), traceparent.as_str()),
-            Self::Unknown => ("unknown", None, ""),
+            } => (
+                "execute",
+                Some(proposal_id.0),
+                Some(*tenant_id),
+                traceparent.as_str(),
+            ),
+            Self::RunV1 {
+                run_id,
+                tenant_id,
+                traceparent,
+            } => (
+                "run",
+                Some(run_id.0),
+                Some(*tenant_id),
+                traceparent.as_str(),
+            ),
+            Self::Unknown => ("unknown", None, None, ""),
         };
         JobAbout {
             kind,
             subject,
+            tenant,
             traceparent,
         }
     }
@@ -165,6 +215,7 @@ impl WorkerJob {
             Self::TurnV1 { inbox_id, .. } => Some(format!("turn-{inbox_id}")),
             Self::ReviewV1 { proposal_id, .. } => Some(format!("review-{proposal_id}")),
             Self::ExecuteV1 { proposal_id, .. } => Some(format!("execute-{proposal_id}")),
+            Self::RunV1 { run_id, .. } => Some(format!("run-{run_id}")),
             Self::Unknown => None,
         }
     }
@@ -173,20 +224,33 @@ impl WorkerJob {
 impl DeliveryJob {
     /// What the job is about.
     pub fn about(&self) -> JobAbout<'_> {
-        let (kind, subject, traceparent) = match self {
+        let (kind, subject, tenant, traceparent) = match self {
             Self::DeliverV1 {
                 outbox_id,
+                tenant_id,
                 traceparent,
-            } => ("deliver", Some(outbox_id.0), traceparent.as_str()),
+            } => (
+                "deliver",
+                Some(outbox_id.0),
+                Some(*tenant_id),
+                traceparent.as_str(),
+            ),
             Self::ReviewRequestV1 {
                 proposal_id,
+                tenant_id,
                 traceparent,
-            } => ("review_request", Some(proposal_id.0), traceparent.as_str()),
-            Self::Unknown => ("unknown", None, ""),
+            } => (
+                "review_request",
+                Some(proposal_id.0),
+                Some(*tenant_id),
+                traceparent.as_str(),
+            ),
+            Self::Unknown => ("unknown", None, None, ""),
         };
         JobAbout {
             kind,
             subject,
+            tenant,
             traceparent,
         }
     }
@@ -232,6 +296,7 @@ mod tests {
     fn jobs_are_tagged_and_unknown_kinds_decode() {
         let job = WorkerJob::TurnV1 {
             inbox_id: InboxId::from(uuid::Uuid::nil()),
+            tenant_id: TenantId::from(uuid::Uuid::nil()),
             traceparent: "tp".into(),
         };
         let json = serde_json::to_value(&job).unwrap();

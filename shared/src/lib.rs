@@ -14,6 +14,7 @@ pub mod ids;
 pub mod job;
 pub mod pacer;
 pub mod telemetry;
+pub mod trigger;
 
 /// The database migrations, embedded. Tests and the `migrate` command use this
 /// one migrator so they always agree on the schema.

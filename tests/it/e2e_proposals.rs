@@ -169,9 +169,10 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
         event_types(&t).await,
         [
             "automate_e.proposal.proposed.v1",
-            "automate_e.proposal.agent_reviewed.v1",
             "automate_e.proposal.review_requested.v1",
             "automate_e.proposal.review_posted.v1",
+            // Review-E reacts to the review request (an event trigger).
+            "automate_e.proposal.agent_reviewed.v1",
             "automate_e.proposal.approved.v1",
             "automate_e.proposal.executing.v1",
             "automate_e.proposal.executed.v1",
@@ -380,6 +381,14 @@ async fn a_known_merchant_is_auto_approved_after_enough_approvals() {
     for n in 0..3 {
         propose(&t, &format!("1596183880.00430{n}"), REVIEW_E_OK).await;
         t.wait_for_cards(n + 1).await;
+        // Review-E reacts to the review request before the human decides.
+        t.wait_until("Review-E's review", || async {
+            t.db.event_payloads("automate_e.proposal.agent_reviewed.v1")
+                .await
+                .len()
+                == n + 1
+        })
+        .await;
         assert_eq!(t.click("W222", APPROVE_ACTION, &card_value(&t)).await, 200);
         t.wait_until("the approval executed", || async {
             t.proposals()
@@ -462,5 +471,53 @@ async fn a_prompt_injected_receipt_cannot_cause_a_write_without_review() {
         requested[0]
     );
     t.slack.take_posted();
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn review_e_reacts_to_the_review_requested_event_in_the_cards_thread() {
+    let t = TestEnv::start().await;
+    propose(
+        &t,
+        OWNER_THREAD,
+        r#"{"verdict": "flag", "notes": "Account 6810 looks wrong for a bakery."}"#,
+    )
+    .await;
+    let posted = card_posted(&t).await;
+    let card = t.slack.cards()[0].clone();
+    assert!(
+        posted
+            .iter()
+            .any(|p| p.thread_ts.as_deref() == Some(card.ts.as_str())
+                && p.text == "Review-E (flagged): Account 6810 looks wrong for a bakery."),
+        "{posted:?}"
+    );
+    t.wait_idle().await;
+    // One run of Review-E, made by the review_requested event, finished once.
+    let runs: Vec<(String, Value, bool)> = sqlx::query_as(
+        "SELECT character, reason, finished_at IS NOT NULL FROM agent_runs ORDER BY created_at",
+    )
+    .fetch_all(&t.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let (agent, reason, finished) = &runs[0];
+    assert_eq!(agent, "review-e");
+    assert!(finished);
+    assert_eq!(reason["kind"], "event");
+    assert_eq!(
+        reason["event_type"],
+        "automate_e.proposal.review_requested.v1"
+    );
+    // Its verdict is on the proposal, after the request it reacted to.
+    assert_eq!(
+        event_types(&t).await,
+        [
+            "automate_e.proposal.proposed.v1",
+            "automate_e.proposal.review_requested.v1",
+            "automate_e.proposal.review_posted.v1",
+            "automate_e.proposal.agent_reviewed.v1",
+        ]
+    );
     t.finish().await;
 }

@@ -1,5 +1,6 @@
 //! One integration binary for all end-to-end tests (keeps link time down).
 
+mod agents;
 mod e2e_discord;
 mod e2e_limits;
 mod e2e_proposals;
@@ -10,4 +11,5 @@ mod e2e_telegram;
 mod e2e_turn;
 mod faults;
 mod store;
+mod tenants;
 mod webhook_corpus;

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use serde_json::json;
-use shared::access::store::{NewEvent, Store, StoreError};
+use shared::access::store::{NewEvent, StoreError, TenantStore};
 use shared::event::{Actor, ActorKind};
 use shared::ids::TenantId;
 use tests::db::TestDb;
@@ -29,7 +29,7 @@ fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
 async fn appends_are_optimistic_per_stream_and_deduplicated() {
     let db = TestDb::create().await;
     let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
-    let store = db.service_store().await;
+    let store = db.service_store().await.tenant(tenant);
 
     assert_eq!(
         store
@@ -84,7 +84,8 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
 async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
     let db = TestDb::create().await;
     let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
-    let store = db.service_store().await;
+    let service = db.service_store().await;
+    let store = service.tenant(tenant);
     store
         .append("s-1", 0, &[event(tenant, None)])
         .await
@@ -97,7 +98,7 @@ async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
         "DELETE FROM inbox",
     ] {
         let err = sqlx::query(statement)
-            .execute(store.pool())
+            .execute(service.pool())
             .await
             .unwrap_err();
         assert!(
@@ -110,15 +111,16 @@ async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
          (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user) \
          FROM pg_roles r WHERE r.rolname = current_user",
     )
-    .fetch_one(store.pool())
+    .fetch_one(service.pool())
     .await
     .unwrap();
     assert_eq!((superuser, bypass, owns), (false, false, 0));
     db.drop().await;
 }
 
-async fn one_message(db: &TestDb, store: &Store) -> shared::access::store::InboxModel {
+async fn one_message(db: &TestDb) -> (TenantStore, shared::access::store::InboxModel) {
     let tenant = db.seed_tenant("fenced", "slack", "T9", "*", "book-e").await;
+    let store = db.service_store().await.tenant(TenantId::from(tenant));
     let params = shared::access::store::NewMessageParams {
         tenant_id: TenantId::from(tenant),
         character: "book-e".into(),
@@ -137,7 +139,8 @@ async fn one_message(db: &TestDb, store: &Store) -> shared::access::store::Inbox
     else {
         panic!("first delivery is new");
     };
-    store.inbox_message(inbox_id).await.unwrap()
+    let msg = store.inbox_message(inbox_id).await.unwrap();
+    (store, msg)
 }
 
 #[tokio::test]
@@ -145,8 +148,7 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
     use std::time::Duration;
 
     let db = TestDb::create().await;
-    let store = db.service_store().await;
-    let msg = one_message(&db, &store).await;
+    let (store, msg) = one_message(&db).await;
     let conversation = msg.conversation_id;
     let ttl = Duration::from_millis(300);
 

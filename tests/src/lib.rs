@@ -110,6 +110,9 @@ pub type ProcessEnv = Vec<(String, String)>;
 pub struct TestEnv {
     /// The test's database.
     pub db: TestDb,
+    /// Where workers started from now on load characters (default: the
+    /// repository's `characters/`).
+    pub characters_dir: PathBuf,
     /// The test's Redis queue (own namespace).
     pub queue: JobQueue,
     /// Fake Slack Web API.
@@ -179,6 +182,7 @@ impl TestEnv {
         let queue = JobQueue::connect(&redis).await.expect("connect to Redis");
         let mut env = Self {
             db,
+            characters_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters"),
             queue,
             slack,
             openai,
@@ -269,7 +273,7 @@ impl TestEnv {
         cfg.llm.model = "gpt-test".into();
         cfg.accounting.base_url = self.accounting.base_url.clone();
         cfg.accounting.token = SecretString::from(ACCOUNTING_TOKEN);
-        cfg.characters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
+        cfg.characters_dir = self.characters_dir.clone();
         cfg.max_attempts = 3;
         cfg.retry.base_ms = 200;
         cfg.retry.max_ms = 1000;

@@ -1,14 +1,18 @@
 //! The worker's configuration: Postgres, Redis, the LLM and the Accounting
 //! API; never chat tokens.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use shared::access::accounting::AccountingTarget;
+use shared::access::store::TenantSettings;
 use shared::config::{
     ConfigError, DatabaseConfig, LogConfig, RedisConfig, RetryConfig, require_http_url,
     require_secret,
 };
+use shared::engine::cost::PriceTable;
 
 /// Worker settings; see `README.md` for the environment variables.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +50,10 @@ pub struct WorkerConfig {
     /// handed back to the queue, in milliseconds. Keep it below the pod's
     /// terminationGracePeriodSeconds. Default 25 000.
     pub shutdown_grace_ms: u64,
+    /// Scheduled and event-triggered agents.
+    pub scheduler: SchedulerConfig,
+    /// Prices of model tokens and Accounting API calls, for usage reports.
+    pub pricing: PriceTable,
 }
 
 /// The relay: re-queues inbox messages not yet answered and outbox items not
@@ -89,6 +97,8 @@ impl Default for WorkerConfig {
             lease_ttl_ms: 30_000,
             lease_wait_ms: 60_000,
             shutdown_grace_ms: 25_000,
+            scheduler: SchedulerConfig::default(),
+            pricing: PriceTable::default(),
         }
     }
 }
@@ -140,10 +150,62 @@ pub struct AccountingConfig {
     /// Bearer token. Required.
     #[serde(skip_serializing)]
     pub token: SecretString,
+    /// Tenants' own Accounting API credentials, by the reference name a
+    /// tenant row holds (`tenants.accounting_credential`); the secrets live
+    /// here, never in the database. E.g. `AE_ACCOUNTING__CREDENTIALS__ACME=…`.
+    #[serde(skip_serializing)]
+    pub credentials: BTreeMap<String, SecretString>,
     /// Timeout of one tool call, in seconds. Default 15.
     pub timeout_secs: u64,
     /// Largest response body read, in bytes. Default 1 MiB.
     pub max_response_bytes: usize,
+}
+
+impl AccountingConfig {
+    /// The Accounting API of a tenant: its own base URL and credential
+    /// where it has them, the defaults otherwise. An unknown credential
+    /// reference is an error, never a silent fallback to the default.
+    pub fn target_for(&self, tenant: &TenantSettings) -> Result<AccountingTarget, String> {
+        let base_url = tenant
+            .accounting_base_url
+            .as_deref()
+            .unwrap_or(&self.base_url);
+        let token = match &tenant.accounting_credential {
+            None => self.token.clone(),
+            Some(name) => self.credentials.get(name).cloned().ok_or_else(|| {
+                format!(
+                    "the Accounting API credential `{name}` of tenant `{}` is not configured",
+                    tenant.slug
+                )
+            })?,
+        };
+        Ok(AccountingTarget::new(base_url, token))
+    }
+}
+
+/// When scheduled and event-triggered agents run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    /// Pause between looks at schedules and new events, in milliseconds. Default 1000.
+    pub tick_ms: u64,
+    /// A schedule period missed by more than this (all workers down) is
+    /// skipped, in milliseconds. Default 3 600 000 (one hour).
+    pub max_lateness_ms: u64,
+    /// Events newer than this are read again on the next tick (a
+    /// transaction still open may commit an earlier event), in milliseconds.
+    /// Default 30 000.
+    pub event_settle_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 1_000,
+            max_lateness_ms: 3_600_000,
+            event_settle_ms: 30_000,
+        }
+    }
 }
 
 impl Default for AccountingConfig {
@@ -151,6 +213,7 @@ impl Default for AccountingConfig {
         Self {
             base_url: String::new(),
             token: SecretString::default(),
+            credentials: BTreeMap::new(),
             timeout_secs: 15,
             max_response_bytes: 1024 * 1024,
         }

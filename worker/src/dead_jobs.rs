@@ -6,7 +6,7 @@
 use anyhow::{Context, bail};
 use shared::access::queue::{JobQueue, QueueName};
 use shared::access::store::{DeadJobModel, Store};
-use shared::ids::InboxId;
+use shared::job::WorkerJob;
 
 /// Most dead jobs `list` prints.
 const LIST_LIMIT: i64 = 200;
@@ -84,10 +84,16 @@ pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::
     }
     let name = QueueName::parse(&job.queue)
         .with_context(|| format!("dead job {id} names an unknown queue `{}`", job.queue))?;
-    if job.kind == "turn"
-        && let Some(subject) = job.subject
+    if let Ok(WorkerJob::TurnV1 {
+        inbox_id,
+        tenant_id,
+        ..
+    }) = serde_json::from_value::<WorkerJob>(job.job.clone())
     {
-        store.reopen_failed_message(InboxId::from(subject)).await?;
+        store
+            .tenant(tenant_id)
+            .reopen_failed_message(inbox_id)
+            .await?;
     }
     let task_id = format!("{}~replay-{}", job.task_id, uuid::Uuid::now_v7().simple());
     queue

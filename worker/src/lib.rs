@@ -33,11 +33,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::WorkerConfig;
+use manager::accounts::Accounts;
 use manager::conversation::{ConversationManager, TurnOutcome, TurnSettings};
 use manager::execution::ExecutionManager;
 use manager::relay::Relay;
 use manager::review::ReviewManager;
+use manager::runs::RunManager;
 use manager::tools::ToolRunner;
+use manager::triggers::Triggers;
 
 /// A built worker, ready to run.
 pub struct App {
@@ -46,6 +49,7 @@ pub struct App {
     queue: JobQueue,
     managers: Arc<Managers>,
     relay: Relay,
+    triggers: Triggers,
     concurrency: usize,
     max_attempts: usize,
     backoff: Backoff,
@@ -59,6 +63,7 @@ struct Managers {
     conversations: ConversationManager,
     reviews: ReviewManager,
     executions: ExecutionManager,
+    runs: RunManager,
 }
 
 impl App {
@@ -84,10 +89,9 @@ impl App {
         let tool_timeout = Duration::from_secs(cfg.accounting.timeout_secs);
         let accounting = AccountingClient::new(
             shared::access::http_client(tool_timeout).context("Cannot build HTTP client")?,
-            &cfg.accounting.base_url,
-            cfg.accounting.token.clone(),
             cfg.accounting.max_response_bytes,
         );
+        let accounts = Accounts::new(cfg.accounting.clone());
         let characters = Arc::new(characters);
         let reviews = ReviewManager::new(
             store.clone(),
@@ -100,13 +104,33 @@ impl App {
             store.clone(),
             queue.clone(),
             accounting.clone(),
+            accounts.clone(),
             tool_timeout,
+        );
+        let tools = ToolRunner::new(accounting, store.clone(), cfg.pricing.clone());
+        let runs = RunManager::new(
+            store.clone(),
+            queue.clone(),
+            llm.clone(),
+            tools.clone(),
+            accounts.clone(),
+            reviews.clone(),
+            characters.clone(),
+            cfg.llm.model.clone(),
+            tool_timeout,
+        );
+        let triggers = Triggers::new(
+            store.clone(),
+            queue.clone(),
+            characters.clone(),
+            cfg.scheduler.clone(),
         );
         let conversations = ConversationManager::new(
             store.clone(),
             queue.clone(),
             llm,
-            ToolRunner::new(accounting, store.clone()),
+            tools,
+            accounts,
             characters,
             TurnSettings {
                 default_model: cfg.llm.model.clone(),
@@ -126,6 +150,7 @@ impl App {
         Ok(Self {
             listener,
             relay,
+            triggers,
             store: store.clone(),
             queue,
             managers: Arc::new(Managers {
@@ -133,6 +158,7 @@ impl App {
                 conversations,
                 reviews,
                 executions,
+                runs,
             }),
             concurrency: cfg.concurrency,
             max_attempts: cfg.max_attempts,
@@ -160,6 +186,7 @@ impl App {
         let server = axum::serve(self.listener, health)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         let relay = self.relay.run(shutdown.clone());
+        let triggers = self.triggers.run(shutdown.clone());
         let rules = JobRules {
             retry: RetryRules {
                 max_attempts: self.max_attempts,
@@ -169,7 +196,7 @@ impl App {
             shutdown_grace: self.shutdown_grace,
         };
         let jobs = run_jobs(self.queue, self.managers, self.concurrency, rules);
-        let (served, (), ()) = tokio::join!(server, jobs, relay);
+        let (served, (), (), ()) = tokio::join!(server, jobs, relay, triggers);
         served.context("Health server failed")
     }
 }
@@ -268,11 +295,12 @@ impl Managers {
         match job {
             WorkerJob::TurnV1 {
                 inbox_id,
+                tenant_id,
                 traceparent,
             } => {
                 let outcome = self
                     .conversations
-                    .run_turn(*inbox_id, traceparent, shutdown)
+                    .run_turn(*tenant_id, *inbox_id, traceparent, shutdown)
                     .await?;
                 match outcome {
                     TurnOutcome::Replied(outbox_id) => {
@@ -284,17 +312,28 @@ impl Managers {
             }
             WorkerJob::ReviewV1 {
                 proposal_id,
+                tenant_id,
                 traceparent,
-            } => self.reviews.review(*proposal_id, traceparent).await,
+            } => {
+                self.reviews
+                    .review(*tenant_id, *proposal_id, traceparent)
+                    .await
+            }
             WorkerJob::ExecuteV1 {
                 proposal_id,
+                tenant_id,
                 traceparent,
             } => {
                 let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
                 self.executions
-                    .execute(*proposal_id, traceparent, attempt)
+                    .execute(*tenant_id, *proposal_id, traceparent, attempt)
                     .await
             }
+            WorkerJob::RunV1 {
+                run_id,
+                tenant_id,
+                traceparent,
+            } => self.runs.run(*tenant_id, *run_id, traceparent).await,
             WorkerJob::Unknown => Err(JobFailure::permanent(
                 anyhow::anyhow!("unknown worker job kind"),
                 "Job from a newer producer",
@@ -308,19 +347,25 @@ impl Managers {
         let told = match job {
             WorkerJob::TurnV1 {
                 inbox_id,
+                tenant_id,
                 traceparent,
             } => {
                 self.conversations
-                    .give_up(*inbox_id, reason, traceparent)
+                    .give_up(*tenant_id, *inbox_id, reason, traceparent)
                     .await
             }
             WorkerJob::ExecuteV1 {
                 proposal_id,
+                tenant_id,
                 traceparent,
-            } => self.executions.give_up(*proposal_id, traceparent).await,
+            } => {
+                self.executions
+                    .give_up(*tenant_id, *proposal_id, traceparent)
+                    .await
+            }
             // A review that cannot run leaves the proposal unreviewed (never
             // approved); operators see it among the dead jobs.
-            WorkerJob::ReviewV1 { .. } | WorkerJob::Unknown => Ok(()),
+            WorkerJob::ReviewV1 { .. } | WorkerJob::RunV1 { .. } | WorkerJob::Unknown => Ok(()),
         };
         if let Err(e) = told {
             tracing::error!(error = %e, "Cannot tell the user their job was given up");

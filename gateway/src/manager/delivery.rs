@@ -13,7 +13,7 @@ use shared::access::telegram::TelegramClient;
 use shared::engine::chunk::{DISCORD_LIMIT, MessageLimit, SLACK_LIMIT, TELEGRAM_LIMIT, chunk};
 use shared::engine::pace::{MAX_INLINE_RETRY_AFTER, delivery_pace};
 use shared::event::{Actor, ActorKind, ReplyDelivered, delivery_stream};
-use shared::ids::{OutboxId, Platform};
+use shared::ids::{OutboxId, Platform, TenantId};
 use shared::job::JobFailure;
 use shared::pacer::Pacer;
 
@@ -100,10 +100,12 @@ impl DeliveryManager {
     /// Posts the reply (the chunks not yet posted) and records the delivery.
     pub async fn deliver(
         &self,
+        tenant: TenantId,
         outbox_id: OutboxId,
         trace_id: Option<&str>,
     ) -> Result<(), JobFailure> {
-        let item = self.store.outbox_item(outbox_id).await?;
+        let store = self.store.tenant(tenant);
+        let item = store.outbox_item(outbox_id).await?;
         if item.delivered_at.is_some() {
             return Ok(());
         }
@@ -117,9 +119,7 @@ impl DeliveryManager {
         for (index, text) in chunks.iter().enumerate().skip(already) {
             posted.push(self.post_chunk(platform, &target, text).await?);
             let delivered = i32::try_from(index + 1).unwrap_or(i32::MAX);
-            self.store
-                .record_chunks_delivered(outbox_id, delivered)
-                .await?;
+            store.record_chunks_delivered(outbox_id, delivered).await?;
         }
         let event = NewEvent {
             tenant_id: item.tenant_id,
@@ -140,7 +140,7 @@ impl DeliveryManager {
             trace_id: trace_id.map(str::to_owned),
             source: "gateway",
         };
-        self.store
+        store
             .complete_delivery(outbox_id, &delivery_stream(outbox_id), &event)
             .await?;
         metrics::counter!("automate_e_replies_delivered_total", "channel" => platform.as_str())

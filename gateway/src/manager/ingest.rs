@@ -6,8 +6,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use shared::access::queue::JobQueue;
 use shared::access::store::{ConversationModel, NewMessageParams, RecordOutcome, Store};
-use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY};
-use shared::engine::route;
+use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY, per_minute};
+use shared::engine::route::{self, TenantLimits};
 use shared::event::Attachment;
 use shared::ids::{InboxId, Platform, TenantId};
 use shared::job::WorkerJob;
@@ -46,6 +46,8 @@ pub struct InboundMessage {
 pub struct Accepted {
     /// The new inbox row.
     pub inbox_id: InboxId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
     /// The conversation's chat.
     pub chat: String,
     /// The conversation's thread ("" when none).
@@ -125,12 +127,14 @@ impl IngestManager {
 
     /// Takes a slot for the message from its author's and its tenant's
     /// inbound limits; `false` when either is used up.
-    fn within_limits(&self, tenant: TenantId, author: &str) -> bool {
+    fn within_limits(&self, tenant: TenantId, limits: TenantLimits, author: &str) -> bool {
+        let user = limits.user_per_minute.map_or(self.paces.user, per_minute);
+        let whole = limits
+            .tenant_per_minute
+            .map_or(self.paces.tenant, per_minute);
         self.limiter
-            .try_take(&format!("user:{tenant}:{author}"), self.paces.user)
-            && self
-                .limiter
-                .try_take(&format!("tenant:{tenant}"), self.paces.tenant)
+            .try_take(&format!("user:{tenant}:{author}"), user)
+            && self.limiter.try_take(&format!("tenant:{tenant}"), whole)
     }
 
     /// Tells the author of a message over a limit to slow down, at most
@@ -144,13 +148,13 @@ impl IngestManager {
         if !self.limiter.try_take(&key, LIMIT_NOTICE_PACE) {
             return Ok(());
         }
-        let outbox_id = self
-            .store
+        let store = self.store.tenant(params.tenant_id);
+        let outbox_id = store
             .record_notice(params, RATE_LIMITED_REPLY)
             .await
             .context("Cannot record the rate-limit notice")?;
         self.queue
-            .deliver_outbox(&self.store, outbox_id, traceparent)
+            .deliver_outbox(&store, outbox_id, traceparent)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -175,6 +179,7 @@ impl IngestManager {
                         chat: accepted.chat.clone(),
                         thread: accepted.thread.clone(),
                         inbox_id: accepted.inbox_id,
+                        tenant_id: accepted.tenant_id,
                         thread_name,
                     };
                     tokio::spawn(async move { presence.show_working(working).await });
@@ -192,18 +197,33 @@ impl IngestManager {
         Ok(outcome)
     }
 
-    /// The conversation a message posted inside its thread continues.
+    /// The conversation a message posted inside its thread continues, with
+    /// its tenant's limits.
     async fn continued_conversation(
         &self,
         msg: &InboundMessage,
-    ) -> anyhow::Result<Option<ConversationModel>> {
+    ) -> anyhow::Result<Option<(ConversationModel, TenantLimits)>> {
         if !msg.platform.threads_are_chats() {
             return Ok(None);
         }
-        self.store
+        let Some(tenant) = self
+            .store
+            .thread_tenant(msg.platform, &msg.chat)
+            .await
+            .context("Cannot look up the thread's tenant")?
+        else {
+            return Ok(None);
+        };
+        let store = self.store.tenant(tenant);
+        let Some(conversation) = store
             .conversation_in_thread(msg.platform, &msg.chat)
             .await
-            .context("Cannot look up the thread's conversation")
+            .context("Cannot look up the thread's conversation")?
+        else {
+            return Ok(None);
+        };
+        let settings = store.settings().await.context("Cannot load the tenant")?;
+        Ok(Some((conversation, settings.limits())))
     }
 
     /// Records the message once and makes sure its turn job is queued. Returns
@@ -213,25 +233,27 @@ impl IngestManager {
         msg: InboundMessage,
         traceparent: &str,
     ) -> anyhow::Result<IngestOutcome> {
-        let (tenant_id, character, chat, thread) = match self.continued_conversation(&msg).await? {
-            Some(c) => (c.tenant_id, c.character, c.chat, c.thread),
-            None => {
-                let routes = self
-                    .store
-                    .routes(msg.platform, &msg.workspace, &msg.chat)
-                    .await
-                    .context("Cannot load routes")?;
-                let Some(route) = route::pick(&routes, &msg.chat) else {
-                    return Ok(IngestOutcome::Unrouted);
-                };
-                (
-                    route.tenant_id,
-                    route.character.clone(),
-                    msg.chat,
-                    msg.thread,
-                )
-            }
-        };
+        let (tenant_id, limits, character, chat, thread) =
+            match self.continued_conversation(&msg).await? {
+                Some((c, limits)) => (c.tenant_id, limits, c.character, c.chat, c.thread),
+                None => {
+                    let routes = self
+                        .store
+                        .routes(msg.platform, &msg.workspace, &msg.chat)
+                        .await
+                        .context("Cannot load routes")?;
+                    let Some(route) = route::pick(&routes, &msg.chat) else {
+                        return Ok(IngestOutcome::Unrouted);
+                    };
+                    (
+                        route.tenant_id,
+                        route.limits,
+                        route.character.clone(),
+                        msg.chat,
+                        msg.thread,
+                    )
+                }
+            };
         let params = NewMessageParams {
             tenant_id,
             character,
@@ -245,12 +267,12 @@ impl IngestManager {
             attachments: msg.attachments,
             received_at: msg.received_at,
         };
-        if !self.within_limits(tenant_id, &params.author_id) {
+        if !self.within_limits(tenant_id, limits, &params.author_id) {
             self.tell_limited(&params, traceparent).await?;
             return Ok(IngestOutcome::Limited);
         }
-        let (inbox_id, outcome) = match self
-            .store
+        let store = self.store.tenant(tenant_id);
+        let (inbox_id, outcome) = match store
             .record_message(&params)
             .await
             .context("Cannot record message")?
@@ -259,6 +281,7 @@ impl IngestManager {
                 inbox_id,
                 IngestOutcome::Accepted(Accepted {
                     inbox_id,
+                    tenant_id,
                     chat,
                     thread,
                 }),
@@ -278,11 +301,12 @@ impl IngestManager {
         self.queue
             .enqueue_worker_job(WorkerJob::TurnV1 {
                 inbox_id,
+                tenant_id,
                 traceparent: traceparent.to_owned(),
             })
             .await
             .context("Cannot enqueue turn")?;
-        self.store
+        store
             .mark_inbox_enqueued(inbox_id)
             .await
             .context("Cannot mark message enqueued")?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use shared::access::discord::DiscordClient;
 use shared::access::store::Store;
 use shared::access::telegram::TelegramClient;
-use shared::ids::{InboxId, Platform};
+use shared::ids::{InboxId, Platform, TenantId};
 use tokio_util::sync::CancellationToken;
 
 /// How often the typing indicator is renewed (Discord shows it for ~10 s,
@@ -27,6 +27,8 @@ pub struct Working {
     pub thread: String,
     /// The message being answered.
     pub inbox_id: InboxId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
     /// Name for a new Discord thread.
     pub thread_name: String,
 }
@@ -74,7 +76,9 @@ impl Presence {
             tracing::warn!(error = %e, "Cannot start Discord thread");
         }
         let deadline = tokio::time::Instant::now() + TYPING_TIMEOUT;
-        while tokio::time::Instant::now() < deadline && !self.answered(working.inbox_id).await {
+        while tokio::time::Instant::now() < deadline
+            && !self.answered(working.tenant_id, working.inbox_id).await
+        {
             if let Err(e) = self.typing(&working).await {
                 tracing::debug!(error = %e, "Typing indicator failed");
                 return;
@@ -86,9 +90,10 @@ impl Presence {
         }
     }
 
-    async fn answered(&self, inbox_id: InboxId) -> bool {
+    async fn answered(&self, tenant: TenantId, inbox_id: InboxId) -> bool {
         // An unreadable row ends the indicator rather than spinning on errors.
         self.store
+            .tenant(tenant)
             .inbox_message(inbox_id)
             .await
             .map_or(true, |m| m.processed_at.is_some())

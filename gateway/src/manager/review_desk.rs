@@ -6,7 +6,7 @@
 use chrono::Utc;
 use shared::access::queue::JobQueue;
 use shared::access::slack::SlackClient;
-use shared::access::store::{ProposalChanges, ProposalModel, Store};
+use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::engine::proposal::{
     AgentVerdict, DecisionCheck, DecisionRefusal, Transition, check_decision, next,
 };
@@ -18,7 +18,7 @@ use shared::event::{
     Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, ProposalEvent, Proposed,
     ReviewPosted, ReviewRequested, proposal_stream,
 };
-use shared::ids::ProposalId;
+use shared::ids::{ProposalId, TenantId};
 use shared::job::{JobFailure, WorkerJob};
 
 /// A reviewer's click or submission.
@@ -58,9 +58,19 @@ impl ReviewDesk {
         }
     }
 
-    async fn history(&self, id: ProposalId) -> Result<History, JobFailure> {
+    /// The store of the proposal's tenant.
+    async fn proposal_store(&self, id: ProposalId) -> Result<TenantStore, JobFailure> {
+        let tenant = self
+            .store
+            .proposal_tenant(id)
+            .await?
+            .ok_or_else(|| JobFailure::Permanent(anyhow::anyhow!("no proposal {id}")))?;
+        Ok(self.store.tenant(tenant))
+    }
+
+    async fn history(store: &TenantStore, id: ProposalId) -> Result<History, JobFailure> {
         let mut history = History::default();
-        for event in self.store.read_stream(&proposal_stream(id), &[]).await? {
+        for event in store.read_stream(&proposal_stream(id), &[]).await? {
             let payload = event.payload;
             match event.type_name.as_str() {
                 "automate_e.proposal.proposed.v1" => {
@@ -84,22 +94,23 @@ impl ReviewDesk {
 
     /// Posts the review card to the tenant's review channel (once), with the
     /// agent reviewer's notes in its thread.
-    pub async fn post_review(&self, id: ProposalId) -> Result<(), JobFailure> {
-        let proposal = self.store.proposal(id).await?;
+    pub async fn post_review(&self, tenant: TenantId, id: ProposalId) -> Result<(), JobFailure> {
+        let store = self.store.tenant(tenant);
+        let proposal = store.proposal(id).await?;
         if proposal.review_ts.is_some()
             || proposal.state() != shared::engine::proposal::ProposalState::ReviewRequested
         {
             return Ok(());
         }
-        let policy = self.store.tenant_policy(proposal.tenant_id).await?;
+        let policy = store.tenant_policy().await?;
         let channel = policy.review_channel.ok_or_else(|| {
             JobFailure::Permanent(anyhow::anyhow!("the tenant has no review channel"))
         })?;
-        let history = self.history(id).await?;
+        let history = Self::history(&store, id).await?;
         let body = proposal.request.body.clone().unwrap_or_default();
         let (text, blocks) = review_card(&card(&proposal, &body, &history));
         let ts = self.slack.post_blocks(&channel, &text, &blocks).await?;
-        let mut tx = self.store.lock_proposal(id).await?;
+        let mut tx = store.lock_proposal(id).await?;
         let posted = ProposalEvent::ReviewPosted(ReviewPosted {
             channel: channel.clone(),
             ts: ts.clone(),
@@ -147,12 +158,9 @@ impl ReviewDesk {
                 "malformed proposal reference"
             )));
         };
-        let proposal = self.store.proposal(id).await?;
-        let reviewers = self
-            .store
-            .tenant_policy(proposal.tenant_id)
-            .await?
-            .reviewers;
+        let store = self.proposal_store(id).await?;
+        let proposal = store.proposal(id).await?;
+        let reviewers = store.tenant_policy().await?.reviewers;
         let reviewer = format!("slack:{}", click.user);
         match may_decide(&proposal, &reviewers, &reviewer, &sha) {
             Ok(()) => Ok(self
@@ -183,20 +191,15 @@ impl ReviewDesk {
                 "malformed proposal reference"
             )));
         };
-        let reviewers = {
-            let proposal = self.store.proposal(id).await?;
-            self.store
-                .tenant_policy(proposal.tenant_id)
-                .await?
-                .reviewers
-        };
-        let history = self.history(id).await?;
+        let store = self.proposal_store(id).await?;
+        let reviewers = store.tenant_policy().await?.reviewers;
+        let history = Self::history(&store, id).await?;
         let reviewer = format!("slack:{}", click.user);
         let actor = Actor {
             kind: ActorKind::Reviewer,
             id: reviewer.clone(),
         };
-        let mut tx = self.store.lock_proposal(id).await?;
+        let mut tx = store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
         if let Err(refusal) = may_decide(&proposal, &reviewers, &reviewer, &seen_sha) {
             let refused = ProposalEvent::DecisionRefused(DecisionRefused {
@@ -257,12 +260,13 @@ impl ReviewDesk {
             self.queue
                 .enqueue_worker_job(WorkerJob::ExecuteV1 {
                     proposal_id: id,
+                    tenant_id: store.tenant_id(),
                     traceparent: shared::telemetry::new_traceparent(),
                 })
                 .await
                 .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the execution"))?;
         }
-        self.deliver_notice(notice).await?;
+        self.deliver_notice(&store, notice).await?;
         self.show_decision(
             &proposal,
             &history,
@@ -320,14 +324,14 @@ impl ReviewDesk {
         message_ts: &str,
         text: &str,
     ) -> Result<bool, JobFailure> {
-        let Some(proposal) = self
-            .store
-            .proposal_by_review_message(channel, thread_ts)
-            .await?
-        else {
+        let Some(tenant) = self.store.review_tenant(channel).await? else {
             return Ok(false);
         };
-        let mut tx = self.store.lock_proposal(proposal.id).await?;
+        let store = self.store.tenant(tenant);
+        let Some(proposal) = store.proposal_by_review_message(channel, thread_ts).await? else {
+            return Ok(false);
+        };
+        let mut tx = store.lock_proposal(proposal.id).await?;
         let notice = tx
             .notify_conversation(
                 &format!("comment:{channel}:{message_ts}"),
@@ -335,7 +339,7 @@ impl ReviewDesk {
             )
             .await?;
         tx.commit().await?;
-        self.deliver_notice(notice).await?;
+        self.deliver_notice(&store, notice).await?;
         Ok(true)
     }
 }
@@ -361,13 +365,14 @@ impl ReviewDesk {
     /// Queues the delivery of a notice written to the owner's conversation.
     async fn deliver_notice(
         &self,
+        store: &TenantStore,
         notice: Option<shared::ids::OutboxId>,
     ) -> Result<(), JobFailure> {
         match notice {
             Some(outbox_id) => {
                 let traceparent = shared::telemetry::new_traceparent();
                 self.queue
-                    .deliver_outbox(&self.store, outbox_id, &traceparent)
+                    .deliver_outbox(store, outbox_id, &traceparent)
                     .await
             }
             None => Ok(()),

@@ -50,35 +50,48 @@ pub struct AccountingResponse {
     pub bytes: usize,
 }
 
-/// Client of one Accounting API.
+/// One tenant's Accounting API: where it is and the credential to use.
 #[derive(Clone)]
-pub struct AccountingClient {
-    http: reqwest::Client,
+pub struct AccountingTarget {
     base_url: String,
     token: SecretString,
-    max_response_bytes: usize,
 }
 
-impl std::fmt::Debug for AccountingClient {
+impl std::fmt::Debug for AccountingTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountingClient")
+        f.debug_struct("AccountingTarget")
             .field("base_url", &self.base_url)
             .finish_non_exhaustive()
     }
 }
 
-impl AccountingClient {
-    /// A client for the API at `base_url`.
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        token: SecretString,
-        max_response_bytes: usize,
-    ) -> Self {
+impl AccountingTarget {
+    /// The API at `base_url`, called with `token`.
+    pub fn new(base_url: &str, token: SecretString) -> Self {
         Self {
-            http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
+        }
+    }
+
+    /// The API's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+}
+
+/// Client of the tenants' Accounting APIs.
+#[derive(Debug, Clone)]
+pub struct AccountingClient {
+    http: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+impl AccountingClient {
+    /// A client over `http` that reads at most `max_response_bytes` of a response.
+    pub fn new(http: reqwest::Client, max_response_bytes: usize) -> Self {
+        Self {
+            http,
             max_response_bytes,
         }
     }
@@ -86,6 +99,7 @@ impl AccountingClient {
     /// Sends the request; `idempotency_key` is sent as `Idempotency-Key`.
     pub async fn send(
         &self,
+        target: &AccountingTarget,
         request: &ToolRequest,
         idempotency_key: Option<&str>,
         timeout: Duration,
@@ -94,8 +108,8 @@ impl AccountingClient {
             .map_err(|_| AccountingError::InvalidRequest(request.method.clone()))?;
         let mut builder = self
             .http
-            .request(method, format!("{}{}", self.base_url, request.path))
-            .bearer_auth(self.token.expose_secret())
+            .request(method, format!("{}{}", target.base_url, request.path))
+            .bearer_auth(target.token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(timeout);
         if !request.query.is_empty() {

@@ -332,12 +332,13 @@ impl JobQueue {
     /// Queues the delivery of an outbox item and notes it in the outbox.
     pub async fn deliver_outbox(
         &self,
-        store: &crate::access::store::Store,
+        store: &crate::access::store::TenantStore,
         outbox_id: crate::ids::OutboxId,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
         self.enqueue_delivery_job(DeliveryJob::DeliverV1 {
             outbox_id,
+            tenant_id: store.tenant_id(),
             traceparent: traceparent.to_owned(),
         })
         .await

@@ -2,11 +2,13 @@
 //! reads: time and randomness come in as arguments.
 
 pub mod chunk;
+pub mod cost;
 pub mod pace;
 pub mod prompt;
 pub mod proposal;
 pub mod retry;
 pub mod review;
 pub mod route;
+pub mod schedule;
 pub mod tool;
 pub mod turn;

@@ -11,6 +11,28 @@ pub struct Route {
     pub tenant_id: TenantId,
     /// The character (agent) that answers in the chat.
     pub character: String,
+    /// The tenant's own inbound limits.
+    pub limits: TenantLimits,
+}
+
+/// A tenant's own inbound message limits; `None` uses the gateway's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantLimits {
+    /// Messages per user and minute.
+    pub user_per_minute: Option<u32>,
+    /// Messages per tenant and minute.
+    pub tenant_per_minute: Option<u32>,
+}
+
+impl TenantLimits {
+    /// Limits as stored (positive integers or NULL).
+    pub fn from_stored(user_per_minute: Option<i32>, tenant_per_minute: Option<i32>) -> Self {
+        let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+        Self {
+            user_per_minute: positive(user_per_minute),
+            tenant_per_minute: positive(tenant_per_minute),
+        }
+    }
 }
 
 /// The channel value of a route that covers every channel of a workspace.
@@ -34,6 +56,7 @@ mod tests {
             channel: channel.to_owned(),
             tenant_id: TenantId::from(uuid::Uuid::nil()),
             character: character.to_owned(),
+            limits: TenantLimits::default(),
         }
     }
 
@@ -42,6 +65,17 @@ mod tests {
         let routes = [route("*", "book-e"), route("C1", "review-e")];
         assert_eq!(pick(&routes, "C1").unwrap().character, "review-e");
         assert_eq!(pick(&routes, "C2").unwrap().character, "book-e");
+    }
+
+    #[test]
+    fn stored_limits_keep_only_positive_values() {
+        let limits = TenantLimits::from_stored(Some(5), Some(0));
+        assert_eq!(limits.user_per_minute, Some(5));
+        assert_eq!(limits.tenant_per_minute, None);
+        assert_eq!(
+            TenantLimits::from_stored(Some(-1), None),
+            TenantLimits::default()
+        );
     }
 
     #[test]

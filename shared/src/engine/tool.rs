@@ -1,10 +1,11 @@
 //! Turns character tools into function schemas for the model, and a model's
-//! tool call into an exact HTTP request (or a refusal the model can read).
+//! tool call into an exact HTTP request or a checked builtin call (or a refusal
+//! the model can read).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::character::{Character, Effect, HttpMethod, ToolDef};
+use crate::character::{Builtin, Character, Effect, HttpMethod, ToolDef};
 
 /// Longest accepted tool-call arguments from the model, in bytes.
 pub const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
@@ -20,7 +21,7 @@ pub struct FunctionSpec {
     pub parameters: Value,
 }
 
-/// The function schemas of all of a character's tools.
+/// The function schemas of all of a character's tools, builtins included.
 pub fn function_specs(character: &Character) -> Vec<FunctionSpec> {
     character
         .tools
@@ -62,6 +63,9 @@ pub enum PlannedCall {
     Read(ToolRequest),
     /// A write: never called during the turn.
     Write(ToolRequest),
+    /// A builtin the worker runs now, with arguments already checked against
+    /// [`Builtin::parameters`] (null arguments dropped).
+    Builtin(Builtin, Map<String, Value>),
 }
 
 /// Why a tool call was refused; the message is fed back to the model.
@@ -92,7 +96,9 @@ pub enum ToolCallError {
     Unexpected(String),
 }
 
-/// Validates the model's arguments for `name` and builds the exact request.
+/// Validates the model's arguments for `name` and builds the exact request,
+/// or the builtin call. A tool with neither a builtin nor an endpoint (only
+/// possible for a character that skipped validation) is refused as unknown.
 pub fn plan_call(
     character: &Character,
     name: &str,
@@ -104,9 +110,16 @@ pub fn plan_call(
     if arguments.len() > MAX_ARGUMENTS_BYTES {
         return Err(ToolCallError::TooLarge);
     }
-    let args = parse_arguments(arguments)?;
+    let mut args = parse_arguments(arguments)?;
     check_arguments(tool, &args)?;
-    let request = build_request(tool, args);
+    if let Some(builtin) = tool.builtin {
+        args.retain(|_, v| !v.is_null());
+        return Ok(PlannedCall::Builtin(builtin, args));
+    }
+    let (method, path) = tool
+        .endpoint()
+        .ok_or_else(|| ToolCallError::UnknownTool(name.to_owned()))?;
+    let request = build_request(&tool.name, method, path, args);
     Ok(match tool.effect {
         Effect::Read => PlannedCall::Read(request),
         Effect::Write => PlannedCall::Write(request),
@@ -177,9 +190,13 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn build_request(tool: &ToolDef, mut args: Map<String, Value>) -> ToolRequest {
-    let path = tool
-        .path
+fn build_request(
+    tool: &str,
+    method: HttpMethod,
+    path: &str,
+    mut args: Map<String, Value>,
+) -> ToolRequest {
+    let path = path
         .split('/')
         .map(
             |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
@@ -192,7 +209,7 @@ fn build_request(tool: &ToolDef, mut args: Map<String, Value>) -> ToolRequest {
         .collect::<Vec<_>>()
         .join("/");
     args.retain(|_, v| !v.is_null());
-    let (query, body) = if tool.method.has_body() {
+    let (query, body) = if method.has_body() {
         (Vec::new(), Some(Value::Object(args)))
     } else {
         // serde_json's map is ordered by key, so the query order is stable.
@@ -203,8 +220,8 @@ fn build_request(tool: &ToolDef, mut args: Map<String, Value>) -> ToolRequest {
         (query, None)
     };
     ToolRequest {
-        tool: tool.name.clone(),
-        method: HttpMethod::as_str(tool.method).to_owned(),
+        tool: tool.to_owned(),
+        method: method.as_str().to_owned(),
         path,
         query,
         body,
@@ -265,6 +282,12 @@ mod tests {
             path = "/purchases"
             pattern_key = "supplier"
             parameters = { type = "object", required = ["supplier"], properties = { supplier = { type = "string" }, amount = { type = "integer" } } }
+
+            [[tools]]
+            name = "remember_fact"
+            description = "Remember a fact."
+            effect = "read"
+            builtin = "remember_fact"
             "#,
             Path::new("t.toml"),
         )
@@ -395,5 +418,83 @@ mod tests {
                 .description
                 .contains("NOT carried out until approved")
         );
+    }
+
+    #[test]
+    fn builtin_call_is_planned_as_builtin_with_checked_arguments() {
+        let planned = plan_call(
+            &character(),
+            "remember_fact",
+            r#"{"fact":"Owns a bakery in Bergen."}"#,
+        )
+        .unwrap();
+        let mut expected = Map::new();
+        expected.insert("fact".into(), json!("Owns a bakery in Bergen."));
+        assert_eq!(
+            planned,
+            PlannedCall::Builtin(Builtin::RememberFact, expected)
+        );
+        let cases = [
+            ("{}", ToolCallError::Missing("fact".into())),
+            (r#"{"fact":null}"#, ToolCallError::Missing("fact".into())),
+            (
+                r#"{"fact":42}"#,
+                ToolCallError::WrongType {
+                    name: "fact".into(),
+                    expected: "string".into(),
+                },
+            ),
+            (
+                r#"{"fact":"x","path":"/purchases"}"#,
+                ToolCallError::Unexpected("path".into()),
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(
+                plan_call(&character(), "remember_fact", args).unwrap_err(),
+                expected,
+                "{args}"
+            );
+        }
+    }
+
+    #[test]
+    fn builtin_is_never_an_http_call_even_with_an_endpoint() {
+        // Even if method and path were smuggled onto a builtin after loading,
+        // it is planned as the builtin, never as an Accounting API request.
+        let mut c = character();
+        let tool = c
+            .tools
+            .iter_mut()
+            .find(|t| t.name == "remember_fact")
+            .unwrap();
+        tool.method = Some(HttpMethod::Post);
+        tool.path = Some("/purchases".into());
+        let planned = plan_call(&c, "remember_fact", r#"{"fact":"f"}"#).unwrap();
+        assert!(
+            matches!(planned, PlannedCall::Builtin(Builtin::RememberFact, _)),
+            "{planned:?}"
+        );
+        // A tool with neither a builtin nor an endpoint is refused.
+        let tool = c
+            .tools
+            .iter_mut()
+            .find(|t| t.name == "remember_fact")
+            .unwrap();
+        tool.builtin = None;
+        tool.method = None;
+        assert_eq!(
+            plan_call(&c, "remember_fact", r#"{"fact":"f"}"#),
+            Err(ToolCallError::UnknownTool("remember_fact".into()))
+        );
+    }
+
+    #[test]
+    fn builtins_are_offered_with_their_runtime_parameters() {
+        let specs = function_specs(&character());
+        let spec = specs.iter().find(|s| s.name == "remember_fact").unwrap();
+        assert_eq!(spec.description, "Remember a fact.");
+        assert_eq!(spec.parameters, Builtin::RememberFact.parameters());
+        assert_eq!(spec.parameters["required"], json!(["fact"]));
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use shared::access::accounting::AccountingTarget;
 use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
-use shared::access::store::{InboxModel, Lease, NewEvent, ReplyParams, Store};
+use shared::access::store::{InboxModel, Lease, NewEvent, ReplyParams, Store, TenantStore};
 use shared::character::{Character, Characters};
 use shared::engine::prompt::{self, ChatMessage, PromptContext};
 use shared::engine::tool::function_specs;
@@ -19,10 +20,11 @@ use shared::event::{
     Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
     TurnFailed, conversation_stream,
 };
-use shared::ids::{ConversationId, InboxId, OutboxId};
+use shared::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 use shared::job::{JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
+use super::accounts::Accounts;
 use super::tools::{CallContext, ToolRunner};
 
 /// How often a job waiting for a busy conversation looks again.
@@ -61,6 +63,7 @@ pub struct ConversationManager {
     queue: JobQueue,
     llm: LlmClient,
     tools: ToolRunner,
+    accounts: Accounts,
     characters: Arc<Characters>,
     settings: TurnSettings,
     /// This process's name as a lease holder.
@@ -88,6 +91,8 @@ struct Turn<'a> {
     version: i64,
     trace_id: Option<String>,
     evidence: Vec<Evidence>,
+    /// The tenant's Accounting API.
+    target: AccountingTarget,
 }
 
 impl Turn<'_> {
@@ -126,6 +131,7 @@ impl ConversationManager {
         queue: JobQueue,
         llm: LlmClient,
         tools: ToolRunner,
+        accounts: Accounts,
         characters: Arc<Characters>,
         settings: TurnSettings,
     ) -> Self {
@@ -134,6 +140,7 @@ impl ConversationManager {
             queue,
             llm,
             tools,
+            accounts,
             characters,
             settings,
             holder: shared::access::queue::unique_worker_name("turns"),
@@ -146,11 +153,12 @@ impl ConversationManager {
     /// `shutdown` it stops between turns and hands the rest back.
     pub async fn run_turn(
         &self,
+        tenant: TenantId,
         inbox_id: InboxId,
         traceparent: &str,
         shutdown: &CancellationToken,
     ) -> Result<TurnOutcome, JobFailure> {
-        let msg = self.store.inbox_message(inbox_id).await?;
+        let msg = self.store.tenant(tenant).inbox_message(inbox_id).await?;
         let mut outcome = TurnOutcome::AlreadyDone;
         if msg.processed_at.is_none()
             && let Some(lease) = self.wait_for_lease(&msg).await?
@@ -160,12 +168,12 @@ impl ConversationManager {
                 .answer_until(lease, inbox_id, traceparent, shutdown)
                 .await;
             drop(renewal);
-            if let Err(e) = self.store.release_lease(&lease).await {
+            if let Err(e) = self.store.tenant(tenant).release_lease(&lease).await {
                 tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
             }
             outcome = answered?;
         }
-        self.review_proposals(msg.conversation_id, traceparent)
+        self.review_proposals(tenant, msg.conversation_id, traceparent)
             .await?;
         Ok(outcome)
     }
@@ -177,6 +185,7 @@ impl ConversationManager {
         loop {
             let lease = self
                 .store
+                .tenant(msg.tenant_id)
                 .try_acquire_lease(msg.conversation_id, &self.holder, self.settings.lease_ttl)
                 .await?;
             if lease.is_some() {
@@ -184,6 +193,7 @@ impl ConversationManager {
             }
             if self
                 .store
+                .tenant(msg.tenant_id)
                 .inbox_message(msg.id)
                 .await?
                 .processed_at
@@ -202,7 +212,7 @@ impl ConversationManager {
     }
 
     fn keep_renewed(&self, lease: Lease) -> Renewal {
-        let store = self.store.clone();
+        let store = self.store.tenant(lease.tenant_id);
         let ttl = self.settings.lease_ttl;
         Renewal(tokio::spawn(async move {
             loop {
@@ -232,11 +242,19 @@ impl ConversationManager {
     ) -> Result<TurnOutcome, JobFailure> {
         let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
         loop {
-            if self.store.inbox_message(own).await?.processed_at.is_some() {
+            if self
+                .store
+                .tenant(lease.tenant_id)
+                .inbox_message(own)
+                .await?
+                .processed_at
+                .is_some()
+            {
                 return Ok(TurnOutcome::AlreadyDone);
             }
             let pending = self
                 .store
+                .tenant(lease.tenant_id)
                 .pending_messages(lease.conversation_id, limit)
                 .await?;
             let authors: Vec<&str> = pending.iter().map(|m| m.author_id.as_str()).collect();
@@ -283,9 +301,36 @@ impl ConversationManager {
             .characters
             .get(&msg.character)
             .map_err(|e| JobFailure::permanent(e, "Cannot run the conversation's character"))?;
+        if !character.takes_chat() {
+            return Err(JobFailure::Permanent(anyhow::anyhow!(
+                "`{}` has no chat trigger; route the chat to an agent that takes chats",
+                character.name
+            )));
+        }
+        let store = self.store.tenant(msg.tenant_id);
+        let (tenant, target) = self.accounts.of(&store).await?;
+        let memory = &character.memory;
+        let remembered_since = memory
+            .history_days
+            .map(|days| Utc::now() - chrono::Duration::days(i64::from(days)));
+        let facts = match Platform::parse(&msg.platform) {
+            Some(platform) => {
+                store
+                    .user_facts(
+                        platform,
+                        &msg.author_id,
+                        remembered_since,
+                        i64::from(memory.facts),
+                    )
+                    .await?
+            }
+            None => Vec::new(),
+        };
         let stream = conversation_stream(msg.conversation_id);
-        let history = self.history(&stream, batch).await?;
-        let version = self.store.stream_version(&stream).await?;
+        let history = self
+            .history(&store, &stream, batch, character, remembered_since)
+            .await?;
+        let version = store.stream_version(&stream).await?;
         let mut turn = Turn {
             msg,
             lease,
@@ -294,6 +339,7 @@ impl ConversationManager {
             version,
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
             evidence: Vec::new(),
+            target,
         };
         let received: Vec<NewEvent> = batch
             .iter()
@@ -321,9 +367,10 @@ impl ConversationManager {
         let messages = prompt::compose(
             character,
             &PromptContext {
+                tenant_brief: Some(&tenant.brief),
+                user_facts: &facts,
                 history: &history,
                 message: &content,
-                ..Default::default()
             },
         );
         let reply = self.converse(&mut turn, messages).await?;
@@ -344,11 +391,16 @@ impl ConversationManager {
             events: vec![turn.event(&composed, turn.agent(), Some(format!("reply:{}", msg.id)))],
             text: reply,
         };
-        if !self.store.complete_turn(&params).await? {
+        if !self
+            .store
+            .tenant(msg.tenant_id)
+            .complete_turn(&params)
+            .await?
+        {
             return Ok(None);
         }
         self.queue
-            .deliver_outbox(&self.store, outbox_id, traceparent)
+            .deliver_outbox(&self.store.tenant(msg.tenant_id), outbox_id, traceparent)
             .await?;
         Ok(Some(outbox_id))
     }
@@ -359,11 +411,12 @@ impl ConversationManager {
     /// was answered meanwhile.
     pub async fn give_up(
         &self,
+        tenant: TenantId,
         inbox_id: InboxId,
         reason: &str,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
-        let msg = self.store.inbox_message(inbox_id).await?;
+        let msg = self.store.tenant(tenant).inbox_message(inbox_id).await?;
         if msg.processed_at.is_some() {
             return Ok(());
         }
@@ -371,14 +424,14 @@ impl ConversationManager {
             return Ok(());
         };
         let written = self.write_failure(&msg, lease, reason, traceparent).await;
-        if let Err(e) = self.store.release_lease(&lease).await {
+        if let Err(e) = self.store.tenant(tenant).release_lease(&lease).await {
             tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
         }
         let Some(outbox_id) = written? else {
             return Ok(());
         };
         self.queue
-            .deliver_outbox(&self.store, outbox_id, traceparent)
+            .deliver_outbox(&self.store.tenant(tenant), outbox_id, traceparent)
             .await
     }
 
@@ -418,13 +471,18 @@ impl ConversationManager {
             inbox_ids: vec![msg.id],
             lease: Some(lease),
             dedupe_key: key,
-            expected_version: self.store.stream_version(&stream).await?,
+            expected_version: self
+                .store
+                .tenant(msg.tenant_id)
+                .stream_version(&stream)
+                .await?,
             stream,
             events: vec![event],
             text: turn::TURN_FAILED_REPLY.to_owned(),
         };
         Ok(self
             .store
+            .tenant(msg.tenant_id)
             .complete_turn(&params)
             .await?
             .then_some(outbox_id))
@@ -449,7 +507,11 @@ impl ConversationManager {
             .unwrap_or(self.settings.default_max_tool_rounds);
         for round in 1..=max_rounds {
             let today = Utc::now().date_naive();
-            let budget = self.store.token_budget(turn.msg.tenant_id, today).await?;
+            let budget = self
+                .store
+                .tenant(turn.msg.tenant_id)
+                .token_budget(today)
+                .await?;
             if budget.is_spent() {
                 metrics::counter!("automate_e_budget_refusals_total").increment(1);
                 return Ok(turn::on_break_reply(today.succ_opt().unwrap_or(today)));
@@ -484,7 +546,8 @@ impl ConversationManager {
             });
             let tokens = i64::from(completion.input_tokens) + i64::from(completion.output_tokens);
             self.store
-                .add_token_usage(turn.msg.tenant_id, today, tokens)
+                .tenant(turn.msg.tenant_id)
+                .add_token_usage(today, tokens)
                 .await?;
             let event = turn.event(&called, turn.agent(), None);
             self.append(turn, &[event]).await?;
@@ -504,6 +567,7 @@ impl ConversationManager {
                                 timeout: self.settings.tool_timeout,
                                 trace_id: turn.trace_id.as_deref(),
                                 lease: &turn.lease,
+                                target: &turn.target,
                             };
                             self.tools.run(&ctx, call).await?
                         } else {
@@ -532,13 +596,20 @@ impl ConversationManager {
     /// yet (again after a crash: the queue drops a job it already holds).
     async fn review_proposals(
         &self,
+        tenant: TenantId,
         conversation: ConversationId,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
-        for proposal_id in self.store.unreviewed_proposals(conversation).await? {
+        for proposal_id in self
+            .store
+            .tenant(tenant)
+            .unreviewed_proposals(conversation)
+            .await?
+        {
             self.queue
                 .enqueue_worker_job(WorkerJob::ReviewV1 {
                     proposal_id,
+                    tenant_id: tenant,
                     traceparent: traceparent.to_owned(),
                 })
                 .await
@@ -550,25 +621,31 @@ impl ConversationManager {
     async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), JobFailure> {
         turn.version = self
             .store
+            .tenant(turn.msg.tenant_id)
             .append_fenced(&turn.lease, &turn.stream, turn.version, events)
             .await?;
         Ok(())
     }
 
     /// Earlier user messages and replies of the conversation, oldest first,
-    /// without the messages being answered now.
+    /// without the messages being answered now: the character's retention
+    /// (newest `history_messages`, none older than `since`).
     async fn history(
         &self,
+        store: &TenantStore,
         stream: &str,
         current: &[InboxModel],
+        character: &Character,
+        since: Option<chrono::DateTime<Utc>>,
     ) -> Result<Vec<ChatMessage>, JobFailure> {
         let types = [
             ConversationEvent::MESSAGE_RECEIVED,
             ConversationEvent::REPLY_COMPOSED,
         ];
-        let events = self.store.read_stream(stream, &types).await?;
-        Ok(events
+        let events = store.read_stream(stream, &types).await?;
+        let mut messages: Vec<ChatMessage> = events
             .into_iter()
+            .filter(|e| since.is_none_or(|since| e.occurred_at >= since))
             .filter_map(|e| ConversationEvent::from_stored(&e.type_name, e.payload))
             .filter_map(|e| match e {
                 ConversationEvent::MessageReceived(m)
@@ -584,6 +661,9 @@ impl ConversationManager {
                 }),
                 _ => None,
             })
-            .collect())
+            .collect();
+        let keep = usize::try_from(character.memory.history_messages).unwrap_or(usize::MAX);
+        messages.drain(..messages.len().saturating_sub(keep));
+        Ok(messages)
     }
 }

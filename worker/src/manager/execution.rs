@@ -11,7 +11,9 @@ use shared::access::store::{ProposalChanges, Store};
 use shared::engine::proposal::{ProposalState, Transition, next};
 use shared::engine::review::{notice_executed, notice_failed, notice_gave_up};
 use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
-use shared::ids::ProposalId;
+use shared::ids::{ProposalId, TenantId};
+
+use super::accounts::Accounts;
 use shared::job::JobFailure;
 
 /// Carries out approved proposals.
@@ -20,6 +22,7 @@ pub struct ExecutionManager {
     store: Store,
     queue: JobQueue,
     accounting: AccountingClient,
+    accounts: Accounts,
     timeout: Duration,
 }
 
@@ -41,20 +44,28 @@ impl ExecutionManager {
         store: Store,
         queue: JobQueue,
         accounting: AccountingClient,
+        accounts: Accounts,
         timeout: Duration,
     ) -> Self {
         Self {
             store,
             queue,
             accounting,
+            accounts,
             timeout,
         }
     }
 
     /// Tells the owner an approved proposal could not be carried out after
     /// every attempt (its job is dead-lettered); once per proposal.
-    pub async fn give_up(&self, id: ProposalId, traceparent: &str) -> Result<(), JobFailure> {
-        let mut tx = self.store.lock_proposal(id).await?;
+    pub async fn give_up(
+        &self,
+        tenant: TenantId,
+        id: ProposalId,
+        traceparent: &str,
+    ) -> Result<(), JobFailure> {
+        let store = self.store.tenant(tenant);
+        let mut tx = store.lock_proposal(id).await?;
         // Only an approved write that did not finish has anything to tell.
         if !matches!(
             tx.proposal.state(),
@@ -72,7 +83,7 @@ impl ExecutionManager {
         tx.commit().await?;
         if let Some(outbox_id) = notice {
             self.queue
-                .deliver_outbox(&self.store, outbox_id, traceparent)
+                .deliver_outbox(&store, outbox_id, traceparent)
                 .await?;
         }
         Ok(())
@@ -81,6 +92,7 @@ impl ExecutionManager {
     /// Executes the proposal if it is approved and not yet executed.
     pub async fn execute(
         &self,
+        tenant: TenantId,
         id: ProposalId,
         traceparent: &str,
         attempt: u32,
@@ -91,7 +103,11 @@ impl ExecutionManager {
             id: "execution".to_owned(),
         };
 
-        let mut tx = self.store.lock_proposal(id).await?;
+        let store = self.store.tenant(tenant);
+        // Resolved before the state changes: a missing credential fails the
+        // job without marking the write as started.
+        let (_, target) = self.accounts.of(&store).await?;
+        let mut tx = store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
         let state = match next(proposal.state(), Transition::StartExecution) {
             Ok(state) => state,
@@ -119,7 +135,12 @@ impl ExecutionManager {
 
         let outcome = match self
             .accounting
-            .send(&proposal.request, Some(&id.to_string()), self.timeout)
+            .send(
+                &target,
+                &proposal.request,
+                Some(&id.to_string()),
+                self.timeout,
+            )
             .await
         {
             Ok(r) if (200..300).contains(&r.status) => Attempt::Succeeded {
@@ -139,7 +160,7 @@ impl ExecutionManager {
             },
         };
 
-        let mut tx = self.store.lock_proposal(id).await?;
+        let mut tx = store.lock_proposal(id).await?;
         let (finished, notice) = match &outcome {
             Attempt::Succeeded {
                 status,
@@ -199,7 +220,7 @@ impl ExecutionManager {
         metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
         if let Some(outbox_id) = notice_id {
             self.queue
-                .deliver_outbox(&self.store, outbox_id, traceparent)
+                .deliver_outbox(&store, outbox_id, traceparent)
                 .await?;
         }
         match outcome {

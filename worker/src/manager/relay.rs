@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use shared::access::queue::{JobQueue, QueueName};
-use shared::access::store::Store;
+use shared::access::store::{Store, TenantStore};
 use shared::job::{DeliveryJob, JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,8 @@ pub struct Sweep {
     pub turns: usize,
     /// Delivery jobs pushed for undelivered replies.
     pub deliveries: usize,
+    /// Agent run jobs pushed for runs never queued.
+    pub runs: usize,
 }
 
 impl Relay {
@@ -37,15 +39,30 @@ impl Relay {
         Self { store, queue, cfg }
     }
 
-    /// One sweep.
+    /// One sweep over every tenant.
     pub async fn sweep(&self) -> Result<Sweep, JobFailure> {
         let grace =
             chrono::Duration::milliseconds(i64::try_from(self.cfg.grace_ms).unwrap_or(i64::MAX));
         let before = chrono::Utc::now() - grace;
         let mut sweep = Sweep::default();
-        for inbox_id in self.store.unanswered_inbox(before, self.cfg.batch).await? {
+        for tenant in self.store.tenant_ids().await? {
+            self.sweep_tenant(&self.store.tenant(tenant), before, &mut sweep)
+                .await?;
+        }
+        Ok(sweep)
+    }
+
+    async fn sweep_tenant(
+        &self,
+        store: &TenantStore,
+        before: chrono::DateTime<chrono::Utc>,
+        sweep: &mut Sweep,
+    ) -> Result<(), JobFailure> {
+        let tenant_id = store.tenant_id();
+        for inbox_id in store.unanswered_inbox(before, self.cfg.batch).await? {
             let job = WorkerJob::TurnV1 {
                 inbox_id,
+                tenant_id,
                 traceparent: shared::telemetry::new_traceparent(),
             };
             let task_id = job.dedupe_key().unwrap_or_default();
@@ -66,13 +83,10 @@ impl Relay {
             queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue a turn"))?;
             sweep.turns += 1;
         }
-        for outbox_id in self
-            .store
-            .undelivered_outbox(before, self.cfg.batch)
-            .await?
-        {
+        for outbox_id in store.undelivered_outbox(before, self.cfg.batch).await? {
             let job = DeliveryJob::DeliverV1 {
                 outbox_id,
+                tenant_id,
                 traceparent: shared::telemetry::new_traceparent(),
             };
             self.queue
@@ -81,7 +95,11 @@ impl Relay {
                 .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a delivery"))?;
             sweep.deliveries += 1;
         }
-        Ok(sweep)
+        for run_id in store.unenqueued_agent_runs(before, self.cfg.batch).await? {
+            super::triggers::queue_run(&self.queue, store, run_id).await?;
+            sweep.runs += 1;
+        }
+        Ok(())
     }
 
     /// Sweeps every interval until `shutdown`.
@@ -97,6 +115,7 @@ impl Relay {
                     tracing::info!(
                         turns = sweep.turns,
                         deliveries = sweep.deliveries,
+                        runs = sweep.runs,
                         "Relay re-queued unfinished work"
                     );
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
-use shared::access::store::{ProposalChanges, ProposalModel, Store};
+use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::character::Characters;
 use shared::engine::prompt::{self, PromptContext};
 use shared::engine::proposal::{
@@ -19,7 +19,7 @@ use shared::event::{
     Actor, ActorKind, AgentReviewed, AutoApproved, Evidence, ProposalEvent, ReviewRequested,
     proposal_stream,
 };
-use shared::ids::ProposalId;
+use shared::ids::{ProposalId, TenantId};
 use shared::job::{DeliveryJob, JobFailure, WorkerJob};
 
 /// The character that reviews proposals before humans do, when deployed.
@@ -67,14 +67,20 @@ impl ReviewManager {
 
     /// Moves a `proposed` proposal to `auto_approved` (and queues its
     /// execution) or to `review_requested` (and queues the Slack review).
-    pub async fn review(&self, id: ProposalId, traceparent: &str) -> Result<(), JobFailure> {
-        let proposal = self.store.proposal(id).await?;
+    pub async fn review(
+        &self,
+        tenant: TenantId,
+        id: ProposalId,
+        traceparent: &str,
+    ) -> Result<(), JobFailure> {
+        let store = self.store.tenant(tenant);
+        let proposal = store.proposal(id).await?;
         if proposal.state() != ProposalState::Proposed {
             return Ok(());
         }
-        let policy = self.store.tenant_policy(proposal.tenant_id).await?;
-        let evidence = self.evidence(id).await?;
-        let pattern = self.pattern(&proposal).await?;
+        let policy = store.tenant_policy().await?;
+        let evidence = Self::evidence(&store, id).await?;
+        let pattern = self.pattern(&store, &proposal).await?;
         let decision = auto_approval(
             &pattern,
             proposal.amount_minor,
@@ -91,10 +97,15 @@ impl ReviewManager {
             evidence: &evidence,
             payload_sha256: &proposal.payload_sha256,
         };
-        let agent = self.agent_review(&card, &decision).await?;
+        // Review-E gates an auto-approval here; a proposal for humans gets
+        // its notes when it reacts to the review_requested event (`annotate`).
+        let agent = match decision {
+            AutoApproval::Approve => self.agent_review(&card, &decision).await?,
+            AutoApproval::Review(_) => None,
+        };
 
         let trace = shared::telemetry::trace_id(traceparent);
-        let mut tx = self.store.lock_proposal(id).await?;
+        let mut tx = store.lock_proposal(id).await?;
         if tx.proposal.state() != ProposalState::Proposed {
             return Ok(());
         }
@@ -132,6 +143,7 @@ impl ReviewManager {
                     }),
                     WorkerJob::ExecuteV1 {
                         proposal_id: id,
+                        tenant_id: tenant,
                         traceparent: traceparent.to_owned(),
                     }
                     .into(),
@@ -147,6 +159,7 @@ impl ReviewManager {
                         ProposalEvent::ReviewRequested(ReviewRequested { reason }),
                         DeliveryJob::ReviewRequestV1 {
                             proposal_id: id,
+                            tenant_id: tenant,
                             traceparent: traceparent.to_owned(),
                         }
                         .into(),
@@ -172,9 +185,72 @@ impl ReviewManager {
         .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the proposal's next step"))
     }
 
-    async fn evidence(&self, id: ProposalId) -> Result<Vec<Evidence>, JobFailure> {
-        let events = self
-            .store
+    /// The agent reviewer's notes on a proposal waiting for humans, once:
+    /// records its verdict on the proposal and returns the note for the
+    /// review thread; `None` when it was reviewed already or is decided.
+    pub async fn annotate(
+        &self,
+        store: &TenantStore,
+        id: ProposalId,
+        reason: &str,
+    ) -> Result<Option<String>, JobFailure> {
+        let proposal = store.proposal(id).await?;
+        let reviewed = store
+            .read_stream(
+                &proposal_stream(id),
+                &["automate_e.proposal.agent_reviewed.v1"],
+            )
+            .await?;
+        if !reviewed.is_empty() || proposal.state() != ProposalState::ReviewRequested {
+            return Ok(None);
+        }
+        let evidence = Self::evidence(store, id).await?;
+        let body = proposal.request.body.clone().unwrap_or_default();
+        let card = ReviewCard {
+            proposal_id: id,
+            tool: &proposal.tool,
+            body: &body,
+            amount_minor: proposal.amount_minor,
+            proposer: &proposal.proposer,
+            reason,
+            evidence: &evidence,
+            payload_sha256: &proposal.payload_sha256,
+        };
+        let decision = AutoApproval::Review(reason.to_owned());
+        let Some(agent) = self.agent_review(&card, &decision).await? else {
+            return Ok(None);
+        };
+        let mut tx = store.lock_proposal(id).await?;
+        if tx.proposal.state() != ProposalState::ReviewRequested {
+            return Ok(None);
+        }
+        let reviewed = ProposalEvent::AgentReviewed(AgentReviewed {
+            agent: AGENT_REVIEWER.to_owned(),
+            model: agent.model.clone(),
+            input_tokens: agent.input_tokens,
+            output_tokens: agent.output_tokens,
+            verdict: agent.verdict.clone(),
+            notes: agent.notes.clone(),
+        });
+        let actor = Actor {
+            kind: ActorKind::Agent,
+            id: AGENT_REVIEWER.to_owned(),
+        };
+        tx.record(
+            &proposal.event(&reviewed, actor, None, "worker"),
+            ProposalChanges::default(),
+        )
+        .await?;
+        tx.commit().await?;
+        let verdict = match agent.verdict {
+            AgentVerdict::Approve => "no concerns",
+            AgentVerdict::Flag => "flagged",
+        };
+        Ok(Some(format!("Review-E ({verdict}): {}", agent.notes)))
+    }
+
+    async fn evidence(store: &TenantStore, id: ProposalId) -> Result<Vec<Evidence>, JobFailure> {
+        let events = store
             .read_stream(&proposal_stream(id), &["automate_e.proposal.proposed.v1"])
             .await?;
         Ok(events
@@ -184,7 +260,11 @@ impl ReviewManager {
             .collect())
     }
 
-    async fn pattern(&self, proposal: &ProposalModel) -> Result<PatternAssessment, JobFailure> {
+    async fn pattern(
+        &self,
+        store: &TenantStore,
+        proposal: &ProposalModel,
+    ) -> Result<PatternAssessment, JobFailure> {
         let none = PatternAssessment {
             occurrences: 0,
             confidence: 0.0,
@@ -193,7 +273,7 @@ impl ReviewManager {
         let Some(value) = &proposal.pattern_value else {
             return Ok(none);
         };
-        let character = self.store.inbox_message(proposal.inbox_id).await?.character;
+        let character = store.inbox_message(proposal.inbox_id).await?.character;
         let Some(tool) = self
             .characters
             .get(&character)
@@ -202,9 +282,8 @@ impl ReviewManager {
         else {
             return Ok(none);
         };
-        let history = self
-            .store
-            .executed_bodies(proposal.tenant_id, &proposal.tool, value, PATTERN_HISTORY)
+        let history = store
+            .executed_bodies(&proposal.tool, value, PATTERN_HISTORY)
             .await?;
         let body = proposal.request.body.clone().unwrap_or_default();
         Ok(assess_pattern(&history, &body, &tool.pattern_fields))

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::access::accounting::AccountingClient;
-use shared::access::store::{InboxModel, Lease, NewEvent, NewProposal, Store};
-use shared::character::Character;
+use shared::access::accounting::{AccountingClient, AccountingTarget};
+use shared::access::store::{InboxModel, Lease, NewEvent, NewProposal, Store, TenantStore};
+use shared::character::{Builtin, Character};
+use shared::engine::cost::PriceTable;
 use shared::engine::prompt::ToolCall;
 use shared::engine::proposal::{amount_minor, pattern_value, payload_digest};
 use shared::engine::tool::{PlannedCall, ToolRequest, plan_call};
@@ -49,6 +50,8 @@ pub struct CallContext<'a> {
     pub trace_id: Option<&'a str>,
     /// The conversation lease the turn runs under (fences its proposals).
     pub lease: &'a Lease,
+    /// The tenant's Accounting API.
+    pub target: &'a AccountingTarget,
 }
 
 /// Runs tool calls.
@@ -56,12 +59,18 @@ pub struct CallContext<'a> {
 pub struct ToolRunner {
     accounting: AccountingClient,
     store: Store,
+    pricing: PriceTable,
 }
 
 impl ToolRunner {
-    /// A runner over the Accounting API and the store (for proposals).
-    pub fn new(accounting: AccountingClient, store: Store) -> Self {
-        Self { accounting, store }
+    /// A runner over the Accounting API, the store (proposals, facts, usage)
+    /// and the price table (usage reports).
+    pub fn new(accounting: AccountingClient, store: Store, pricing: PriceTable) -> Self {
+        Self {
+            accounting,
+            store,
+            pricing,
+        }
     }
 
     /// Runs one call.
@@ -78,6 +87,10 @@ impl ToolRunner {
                 run.record.error = Some(refused.to_string());
                 run.content = turn::refusal(&refused.to_string());
             }
+            Ok(PlannedCall::Builtin(builtin, args)) => {
+                run.content = self.run_builtin(ctx, builtin, &args).await?;
+                run.record.outcome = ToolOutcome::Ok;
+            }
             Ok(PlannedCall::Write(request)) => {
                 let id = self.file_proposal(ctx, &request).await?;
                 run.record.request = Some(request);
@@ -93,7 +106,10 @@ impl ToolRunner {
                 .to_string();
             }
             Ok(PlannedCall::Read(request)) => {
-                let result = self.accounting.send(&request, None, ctx.timeout).await;
+                let result = self
+                    .accounting
+                    .send(ctx.target, &request, None, ctx.timeout)
+                    .await;
                 run.record.request = Some(request);
                 run.content = match result {
                     Ok(response) => {
@@ -158,6 +174,7 @@ impl ToolRunner {
         let event = ProposalEvent::Proposed(proposed.clone());
         let filed = self
             .store
+            .tenant(ctx.msg.tenant_id)
             .file_proposal(&NewProposal {
                 id,
                 tenant_id: ctx.msg.tenant_id,
@@ -188,6 +205,74 @@ impl ToolRunner {
             .await?;
         metrics::counter!("automate_e_proposals_total", "state" => "proposed").increment(1);
         Ok(filed.id)
+    }
+
+    /// Runs a tool the runtime provides; the model gets its JSON result.
+    async fn run_builtin(
+        &self,
+        ctx: &CallContext<'_>,
+        builtin: Builtin,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, JobFailure> {
+        let store = self.store.tenant(ctx.msg.tenant_id);
+        let text = |name: &str| args.get(name).and_then(serde_json::Value::as_str);
+        Ok(match builtin {
+            Builtin::RememberFact => {
+                let fact: String = text("fact")
+                    .unwrap_or_default()
+                    .trim()
+                    .chars()
+                    .take(MAX_FACT_CHARS)
+                    .collect();
+                if fact.is_empty() {
+                    return Ok(turn::refusal("the fact is empty"));
+                }
+                let platform = shared::ids::Platform::parse(&ctx.msg.platform)
+                    .ok_or_else(|| JobFailure::Permanent(anyhow::anyhow!("unknown platform")))?;
+                let stored = store
+                    .remember_fact(platform, &ctx.msg.author_id, &fact, ctx.msg.conversation_id)
+                    .await?;
+                json!({ "remembered": stored }).to_string()
+            }
+            Builtin::UsageReport => self.usage_report(&store, args).await?,
+        })
+    }
+
+    /// The tenant's recorded usage and its cost for the period the model
+    /// asked for (`fromDate`, `toDate`), as the tool result.
+    pub async fn usage_report(
+        &self,
+        store: &TenantStore,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, JobFailure> {
+        let text = |name: &str| args.get(name).and_then(serde_json::Value::as_str);
+        let (from, to) = match usage_period(text("fromDate"), text("toDate"), Utc::now()) {
+            Ok(period) => period,
+            Err(why) => return Ok(turn::refusal(&why)),
+        };
+        let (usage, tool_calls) = store.recorded_usage(from, to).await?;
+        let report = self.pricing.report(&usage, tool_calls);
+        Ok(json!({
+            "from": from.date_naive().to_string(),
+            "to_exclusive": to.date_naive().to_string(),
+            "report": report,
+            "summary": report.summary(),
+        })
+        .to_string())
+    }
+
+    /// Sends a read to the tenant's Accounting API; the model gets the
+    /// status and body, or why it failed.
+    pub async fn read(
+        &self,
+        target: &AccountingTarget,
+        request: &ToolRequest,
+        timeout: Duration,
+    ) -> String {
+        match self.accounting.send(target, request, None, timeout).await {
+            Ok(response) => turn::read_result(response.status, &response.body),
+            Err(e) => turn::refusal(&e.to_string()),
+        }
     }
 
     /// Answers a call beyond the per-answer limit without running it.
@@ -226,5 +311,56 @@ fn outcome_label(outcome: ToolOutcome) -> &'static str {
         ToolOutcome::Failed => "failed",
         ToolOutcome::Refused => "refused",
         ToolOutcome::Proposed => "proposed",
+    }
+}
+
+/// Longest fact an agent may store, in characters.
+const MAX_FACT_CHARS: usize = 300;
+
+/// The period of a usage report: `fromDate` (default: the first of this
+/// month) to `toDate` inclusive (default: today), as UTC instants.
+fn usage_period(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(chrono::DateTime<Utc>, chrono::DateTime<Utc>), String> {
+    use chrono::{Datelike, NaiveDate};
+    let parse = |s: &str| {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| format!("`{s}` is not a yyyy-mm-dd date"))
+    };
+    let today = now.date_naive();
+    let from = match from {
+        Some(s) => parse(s)?,
+        None => today.with_day(1).unwrap_or(today),
+    };
+    let to = match to {
+        Some(s) => parse(s)?,
+        None => today,
+    };
+    if to < from {
+        return Err("toDate is before fromDate".to_owned());
+    }
+    let start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    Ok((start(from), start(to.succ_opt().unwrap_or(to))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_period_defaults_to_this_month_and_includes_the_last_day() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let (from, to) = usage_period(None, None, now).unwrap();
+        assert_eq!(from.to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        assert_eq!(to.to_rfc3339(), "2026-11-24T00:00:00+00:00");
+        let (from, to) = usage_period(Some("2026-10-01"), Some("2026-10-31"), now).unwrap();
+        assert_eq!(from.to_rfc3339(), "2026-10-01T00:00:00+00:00");
+        assert_eq!(to.to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        assert!(usage_period(Some("2026-10-02"), Some("2026-10-01"), now).is_err());
+        assert!(usage_period(Some("last month"), None, now).is_err());
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::{Store, StoreError};
+use super::{StoreError, TenantStore};
 use crate::event::Actor;
 use crate::ids::{EventId, TenantId};
 
@@ -57,7 +57,13 @@ pub struct StoredEvent {
     pub correlation_id: Option<uuid::Uuid>,
     /// Trace id.
     pub trace_id: Option<String>,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
 }
+
+/// Columns of [`StoredEvent`].
+pub(super) const EVENT_COLUMNS: &str = "id, stream, version, global_position, type, actor_kind, \
+     actor_id, payload, correlation_id, trace_id, occurred_at";
 
 /// Appends `events` to `stream`, whose last version must be `expected`;
 /// returns the stream's new version. Events whose dedupe key is already in
@@ -109,7 +115,7 @@ pub(super) async fn append(
     Ok(version)
 }
 
-impl Store {
+impl TenantStore {
     /// Appends events to a stream at the expected version; see [`append`].
     pub async fn append(
         &self,
@@ -117,7 +123,7 @@ impl Store {
         expected: i64,
         events: &[NewEvent],
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let version = append(&mut tx, stream, expected, events).await?;
         tx.commit().await?;
         Ok(version)
@@ -131,7 +137,7 @@ impl Store {
         expected: i64,
         events: &[NewEvent],
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         super::lease::check_fence(&mut tx, lease).await?;
         let version = append(&mut tx, stream, expected, events).await?;
         tx.commit().await?;
@@ -140,12 +146,14 @@ impl Store {
 
     /// The last version of a stream (0 when empty).
     pub async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
         let version = sqlx::query_scalar::<_, Option<i64>>(
             "SELECT max(version) FROM events WHERE stream = $1",
         )
         .bind(stream)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(version.unwrap_or(0))
     }
 
@@ -156,15 +164,16 @@ impl Store {
         types: &[&str],
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
-        let events = sqlx::query_as::<_, StoredEvent>(
-            "SELECT id, stream, version, global_position, type, actor_kind, actor_id, payload, \
-             correlation_id, trace_id FROM events \
-             WHERE stream = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2)) ORDER BY version",
-        )
+        let mut tx = self.begin().await?;
+        let events = sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2)) ORDER BY version"
+        ))
         .bind(stream)
         .bind(&types)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(events)
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::{Store, StoreError};
+use super::{StoreError, TenantStore};
 use crate::event::Attachment;
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
@@ -132,11 +132,11 @@ async fn conversation_id(
     Err(StoreError::NotFound("conversation"))
 }
 
-impl Store {
+impl TenantStore {
     /// Records an inbound message (and its conversation) once; a redelivery
     /// returns the existing row.
     pub async fn record_message(&self, p: &NewMessageParams) -> Result<RecordOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let conversation_id = conversation_id(&mut tx, p).await?;
         let inserted = sqlx::query_scalar::<_, InboxId>(
             "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
@@ -181,7 +181,7 @@ impl Store {
         p: &NewMessageParams,
         text: &str,
     ) -> Result<OutboxId, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let conversation_id = conversation_id(&mut tx, p).await?;
         let id = OutboxId::new_v7();
         sqlx::query(
@@ -209,14 +209,16 @@ impl Store {
         platform: Platform,
         thread: &str,
     ) -> Result<Option<ConversationModel>, StoreError> {
+        let mut tx = self.begin().await?;
         let conversation = sqlx::query_as::<_, ConversationModel>(
             "SELECT id, tenant_id, chat, thread, character FROM conversations \
              WHERE platform = $1 AND thread = $2 AND thread <> '' LIMIT 1",
         )
         .bind(platform.as_str())
         .bind(thread)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(conversation)
     }
 
@@ -226,48 +228,57 @@ impl Store {
         before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<InboxId>, StoreError> {
+        let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, InboxId>(
             "SELECT id FROM inbox WHERE processed_at IS NULL AND received_at < $1 ORDER BY received_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(ids)
     }
 
     /// Opens a message given up on (its turn failed for good and the user
     /// got the failure notice) for another turn; `false` otherwise.
     pub async fn reopen_failed_message(&self, id: InboxId) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
         let reopened = sqlx::query(
             "UPDATE inbox SET processed_at = NULL WHERE id = $1 AND processed_at IS NOT NULL \
              AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key LIKE 'turn-failed:' || $1::text || ':%')",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(reopened == 1)
     }
 
     /// Notes that the message's turn job is on the queue.
     pub async fn mark_inbox_enqueued(&self, id: InboxId) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE inbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// An inbox message with its conversation.
     pub async fn inbox_message(&self, id: InboxId) -> Result<InboxModel, StoreError> {
-        sqlx::query_as::<_, InboxModel>(&format!(
+        let mut tx = self.begin().await?;
+        let out = sqlx::query_as::<_, InboxModel>(&format!(
             "SELECT {INBOX_COLUMNS} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
              WHERE i.id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound("inbox message"))
+        .ok_or(StoreError::NotFound("inbox message"));
+        tx.commit().await?;
+        out
     }
 }

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use super::{InboxModel, Store, StoreError};
-use crate::ids::ConversationId;
+use super::{InboxModel, StoreError, TenantStore};
+use crate::ids::{ConversationId, TenantId};
 
 /// A held conversation lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
+    /// The conversation's tenant.
+    pub tenant_id: TenantId,
     /// The conversation.
     pub conversation_id: ConversationId,
     /// The fencing token: the conversation's fence when the lease was taken.
@@ -38,7 +40,7 @@ pub(super) async fn check_fence(conn: &mut PgConnection, lease: &Lease) -> Resul
     held.map(|_| ()).ok_or(StoreError::LeaseLost)
 }
 
-impl Store {
+impl TenantStore {
     /// Takes the conversation's lease for `ttl` unless another holder's lease
     /// is still running.
     pub async fn try_acquire_lease(
@@ -47,6 +49,7 @@ impl Store {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
+        let mut tx = self.begin().await?;
         let fence = sqlx::query_scalar::<_, i64>(
             "UPDATE conversations SET lease_fence = lease_fence + 1, lease_holder = $2, \
              lease_until = now() + $3 * interval '1 millisecond' \
@@ -55,9 +58,11 @@ impl Store {
         .bind(conversation)
         .bind(holder)
         .bind(millis(ttl))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(fence.map(|fence| Lease {
+            tenant_id: self.tenant,
             conversation_id: conversation,
             fence,
         }))
@@ -65,6 +70,7 @@ impl Store {
 
     /// Extends a held lease; `false` when it was taken over.
     pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
         let renewed = sqlx::query(
             "UPDATE conversations SET lease_until = now() + $3 * interval '1 millisecond' \
              WHERE id = $1 AND lease_fence = $2",
@@ -72,22 +78,25 @@ impl Store {
         .bind(lease.conversation_id)
         .bind(lease.fence)
         .bind(millis(ttl))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(renewed == 1)
     }
 
     /// Gives a lease back (a no-op when it was taken over).
     pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE conversations SET lease_until = NULL, lease_holder = NULL \
              WHERE id = $1 AND lease_fence = $2",
         )
         .bind(lease.conversation_id)
         .bind(lease.fence)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -97,6 +106,7 @@ impl Store {
         conversation: ConversationId,
         limit: i64,
     ) -> Result<Vec<InboxModel>, StoreError> {
+        let mut tx = self.begin().await?;
         let messages = sqlx::query_as::<_, InboxModel>(&format!(
             "SELECT {} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
              WHERE i.conversation_id = $1 AND i.processed_at IS NULL \
@@ -105,8 +115,9 @@ impl Store {
         ))
         .bind(conversation)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(messages)
     }
 }

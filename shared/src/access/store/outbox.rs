@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::{NewEvent, append};
 use super::lease::{Lease, check_fence};
-use super::{Store, StoreError};
+use super::{StoreError, TenantStore};
 use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
 
 /// A reply that ends a turn.
@@ -54,7 +54,7 @@ pub struct OutboxModel {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-impl Store {
+impl TenantStore {
     /// Ends a turn atomically: marks the inbox message processed, appends the
     /// turn's final events and writes the reply to the outbox. Returns `false`
     /// (and changes nothing) when a message was processed already, and fails
@@ -64,7 +64,7 @@ impl Store {
             .inbox_ids
             .first()
             .ok_or(StoreError::NotFound("turn message"))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(lease) = &p.lease {
             check_fence(&mut tx, lease).await?;
         }
@@ -100,35 +100,42 @@ impl Store {
         before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxId>, StoreError> {
+        let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, OutboxId>(
             "SELECT id FROM outbox WHERE delivered_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(ids)
     }
 
     /// Notes that the reply's delivery job is on the queue.
     pub async fn mark_outbox_enqueued(&self, id: OutboxId) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE outbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// An outbox row.
     pub async fn outbox_item(&self, id: OutboxId) -> Result<OutboxModel, StoreError> {
-        sqlx::query_as::<_, OutboxModel>(
+        let mut tx = self.begin().await?;
+        let out = sqlx::query_as::<_, OutboxModel>(
             "SELECT id, tenant_id, conversation_id, platform, chat, thread, text, chunks_delivered, \
              delivered_at FROM outbox WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound("outbox item"))
+        .ok_or(StoreError::NotFound("outbox item"));
+        tx.commit().await?;
+        out
     }
 
     /// Records that the first `count` chunks are posted, so a retry resumes after them.
@@ -137,13 +144,15 @@ impl Store {
         id: OutboxId,
         count: i32,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE outbox SET chunks_delivered = greatest(chunks_delivered, $2) WHERE id = $1",
         )
         .bind(id)
         .bind(count)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -154,7 +163,7 @@ impl Store {
         stream: &str,
         event: &NewEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE outbox SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL",
         )

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
 use super::events::{NewEvent, append};
-use super::{Store, StoreError};
+use super::{StoreError, TenantStore};
 use crate::engine::proposal::ProposalState;
 use crate::engine::tool::ToolRequest;
 use crate::event::{Actor, ProposalEvent, proposal_stream};
@@ -197,11 +197,11 @@ impl ProposalTx {
     }
 }
 
-impl Store {
+impl TenantStore {
     /// Files a proposal, once per message and payload: a retried turn gets
     /// the proposal it filed before.
     pub async fn file_proposal(&self, p: &NewProposal) -> Result<ProposalModel, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         super::lease::check_fence(&mut tx, &p.lease).await?;
         // Serializes concurrent filings of the same payload from one message.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -249,18 +249,21 @@ impl Store {
 
     /// A proposal.
     pub async fn proposal(&self, id: ProposalId) -> Result<ProposalModel, StoreError> {
-        sqlx::query_as::<_, ProposalModel>(&format!(
+        let mut tx = self.begin().await?;
+        let out = sqlx::query_as::<_, ProposalModel>(&format!(
             "SELECT {COLUMNS} FROM proposals WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound("proposal"))
+        .ok_or(StoreError::NotFound("proposal"));
+        tx.commit().await?;
+        out
     }
 
     /// Locks a proposal for one change.
     pub async fn lock_proposal(&self, id: ProposalId) -> Result<ProposalTx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let proposal = sqlx::query_as::<_, ProposalModel>(&format!(
             "SELECT {COLUMNS} FROM proposals WHERE id = $1 FOR UPDATE"
         ))
@@ -277,32 +280,36 @@ impl Store {
         channel: &str,
         ts: &str,
     ) -> Result<Option<ProposalModel>, StoreError> {
+        let mut tx = self.begin().await?;
         let proposal = sqlx::query_as::<_, ProposalModel>(&format!(
             "SELECT {COLUMNS} FROM proposals WHERE review_channel = $1 AND review_ts = $2"
         ))
         .bind(channel)
         .bind(ts)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(proposal)
     }
 
     /// The tenant's review channel, auto-approval limit and reviewers.
-    pub async fn tenant_policy(&self, tenant: TenantId) -> Result<TenantPolicy, StoreError> {
+    pub async fn tenant_policy(&self) -> Result<TenantPolicy, StoreError> {
+        let mut tx = self.begin().await?;
         let (review_channel, auto_approve_limit_minor) =
             sqlx::query_as::<_, (Option<String>, i64)>(
                 "SELECT review_channel, auto_approve_limit_minor FROM tenants WHERE id = $1",
             )
-            .bind(tenant)
-            .fetch_optional(&self.pool)
+            .bind(self.tenant)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound("tenant"))?;
         let reviewers = sqlx::query_scalar::<_, String>(
             "SELECT platform || ':' || user_id FROM tenant_reviewers WHERE tenant_id = $1 ORDER BY 1",
         )
-        .bind(tenant)
-        .fetch_all(&self.pool)
+        .bind(self.tenant)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(TenantPolicy {
             review_channel,
             auto_approve_limit_minor,
@@ -315,12 +322,14 @@ impl Store {
         &self,
         conversation: ConversationId,
     ) -> Result<Vec<ProposalId>, StoreError> {
+        let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, ProposalId>(
             "SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' ORDER BY created_at",
         )
         .bind(conversation)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(ids)
     }
 
@@ -328,22 +337,23 @@ impl Store {
     /// pattern value, newest first.
     pub async fn executed_bodies(
         &self,
-        tenant: TenantId,
         tool: &str,
         pattern_value: &str,
         limit: i64,
     ) -> Result<Vec<Value>, StoreError> {
+        let mut tx = self.begin().await?;
         let bodies = sqlx::query_scalar::<_, Value>(
             "SELECT coalesce(request->'body', 'null'::jsonb) FROM proposals \
              WHERE tenant_id = $1 AND tool = $2 AND pattern_value = $3 AND state = 'executed' \
              ORDER BY created_at DESC LIMIT $4",
         )
-        .bind(tenant)
+        .bind(self.tenant)
         .bind(tool)
         .bind(pattern_value)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(bodies)
     }
 }

@@ -1,8 +1,10 @@
-//! Tenant routes: which platform workspace/channel belongs to which tenant's agent.
+//! Lookups made before a tenant is known: which tenant and agent a platform
+//! chat, thread or review channel belongs to, and the list of tenants. They
+//! go through SECURITY DEFINER functions that return ids and routes only.
 
 use super::{Store, StoreError};
-use crate::engine::route::Route;
-use crate::ids::{Platform, TenantId};
+use crate::engine::route::{Route, TenantLimits};
+use crate::ids::{Platform, ProposalId, TenantId};
 
 impl Store {
     /// The routes of one platform workspace (Slack team, Discord guild, …)
@@ -13,9 +15,9 @@ impl Store {
         workspace: &str,
         channel: &str,
     ) -> Result<Vec<Route>, StoreError> {
-        let rows = sqlx::query_as::<_, (String, TenantId, String)>(
-            "SELECT channel, tenant_id, character FROM tenant_routes \
-             WHERE platform = $1 AND workspace = $2 AND channel IN ($3, '*')",
+        let rows = sqlx::query_as::<_, (String, TenantId, String, Option<i32>, Option<i32>)>(
+            "SELECT channel, tenant_id, character, user_per_minute, tenant_per_minute \
+             FROM automate_e_routes($1, $2, $3)",
         )
         .bind(platform.as_str())
         .bind(workspace)
@@ -24,11 +26,55 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(channel, tenant_id, character)| Route {
+            .map(|(channel, tenant_id, character, user, tenant)| Route {
                 channel,
                 tenant_id,
                 character,
+                limits: TenantLimits::from_stored(user, tenant),
             })
             .collect())
+    }
+
+    /// The tenant whose conversation lives in thread `thread` of `platform`.
+    pub async fn thread_tenant(
+        &self,
+        platform: Platform,
+        thread: &str,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let tenant =
+            sqlx::query_scalar::<_, Option<TenantId>>("SELECT automate_e_thread_tenant($1, $2)")
+                .bind(platform.as_str())
+                .bind(thread)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(tenant)
+    }
+
+    /// The tenant whose review channel `channel` is.
+    pub async fn review_tenant(&self, channel: &str) -> Result<Option<TenantId>, StoreError> {
+        let tenant =
+            sqlx::query_scalar::<_, Option<TenantId>>("SELECT automate_e_review_tenant($1)")
+                .bind(channel)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(tenant)
+    }
+
+    /// The tenant of a proposal.
+    pub async fn proposal_tenant(&self, id: ProposalId) -> Result<Option<TenantId>, StoreError> {
+        let tenant =
+            sqlx::query_scalar::<_, Option<TenantId>>("SELECT automate_e_proposal_tenant($1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(tenant)
+    }
+
+    /// Every tenant's id.
+    pub async fn tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
+        let ids = sqlx::query_scalar::<_, TenantId>("SELECT automate_e_tenant_ids()")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids)
     }
 }

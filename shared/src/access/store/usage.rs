@@ -1,9 +1,9 @@
 //! LLM token usage per tenant and UTC day, against the tenant's daily budget.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{Store, StoreError};
-use crate::ids::TenantId;
+use super::{StoreError, TenantStore};
+use crate::engine::cost::UsageLine;
 
 /// A tenant's LLM budget for one day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,41 +21,91 @@ impl TokenBudget {
     }
 }
 
-impl Store {
+impl TenantStore {
     /// The tenant's budget and usage on `day`.
-    pub async fn token_budget(
-        &self,
-        tenant: TenantId,
-        day: NaiveDate,
-    ) -> Result<TokenBudget, StoreError> {
+    pub async fn token_budget(&self, day: NaiveDate) -> Result<TokenBudget, StoreError> {
+        let mut tx = self.begin().await?;
         let (per_day, used) = sqlx::query_as::<_, (Option<i64>, i64)>(
             "SELECT t.llm_tokens_per_day, coalesce(u.tokens, 0) FROM tenants t \
              LEFT JOIN tenant_llm_usage u ON u.tenant_id = t.id AND u.day = $2 WHERE t.id = $1",
         )
-        .bind(tenant)
+        .bind(self.tenant)
         .bind(day)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
+        tx.commit().await?;
         Ok(TokenBudget { per_day, used })
     }
 
     /// Adds tokens to the tenant's usage on `day`.
-    pub async fn add_token_usage(
-        &self,
-        tenant: TenantId,
-        day: NaiveDate,
-        tokens: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn add_token_usage(&self, day: NaiveDate, tokens: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO tenant_llm_usage (tenant_id, day, tokens) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id, day) DO UPDATE SET tokens = tenant_llm_usage.tokens + EXCLUDED.tokens",
         )
-        .bind(tenant)
+        .bind(self.tenant)
         .bind(day)
         .bind(tokens)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
+
+impl TenantStore {
+    /// The tenant's recorded LLM usage per model (every LLM call and agent
+    /// review event) and its Accounting API calls that got a response,
+    /// between `from` (inclusive) and `to` (exclusive).
+    pub async fn recorded_usage(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(Vec<UsageLine>, u64), StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query_as::<_, (String, i64, i64, i64)>(
+            "SELECT coalesce(payload->>'model', 'unknown'), \
+             coalesce(sum((payload->>'input_tokens')::bigint), 0)::bigint, \
+             coalesce(sum((payload->>'output_tokens')::bigint), 0)::bigint, count(*) \
+             FROM events WHERE tenant_id = $1 AND type = ANY($2) \
+             AND coalesce(payload->>'model', '') <> '' AND occurred_at >= $3 AND occurred_at < $4 GROUP BY 1 ORDER BY 1",
+        )
+        .bind(self.tenant)
+        .bind(&[LLM_CALLED, AGENT_REVIEWED, RUN_COMPLETED][..])
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+        let tool_calls = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE tenant_id = $1 AND type = $2 \
+             AND payload->>'outcome' IN ('ok', 'http_error') \
+             AND occurred_at >= $3 AND occurred_at < $4",
+        )
+        .bind(self.tenant)
+        .bind(TOOL_CALLED)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let count = |v: i64| u64::try_from(v).unwrap_or(0);
+        let lines = rows
+            .into_iter()
+            .map(|(model, input, output, calls)| UsageLine {
+                model,
+                input_tokens: count(input),
+                output_tokens: count(output),
+                calls: count(calls),
+            })
+            .collect();
+        Ok((lines, count(tool_calls)))
+    }
+}
+
+const LLM_CALLED: &str = crate::event::ConversationEvent::LLM_CALLED;
+const TOOL_CALLED: &str = crate::event::ConversationEvent::TOOL_CALLED;
+const AGENT_REVIEWED: &str = "automate_e.proposal.agent_reviewed.v1";
+/// An agent run's model usage, summed over its calls (see the worker's RunManager).
+const RUN_COMPLETED: &str = "automate_e.agent.run_completed.v1";

@@ -1,0 +1,338 @@
+//! Agent runs for triggers that are not chat messages (an event on the event
+//! store, a schedule period), each run once per dedupe key however many
+//! workers see the trigger, and the event triggers' read positions.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::events::{EVENT_COLUMNS, NewEvent, StoredEvent, append};
+use super::{StoreError, TenantStore};
+use crate::ids::{AgentRunId, ConversationId, OutboxId, Platform};
+
+/// A run to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAgentRun {
+    /// The agent.
+    pub character: String,
+    /// Runs with the same key are one run (`event:<agent>:<event id>`,
+    /// `schedule:<agent>:<cron>:<fire time>`).
+    pub dedupe_key: String,
+    /// Why it runs (a serialized [`crate::trigger::RunReason`]).
+    pub reason: Value,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AgentRunModel {
+    /// The run.
+    pub id: AgentRunId,
+    /// The agent.
+    pub character: String,
+    /// Why it runs.
+    pub reason: Value,
+    /// When it finished, if it did.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Where a run's answer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDestination {
+    /// Platform.
+    pub platform: Platform,
+    /// Chat (channel) id.
+    pub chat: String,
+    /// Thread within the chat; empty for the channel itself.
+    pub thread: String,
+}
+
+/// The end of a run, written at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCompletion<'a> {
+    /// The run.
+    pub run: AgentRunId,
+    /// The agent.
+    pub character: &'a str,
+    /// Where the answer goes.
+    pub destination: &'a RunDestination,
+    /// The answer.
+    pub text: &'a str,
+    /// The outbox row to write.
+    pub outbox_id: OutboxId,
+    /// Events of the run's stream.
+    pub events: &'a [NewEvent],
+}
+
+impl TenantStore {
+    /// Creates a run unless one with its key exists; its id when created.
+    pub async fn create_agent_run(
+        &self,
+        run: &NewAgentRun,
+    ) -> Result<Option<AgentRunId>, StoreError> {
+        let mut tx = self.begin().await?;
+        let id = sqlx::query_scalar::<_, AgentRunId>(
+            "INSERT INTO agent_runs (id, tenant_id, character, dedupe_key, reason) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(AgentRunId::new_v7())
+        .bind(self.tenant)
+        .bind(&run.character)
+        .bind(&run.dedupe_key)
+        .bind(&run.reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A run.
+    pub async fn agent_run(&self, id: AgentRunId) -> Result<AgentRunModel, StoreError> {
+        let mut tx = self.begin().await?;
+        let run = sqlx::query_as::<_, AgentRunModel>(
+            "SELECT id, character, reason, finished_at FROM agent_runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("agent run"));
+        tx.commit().await?;
+        run
+    }
+
+    /// Notes that the run's job is on the queue.
+    pub async fn mark_agent_run_enqueued(&self, id: AgentRunId) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE agent_runs SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs whose job was never put on the queue, created before `before`.
+    pub async fn unenqueued_agent_runs(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<AgentRunId>, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids = sqlx::query_scalar::<_, AgentRunId>(
+            "SELECT id FROM agent_runs WHERE enqueued_at IS NULL AND created_at < $1 \
+             ORDER BY created_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Ends a run at once: marks it finished, appends its events to
+    /// `stream`, and writes its answer to the outbox in its destination's
+    /// conversation. `false` (and nothing written) when it was finished already.
+    pub async fn complete_agent_run(
+        &self,
+        stream: &str,
+        c: &RunCompletion<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let finished = sqlx::query(
+            "UPDATE agent_runs SET finished_at = now() WHERE id = $1 AND finished_at IS NULL",
+        )
+        .bind(c.run)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if finished != 1 {
+            return Ok(false);
+        }
+        append(&mut tx, stream, 0, c.events).await?;
+        let d = c.destination;
+        let conversation = sqlx::query_scalar::<_, ConversationId>(
+            "WITH inserted AS ( \
+                INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
+                VALUES ($1, $2, $3, $4, $5, $6) \
+                ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING RETURNING id) \
+             SELECT id FROM inserted UNION ALL \
+             SELECT id FROM conversations WHERE tenant_id = $2 AND platform = $3 AND chat = $4 AND thread = $5 \
+             LIMIT 1",
+        )
+        .bind(ConversationId::new_v7())
+        .bind(self.tenant)
+        .bind(d.platform.as_str())
+        .bind(&d.chat)
+        .bind(&d.thread)
+        .bind(c.character)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(c.outbox_id)
+        .bind(self.tenant)
+        .bind(conversation)
+        .bind(format!("agent-run:{}", c.run))
+        .bind(d.platform.as_str())
+        .bind(&d.chat)
+        .bind(&d.thread)
+        .bind(c.text)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Where the agent's event triggers have read up to. A new cursor
+    /// starts before the events of the last `horizon`: an agent reacts to
+    /// what happened shortly before it first ran, not to all history.
+    pub async fn trigger_cursor(
+        &self,
+        character: &str,
+        horizon: Duration,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        let position = sqlx::query_scalar::<_, i64>(
+            "WITH inserted AS ( \
+                INSERT INTO trigger_cursors (tenant_id, character, position) \
+                SELECT $1, $2, coalesce(max(global_position), 0) FROM events \
+                WHERE tenant_id = $1 AND recorded_at < now() - $3 * interval '1 millisecond' \
+                ON CONFLICT (tenant_id, character) DO NOTHING RETURNING position) \
+             SELECT position FROM inserted UNION ALL \
+             SELECT position FROM trigger_cursors WHERE tenant_id = $1 AND character = $2 LIMIT 1",
+        )
+        .bind(self.tenant)
+        .bind(character)
+        .bind(i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// Events after `position` whose type matches one of the SQL LIKE
+    /// `patterns` and that have no run under `key_prefix || event id` yet,
+    /// oldest first.
+    pub async fn untriggered_events(
+        &self,
+        position: i64,
+        patterns: &[String],
+        key_prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tx = self.begin().await?;
+        let events = sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e \
+             WHERE e.tenant_id = $1 AND e.global_position > $2 AND e.type LIKE ANY($3) \
+             AND NOT EXISTS (SELECT 1 FROM agent_runs r \
+                 WHERE r.tenant_id = $1 AND r.dedupe_key = $4 || e.id::text) \
+             ORDER BY e.global_position LIMIT $5"
+        ))
+        .bind(self.tenant)
+        .bind(position)
+        .bind(patterns)
+        .bind(key_prefix)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(events)
+    }
+
+    /// Moves the agent's cursor past events recorded more than `settle` ago:
+    /// a transaction still open may commit an event with a lower position
+    /// than one already visible, so the newest stretch is read again.
+    pub async fn advance_trigger_cursor(
+        &self,
+        character: &str,
+        settle: Duration,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE trigger_cursors t SET position = greatest(t.position, coalesce( \
+                (SELECT max(e.global_position) FROM events e WHERE e.tenant_id = $1 \
+                 AND e.global_position > t.position \
+                 AND e.recorded_at < now() - $3 * interval '1 millisecond'), t.position)) \
+             WHERE t.tenant_id = $1 AND t.character = $2",
+        )
+        .bind(self.tenant)
+        .bind(character)
+        .bind(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl TenantStore {
+    /// The characters the tenant routes a chat to: the agents it runs.
+    pub async fn routed_characters(&self) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let names = sqlx::query_scalar::<_, String>(
+            "SELECT DISTINCT character FROM tenant_routes WHERE tenant_id = $1 ORDER BY 1",
+        )
+        .bind(self.tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(names)
+    }
+
+    /// Where an agent posts what no chat asked for: the first concrete
+    /// channel the tenant routes to it.
+    pub async fn agent_channel(
+        &self,
+        character: &str,
+    ) -> Result<Option<RunDestination>, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query_as::<_, (String, String)>(
+            "SELECT platform, channel FROM tenant_routes \
+             WHERE tenant_id = $1 AND character = $2 AND channel <> '*' \
+             ORDER BY platform, channel LIMIT 1",
+        )
+        .bind(self.tenant)
+        .bind(character)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.and_then(|(platform, chat)| {
+            Platform::parse(&platform).map(|platform| RunDestination {
+                platform,
+                chat,
+                thread: String::new(),
+            })
+        }))
+    }
+}
+
+impl TenantStore {
+    /// Ends a run that posts nothing: marks it finished and appends its
+    /// event; `false` when it was finished already.
+    pub async fn complete_agent_run_silently(
+        &self,
+        run: AgentRunId,
+        stream: &str,
+        event: &NewEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let finished = sqlx::query(
+            "UPDATE agent_runs SET finished_at = now() WHERE id = $1 AND finished_at IS NULL",
+        )
+        .bind(run)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if finished != 1 {
+            return Ok(false);
+        }
+        append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

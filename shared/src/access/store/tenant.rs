@@ -1,0 +1,50 @@
+//! A tenant's own settings: brief, Accounting API, limits.
+
+use super::{StoreError, TenantStore};
+
+/// What a tenant configured for its agents.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TenantSettings {
+    /// Short stable name.
+    pub slug: String,
+    /// The company's name.
+    pub name: String,
+    /// What every agent should know about the company.
+    pub brief: String,
+    /// The tenant's Accounting API; `None` uses the worker's default.
+    pub accounting_base_url: Option<String>,
+    /// The name of the tenant's Accounting API credential in the worker's
+    /// secrets; `None` uses the default credential.
+    pub accounting_credential: Option<String>,
+    /// Inbound messages per user and minute; `None` uses the default.
+    pub user_per_minute: Option<i32>,
+    /// Inbound messages per tenant and minute; `None` uses the default.
+    pub tenant_per_minute: Option<i32>,
+}
+
+impl TenantSettings {
+    /// The tenant's own inbound limits.
+    pub fn limits(&self) -> crate::engine::route::TenantLimits {
+        crate::engine::route::TenantLimits::from_stored(
+            self.user_per_minute,
+            self.tenant_per_minute,
+        )
+    }
+}
+
+impl TenantStore {
+    /// The tenant's settings.
+    pub async fn settings(&self) -> Result<TenantSettings, StoreError> {
+        let mut tx = self.begin().await?;
+        let settings = sqlx::query_as::<_, TenantSettings>(
+            "SELECT slug, name, brief, accounting_base_url, accounting_credential, \
+             user_per_minute, tenant_per_minute FROM tenants WHERE id = $1",
+        )
+        .bind(self.tenant)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("tenant"));
+        tx.commit().await?;
+        settings
+    }
+}
