@@ -151,3 +151,152 @@ async fn report_e_runs_once_per_schedule_period_with_two_workers_running() {
     std::fs::remove_dir_all(dir).unwrap();
     t.finish().await;
 }
+
+/// The tool results the model was sent, parsed.
+fn tool_results(t: &TestEnv) -> Vec<serde_json::Value> {
+    t.openai
+        .requests()
+        .iter()
+        .flat_map(|r| r["messages"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| serde_json::from_str(m["content"].as_str()?).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fact_book_e_learns_is_in_the_prompt_of_the_users_next_conversation() {
+    let t = TestEnv::start().await;
+    t.openai.script([
+        Scripted::tool_call(
+            "remember_fact",
+            r#"{"fact": "Prefers amounts without VAT."}"#,
+        ),
+        Scripted::Text("Noted.".into()),
+        Scripted::Text("Hello again.".into()),
+    ]);
+    let message = |ts: &str, text: &str| {
+        fixture("slack/event_callback.message.json")
+            .replace("1596183880.004200", ts)
+            .replace("Hello World!", text)
+    };
+    assert_eq!(
+        t.post_slack_event(&message("1700000000.000100", "Show amounts without VAT"))
+            .await,
+        200
+    );
+    t.wait_for_posts(1).await;
+    assert_eq!(tool_results(&t), [serde_json::json!({"remembered": true})]);
+    assert_eq!(
+        t.post_slack_event(&message("1700000100.000100", "Hi"))
+            .await,
+        200
+    );
+    t.wait_for_posts(2).await;
+    let last = t.openai.requests().last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        last.contains("# What you know about the user\n- Prefers amounts without VAT."),
+        "{last}"
+    );
+    t.slack.take_posted();
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn cost_e_reports_the_tenants_recorded_llm_usage_priced_from_the_table() {
+    let t = TestEnv::start().await;
+    t.db.seed_route(acme(&t).await, "slack", FIXTURE_TEAM, "CCOSTS", "cost-e")
+        .await;
+    // One Book-E turn: one model call (the fake counts 120 + 30 tokens).
+    t.openai.script([Scripted::Text("Hi.".into())]);
+    assert_eq!(
+        t.post_slack_event(&fixture("slack/event_callback.message.json"))
+            .await,
+        200
+    );
+    t.wait_for_posts(1).await;
+    t.openai.script_for(
+        "Cost-E",
+        [
+            Scripted::tool_call("usage_report", "{}"),
+            Scripted::Text("Little spent so far.".into()),
+        ],
+    );
+    let ask = fixture("slack/event_callback.message.json")
+        .replace(FIXTURE_CHANNEL, "CCOSTS")
+        .replace("1596183880.004200", "1700000200.000100")
+        .replace("Hello World!", "What did we spend this month?");
+    assert_eq!(t.post_slack_event(&ask).await, 200);
+    t.wait_for_posts(2).await;
+
+    // Book-E's call and Cost-E's first call were recorded before the report.
+    let results = tool_results(&t);
+    assert_eq!(results.len(), 1, "{results:?}");
+    let report = &results[0]["report"];
+    assert_eq!(report["lines"][0]["model"], "gpt-test");
+    assert_eq!(report["lines"][0]["calls"], 2);
+    assert_eq!(report["lines"][0]["input_tokens"], 240);
+    assert_eq!(report["lines"][0]["output_tokens"], 60);
+    let expected = (240 * tests::TEST_INPUT_PRICE + 60 * tests::TEST_OUTPUT_PRICE) / 1_000_000;
+    assert_eq!(report["total_micros"], expected);
+    assert_eq!(report["tool_calls"], 0, "builtin calls are not API calls");
+    t.slack.take_posted();
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_prompt_holds_only_the_characters_retained_history() {
+    let mut t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = copy_characters();
+    let file = dir.join("book-e/character.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("history_messages = 40"));
+    std::fs::write(
+        &file,
+        text.replace("history_messages = 40", "history_messages = 2"),
+    )
+    .unwrap();
+    t.characters_dir = dir.clone();
+    t.start_worker().await;
+    t.openai.when_empty(Scripted::Echo);
+    let first = fixture("slack/event_callback.message.json").replace("Hello World!", "first words");
+    assert_eq!(t.post_slack_event(&first).await, 200);
+    t.wait_for_posts(1).await;
+    for (n, words) in ["second words", "third words"].into_iter().enumerate() {
+        let mut reply: serde_json::Value =
+            serde_json::from_str(&fixture("slack/event_callback.message.thread_reply.json"))
+                .unwrap();
+        reply["event"]["thread_ts"] = serde_json::json!("1596183880.004200");
+        reply["event"]["ts"] = serde_json::json!(format!("1596183881.00010{n}"));
+        reply["event_id"] = serde_json::json!(format!("EvRetained{n}"));
+        reply["event"]["text"] = serde_json::json!(words);
+        assert_eq!(t.post_slack_event(&reply.to_string()).await, 200);
+        t.wait_for_posts(n + 2).await;
+    }
+    // The third turn sees the two newest earlier messages (the second
+    // question and its answer), not the first question.
+    let last = t.openai.requests().last().unwrap()["messages"].clone();
+    let texts: Vec<String> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(texts[0].contains("second words"), "{texts:?}");
+    assert!(texts[2].contains("third words"), "{texts:?}");
+    assert!(
+        texts.iter().all(|t| !t.contains("first words")),
+        "{texts:?}"
+    );
+    t.slack.take_posted();
+    std::fs::remove_dir_all(dir).unwrap();
+    t.finish().await;
+}

@@ -60,6 +60,11 @@ pub const TELEGRAM_TOKEN: &str = "123456789:TEST-telegram-token";
 /// The secret token of the Telegram webhook.
 pub const TELEGRAM_SECRET: &str = "telegram-webhook-secret-1";
 
+/// Price of the test model's input tokens, in micros per million.
+pub const TEST_INPUT_PRICE: u64 = 2_000_000;
+/// Price of the test model's output tokens, in micros per million.
+pub const TEST_OUTPUT_PRICE: u64 = 8_000_000;
+
 /// The tenant's Slack review channel.
 pub const REVIEW_CHANNEL: &str = "CREVIEW";
 /// The tenant's reviewers: W111 (who also chats as the owner in the Slack
@@ -274,6 +279,13 @@ impl TestEnv {
         cfg.accounting.base_url = self.accounting.base_url.clone();
         cfg.accounting.token = SecretString::from(ACCOUNTING_TOKEN);
         cfg.characters_dir = self.characters_dir.clone();
+        cfg.pricing.models.insert(
+            "gpt-test".into(),
+            shared::engine::cost::ModelPrice {
+                input_per_million_micros: TEST_INPUT_PRICE,
+                output_per_million_micros: TEST_OUTPUT_PRICE,
+            },
+        );
         cfg.max_attempts = 3;
         cfg.retry.base_ms = 200;
         cfg.retry.max_ms = 1000;

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::events::{EVENT_COLUMNS, NewEvent, StoredEvent, append};
+use super::inbox::conversation_for;
 use super::{StoreError, TenantStore};
-use crate::ids::{AgentRunId, ConversationId, OutboxId, Platform};
+use crate::ids::{AgentRunId, OutboxId, Platform};
 
 /// A run to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,22 +154,14 @@ impl TenantStore {
         }
         append(&mut tx, stream, 0, c.events).await?;
         let d = c.destination;
-        let conversation = sqlx::query_scalar::<_, ConversationId>(
-            "WITH inserted AS ( \
-                INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
-                VALUES ($1, $2, $3, $4, $5, $6) \
-                ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING RETURNING id) \
-             SELECT id FROM inserted UNION ALL \
-             SELECT id FROM conversations WHERE tenant_id = $2 AND platform = $3 AND chat = $4 AND thread = $5 \
-             LIMIT 1",
+        let conversation = conversation_for(
+            &mut tx,
+            self.tenant,
+            d.platform,
+            &d.chat,
+            &d.thread,
+            c.character,
         )
-        .bind(ConversationId::new_v7())
-        .bind(self.tenant)
-        .bind(d.platform.as_str())
-        .bind(&d.chat)
-        .bind(&d.thread)
-        .bind(c.character)
-        .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \

@@ -101,9 +101,15 @@ pub struct InboxModel {
 pub(super) const INBOX_COLUMNS: &str = "i.id, i.tenant_id, i.conversation_id, c.character, \
      c.platform, c.chat, c.thread, i.author_id, i.text, i.attachments, i.received_at, i.processed_at";
 
-async fn conversation_id(
+/// The conversation `(tenant, platform, chat, thread)`, created for
+/// `character` if it does not exist yet.
+pub(super) async fn conversation_for(
     conn: &mut PgConnection,
-    p: &NewMessageParams,
+    tenant: TenantId,
+    platform: Platform,
+    chat: &str,
+    thread: &str,
+    character: &str,
 ) -> Result<ConversationId, StoreError> {
     // Two attempts: a concurrent first message of the same conversation may
     // insert the row between our insert and our select.
@@ -118,11 +124,11 @@ async fn conversation_id(
              LIMIT 1",
         )
         .bind(ConversationId::new_v7())
-        .bind(p.tenant_id)
-        .bind(p.platform.as_str())
-        .bind(&p.chat)
-        .bind(&p.thread)
-        .bind(&p.character)
+        .bind(tenant)
+        .bind(platform.as_str())
+        .bind(chat)
+        .bind(thread)
+        .bind(character)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(id) = id {
@@ -130,6 +136,21 @@ async fn conversation_id(
         }
     }
     Err(StoreError::NotFound("conversation"))
+}
+
+async fn conversation_id(
+    conn: &mut PgConnection,
+    p: &NewMessageParams,
+) -> Result<ConversationId, StoreError> {
+    conversation_for(
+        conn,
+        p.tenant_id,
+        p.platform,
+        &p.chat,
+        &p.thread,
+        &p.character,
+    )
+    .await
 }
 
 impl TenantStore {

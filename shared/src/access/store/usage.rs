@@ -81,6 +81,7 @@ impl TenantStore {
         let tool_calls = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM events WHERE tenant_id = $1 AND type = $2 \
              AND payload->>'outcome' IN ('ok', 'http_error') \
+             AND jsonb_typeof(payload->'request') = 'object' \
              AND occurred_at >= $3 AND occurred_at < $4",
         )
         .bind(self.tenant)
