@@ -5,7 +5,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['tenants', 'tenant_routes', 'conversations', 'inbox', 'events', 'outbox',
-        'tenant_reviewers', 'proposals', 'tenant_llm_usage']
+        'tenant_reviewers', 'proposals', 'tenant_llm_usage', 'user_facts', 'agent_runs',
+        'trigger_cursors']
     LOOP
         EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
         EXECUTE format('ALTER TABLE %I DISABLE ROW LEVEL SECURITY', t);

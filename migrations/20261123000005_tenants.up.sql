@@ -15,12 +15,15 @@ ALTER TABLE tenants
     -- What every agent of this tenant should know about the company.
     ADD COLUMN brief text NOT NULL DEFAULT '' CHECK (length(brief) <= 4000),
     -- The tenant's Accounting API; NULL uses the worker's default.
-    ADD COLUMN accounting_base_url text CHECK (accounting_base_url ~ '^https?://[^[:space:]]+$'),
+    -- (https only, no user:password part; it needs its own credential).
+    ADD COLUMN accounting_base_url text CHECK (accounting_base_url ~ '^https://[^[:space:]@]+$'),
     -- The NAME of the credential in the worker's secrets (never the secret).
     ADD COLUMN accounting_credential text CHECK (accounting_credential ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
     -- Inbound message limits; NULL uses the gateway's defaults.
     ADD COLUMN user_per_minute integer CHECK (user_per_minute > 0),
-    ADD COLUMN tenant_per_minute integer CHECK (tenant_per_minute > 0);
+    ADD COLUMN tenant_per_minute integer CHECK (tenant_per_minute > 0),
+    ADD CONSTRAINT own_api_has_own_credential
+        CHECK (accounting_base_url IS NULL OR accounting_credential IS NOT NULL);
 
 -- Durable facts an agent learned about a user (their role, preferences).
 CREATE TABLE user_facts (

@@ -746,6 +746,13 @@ fn check_event_name(event: &str) -> Result<(), String> {
             "the event must be `<context>.<action>` in lowercase letters and underscores, e.g. `proposal.review_requested`".into(),
         );
     }
+    // Every agent run ends in these: reacting to them would trigger itself.
+    if matches!(parts[0], "agent" | "delivery") {
+        return Err(format!(
+            "`{}.*` events follow every agent run; an agent cannot react to them",
+            parts[0]
+        ));
+    }
     Ok(())
 }
 
@@ -921,6 +928,16 @@ mod tests {
         for (extra, expected) in cases {
             let r = reason(&extra);
             assert!(r.contains(expected), "expected `{expected}` in `{r}`");
+        }
+    }
+
+    #[test]
+    fn an_agent_cannot_react_to_what_every_run_emits() {
+        for event in ["agent.run_completed", "delivery.reply_delivered"] {
+            let r = reason(&format!(
+                "[[triggers]]\non = \"event\"\nevent = \"{event}\"\ntask = \"t\"\npost_to = \"agent_channel\""
+            ));
+            assert!(r.contains("cannot react"), "{event}: {r}");
         }
     }
 

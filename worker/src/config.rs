@@ -171,6 +171,13 @@ impl AccountingConfig {
             .as_deref()
             .unwrap_or(&self.base_url);
         let token = match &tenant.accounting_credential {
+            // The default token never goes to a tenant's own API.
+            None if tenant.accounting_base_url.is_some() => {
+                return Err(format!(
+                    "tenant `{}` has its own Accounting API but no credential reference",
+                    tenant.slug
+                ));
+            }
             None => self.token.clone(),
             Some(name) => self.credentials.get(name).cloned().ok_or_else(|| {
                 format!(

@@ -29,7 +29,7 @@ pub struct Sweep {
     pub turns: usize,
     /// Delivery jobs pushed for undelivered replies.
     pub deliveries: usize,
-    /// Agent run jobs pushed for runs never queued.
+    /// Agent run jobs pushed for runs not finished.
     pub runs: usize,
 }
 
@@ -95,7 +95,7 @@ impl Relay {
                 .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a delivery"))?;
             sweep.deliveries += 1;
         }
-        for run_id in store.unenqueued_agent_runs(before, self.cfg.batch).await? {
+        for run_id in store.unfinished_agent_runs(before, self.cfg.batch).await? {
             super::triggers::queue_run(&self.queue, store, run_id).await?;
             sweep.runs += 1;
         }

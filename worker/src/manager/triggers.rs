@@ -78,18 +78,33 @@ impl Triggers {
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<usize, JobFailure> {
         let mut created = 0;
         for tenant in self.store.tenant_ids().await? {
-            let store = self.store.tenant(tenant);
-            let routed = store.routed_characters().await?;
-            let has_review_channel = store.tenant_policy().await?.review_channel.is_some();
-            for agent in self.scheduled_agents() {
-                let runs_in_channel = routed.contains(&agent.name);
-                if runs_in_channel {
-                    created += self.due_schedules(&store, agent, now).await?;
+            // One tenant's failure does not starve the others.
+            match self.tick_tenant(&self.store.tenant(tenant), now).await {
+                Ok(n) => created += n,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "Trigger tick failed for a tenant")
                 }
-                created += self
-                    .new_events(&store, agent, runs_in_channel, has_review_channel)
-                    .await?;
             }
+        }
+        Ok(created)
+    }
+
+    async fn tick_tenant(
+        &self,
+        store: &TenantStore,
+        now: DateTime<Utc>,
+    ) -> Result<usize, JobFailure> {
+        let mut created = 0;
+        let routed = store.routed_characters().await?;
+        let has_review_channel = store.tenant_policy().await?.review_channel.is_some();
+        for agent in self.scheduled_agents() {
+            let runs_in_channel = routed.contains(&agent.name);
+            if runs_in_channel {
+                created += self.due_schedules(store, agent, now).await?;
+            }
+            created += self
+                .new_events(store, agent, runs_in_channel, has_review_channel)
+                .await?;
         }
         Ok(created)
     }
@@ -149,6 +164,10 @@ impl Triggers {
                 EVENT_BATCH,
             )
             .await?;
+        let full_batch = events.len() >= usize::try_from(EVENT_BATCH).unwrap_or(usize::MAX);
+        let up_to = full_batch
+            .then(|| events.last().map(|e| e.global_position))
+            .flatten();
         let mut created = 0;
         for event in events {
             let Some((_, task, post_to)) = triggers
@@ -168,7 +187,11 @@ impl Triggers {
             created += usize::from(self.create_run(store, agent, &reason).await?);
         }
         store
-            .advance_trigger_cursor(&agent.name, Duration::from_millis(self.cfg.event_settle_ms))
+            .advance_trigger_cursor(
+                &agent.name,
+                Duration::from_millis(self.cfg.event_settle_ms),
+                up_to,
+            )
             .await?;
         Ok(created)
     }

@@ -114,15 +114,16 @@ impl TenantStore {
         Ok(())
     }
 
-    /// Runs whose job was never put on the queue, created before `before`.
-    pub async fn unenqueued_agent_runs(
+    /// Runs not finished that were created before `before` (their job may
+    /// never have reached the queue, or Redis lost it).
+    pub async fn unfinished_agent_runs(
         &self,
         before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<AgentRunId>, StoreError> {
         let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, AgentRunId>(
-            "SELECT id FROM agent_runs WHERE enqueued_at IS NULL AND created_at < $1 \
+            "SELECT id FROM agent_runs WHERE finished_at IS NULL AND created_at < $1 \
              ORDER BY created_at LIMIT $2",
         )
         .bind(before)
@@ -240,22 +241,26 @@ impl TenantStore {
     /// Moves the agent's cursor past events recorded more than `settle` ago:
     /// a transaction still open may commit an event with a lower position
     /// than one already visible, so the newest stretch is read again.
+    /// `up_to` caps the move (the last event read when a batch was full).
     pub async fn advance_trigger_cursor(
         &self,
         character: &str,
         settle: Duration,
+        up_to: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE trigger_cursors t SET position = greatest(t.position, coalesce( \
+            "UPDATE trigger_cursors t SET position = greatest(t.position, least(coalesce( \
                 (SELECT max(e.global_position) FROM events e WHERE e.tenant_id = $1 \
                  AND e.global_position > t.position \
-                 AND e.recorded_at < now() - $3 * interval '1 millisecond'), t.position)) \
+                 AND e.recorded_at < now() - $3 * interval '1 millisecond'), t.position), \
+                coalesce($4, 9223372036854775807))) \
              WHERE t.tenant_id = $1 AND t.character = $2",
         )
         .bind(self.tenant)
         .bind(character)
         .bind(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX))
+        .bind(up_to)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -264,11 +269,13 @@ impl TenantStore {
 }
 
 impl TenantStore {
-    /// The characters the tenant routes a chat to: the agents it runs.
+    /// The characters the tenant routes a concrete channel to: the agents
+    /// whose schedules and channel posts it runs.
     pub async fn routed_characters(&self) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin().await?;
         let names = sqlx::query_scalar::<_, String>(
-            "SELECT DISTINCT character FROM tenant_routes WHERE tenant_id = $1 ORDER BY 1",
+            "SELECT DISTINCT character FROM tenant_routes \
+             WHERE tenant_id = $1 AND channel <> '*' ORDER BY 1",
         )
         .bind(self.tenant)
         .fetch_all(&mut *tx)
