@@ -30,6 +30,10 @@ pub struct GatewayConfig {
     pub delivery: DeliveryConfig,
     /// Inbound message rate limits.
     pub limits: InboundLimits,
+    /// Bearer token that readers of `/queue-depth` (KEDA) must send. Unset:
+    /// the endpoint is open (it is never on the Ingress).
+    #[serde(skip_serializing)]
+    pub queue_depth_token: Option<SecretString>,
 }
 
 /// A socket address to listen on.

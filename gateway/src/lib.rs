@@ -31,6 +31,7 @@ use shared::telemetry::trace_id;
 use slack_morphism::SlackSigningSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use config::GatewayConfig;
 use config::TelegramMode;
@@ -121,6 +122,11 @@ impl App {
             telegram_secret: telegram_webhook
                 .then(|| Arc::new(cfg.telegram.webhook_secret.clone())),
             metrics: shared::telemetry::metrics_handle(),
+            queue_depth_token: cfg
+                .queue_depth_token
+                .clone()
+                .filter(|t| !t.expose_secret().is_empty())
+                .map(Arc::new),
         };
         let listener = match listener {
             Some(l) => l,
@@ -288,7 +294,6 @@ struct DeliveryManagers {
     reviews: ReviewDesk,
 }
 
-#[tracing::instrument(skip_all, fields(job.kind, job.subject, attempt = attempt.current()))]
 async fn deliver(
     job: DeliveryJob,
     managers: Data<Arc<DeliveryManagers>>,
@@ -296,12 +301,22 @@ async fn deliver(
     attempt: Attempt,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
+    let span = job.about().span(attempt.current());
+    deliver_in_span(job, &managers, &rules, &attempt, &task_id)
+        .instrument(span)
+        .await
+}
+
+/// [`deliver`] inside the job's span.
+async fn deliver_in_span(
+    job: DeliveryJob,
+    managers: &DeliveryManagers,
+    rules: &RetryRules,
+    attempt: &Attempt,
+    task_id: &TaskId,
+) -> Result<(), BoxDynError> {
     let about = job.about();
-    let span = tracing::Span::current();
-    span.record("job.kind", about.kind);
-    if let Some(subject) = about.subject {
-        span.record("job.subject", tracing::field::display(subject));
-    }
+    let started = std::time::Instant::now();
     let result = match &job {
         DeliveryJob::DeliverV1 {
             outbox_id,
@@ -323,6 +338,8 @@ async fn deliver(
             "Job from a newer producer",
         )),
     };
+    metrics::histogram!("automate_e_job_seconds", "kind" => about.kind)
+        .record(started.elapsed().as_secs_f64());
     let run = JobRun {
         queue: QueueName::Delivery,
         job: &job,
@@ -330,5 +347,5 @@ async fn deliver(
         task_id: task_id.to_string(),
         attempt: attempt.current(),
     };
-    conclude(&managers.store, run, &rules, result).await.0
+    conclude(&managers.store, run, rules, result).await.0
 }

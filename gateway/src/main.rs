@@ -18,9 +18,11 @@ async fn try_main() -> anyhow::Result<()> {
     let file = std::env::args_os().nth(1).map(PathBuf::from);
     let cfg: gateway::GatewayConfig =
         shared::config::load(&gateway::GatewayConfig::default(), file.as_deref())?;
-    shared::telemetry::init(&cfg.log);
+    let telemetry = shared::telemetry::init(&cfg.log, "gateway")?;
     let app = gateway::App::build(cfg, None).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shared::telemetry::cancel_on_signal(shutdown.clone()));
-    app.run_until_stopped(shutdown).await
+    let stopped = app.run_until_stopped(shutdown).await;
+    telemetry.shutdown();
+    stopped
 }

@@ -109,6 +109,10 @@ pub struct LogConfig {
     pub filter: String,
     /// Output format. Default `pretty`.
     pub format: LogFormat,
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g.
+    /// `http://otel-collector:4318`); spans go to `<url>/v1/traces` as
+    /// JSON. Unset: spans are not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LogConfig {
@@ -116,6 +120,7 @@ impl Default for LogConfig {
         Self {
             filter: "info".to_owned(),
             format: LogFormat::Pretty,
+            otlp_endpoint: None,
         }
     }
 }

@@ -155,6 +155,25 @@ pub struct JobAbout<'a> {
     pub traceparent: &'a str,
 }
 
+impl JobAbout<'_> {
+    /// The span a job runs in: a child of the span that enqueued it (its
+    /// `traceparent`), carrying kind, subject, attempt and trace id.
+    pub fn span(&self, attempt: usize) -> tracing::Span {
+        let span = tracing::info_span!(
+            "job",
+            job.kind = self.kind,
+            job.subject = tracing::field::Empty,
+            attempt,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(subject) = self.subject {
+            span.record("job.subject", tracing::field::display(subject));
+        }
+        crate::telemetry::continue_trace(&span, self.traceparent);
+        span
+    }
+}
+
 impl WorkerJob {
     /// What the job is about.
     pub fn about(&self) -> JobAbout<'_> {

@@ -77,9 +77,13 @@ async fn rapid_messages_of_one_author_are_folded_into_one_turn_in_order() {
     t.finish().await;
 }
 
+/// The bearer token KEDA's TriggerAuthentication sends.
+const QUEUE_DEPTH_TOKEN: &str = "keda-queue-depth-token";
+
 async fn queue_depth(t: &TestEnv) -> serde_json::Value {
     t.http
         .get(format!("{}/queue-depth", t.gateway_url))
+        .bearer_auth(QUEUE_DEPTH_TOKEN)
         .send()
         .await
         .unwrap()
@@ -92,6 +96,7 @@ async fn queue_depth(t: &TestEnv) -> serde_json::Value {
 async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight() {
     let mut t = TestEnv::start_with(TestOptions {
         worker_later: true,
+        queue_depth_token: Some(QUEUE_DEPTH_TOKEN),
         ..Default::default()
     })
     .await;
@@ -103,6 +108,20 @@ async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight
     let pending = queue_depth(&t).await;
     assert_eq!(pending["worker"]["backlog"], 3, "{pending}");
     assert_eq!(pending["worker"]["due"], 3, "{pending}");
+    // Prometheus sees the same backlog.
+    let metrics = t.metrics_of(&t.gateway_url).await;
+    assert!(
+        metrics.contains(r#"automate_e_queue_depth{queue="worker"} 3"#),
+        "{metrics}"
+    );
+    // Without the token, or with another, the depth is not told.
+    let url = format!("{}/queue-depth", t.gateway_url);
+    for request in [
+        t.http.get(&url),
+        t.http.get(&url).bearer_auth("not-the-token"),
+    ] {
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
 
     t.start_worker().await;
     t.wait_until("every turn running", || async {

@@ -146,15 +146,7 @@ async fn health_readiness_and_metrics_are_served() {
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.text().await.unwrap(), expected);
     }
-    let metrics = t
-        .http
-        .get(format!("{}/metrics", t.gateway_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics_of(&t.gateway_url).await;
     assert!(
         metrics.contains("automate_e_messages_total{channel=\"slack\",outcome=\"accepted\"}"),
         "{metrics}"

@@ -225,6 +225,98 @@ impl TestDb {
         texts
     }
 
+    /// The id of the tenant with this slug.
+    pub async fn tenant_id(&self, slug: &str) -> Uuid {
+        sqlx::query_scalar("SELECT id FROM tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_one(&self.owner)
+            .await
+            .expect("the tenant exists")
+    }
+
+    /// Sequential scans and the rows they read, per table that had any
+    /// (benchmarks: a growing store must not be read in full).
+    pub async fn seq_scans(&self) -> serde_json::Value {
+        // Statistics reach the view when a backend's transaction ends.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT relname::text, seq_scan, seq_tup_read FROM pg_stat_user_tables
+             WHERE seq_tup_read > 0 ORDER BY seq_tup_read DESC",
+        )
+        .fetch_all(&self.owner)
+        .await
+        .expect("table statistics");
+        rows.into_iter()
+            .map(|(table, scans, rows)| {
+                let read = serde_json::json!({"scans": scans, "rows_read": rows});
+                (table, read)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// Some proposal's id.
+    pub async fn any_proposal(&self) -> shared::ids::ProposalId {
+        sqlx::query_scalar("SELECT id FROM proposals LIMIT 1")
+            .fetch_one(&self.owner)
+            .await
+            .expect("a proposal exists")
+    }
+
+    /// Grows `tenant`'s history by `events` events (benchmarks): past
+    /// Slack conversations of ten events each, every one with its inbox row
+    /// and one proposal (executed, rejected or waiting for review; 50
+    /// merchants). `batch` keeps the threads of repeated calls apart.
+    pub async fn seed_history(&self, tenant: Uuid, events: i64, batch: usize) {
+        let conversations = events / 10;
+        let thread_prefix = format!("seed-{batch}-");
+        sqlx::query(
+            r#"WITH conversation AS (
+                 INSERT INTO conversations (id, tenant_id, platform, chat, thread, character)
+                 SELECT gen_random_uuid(), $1, 'slack', 'CSEED', $2 || g, 'book-e'
+                 FROM generate_series(1, $3) g RETURNING id),
+               message AS (
+                 INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id,
+                                    author_id, text, received_at, enqueued_at, processed_at)
+                 SELECT gen_random_uuid(), $1, id, 'slack', 'seed-' || id, 'W111', 'seeded',
+                        now(), now(), now()
+                 FROM conversation RETURNING id, conversation_id)
+               INSERT INTO proposals (id, tenant_id, conversation_id, inbox_id, tool, request,
+                                      payload_sha256, pattern_value, amount_minor, proposer,
+                                      state, stream_version)
+               SELECT gen_random_uuid(), $1, conversation_id, id, 'register_expense',
+                      '{"tool": "register_expense", "method": "POST", "path": "/purchases",
+                        "query": [], "body": {"amount": 19900}}',
+                      repeat('a', 64), 'merchant-' || (n % 50), 19900, 'W111',
+                      (ARRAY['executed', 'rejected', 'review_requested'])[1 + (n % 3)::int], 1
+               FROM (SELECT *, row_number() OVER () AS n FROM message) numbered"#,
+        )
+        .bind(tenant)
+        .bind(&thread_prefix)
+        .bind(conversations)
+        .execute(&self.owner)
+        .await
+        .expect("seed conversations and proposals");
+        sqlx::query(
+            r#"INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind,
+                                  actor_id, payload_schema, payload, source)
+               SELECT gen_random_uuid(), $1, 'conversation-' || c.id, v,
+                      'automate_e.conversation.message_received.v1', now(), 'user', 'W111',
+                      'seed', '{"text": "seeded"}', 'bench'
+               FROM conversations c CROSS JOIN generate_series(1, 10) v
+               WHERE c.tenant_id = $1 AND c.chat = 'CSEED' AND c.thread LIKE $2 || '%'"#,
+        )
+        .bind(tenant)
+        .bind(&thread_prefix)
+        .execute(&self.owner)
+        .await
+        .expect("seed events");
+        sqlx::query("ANALYZE")
+            .execute(&self.owner)
+            .await
+            .expect("analyze");
+    }
+
     /// Drops the database.
     pub async fn drop(self) {
         self.owner.close().await;

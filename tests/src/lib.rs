@@ -33,6 +33,7 @@ use crate::db::TestDb;
 use crate::fake::accounting::FakeAccounting;
 use crate::fake::discord::FakeDiscord;
 use crate::fake::openai::FakeOpenAi;
+use crate::fake::otlp::FakeCollector;
 use crate::fake::slack::FakeSlack;
 use crate::fake::telegram::FakeTelegram;
 use crate::process::ServiceProcess;
@@ -106,6 +107,16 @@ pub struct TestOptions {
     pub gateway_process: bool,
     /// The gateway's per-user inbound limit (messages a minute).
     pub user_per_minute: Option<u32>,
+    /// Service processes log JSON at `info` and export their spans to a
+    /// [`FakeCollector`] ([`TestEnv::collector`]).
+    pub collect_traces: bool,
+    /// The bearer token the gateway requires on `/queue-depth`.
+    pub queue_depth_token: Option<&'static str>,
+    /// Service processes reach Postgres and Redis directly instead of
+    /// through the proxies the fault tests cut (benchmarks).
+    pub direct_connections: bool,
+    /// More `AE_*` settings of the gateway process (they override).
+    pub gateway_env: &'static [(&'static str, &'static str)],
 }
 
 /// Settings of a service process, as `AE_*` variables.
@@ -134,6 +145,9 @@ pub struct TestEnv {
     pub discord_edge: Option<gateway::connection::discord::DiscordEdge>,
     /// The gateway's base URL.
     pub gateway_url: String,
+    /// The collector service processes export spans to
+    /// ([`TestOptions::collect_traces`]).
+    pub collector: Option<FakeCollector>,
     /// An HTTP client for requests to the gateway.
     pub http: reqwest::Client,
     redis_namespace: String,
@@ -159,10 +173,13 @@ impl TestEnv {
     pub async fn start_with(options: TestOptions) -> Self {
         shared::telemetry::install_crypto_provider();
         if machine_setting("TEST_LOG").is_some() {
-            shared::telemetry::init(&LogConfig {
-                filter: "info,sqlx=warn".into(),
-                ..LogConfig::default()
-            });
+            let _spans_not_exported = shared::telemetry::init(
+                &LogConfig {
+                    filter: "info,sqlx=warn".into(),
+                    ..LogConfig::default()
+                },
+                "tests",
+            );
         }
         let db = TestDb::create().await;
         let tenant = db
@@ -196,6 +213,7 @@ impl TestEnv {
             telegram,
             discord_edge: None,
             gateway_url: String::new(),
+            collector: None,
             http: reqwest::Client::new(),
             redis_namespace,
             redis: None,
@@ -206,9 +224,14 @@ impl TestEnv {
             redis_proxy: None,
             processes: Vec::new(),
         };
+        if options.collect_traces {
+            env.collector = Some(FakeCollector::start().await);
+        }
         if options.gateway_process {
-            env.postgres_proxy = Some(TcpProxy::start(service_addr(&db::admin_url())).await);
-            env.redis_proxy = Some(TcpProxy::start(service_addr(&redis_url())).await);
+            if !options.direct_connections {
+                env.postgres_proxy = Some(TcpProxy::start(service_addr(&db::admin_url())).await);
+                env.redis_proxy = Some(TcpProxy::start(service_addr(&redis_url())).await);
+            }
             let gateway = ServiceProcess::start("gateway", &env.gateway_env()).await;
             env.gateway_url = gateway.url.clone();
             env.processes.push(gateway);
@@ -243,6 +266,7 @@ impl TestEnv {
         if let Some(limit) = options.user_per_minute {
             cfg.limits.user_per_minute = limit;
         }
+        cfg.queue_depth_token = options.queue_depth_token.map(SecretString::from);
         cfg.discord.token = SecretString::from(DISCORD_TOKEN);
         cfg.discord.api_base_url = Some(self.discord.base_url.clone());
         cfg.discord.connect_gateway = Some(false);
@@ -306,8 +330,9 @@ impl TestEnv {
     fn process_env(&self) -> ProcessEnv {
         let via = |url: &str, proxy: &Option<TcpProxy>| {
             let mut url = reqwest::Url::parse(url).expect("service URL");
-            let proxy = proxy.as_ref().expect("start with gateway_process");
-            url.set_port(Some(proxy.port)).expect("URL takes a port");
+            if let Some(proxy) = proxy {
+                url.set_port(Some(proxy.port)).expect("URL takes a port");
+            }
             url.to_string()
         };
         [
@@ -320,6 +345,15 @@ impl TestEnv {
             ("AE_REDIS__NAMESPACE", self.redis_namespace.clone()),
         ]
         .into_iter()
+        .chain(self.collector.iter().flat_map(|collector| {
+            [
+                ("AE_LOG__OTLP_ENDPOINT", collector.base_url.clone()),
+                ("AE_LOG__FORMAT", "json".to_owned()),
+                ("AE_LOG__FILTER", "info,sqlx=warn".to_owned()),
+                // Export every 100 ms instead of every 5 s.
+                ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ]
+        }))
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
@@ -337,7 +371,35 @@ impl TestEnv {
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
+        if let Some(token) = self.options.queue_depth_token {
+            env.push(("AE_QUEUE_DEPTH_TOKEN".to_owned(), token.to_owned()));
+        }
+        env.extend(
+            self.options
+                .gateway_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         env
+    }
+
+    /// What `url`'s `/metrics` renders now.
+    pub async fn metrics_of(&self, url: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("metrics text")
+    }
+
+    /// The gateway process ([`TestOptions::gateway_process`]).
+    pub fn gateway_process(&self) -> &ServiceProcess {
+        self.processes
+            .first()
+            .expect("started with gateway_process")
     }
 
     /// Settings of a worker process like [`Self::start_worker`]'s, with fast

@@ -15,17 +15,23 @@ pub struct ServiceProcess {
     child: Child,
     /// Base URL of its HTTP listener.
     pub url: String,
+    /// Where its standard output (the log) goes.
+    pub log_path: PathBuf,
 }
 
 /// Where cargo put the workspace's binaries: next to the test binary's
-/// `deps/` directory.
+/// `deps/` directory, or next to the bench binary.
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .join(name);
+    let dir = exe.parent().expect("the test binary is in a directory");
+    // Test binaries live in target/<profile>/deps, the bench binary next to
+    // the services in target/<profile>.
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --bins` first (scripts/test does)",
@@ -47,13 +53,16 @@ impl ServiceProcess {
     /// waits until its `/healthz` answers.
     pub async fn start(name: &'static str, env: &[(String, String)]) -> Self {
         let port = free_port();
+        let log_path =
+            std::env::temp_dir().join(format!("ae-{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = std::fs::File::create(&log_path).expect("create the process log file");
         let mut command = Command::new(binary(name));
         command
+            .env("AE_LOG__FILTER", "warn")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("AE_LOG__FILTER", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let child = command
@@ -63,6 +72,7 @@ impl ServiceProcess {
             name,
             child,
             url: format!("http://127.0.0.1:{port}"),
+            log_path,
         };
         process.wait_healthy().await;
         process
@@ -84,6 +94,16 @@ impl ServiceProcess {
         panic!("{} did not become healthy in 15 s", self.name);
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).expect("read the process log")
+    }
+
     /// Kills the process with SIGKILL (no chance to clean up).
     pub async fn kill(mut self) {
         self.child.kill().await.expect("SIGKILL the process");
@@ -101,5 +121,12 @@ impl ServiceProcess {
             .await
             .unwrap_or_else(|_| panic!("{} did not exit within {limit:?} of SIGTERM", self.name))
             .expect("wait for the process")
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        // The log is only for the test that ran the process.
+        let _ = std::fs::remove_file(&self.log_path);
     }
 }

@@ -28,9 +28,10 @@ use shared::access::store::Store;
 use shared::character::Characters;
 use shared::engine::retry::Backoff;
 use shared::job::{JobFailure, WorkerJob};
-use shared::telemetry::trace_id;
+use shared::telemetry::current_traceparent;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use config::WorkerConfig;
 use manager::accounts::Accounts;
@@ -174,13 +175,12 @@ impl App {
 
     /// Consumes jobs and serves health/metrics until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Installed before the first job, so nothing is recorded into the void.
+        let metrics = shared::telemetry::metrics_handle();
         let health = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
-            .route(
-                "/metrics",
-                get(|| async { shared::telemetry::metrics_handle().render() }),
-            )
+            .route("/metrics", get(move || async move { metrics.render() }))
             .with_state((self.store.clone(), self.queue.clone()));
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, health)
@@ -236,7 +236,6 @@ async fn run_jobs(queue: JobQueue, managers: Arc<Managers>, concurrency: usize, 
     .await;
 }
 
-#[tracing::instrument(skip_all, fields(job.kind, job.subject, attempt = attempt.current(), trace_id))]
 async fn handle_job(
     job: WorkerJob,
     managers: Data<Arc<Managers>>,
@@ -244,15 +243,21 @@ async fn handle_job(
     attempt: Attempt,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
+    let span = job.about().span(attempt.current());
+    run_job(job, &managers, &rules, &attempt, &task_id)
+        .instrument(span)
+        .await
+}
+
+/// [`handle_job`] inside the job's span.
+async fn run_job(
+    job: WorkerJob,
+    managers: &Managers,
+    rules: &JobRules,
+    attempt: &Attempt,
+    task_id: &TaskId,
+) -> Result<(), BoxDynError> {
     let about = job.about();
-    let span = tracing::Span::current();
-    span.record("job.kind", about.kind);
-    if let Some(subject) = about.subject {
-        span.record("job.subject", tracing::field::display(subject));
-    }
-    if let Some(trace) = trace_id(about.traceparent) {
-        span.record("trace_id", trace);
-    }
     let started = std::time::Instant::now();
     let shutdown = &rules.retry.shutdown;
     let result = tokio::select! {
@@ -292,11 +297,13 @@ impl Managers {
         attempt: usize,
         shutdown: &CancellationToken,
     ) -> Result<(), JobFailure> {
+        // What this job enqueues continues the job's span, not its producer's.
+        let traceparent = &current_traceparent();
         match job {
             WorkerJob::TurnV1 {
                 inbox_id,
                 tenant_id,
-                traceparent,
+                ..
             } => {
                 let outcome = self
                     .conversations
@@ -313,7 +320,7 @@ impl Managers {
             WorkerJob::ReviewV1 {
                 proposal_id,
                 tenant_id,
-                traceparent,
+                ..
             } => {
                 self.reviews
                     .review(*tenant_id, *proposal_id, traceparent)
@@ -322,7 +329,7 @@ impl Managers {
             WorkerJob::ExecuteV1 {
                 proposal_id,
                 tenant_id,
-                traceparent,
+                ..
             } => {
                 let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
                 self.executions
@@ -330,9 +337,7 @@ impl Managers {
                     .await
             }
             WorkerJob::RunV1 {
-                run_id,
-                tenant_id,
-                traceparent,
+                run_id, tenant_id, ..
             } => self.runs.run(*tenant_id, *run_id, traceparent).await,
             WorkerJob::Unknown => Err(JobFailure::permanent(
                 anyhow::anyhow!("unknown worker job kind"),
@@ -344,11 +349,12 @@ impl Managers {
     /// Tells the user a job was given up, where there is someone to tell;
     /// a failure to tell is logged (the dead letter is recorded already).
     async fn tell_given_up(&self, job: &WorkerJob, reason: &str) {
+        let traceparent = &current_traceparent();
         let told = match job {
             WorkerJob::TurnV1 {
                 inbox_id,
                 tenant_id,
-                traceparent,
+                ..
             } => {
                 self.conversations
                     .give_up(*tenant_id, *inbox_id, reason, traceparent)
@@ -357,7 +363,7 @@ impl Managers {
             WorkerJob::ExecuteV1 {
                 proposal_id,
                 tenant_id,
-                traceparent,
+                ..
             } => {
                 self.executions
                     .give_up(*tenant_id, *proposal_id, traceparent)

@@ -43,7 +43,7 @@ async fn try_main() -> anyhow::Result<()> {
             let file = args.next().map(PathBuf::from);
             let cfg: MigrateConfig =
                 shared::config::load(&MigrateConfig::default(), file.as_deref())?;
-            shared::telemetry::init(&cfg.log);
+            let telemetry = shared::telemetry::init(&cfg.log, "worker")?;
             cfg.database.validate()?;
             let store = shared::access::store::Store::connect(&cfg.database)
                 .await
@@ -53,6 +53,7 @@ async fn try_main() -> anyhow::Result<()> {
                 .await
                 .context("Cannot apply migrations")?;
             tracing::info!("Migrations applied");
+            telemetry.shutdown();
             Ok(())
         }
         Some(cmd) if cmd == "dead" => {
@@ -79,11 +80,13 @@ async fn try_main() -> anyhow::Result<()> {
             let file = file.map(PathBuf::from);
             let cfg: worker::WorkerConfig =
                 shared::config::load(&worker::WorkerConfig::default(), file.as_deref())?;
-            shared::telemetry::init(&cfg.log);
+            let telemetry = shared::telemetry::init(&cfg.log, "worker")?;
             let app = worker::App::build(cfg, None).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shared::telemetry::cancel_on_signal(shutdown.clone()));
-            app.run_until_stopped(shutdown).await
+            let stopped = app.run_until_stopped(shutdown).await;
+            telemetry.shutdown();
+            stopped
         }
     }
 }

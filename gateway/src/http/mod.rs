@@ -8,14 +8,20 @@ mod telegram;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use shared::access::queue::{JobQueue, QueueName};
 use shared::access::store::Store;
+use shared::telemetry::continue_trace;
 use slack_morphism::SlackSigningSecret;
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
 
 pub use error::ApiError;
 
@@ -39,6 +45,8 @@ pub struct HttpState {
     pub telegram_secret: Option<Arc<SecretString>>,
     /// Renders metrics.
     pub metrics: PrometheusHandle,
+    /// Bearer token `/queue-depth` requires, if any.
+    pub queue_depth_token: Option<Arc<SecretString>>,
 }
 
 /// The gateway's routes.
@@ -51,6 +59,7 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         )
         .route("/telegram/webhook", post(telegram::webhook))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(traced))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -58,6 +67,24 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .with_state(state)
         // A bug must cost one request a 500, never the connection unanswered.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+}
+
+/// Runs one webhook request in its own span, continuing the caller's trace
+/// when it sends a W3C `traceparent` header (an ingress or proxy that
+/// traces); otherwise the span starts a trace.
+async fn traced(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "webhook",
+        http.path = %request.uri().path(),
+        trace_id = tracing::field::Empty,
+    );
+    let parent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    continue_trace(&span, parent);
+    next.run(request).instrument(span).await
 }
 
 async fn readyz(State(state): State<HttpState>) -> Result<&'static str, ApiError> {
@@ -76,27 +103,48 @@ async fn readyz(State(state): State<HttpState>) -> Result<&'static str, ApiError
 
 /// The true depth of both queues, for autoscaling (KEDA's metrics-api
 /// scaler reads `worker.backlog`): apalis-redis keeps new jobs in a sorted
-/// set, so a Redis list length would read 0. Also set as gauges.
+/// set, so a Redis list length would read 0. Needs the bearer token when
+/// one is configured.
 async fn queue_depth(
     State(state): State<HttpState>,
+    headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if let Some(expected) = &state.queue_depth_token {
+        let sent = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(sent.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+            return Err(ApiError::Unauthorized("a valid bearer token is required"));
+        }
+    }
+    Ok(axum::Json(measure_queues(&state.queue).await?))
+}
+
+/// Measures both queues and sets the `automate_e_queue_depth` gauges.
+async fn measure_queues(queue: &JobQueue) -> Result<serde_json::Value, ApiError> {
     let mut depths = serde_json::Map::new();
-    for queue in [QueueName::Worker, QueueName::Delivery] {
-        let depth = state
-            .queue
-            .depth(queue)
+    for name in [QueueName::Worker, QueueName::Delivery] {
+        let depth = queue
+            .depth(name)
             .await
             .map_err(|_| ApiError::Unavailable("redis"))?;
         #[expect(clippy::cast_precision_loss, reason = "a gauge of a job count")]
-        metrics::gauge!("automate_e_queue_depth", "queue" => queue.suffix())
+        metrics::gauge!("automate_e_queue_depth", "queue" => name.suffix())
             .set(depth.backlog() as f64);
         let mut value = serde_json::to_value(depth).unwrap_or_default();
         value["backlog"] = depth.backlog().into();
-        depths.insert(queue.suffix().to_owned(), value);
+        depths.insert(name.suffix().to_owned(), value);
     }
-    Ok(axum::Json(depths.into()))
+    Ok(depths.into())
 }
 
+/// Prometheus metrics; the queue-depth gauges are measured for each scrape
+/// (kept at their last value when Redis is unreachable).
 async fn metrics(State(state): State<HttpState>) -> (StatusCode, String) {
+    if measure_queues(&state.queue).await.is_err() {
+        tracing::warn!("Cannot measure the queues for a metrics scrape");
+    }
     (StatusCode::OK, state.metrics.render())
 }

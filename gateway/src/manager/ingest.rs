@@ -12,7 +12,7 @@ use shared::event::Attachment;
 use shared::ids::{InboxId, Platform, TenantId};
 use shared::job::WorkerJob;
 use shared::pacer::Pacer;
-use shared::telemetry::new_traceparent;
+use shared::telemetry::{current_traceparent, record_trace_id};
 
 use super::presence::{Presence, Working};
 
@@ -162,6 +162,7 @@ impl IngestManager {
     /// Ingests what an edge received on `platform` (`None`: nothing for an
     /// agent), counts the outcome, and shows the sender that the agent is
     /// working on an accepted message.
+    #[tracing::instrument(skip_all, fields(platform = platform.as_str(), trace_id))]
     pub async fn accept(
         &self,
         platform: Platform,
@@ -171,7 +172,8 @@ impl IngestManager {
             None => IngestOutcome::Ignored,
             Some(msg) => {
                 let thread_name = msg.text.lines().next().unwrap_or_default().to_owned();
-                let outcome = self.ingest(msg, &new_traceparent()).await?;
+                record_trace_id(&tracing::Span::current());
+                let outcome = self.ingest(msg, &current_traceparent()).await?;
                 if let IngestOutcome::Accepted(accepted) = &outcome {
                     let presence = self.presence.clone();
                     let working = Working {

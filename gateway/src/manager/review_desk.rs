@@ -261,7 +261,7 @@ impl ReviewDesk {
                 .enqueue_worker_job(WorkerJob::ExecuteV1 {
                     proposal_id: id,
                     tenant_id: store.tenant_id(),
-                    traceparent: shared::telemetry::new_traceparent(),
+                    traceparent: shared::telemetry::current_traceparent(),
                 })
                 .await
                 .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the execution"))?;
@@ -370,7 +370,7 @@ impl ReviewDesk {
     ) -> Result<(), JobFailure> {
         match notice {
             Some(outbox_id) => {
-                let traceparent = shared::telemetry::new_traceparent();
+                let traceparent = shared::telemetry::current_traceparent();
                 self.queue
                     .deliver_outbox(store, outbox_id, &traceparent)
                     .await

@@ -4,6 +4,7 @@
 pub mod accounting;
 pub mod discord;
 pub mod openai;
+pub mod otlp;
 pub mod slack;
 pub mod telegram;
 

@@ -32,6 +32,9 @@ pub enum Scripted {
     Hang(std::time::Duration),
     /// A text answer echoing the last user message: `echo: <text>`.
     Echo,
+    /// A call of this tool (no arguments) when the user spoke last, an
+    /// [`Self::Echo`] once the tool has answered: one tool per turn.
+    ToolThenEcho(String),
 }
 
 impl Scripted {
@@ -59,6 +62,9 @@ struct Inner {
     /// message), and the most seen at once for any one key.
     in_flight: std::collections::HashMap<String, usize>,
     max_in_flight_per_key: usize,
+    /// Calls being answered right now, and the most seen at once.
+    in_flight_total: usize,
+    max_in_flight_total: usize,
 }
 
 /// The fake model endpoint.
@@ -112,6 +118,11 @@ impl FakeOpenAi {
     /// Waits this long before every answer.
     pub fn set_latency(&self, latency: std::time::Duration) {
         self.inner.lock().unwrap().latency = latency;
+    }
+
+    /// The most calls ever answered at once, all conversations together.
+    pub fn max_concurrent(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight_total
     }
 
     /// The most calls ever answered at once for one conversation (keyed by
@@ -197,6 +208,8 @@ impl InFlight {
         *now += 1;
         let now = *now;
         inner.max_in_flight_per_key = inner.max_in_flight_per_key.max(now);
+        inner.in_flight_total += 1;
+        inner.max_in_flight_total = inner.max_in_flight_total.max(inner.in_flight_total);
         Self {
             fake: fake.clone(),
             key,
@@ -206,7 +219,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(now) = self.fake.inner.lock().unwrap().in_flight.get_mut(&self.key) {
+        let mut inner = self.fake.inner.lock().unwrap();
+        inner.in_flight_total -= 1;
+        if let Some(now) = inner.in_flight.get_mut(&self.key) {
             *now -= 1;
         }
     }
@@ -261,6 +276,17 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
     };
     let (answer, wait) = match answer {
         Scripted::Hang(wait) => (Scripted::Text("too late".into()), Some(wait)),
+        Scripted::ToolThenEcho(name) => {
+            let tool_answered = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .is_some_and(|m| m["role"] == "tool");
+            if tool_answered {
+                (Scripted::Echo, None)
+            } else {
+                (Scripted::tool_call(&name, "{}"), None)
+            }
+        }
         other => (other, None),
     };
     let (message, finish) = match answer {
@@ -294,7 +320,7 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             );
             return Answer::Now(response);
         }
-        Scripted::Hang(_) => unreachable!("replaced above"),
+        Scripted::Hang(_) | Scripted::ToolThenEcho(_) => unreachable!("replaced above"),
     };
     let model = body["model"].clone();
     let response = Json(json!({

@@ -67,6 +67,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct FakeSlack {
     inner: Arc<Mutex<Inner>>,
+    /// Plain messages posted since the start (never taken back).
+    posted_total: Arc<tokio::sync::watch::Sender<usize>>,
     bot_token: String,
     /// Base URL to configure as `slack.api_base_url`.
     pub base_url: String,
@@ -190,6 +192,7 @@ impl FakeSlack {
         }));
         let mut fake = Self {
             inner,
+            posted_total: Arc::new(tokio::sync::watch::Sender::new(0)),
             bot_token: bot_token.to_owned(),
             base_url: String::new(),
         };
@@ -235,6 +238,14 @@ impl FakeSlack {
         self.inner.lock().unwrap().views.clone()
     }
 
+    /// Waits (without polling) until `n` plain messages have been posted
+    /// since the start, taken or not.
+    pub async fn wait_posted_total(&self, n: usize) {
+        let mut posted = self.posted_total.subscribe();
+        // The sender lives as long as `self`.
+        let _ = posted.wait_for(|total| *total >= n).await;
+    }
+
     /// How many posted messages are waiting to be taken.
     pub fn posted_count(&self) -> usize {
         self.inner.lock().unwrap().posted.len()
@@ -277,11 +288,14 @@ async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: S
             blocks,
         }),
         Some(_) => return Json(json!({"ok": false, "error": "invalid_blocks"})).into_response(),
-        None => inner.posted.push_back(PostedMessage {
-            channel: channel.clone(),
-            thread_ts: req.thread_ts.clone(),
-            text: text.clone(),
-        }),
+        None => {
+            inner.posted.push_back(PostedMessage {
+                channel: channel.clone(),
+                thread_ts: req.thread_ts.clone(),
+                text: text.clone(),
+            });
+            fake.posted_total.send_modify(|n| *n += 1);
+        }
     }
     Json(json!({
         "ok": true,

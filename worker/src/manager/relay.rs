@@ -63,7 +63,7 @@ impl Relay {
             let job = WorkerJob::TurnV1 {
                 inbox_id,
                 tenant_id,
-                traceparent: shared::telemetry::new_traceparent(),
+                traceparent: shared::telemetry::current_traceparent(),
             };
             let task_id = job.dedupe_key().unwrap_or_default();
             let finished = self
@@ -87,7 +87,7 @@ impl Relay {
             let job = DeliveryJob::DeliverV1 {
                 outbox_id,
                 tenant_id,
-                traceparent: shared::telemetry::new_traceparent(),
+                traceparent: shared::telemetry::current_traceparent(),
             };
             self.queue
                 .enqueue_delivery_job(job)

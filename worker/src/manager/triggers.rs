@@ -227,7 +227,7 @@ pub async fn queue_run(
         .enqueue_worker_job(WorkerJob::RunV1 {
             run_id,
             tenant_id: store.tenant_id(),
-            traceparent: shared::telemetry::new_traceparent(),
+            traceparent: shared::telemetry::current_traceparent(),
         })
         .await
         .map_err(|e| JobFailure::retryable(e, "Cannot enqueue an agent run"))?;

@@ -1,0 +1,392 @@
+//! Benchmarks, never part of the test run: `bash scripts/bench` (see
+//! `BENCHMARKS.md`). The real `gateway` and `worker` binaries (release
+//! builds) as processes on local Postgres and Redis, connected directly;
+//! Slack, the model and the Accounting API are the test suite's fakes.
+//!
+//! `bench <scenario> [runs]` prints one JSON line per run:
+//! - `turn`: turns through gateway → queue → worker → reply with an instant
+//!   model and one read tool per turn: turns/s of one worker process, its ms
+//!   per turn, and the end-to-end latency of turns sent one at a time;
+//! - `concurrency`: a model that takes 2 s: turns in flight in one worker,
+//!   turns/s, the worker's peak RSS;
+//! - `ingest`: signed Slack webhooks into the durable inbox and the queue,
+//!   no worker: acks/s and ack latency;
+//! - `growth`: the event store and proposals grown to 1k, 100k and 1M
+//!   events: turn latency and the proposal queries at each size.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use shared::access::queue::QueueName;
+use tests::fake::openai::Scripted;
+use tests::load::SlackLoad;
+use tests::signing::slack_signature;
+use tests::{SLACK_SIGNING_SECRET, TestEnv, TestOptions};
+
+/// The gateway may take everything the load sends.
+const GATEWAY_ENV: &[(&str, &str)] = &[
+    ("AE_LIMITS__USER_PER_MINUTE", "100000000"),
+    ("AE_LIMITS__TENANT_PER_MINUTE", "100000000"),
+    ("AE_DELIVERY__CONCURRENCY", "64"),
+    ("AE_DATABASE__MAX_CONNECTIONS", "20"),
+];
+
+/// The read tool the fake model calls once per turn.
+const READ_TOOL: &str = "get_bank_balances";
+
+#[tokio::main]
+async fn main() {
+    shared::telemetry::install_crypto_provider();
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_default();
+    let runs: usize = args
+        .next()
+        .map_or(1, |r| r.parse().expect("runs is a number"));
+    for run in 1..=runs {
+        let mut result = match scenario.as_str() {
+            "turn" => turn(3000, 100).await,
+            "concurrency" => concurrency(1500, 600).await,
+            "ingest" => ingest(20_000, 64).await,
+            "growth" => growth().await,
+            other => {
+                eprintln!("usage: bench turn|concurrency|ingest|growth [runs] (not {other:?})");
+                std::process::exit(2);
+            }
+        };
+        result["scenario"] = json!(scenario);
+        result["run"] = json!(run);
+        println!("{result}");
+    }
+}
+
+async fn start() -> TestEnv {
+    TestEnv::start_with(TestOptions {
+        gateway_process: true,
+        worker_later: true,
+        direct_connections: true,
+        gateway_env: GATEWAY_ENV,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A worker process running `concurrency` jobs at once.
+async fn start_worker(t: &TestEnv, concurrency: usize) -> tests::process::ServiceProcess {
+    let concurrency = concurrency.to_string();
+    t.start_worker_process(&[
+        ("AE_CONCURRENCY", &concurrency),
+        ("AE_LLM__TIMEOUT_SECS", "30"),
+        ("AE_LEASE_TTL_MS", "30000"),
+        ("AE_RELAY__GRACE_MS", "600000"),
+        ("AE_DATABASE__MAX_CONNECTIONS", "40"),
+    ])
+    .await
+}
+
+/// Posts message 0 of conversations `range`, `parallel` at a time; returns
+/// each acknowledgement's latency.
+async fn post(t: &TestEnv, range: std::ops::Range<usize>, parallel: usize) -> Vec<Duration> {
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let signed: Vec<(String, String)> = range
+        .map(|c| {
+            // One channel per conversation: replies are paced per channel,
+            // as Slack allows about one message a second in each.
+            let mut event: Value = serde_json::from_str(&SlackLoad::event(c, 0)).expect("event");
+            event["event"]["channel"] = json!(format!("CB{c:07}"));
+            let body = event.to_string();
+            let signature = slack_signature(SLACK_SIGNING_SECRET, &ts, &body);
+            (body, signature)
+        })
+        .collect();
+    futures::stream::iter(signed)
+        .map(|(body, signature)| {
+            let ts = ts.clone();
+            async move {
+                let sent = Instant::now();
+                let response = t.post_slack_event_with(&body, &ts, &signature, &[]).await;
+                assert_eq!(response.status(), 200, "the gateway acknowledges");
+                sent.elapsed()
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Peak resident set size of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// CPU seconds (user + system) used so far by the processes whose command
+/// name is one of `names`, or whose pid is in `pids`.
+fn cpu_seconds(names: &[&str], pids: &[u32]) -> f64 {
+    let mut ticks = 0_u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ... field 14 utime, 15 stime
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        if !pids.contains(&pid) && !names.contains(&comm) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(11) + field(12);
+    }
+    #[expect(clippy::cast_precision_loss)]
+    let seconds = ticks as f64 / 100.0;
+    seconds
+}
+
+/// CPU seconds of each part of the system.
+struct CpuUse {
+    worker: f64,
+    gateway: f64,
+    postgres: f64,
+    redis: f64,
+    fakes_and_load: f64,
+}
+
+impl CpuUse {
+    fn now(worker: u32, gateway: u32) -> Self {
+        Self {
+            worker: cpu_seconds(&[], &[worker]),
+            gateway: cpu_seconds(&[], &[gateway]),
+            postgres: cpu_seconds(&["postgres"], &[]),
+            redis: cpu_seconds(&["redis-server"], &[]),
+            fakes_and_load: cpu_seconds(&[], &[std::process::id()]),
+        }
+    }
+
+    /// CPU milliseconds per turn spent by each part since `before`.
+    #[expect(clippy::cast_precision_loss)]
+    fn per_turn_ms(&self, before: &Self, turns: usize) -> Value {
+        let ms =
+            |now: f64, then: f64| ((now - then) * 1000.0 / turns as f64 * 100.0).round() / 100.0;
+        json!({
+            "worker": ms(self.worker, before.worker),
+            "gateway": ms(self.gateway, before.gateway),
+            "postgres": ms(self.postgres, before.postgres),
+            "redis": ms(self.redis, before.redis),
+            "fakes_and_load": ms(self.fakes_and_load, before.fakes_and_load),
+        })
+    }
+}
+
+/// Turns of `n` queued conversations drained by one worker, then
+/// `sequential` turns sent one after another.
+async fn turn(n: usize, sequential: usize) -> Value {
+    let t = start().await;
+    t.openai
+        .when_empty(Scripted::ToolThenEcho(READ_TOOL.into()));
+    post(&t, 0..n, 32).await;
+    let worker = start_worker(&t, 16).await;
+    let gateway = t.gateway_process().pid();
+    t.slack.wait_posted_total(1).await;
+    let first = Instant::now();
+    let cpu_before = CpuUse::now(worker.pid(), gateway);
+    t.slack.wait_posted_total(n).await;
+    let drained = first.elapsed();
+    let cpu = CpuUse::now(worker.pid(), gateway).per_turn_ms(&cpu_before, n - 1);
+    #[expect(clippy::cast_precision_loss)]
+    let turns_per_s = (n - 1) as f64 / drained.as_secs_f64();
+
+    let mut latencies = Vec::with_capacity(sequential);
+    for c in n..n + sequential {
+        let sent = Instant::now();
+        post(&t, c..c + 1, 1).await;
+        t.slack.wait_posted_total(c + 1).await;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    let result = json!({
+        "turns": n,
+        "turns_per_s": turns_per_s,
+        "ms_per_turn": 1000.0 / turns_per_s,
+        "cpu_ms_per_turn": cpu,
+        "model_calls": t.openai.requests().len(),
+        "sequential_turns": sequential,
+        "sequential_p50_ms": percentile(&latencies, 0.5),
+        "sequential_p99_ms": percentile(&latencies, 0.99),
+        "worker_peak_rss_mib": peak_rss_mib(worker.pid()),
+        "seq_scans": t.db.seq_scans().await,
+    });
+    stop(t, worker).await;
+    result
+}
+
+/// `n` conversations against a model that takes 2 s per call.
+async fn concurrency(n: usize, worker_concurrency: usize) -> Value {
+    let t = start().await;
+    t.openai.when_empty(Scripted::Echo);
+    t.openai.set_latency(Duration::from_secs(2));
+    post(&t, 0..n, 32).await;
+    let worker = start_worker(&t, worker_concurrency).await;
+    t.slack.wait_posted_total(1).await;
+    let first = Instant::now();
+    t.slack.wait_posted_total(n).await;
+    let drained = first.elapsed();
+    #[expect(clippy::cast_precision_loss)]
+    let turns_per_s = (n - 1) as f64 / drained.as_secs_f64();
+    let result = json!({
+        "turns": n,
+        "model_latency_s": 2,
+        "worker_concurrency": worker_concurrency,
+        "max_in_flight": t.openai.max_concurrent(),
+        "turns_per_s": turns_per_s,
+        "worker_peak_rss_mib": peak_rss_mib(worker.pid()),
+    });
+    stop(t, worker).await;
+    result
+}
+
+/// `n` signed webhooks, `parallel` connections at once, no worker.
+async fn ingest(n: usize, parallel: usize) -> Value {
+    let t = start().await;
+    let started = Instant::now();
+    let mut latencies = post(&t, 0..n, parallel).await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let queued = t
+        .queue
+        .depth(QueueName::Worker)
+        .await
+        .expect("depth")
+        .backlog();
+    let recorded = t.db.count("inbox").await;
+    assert_eq!(queued, n as u64, "every acknowledged message is queued");
+    assert_eq!(recorded, i64::try_from(n).unwrap(), "and in the inbox");
+    #[expect(clippy::cast_precision_loss)]
+    let result = json!({
+        "webhooks": n,
+        "parallel": parallel,
+        "acks_per_s": n as f64 / elapsed.as_secs_f64(),
+        "ack_p50_ms": percentile(&latencies, 0.5),
+        "ack_p99_ms": percentile(&latencies, 0.99),
+        "gateway_peak_rss_mib": peak_rss_mib(t.gateway_process().pid()),
+    });
+    t.finish().await;
+    result
+}
+
+/// The worker's own measure of its turn jobs so far: (seconds, count),
+/// from `automate_e_job_seconds{kind="turn"}` on its `/metrics`.
+async fn worker_turn_seconds(t: &TestEnv, worker: &tests::process::ServiceProcess) -> (f64, f64) {
+    let metrics = t.metrics_of(&worker.url).await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{kind=\"turn\"}} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("automate_e_job_seconds_sum"),
+        value("automate_e_job_seconds_count"),
+    )
+}
+
+/// Turn latency and proposal queries as the store grows.
+async fn growth() -> Value {
+    let t = start().await;
+    t.openai
+        .when_empty(Scripted::ToolThenEcho(READ_TOOL.into()));
+    let worker = start_worker(&t, 16).await;
+    let store = t.db.service_store().await;
+    let tenant = t.db.tenant_id("acme").await;
+    let tenant_store = store.tenant(shared::ids::TenantId(tenant));
+    let mut sizes = Vec::new();
+    let mut seeded = 0;
+    let mut conversation = 0;
+    for (batch, size) in [1_000_i64, 100_000, 1_000_000].into_iter().enumerate() {
+        t.db.seed_history(tenant, size - seeded, batch).await;
+        seeded = size;
+        // Turn latency, one turn at a time: end to end, and the worker's
+        // own time in the turn job.
+        let (seconds_before, count_before) = worker_turn_seconds(&t, &worker).await;
+        let mut turns = Vec::new();
+        for _ in 0..50 {
+            let sent = Instant::now();
+            post(&t, conversation..conversation + 1, 1).await;
+            conversation += 1;
+            t.slack.wait_posted_total(conversation).await;
+            turns.push(sent.elapsed());
+        }
+        turns.sort();
+        let (seconds, count) = worker_turn_seconds(&t, &worker).await;
+        let worker_turn_ms = (seconds - seconds_before) * 1000.0 / (count - count_before);
+        // The proposal queries of review and auto-approval.
+        let timed = |samples: &mut Vec<Duration>| {
+            samples.sort();
+            percentile(samples, 0.5)
+        };
+        let proposal = t.db.any_proposal().await;
+        let (mut pattern, mut by_id, mut by_message) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..200 {
+            let started = Instant::now();
+            tenant_store
+                .executed_bodies("register_expense", &format!("merchant-{}", i % 50), 20)
+                .await
+                .expect("pattern history");
+            pattern.push(started.elapsed());
+            let started = Instant::now();
+            tenant_store.proposal(proposal).await.expect("a proposal");
+            by_id.push(started.elapsed());
+            let started = Instant::now();
+            store
+                .review_tenant(tests::REVIEW_CHANNEL)
+                .await
+                .expect("review channel tenant");
+            by_message.push(started.elapsed());
+        }
+        sizes.push(json!({
+            "events": t.db.count("events").await,
+            "proposals": t.db.count("proposals").await,
+            "turn_p50_ms": percentile(&turns, 0.5),
+            "turn_p99_ms": percentile(&turns, 0.99),
+            "worker_turn_job_mean_ms": worker_turn_ms,
+            "pattern_history_p50_ms": timed(&mut pattern),
+            "proposal_by_id_p50_ms": timed(&mut by_id),
+            "review_channel_lookup_p50_ms": timed(&mut by_message),
+        }));
+    }
+    stop(t, worker).await;
+    json!({ "sizes": sizes })
+}
+
+async fn stop(t: TestEnv, worker: tests::process::ServiceProcess) {
+    let status = worker.terminate(Duration::from_secs(60)).await;
+    assert!(status.success(), "worker exited with {status}");
+    t.slack.take_posted();
+    t.finish().await;
+}
