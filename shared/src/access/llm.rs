@@ -185,12 +185,14 @@ impl LlmClient {
         let built = args
             .build()
             .map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let started = std::time::Instant::now();
         let (response, retry_after) = RETRY_AFTER
             .scope(Cell::new(None), async {
                 let response = self.client.chat().create(built).await;
                 (response, RETRY_AFTER.with(Cell::get))
             })
             .await;
+        metrics::histogram!("automate_e_llm_call_seconds").record(started.elapsed().as_secs_f64());
         let response = response.map_err(|e| match LlmError::from(e) {
             LlmError::Api {
                 status, message, ..
@@ -225,6 +227,10 @@ impl LlmClient {
             .usage
             .map(|u| (u.prompt_tokens, u.completion_tokens))
             .unwrap_or((0, 0));
+        metrics::counter!("automate_e_llm_tokens_total", "direction" => "input")
+            .increment(u64::from(input_tokens));
+        metrics::counter!("automate_e_llm_tokens_total", "direction" => "output")
+            .increment(u64::from(output_tokens));
         let span = tracing::Span::current();
         span.record("gen_ai.response.id", response.id.as_str());
         span.record("gen_ai.usage.input_tokens", input_tokens);

@@ -528,11 +528,6 @@ impl ConversationManager {
                 })
                 .await?;
             let duration = started.elapsed();
-            metrics::histogram!("automate_e_llm_call_seconds").record(duration.as_secs_f64());
-            metrics::counter!("automate_e_llm_tokens_total", "direction" => "input")
-                .increment(u64::from(completion.input_tokens));
-            metrics::counter!("automate_e_llm_tokens_total", "direction" => "output")
-                .increment(u64::from(completion.output_tokens));
             let called = ConversationEvent::LlmCalled(LlmCalled {
                 inbox_id: turn.msg.id,
                 round,

@@ -4,7 +4,7 @@
 //! outbox, once per run.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
@@ -250,7 +250,6 @@ impl RunManager {
                 answer.text = turn::on_break_reply(today.succ_opt().unwrap_or(today));
                 return Ok(answer);
             }
-            let started = Instant::now();
             let completion = self
                 .llm
                 .complete(&CompletionRequest {
@@ -261,8 +260,6 @@ impl RunManager {
                     max_output_tokens: character.model.max_output_tokens,
                 })
                 .await?;
-            metrics::histogram!("automate_e_llm_call_seconds")
-                .record(started.elapsed().as_secs_f64());
             let tokens = u64::from(completion.input_tokens) + u64::from(completion.output_tokens);
             store
                 .add_token_usage(today, i64::try_from(tokens).unwrap_or(i64::MAX))
