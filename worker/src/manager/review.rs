@@ -47,6 +47,25 @@ struct AgentReview {
     output_tokens: u32,
 }
 
+impl AgentReview {
+    /// The `agent_reviewed` event recording this review, and its actor.
+    fn recorded(&self) -> (ProposalEvent, Actor) {
+        let reviewed = ProposalEvent::AgentReviewed(AgentReviewed {
+            agent: AGENT_REVIEWER.to_owned(),
+            model: self.model.clone(),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            verdict: self.verdict.clone(),
+            notes: self.notes.clone(),
+        });
+        let actor = Actor {
+            kind: ActorKind::Agent,
+            id: AGENT_REVIEWER.to_owned(),
+        };
+        (reviewed, actor)
+    }
+}
+
 impl ReviewManager {
     /// A manager over its clients.
     pub fn new(
@@ -115,18 +134,7 @@ impl ReviewManager {
             id: "review".to_owned(),
         };
         if let Some(agent) = &agent {
-            let reviewed = ProposalEvent::AgentReviewed(AgentReviewed {
-                agent: AGENT_REVIEWER.to_owned(),
-                model: agent.model.clone(),
-                input_tokens: agent.input_tokens,
-                output_tokens: agent.output_tokens,
-                verdict: agent.verdict.clone(),
-                notes: agent.notes.clone(),
-            });
-            let actor = Actor {
-                kind: ActorKind::Agent,
-                id: AGENT_REVIEWER.to_owned(),
-            };
+            let (reviewed, actor) = agent.recorded();
             tx.record(&event(&reviewed, actor), ProposalChanges::default())
                 .await?;
         }
@@ -224,18 +232,7 @@ impl ReviewManager {
         if tx.proposal.state() != ProposalState::ReviewRequested {
             return Ok(None);
         }
-        let reviewed = ProposalEvent::AgentReviewed(AgentReviewed {
-            agent: AGENT_REVIEWER.to_owned(),
-            model: agent.model.clone(),
-            input_tokens: agent.input_tokens,
-            output_tokens: agent.output_tokens,
-            verdict: agent.verdict.clone(),
-            notes: agent.notes.clone(),
-        });
-        let actor = Actor {
-            kind: ActorKind::Agent,
-            id: AGENT_REVIEWER.to_owned(),
-        };
+        let (reviewed, actor) = agent.recorded();
         tx.record(
             &proposal.event(&reviewed, actor, None, "worker"),
             ProposalChanges::default(),
