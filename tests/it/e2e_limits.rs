@@ -121,7 +121,7 @@ async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
         posted[1].text
     );
     assert_eq!(t.openai.requests().len(), 1, "no model call once spent");
-    let used: i64 = sqlx::query_scalar("SELECT tokens FROM tenant_llm_usage")
+    let used: i64 = sqlx::query_scalar("SELECT sum(tokens)::bigint FROM tenant_llm_usage")
         .fetch_one(&t.db.owner)
         .await
         .unwrap();

@@ -2,9 +2,11 @@
 
 use chrono::Utc;
 use serde_json::json;
-use shared::access::store::{NewEvent, StoreError, TenantStore};
+use shared::access::store::{
+    InboxWriter, NewEvent, NewMessageParams, RecordOutcome, StoreError, TenantStore,
+};
 use shared::event::{Actor, ActorKind};
-use shared::ids::TenantId;
+use shared::ids::{Platform, TenantId};
 use tests::db::TestDb;
 
 fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
@@ -225,5 +227,128 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
         "the new holder ends the turn"
     );
     assert_eq!(db.count("outbox").await, 1);
+
+    // A renewal that comes after the holder gave its lease back (it was
+    // waiting on the row) does not take the conversation again.
+    store.release_lease(&fresh).await.unwrap();
+    assert!(!store.renew_lease(&fresh, ttl).await.unwrap());
+    assert!(
+        store
+            .try_acquire_lease(conversation, "d", ttl)
+            .await
+            .unwrap()
+            .is_some(),
+        "a released lease stays released"
+    );
     db.drop().await;
+}
+
+#[tokio::test]
+async fn token_usage_added_at_once_by_many_turns_is_spread_over_rows_and_summed() {
+    let db = TestDb::create().await;
+    let (store, _) = one_message(&db).await;
+    let today = Utc::now().date_naive();
+    let yesterday = today.pred_opt().unwrap();
+    store.add_token_usage(yesterday, 1_000).await.unwrap();
+
+    let adds = (1..=40_i64).map(|tokens| {
+        let store = store.clone();
+        async move { store.add_token_usage(today, tokens).await.unwrap() }
+    });
+    let seen = futures::future::join_all(adds).await;
+    let total: i64 = (1..=40).sum();
+    assert!(
+        seen.iter().all(|b| (1..=total).contains(&b.used)),
+        "each add sees a partial sum of the day: {seen:?}"
+    );
+    assert_eq!(store.token_budget(today).await.unwrap().used, total);
+    assert_eq!(store.token_budget(yesterday).await.unwrap().used, 1_000);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_llm_usage WHERE day = $1")
+        .bind(today)
+        .fetch_one(&db.owner)
+        .await
+        .unwrap();
+    assert!(
+        rows > 1,
+        "concurrent turns do not share one row (and its lock)"
+    );
+}
+
+fn message(tenant: TenantId, thread: &str, id: &str, text: &str) -> NewMessageParams {
+    NewMessageParams {
+        tenant_id: tenant,
+        character: "book-e".into(),
+        platform: Platform::Slack,
+        chat: "C1".into(),
+        thread: thread.into(),
+        platform_message_id: id.into(),
+        delivery_id: None,
+        author_id: "U1".into(),
+        text: text.into(),
+        attachments: vec![],
+        received_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn messages_written_together_each_get_their_own_outcome() {
+    let db = TestDb::create().await;
+    let a = TenantId::from(db.seed_tenant("a", "slack", "TA", "*", "book-e").await);
+    let b = TenantId::from(db.seed_tenant("b", "slack", "TB", "*", "book-e").await);
+    let store = db.service_store().await;
+    let RecordOutcome::New { inbox_id: earlier } = store
+        .tenant(a)
+        .record_message(&message(a, "t0", "TA:1", "earlier"))
+        .await
+        .unwrap()
+    else {
+        panic!("a first delivery is new");
+    };
+
+    // One writer task: all of these are written in one round, the two
+    // tenants' messages in a transaction each.
+    let writer = InboxWriter::start(&store, 1, 64);
+    let sent = [
+        message(a, "t0", "TA:1", "earlier, delivered again"),
+        message(a, "t1", "TA:2", "new"),
+        message(a, "t1", "TA:2", "new, the same message at once"),
+        message(a, "t1", "TA:3", "a follow-up in the same thread"),
+        message(b, "t1", "TB:1", "another tenant's"),
+        message(a, "t2", "TA:4", "text Postgres refuses: \0"),
+    ];
+    let outcomes = futures::future::join_all(sent.into_iter().map(|m| writer.record(m))).await;
+
+    let new = |i: usize| match &outcomes[i] {
+        Ok(RecordOutcome::New { inbox_id }) => *inbox_id,
+        other => panic!("message {i} is new, not {other:?}"),
+    };
+    assert!(matches!(
+        outcomes[0],
+        Ok(RecordOutcome::Duplicate { inbox_id, processed: false }) if inbox_id == earlier
+    ));
+    let first = new(1);
+    assert!(
+        matches!(outcomes[2], Ok(RecordOutcome::Duplicate { inbox_id, processed: false }) if inbox_id == first),
+        "the twin gets the row of the first: {:?}",
+        outcomes[2]
+    );
+    let (follow_up, other_tenant) = (new(3), new(4));
+    assert!(
+        matches!(outcomes[5], Err(StoreError::Database(_))),
+        "the bad message fails alone: {:?}",
+        outcomes[5]
+    );
+
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "SELECT id, tenant_id, conversation_id FROM inbox ORDER BY platform_message_id",
+    )
+    .fetch_all(&db.owner)
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(ids, [earlier.0, first.0, follow_up.0, other_tenant.0]);
+    assert_eq!(rows[1].2, rows[2].2, "one thread, one conversation");
+    assert_ne!(rows[0].2, rows[1].2);
+    assert_eq!(rows[3].1, b.0, "recorded under its own tenant");
+    assert_ne!(rows[3].2, rows[1].2);
 }

@@ -277,9 +277,9 @@ impl TestDb {
                  FROM generate_series(1, $3) g RETURNING id),
                message AS (
                  INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id,
-                                    author_id, text, received_at, enqueued_at, processed_at)
+                                    author_id, text, received_at, processed_at)
                  SELECT gen_random_uuid(), $1, id, 'slack', 'seed-' || id, 'W111', 'seeded',
-                        now(), now(), now()
+                        now(), now()
                  FROM conversation RETURNING id, conversation_id)
                INSERT INTO proposals (id, tenant_id, conversation_id, inbox_id, tool, request,
                                       payload_sha256, pattern_value, amount_minor, proposer,

@@ -118,8 +118,11 @@ impl DeliveryManager {
         let mut posted = Vec::new();
         for (index, text) in chunks.iter().enumerate().skip(already) {
             posted.push(self.post_chunk(platform, &target, text).await?);
-            let delivered = i32::try_from(index + 1).unwrap_or(i32::MAX);
-            store.record_chunks_delivered(outbox_id, delivered).await?;
+            // The last chunk is recorded with the delivery itself.
+            if index + 1 < chunks.len() {
+                let delivered = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                store.record_chunks_delivered(outbox_id, delivered).await?;
+            }
         }
         let event = NewEvent {
             tenant_id: item.tenant_id,
@@ -141,7 +144,12 @@ impl DeliveryManager {
             source: "gateway",
         };
         store
-            .complete_delivery(outbox_id, &delivery_stream(outbox_id), &event)
+            .complete_delivery(
+                outbox_id,
+                i32::try_from(chunks.len()).unwrap_or(i32::MAX),
+                &delivery_stream(outbox_id),
+                &event,
+            )
             .await?;
         metrics::counter!("automate_e_replies_delivered_total", "channel" => platform.as_str())
             .increment(1);

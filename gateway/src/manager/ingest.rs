@@ -5,7 +5,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use shared::access::queue::JobQueue;
-use shared::access::store::{ConversationModel, NewMessageParams, RecordOutcome, Store};
+use shared::access::store::{
+    ConversationModel, InboxWriter, NewMessageParams, RecordOutcome, RouteCache, Store,
+};
 use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY, per_minute};
 use shared::engine::route::{self, TenantLimits};
 use shared::event::Attachment;
@@ -74,6 +76,16 @@ pub enum IngestOutcome {
     Limited,
 }
 
+/// Inbox writer tasks: batches of messages written at once.
+const INBOX_WRITERS: usize = 4;
+
+/// Most messages one inbox transaction records.
+const INBOX_BATCH: usize = 64;
+
+/// How long a route lookup is reused: a changed route or tenant limit takes
+/// effect within this.
+const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Inbound rates, per user (within a tenant) and per tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboundPaces {
@@ -100,6 +112,8 @@ impl IngestOutcome {
 #[derive(Debug, Clone)]
 pub struct IngestManager {
     store: Store,
+    routes: RouteCache,
+    inbox: InboxWriter,
     queue: JobQueue,
     presence: Presence,
     limiter: Arc<Pacer>,
@@ -108,7 +122,7 @@ pub struct IngestManager {
 
 impl IngestManager {
     /// A manager over the store, the queue, the platforms' presence and the
-    /// inbound rate limiter.
+    /// inbound rate limiter. Starts the inbox's writer tasks.
     pub fn new(
         store: Store,
         queue: JobQueue,
@@ -117,6 +131,8 @@ impl IngestManager {
         paces: InboundPaces,
     ) -> Self {
         Self {
+            routes: RouteCache::new(store.clone(), ROUTE_CACHE_TTL),
+            inbox: InboxWriter::start(&store, INBOX_WRITERS, INBOX_BATCH),
             store,
             queue,
             presence,
@@ -154,7 +170,7 @@ impl IngestManager {
             .await
             .context("Cannot record the rate-limit notice")?;
         self.queue
-            .deliver_outbox(&store, outbox_id, traceparent)
+            .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -240,7 +256,7 @@ impl IngestManager {
                 Some((c, limits)) => (c.tenant_id, limits, c.character, c.chat, c.thread),
                 None => {
                     let routes = self
-                        .store
+                        .routes
                         .routes(msg.platform, &msg.workspace, &msg.chat)
                         .await
                         .context("Cannot load routes")?;
@@ -273,9 +289,9 @@ impl IngestManager {
             self.tell_limited(&params, traceparent).await?;
             return Ok(IngestOutcome::Limited);
         }
-        let store = self.store.tenant(tenant_id);
-        let (inbox_id, outcome) = match store
-            .record_message(&params)
+        let (inbox_id, outcome) = match self
+            .inbox
+            .record(params)
             .await
             .context("Cannot record message")?
         {
@@ -290,14 +306,15 @@ impl IngestManager {
             ),
             RecordOutcome::Duplicate {
                 inbox_id,
-                enqueued: true,
+                processed: true,
             } => {
                 return Ok(IngestOutcome::Duplicate(inbox_id));
             }
-            // Seen before, but the enqueue did not finish: finish it now.
+            // Seen before and not answered yet: queue it again, in case the
+            // first delivery did not get to (a no-op while it is queued).
             RecordOutcome::Duplicate {
                 inbox_id,
-                enqueued: false,
+                processed: false,
             } => (inbox_id, IngestOutcome::Duplicate(inbox_id)),
         };
         self.queue
@@ -308,10 +325,6 @@ impl IngestManager {
             })
             .await
             .context("Cannot enqueue turn")?;
-        store
-            .mark_inbox_enqueued(inbox_id)
-            .await
-            .context("Cannot mark message enqueued")?;
         Ok(outcome)
     }
 }

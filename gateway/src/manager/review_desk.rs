@@ -372,7 +372,7 @@ impl ReviewDesk {
             Some(outbox_id) => {
                 let traceparent = shared::telemetry::current_traceparent();
                 self.queue
-                    .deliver_outbox(store, outbox_id, &traceparent)
+                    .deliver_outbox(store.tenant_id(), outbox_id, &traceparent)
                     .await
             }
             None => Ok(()),

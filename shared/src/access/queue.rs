@@ -329,22 +329,21 @@ impl JobQueue {
         push(self.storage(QueueName::Delivery, 1), job, key).await
     }
 
-    /// Queues the delivery of an outbox item and notes it in the outbox.
+    /// Queues the delivery of an outbox item (the relay re-queues it when
+    /// it stays undelivered).
     pub async fn deliver_outbox(
         &self,
-        store: &crate::access::store::TenantStore,
+        tenant_id: crate::ids::TenantId,
         outbox_id: crate::ids::OutboxId,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
         self.enqueue_delivery_job(DeliveryJob::DeliverV1 {
             outbox_id,
-            tenant_id: store.tenant_id(),
+            tenant_id,
             traceparent: traceparent.to_owned(),
         })
         .await
-        .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a delivery"))?;
-        store.mark_outbox_enqueued(outbox_id).await?;
-        Ok(())
+        .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a delivery"))
     }
 
     /// Pushes a recorded job again under `task_id`, a new id: apalis keeps a

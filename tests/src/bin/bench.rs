@@ -32,6 +32,10 @@ const GATEWAY_ENV: &[(&str, &str)] = &[
     ("AE_DATABASE__MAX_CONNECTIONS", "20"),
 ];
 
+/// Slack channels the ingest scenario's messages come from (a company's
+/// agent listens in a handful; every message starts its own conversation).
+const INGEST_CHANNELS: usize = 50;
+
 /// The read tool the fake model calls once per turn.
 const READ_TOOL: &str = "get_bank_balances";
 
@@ -84,16 +88,21 @@ async fn start_worker(t: &TestEnv, concurrency: usize) -> tests::process::Servic
     .await
 }
 
-/// Posts message 0 of conversations `range`, `parallel` at a time; returns
-/// each acknowledgement's latency.
-async fn post(t: &TestEnv, range: std::ops::Range<usize>, parallel: usize) -> Vec<Duration> {
+/// Posts message 0 of conversations `range`, `parallel` at a time, each in
+/// its own Slack channel or spread over `channels`; returns each
+/// acknowledgement's latency.
+async fn post_in(
+    t: &TestEnv,
+    range: std::ops::Range<usize>,
+    parallel: usize,
+    channels: Option<usize>,
+) -> Vec<Duration> {
     let ts = chrono::Utc::now().timestamp().to_string();
     let signed: Vec<(String, String)> = range
         .map(|c| {
-            // One channel per conversation: replies are paced per channel,
-            // as Slack allows about one message a second in each.
             let mut event: Value = serde_json::from_str(&SlackLoad::event(c, 0)).expect("event");
-            event["event"]["channel"] = json!(format!("CB{c:07}"));
+            let channel = channels.map_or(c, |n| c % n);
+            event["event"]["channel"] = json!(format!("CB{channel:07}"));
             let body = event.to_string();
             let signature = slack_signature(SLACK_SIGNING_SECRET, &ts, &body);
             (body, signature)
@@ -112,6 +121,12 @@ async fn post(t: &TestEnv, range: std::ops::Range<usize>, parallel: usize) -> Ve
         .buffer_unordered(parallel)
         .collect()
         .await
+}
+
+/// Like [`post_in`], one channel per conversation: replies are paced per
+/// channel, as Slack allows about one message a second in each.
+async fn post(t: &TestEnv, range: std::ops::Range<usize>, parallel: usize) -> Vec<Duration> {
+    post_in(t, range, parallel, None).await
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -178,9 +193,10 @@ struct CpuUse {
 }
 
 impl CpuUse {
-    fn now(worker: u32, gateway: u32) -> Self {
+    /// Now; `worker` is `None` when no worker runs.
+    fn now(worker: Option<u32>, gateway: u32) -> Self {
         Self {
-            worker: cpu_seconds(&[], &[worker]),
+            worker: worker.map_or(0.0, |pid| cpu_seconds(&[], &[pid])),
             gateway: cpu_seconds(&[], &[gateway]),
             postgres: cpu_seconds(&["postgres"], &[]),
             redis: cpu_seconds(&["redis-server"], &[]),
@@ -188,11 +204,12 @@ impl CpuUse {
         }
     }
 
-    /// CPU milliseconds per turn spent by each part since `before`.
+    /// CPU milliseconds per item (turn, webhook) spent by each part since
+    /// `before`.
     #[expect(clippy::cast_precision_loss)]
-    fn per_turn_ms(&self, before: &Self, turns: usize) -> Value {
+    fn per_item_ms(&self, before: &Self, items: usize) -> Value {
         let ms =
-            |now: f64, then: f64| ((now - then) * 1000.0 / turns as f64 * 100.0).round() / 100.0;
+            |now: f64, then: f64| ((now - then) * 1000.0 / items as f64 * 100.0).round() / 100.0;
         json!({
             "worker": ms(self.worker, before.worker),
             "gateway": ms(self.gateway, before.gateway),
@@ -214,10 +231,10 @@ async fn turn(n: usize, sequential: usize) -> Value {
     let gateway = t.gateway_process().pid();
     t.slack.wait_posted_total(1).await;
     let first = Instant::now();
-    let cpu_before = CpuUse::now(worker.pid(), gateway);
+    let cpu_before = CpuUse::now(Some(worker.pid()), gateway);
     t.slack.wait_posted_total(n).await;
     let drained = first.elapsed();
-    let cpu = CpuUse::now(worker.pid(), gateway).per_turn_ms(&cpu_before, n - 1);
+    let cpu = CpuUse::now(Some(worker.pid()), gateway).per_item_ms(&cpu_before, n - 1);
     #[expect(clippy::cast_precision_loss)]
     let turns_per_s = (n - 1) as f64 / drained.as_secs_f64();
 
@@ -273,9 +290,12 @@ async fn concurrency(n: usize, worker_concurrency: usize) -> Value {
 /// `n` signed webhooks, `parallel` connections at once, no worker.
 async fn ingest(n: usize, parallel: usize) -> Value {
     let t = start().await;
+    let gateway = t.gateway_process().pid();
+    let cpu_before = CpuUse::now(None, gateway);
     let started = Instant::now();
-    let mut latencies = post(&t, 0..n, parallel).await;
+    let mut latencies = post_in(&t, 0..n, parallel, Some(INGEST_CHANNELS)).await;
     let elapsed = started.elapsed();
+    let cpu = CpuUse::now(None, gateway).per_item_ms(&cpu_before, n);
     latencies.sort();
     let queued = t
         .queue
@@ -293,6 +313,7 @@ async fn ingest(n: usize, parallel: usize) -> Value {
         "acks_per_s": n as f64 / elapsed.as_secs_f64(),
         "ack_p50_ms": percentile(&latencies, 0.5),
         "ack_p99_ms": percentile(&latencies, 0.99),
+        "cpu_ms_per_webhook": cpu,
         "gateway_peak_rss_mib": peak_rss_mib(t.gateway_process().pid()),
     });
     t.finish().await;

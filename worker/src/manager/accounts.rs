@@ -25,10 +25,14 @@ impl Accounts {
         store: &TenantStore,
     ) -> Result<(TenantSettings, AccountingTarget), JobFailure> {
         let settings = store.settings().await?;
-        let target = self
-            .config
-            .target_for(&settings)
-            .map_err(|e| JobFailure::Permanent(anyhow::anyhow!(e)))?;
+        let target = self.target(&settings)?;
         Ok((settings, target))
+    }
+
+    /// The Accounting API of a tenant with these settings.
+    pub fn target(&self, settings: &TenantSettings) -> Result<AccountingTarget, JobFailure> {
+        self.config
+            .target_for(settings)
+            .map_err(|e| JobFailure::Permanent(anyhow::anyhow!(e)))
     }
 }

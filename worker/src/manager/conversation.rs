@@ -3,15 +3,23 @@
 //! (see `store::lease`). A turn answers the oldest pending message, folded
 //! with the same author's rapid follow-ups: history, prompt, model rounds
 //! with read tools, events, reply to the outbox, and the reply's delivery.
+//!
+//! A turn writes in few transactions: one takes the lease, one reads the
+//! turn's context and records the messages, one after each model call that
+//! asks for tools (so the call and its tokens are recorded before any tool
+//! acts), one ends the turn (the last events, the reply, the outbox) and one
+//! gives the lease back. Tool results are recorded with the next write.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use shared::access::accounting::AccountingTarget;
 use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
-use shared::access::store::{InboxModel, Lease, NewEvent, ReplyParams, Store, TenantStore};
+use shared::access::store::{
+    InboxModel, Lease, NewEvent, ReplyParams, Store, StoreError, TenantStore, TenantTx, TokenBudget,
+};
 use shared::character::{Character, Characters};
 use shared::engine::prompt::{self, ChatMessage, PromptContext};
 use shared::engine::tool::function_specs;
@@ -20,7 +28,7 @@ use shared::event::{
     Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
     TurnFailed, conversation_stream,
 };
-use shared::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
+use shared::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, TenantId};
 use shared::job::{JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +62,21 @@ pub enum TurnOutcome {
     /// The message was answered before (a redelivered job), or by another
     /// job's turn it was folded into.
     AlreadyDone,
+}
+
+/// How a job's turns ended.
+struct Done {
+    outcome: TurnOutcome,
+    /// The conversation's proposals no review picked up yet, when the last
+    /// turn gave the lease back with its reply (else `finish` does both).
+    unreviewed: Option<Vec<ProposalId>>,
+}
+
+/// A reply written by a turn.
+struct Reply {
+    outbox_id: OutboxId,
+    /// As in [`Done`]: set when this turn also gave the lease back.
+    unreviewed: Option<Vec<ProposalId>>,
 }
 
 /// Runs agent turns.
@@ -93,6 +116,12 @@ struct Turn<'a> {
     evidence: Vec<Evidence>,
     /// The tenant's Accounting API.
     target: AccountingTarget,
+    /// The tenant's token budget as last read or written.
+    budget: TokenBudget,
+    /// Events not written yet: written with the turn's next write.
+    unwritten: Vec<NewEvent>,
+    /// Tokens not added to the tenant's usage yet, by day.
+    unwritten_tokens: Vec<(NaiveDate, i64)>,
 }
 
 impl Turn<'_> {
@@ -121,6 +150,29 @@ impl Turn<'_> {
             kind: ActorKind::Agent,
             id: self.character.name.clone(),
         }
+    }
+
+    /// Writes the unwritten events and then the token usage in `tx`.
+    async fn write_unwritten(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
+        self.write_events(tx).await?;
+        self.write_tokens(tx).await
+    }
+
+    async fn write_events(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
+        self.version = tx
+            .append(&self.stream, self.version, &self.unwritten)
+            .await?;
+        self.unwritten.clear();
+        Ok(())
+    }
+
+    /// Adds the unwritten tokens to the tenant's usage: the last statement
+    /// of a transaction, as it locks a usage row until the commit.
+    async fn write_tokens(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
+        for (day, tokens) in self.unwritten_tokens.drain(..) {
+            self.budget = tx.add_token_usage(day, tokens).await?;
+        }
+        Ok(())
     }
 }
 
@@ -158,49 +210,63 @@ impl ConversationManager {
         traceparent: &str,
         shutdown: &CancellationToken,
     ) -> Result<TurnOutcome, JobFailure> {
-        let msg = self.store.tenant(tenant).inbox_message(inbox_id).await?;
-        let mut outcome = TurnOutcome::AlreadyDone;
-        if msg.processed_at.is_none()
-            && let Some(lease) = self.wait_for_lease(&msg).await?
-        {
+        let store = self.store.tenant(tenant);
+        let (msg, claimed) = self.claim(&store, inbox_id).await?;
+        let lease = claimed.as_ref().map(|(lease, _)| *lease);
+        let mut done = Done {
+            outcome: TurnOutcome::AlreadyDone,
+            unreviewed: None,
+        };
+        if let Some((lease, tx)) = claimed {
             let renewal = self.keep_renewed(lease);
             let answered = self
-                .answer_until(lease, inbox_id, traceparent, shutdown)
+                .answer_until(&store, tx, lease, inbox_id, traceparent, shutdown)
                 .await;
             drop(renewal);
-            if let Err(e) = self.store.tenant(tenant).release_lease(&lease).await {
-                tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
+            match answered {
+                Ok(answered) => done = answered,
+                Err(e) => {
+                    if let Err(release) =
+                        Self::finish(&store, Some(lease), msg.conversation_id).await
+                    {
+                        tracing::warn!(error = %release, "Cannot release a conversation lease; it will expire");
+                    }
+                    return Err(e);
+                }
             }
-            outcome = answered?;
         }
-        self.review_proposals(tenant, msg.conversation_id, traceparent)
+        let unreviewed = match done.unreviewed {
+            Some(ids) => ids,
+            None => Self::finish(&store, lease, msg.conversation_id).await?,
+        };
+        self.review_proposals(tenant, unreviewed, traceparent)
             .await?;
-        Ok(outcome)
+        Ok(done.outcome)
     }
 
-    /// Takes the conversation's lease, waiting while another worker holds
-    /// it; `None` when this message got answered meanwhile.
-    async fn wait_for_lease(&self, msg: &InboxModel) -> Result<Option<Lease>, JobFailure> {
+    /// Reads the message and takes its conversation's lease, waiting while
+    /// another worker holds it; no lease when the message is answered. The
+    /// lease comes with the transaction that took it, still open (the
+    /// turn's first step goes on in it).
+    async fn claim(
+        &self,
+        store: &TenantStore,
+        inbox_id: InboxId,
+    ) -> Result<(InboxModel, Option<(Lease, TenantTx)>), JobFailure> {
         let deadline = Instant::now() + self.settings.lease_wait;
         loop {
-            let lease = self
-                .store
-                .tenant(msg.tenant_id)
+            let mut tx = store.begin().await?;
+            let msg = tx.inbox_message(inbox_id).await?;
+            if msg.processed_at.is_some() {
+                return Ok((msg, None));
+            }
+            if let Some(lease) = tx
                 .try_acquire_lease(msg.conversation_id, &self.holder, self.settings.lease_ttl)
-                .await?;
-            if lease.is_some() {
-                return Ok(lease);
-            }
-            if self
-                .store
-                .tenant(msg.tenant_id)
-                .inbox_message(msg.id)
                 .await?
-                .processed_at
-                .is_some()
             {
-                return Ok(None);
+                return Ok((msg, Some((lease, tx))));
             }
+            drop(tx);
             if Instant::now() >= deadline {
                 return Err(JobFailure::deferred(
                     anyhow::anyhow!("conversation {} is busy", msg.conversation_id),
@@ -209,6 +275,22 @@ impl ConversationManager {
             }
             tokio::time::sleep(LEASE_POLL_INTERVAL).await;
         }
+    }
+
+    /// Gives the lease back (if held) and lists the conversation's
+    /// proposals no review picked up yet, in one transaction.
+    async fn finish(
+        store: &TenantStore,
+        lease: Option<Lease>,
+        conversation: ConversationId,
+    ) -> Result<Vec<ProposalId>, StoreError> {
+        let mut tx = store.begin().await?;
+        if let Some(lease) = &lease {
+            tx.release_lease(lease).await?;
+        }
+        let unreviewed = tx.unreviewed_proposals(conversation).await?;
+        tx.commit().await?;
+        Ok(unreviewed)
     }
 
     fn keep_renewed(&self, lease: Lease) -> Renewal {
@@ -232,36 +314,45 @@ impl ConversationManager {
     }
 
     /// Under `lease`, answers the conversation's pending messages oldest
-    /// first until `own` is answered.
+    /// first until `own` is answered; `claimed` is the open transaction
+    /// that took the lease.
     async fn answer_until(
         &self,
+        store: &TenantStore,
+        claimed: TenantTx,
         lease: Lease,
         own: InboxId,
         traceparent: &str,
         shutdown: &CancellationToken,
-    ) -> Result<TurnOutcome, JobFailure> {
+    ) -> Result<Done, JobFailure> {
         let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
+        let mut claimed = Some(claimed);
         loop {
-            if self
-                .store
-                .tenant(lease.tenant_id)
-                .inbox_message(own)
-                .await?
-                .processed_at
-                .is_some()
-            {
-                return Ok(TurnOutcome::AlreadyDone);
+            let mut tx = match claimed.take() {
+                Some(tx) => tx,
+                None => store.begin_fenced(&lease).await?,
+            };
+            if tx.inbox_message(own).await?.processed_at.is_some() {
+                tx.commit().await?;
+                return Ok(Done {
+                    outcome: TurnOutcome::AlreadyDone,
+                    unreviewed: None,
+                });
             }
-            let pending = self
-                .store
-                .tenant(lease.tenant_id)
-                .pending_messages(lease.conversation_id, limit)
-                .await?;
+            let pending = tx.pending_messages(lease.conversation_id, limit).await?;
             let authors: Vec<&str> = pending.iter().map(|m| m.author_id.as_str()).collect();
             let batch = &pending[..turn::fold_count(&authors)];
             let is_own = batch.iter().any(|m| m.id == own);
-            match self.answer(lease, batch, traceparent).await {
-                Ok(Some(outbox_id)) if is_own => return Ok(TurnOutcome::Replied(outbox_id)),
+            match self
+                .answer(store, tx, lease, batch, traceparent, is_own)
+                .await
+            {
+                Ok(Some(reply)) if is_own => {
+                    return Ok(Done {
+                        outcome: TurnOutcome::Replied(reply.outbox_id),
+                        unreviewed: reply.unreviewed,
+                    });
+                }
                 // Answered, or a message was answered (given up) meanwhile:
                 // look again.
                 Ok(_) => {}
@@ -284,14 +375,19 @@ impl ConversationManager {
         }
     }
 
-    /// One turn for `batch` (a message and its folded follow-ups); `None`
-    /// when another writer answered them first.
+    /// One turn for `batch` (a message and its folded follow-ups), whose
+    /// context is read in `tx` (which holds `lease`); `None` when another
+    /// writer answered them first. The `last` turn of a job gives the lease
+    /// back with its reply.
     async fn answer(
         &self,
+        store: &TenantStore,
+        mut tx: TenantTx,
         lease: Lease,
         batch: &[InboxModel],
         traceparent: &str,
-    ) -> Result<Option<OutboxId>, JobFailure> {
+        last: bool,
+    ) -> Result<Option<Reply>, JobFailure> {
         // The oldest message leads: the same on every retry of this turn,
         // so a proposal filed again is recognised (filed once per lead).
         let Some(msg) = batch.first() else {
@@ -307,30 +403,28 @@ impl ConversationManager {
                 character.name
             )));
         }
-        let store = self.store.tenant(msg.tenant_id);
-        let (tenant, target) = self.accounts.of(&store).await?;
+        let tenant = tx.settings().await?;
+        let target = self.accounts.target(&tenant)?;
         let memory = &character.memory;
         let remembered_since = memory
             .history_days
             .map(|days| Utc::now() - chrono::Duration::days(i64::from(days)));
         let facts = match Platform::parse(&msg.platform) {
             Some(platform) => {
-                store
-                    .user_facts(
-                        platform,
-                        &msg.author_id,
-                        remembered_since,
-                        i64::from(memory.facts),
-                    )
-                    .await?
+                tx.user_facts(
+                    platform,
+                    &msg.author_id,
+                    remembered_since,
+                    i64::from(memory.facts),
+                )
+                .await?
             }
             None => Vec::new(),
         };
         let stream = conversation_stream(msg.conversation_id);
-        let history = self
-            .history(&store, &stream, batch, character, remembered_since)
-            .await?;
-        let version = store.stream_version(&stream).await?;
+        let history = Self::history(&mut tx, &stream, batch, character, remembered_since).await?;
+        let version = tx.stream_version(&stream).await?;
+        let budget = tx.token_budget(Utc::now().date_naive()).await?;
         let mut turn = Turn {
             msg,
             lease,
@@ -340,8 +434,11 @@ impl ConversationManager {
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
             evidence: Vec::new(),
             target,
+            budget,
+            unwritten: Vec::new(),
+            unwritten_tokens: Vec::new(),
         };
-        let received: Vec<NewEvent> = batch
+        turn.unwritten = batch
             .iter()
             .map(|m| {
                 let event = ConversationEvent::MessageReceived(MessageReceived {
@@ -357,7 +454,8 @@ impl ConversationManager {
                 turn.event(&event, user, Some(format!("message:{}", m.id)))
             })
             .collect();
-        self.append(&mut turn, &received).await?;
+        turn.write_unwritten(&mut tx).await?;
+        tx.commit().await?;
 
         let content = batch
             .iter()
@@ -373,7 +471,7 @@ impl ConversationManager {
                 message: &content,
             },
         );
-        let reply = self.converse(&mut turn, messages).await?;
+        let reply = self.converse(store, &mut turn, messages).await?;
 
         let outbox_id = OutboxId::new_v7();
         let composed = ConversationEvent::ReplyComposed(ReplyComposed {
@@ -381,6 +479,8 @@ impl ConversationManager {
             outbox_id,
             text: reply.clone(),
         });
+        let mut tx = store.begin_fenced(&lease).await?;
+        turn.write_events(&mut tx).await?;
         let params = ReplyParams {
             outbox_id,
             inbox_ids: batch.iter().map(|m| m.id).collect(),
@@ -391,18 +491,24 @@ impl ConversationManager {
             events: vec![turn.event(&composed, turn.agent(), Some(format!("reply:{}", msg.id)))],
             text: reply,
         };
-        if !self
-            .store
-            .tenant(msg.tenant_id)
-            .complete_turn(&params)
-            .await?
-        {
+        if !tx.complete_turn(&params).await? {
             return Ok(None);
         }
+        let unreviewed = if last {
+            tx.release_lease(&lease).await?;
+            Some(tx.unreviewed_proposals(msg.conversation_id).await?)
+        } else {
+            None
+        };
+        turn.write_tokens(&mut tx).await?;
+        tx.commit().await?;
         self.queue
-            .deliver_outbox(&self.store.tenant(msg.tenant_id), outbox_id, traceparent)
+            .deliver_outbox(msg.tenant_id, outbox_id, traceparent)
             .await?;
-        Ok(Some(outbox_id))
+        Ok(Some(Reply {
+            outbox_id,
+            unreviewed,
+        }))
     }
 
     /// Gives up on a message after its last attempt: under the
@@ -416,22 +522,21 @@ impl ConversationManager {
         reason: &str,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
-        let msg = self.store.tenant(tenant).inbox_message(inbox_id).await?;
-        if msg.processed_at.is_some() {
-            return Ok(());
-        }
-        let Some(lease) = self.wait_for_lease(&msg).await? else {
+        let store = self.store.tenant(tenant);
+        let (msg, claimed) = self.claim(&store, inbox_id).await?;
+        let Some((lease, tx)) = claimed else {
             return Ok(());
         };
+        tx.commit().await?;
         let written = self.write_failure(&msg, lease, reason, traceparent).await;
-        if let Err(e) = self.store.tenant(tenant).release_lease(&lease).await {
+        if let Err(e) = store.release_lease(&lease).await {
             tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
         }
         let Some(outbox_id) = written? else {
             return Ok(());
         };
         self.queue
-            .deliver_outbox(&self.store.tenant(tenant), outbox_id, traceparent)
+            .deliver_outbox(tenant, outbox_id, traceparent)
             .await
     }
 
@@ -491,6 +596,7 @@ impl ConversationManager {
     /// Model rounds until the model answers without tools (or the round limit).
     async fn converse(
         &self,
+        store: &TenantStore,
         turn: &mut Turn<'_>,
         mut messages: Vec<ChatMessage>,
     ) -> Result<String, JobFailure> {
@@ -507,12 +613,7 @@ impl ConversationManager {
             .unwrap_or(self.settings.default_max_tool_rounds);
         for round in 1..=max_rounds {
             let today = Utc::now().date_naive();
-            let budget = self
-                .store
-                .tenant(turn.msg.tenant_id)
-                .token_budget(today)
-                .await?;
-            if budget.is_spent() {
+            if turn.budget.is_spent() {
                 metrics::counter!("automate_e_budget_refusals_total").increment(1);
                 return Ok(turn::on_break_reply(today.succ_opt().unwrap_or(today)));
             }
@@ -540,15 +641,16 @@ impl ConversationManager {
                 duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             });
             let tokens = i64::from(completion.input_tokens) + i64::from(completion.output_tokens);
-            self.store
-                .tenant(turn.msg.tenant_id)
-                .add_token_usage(today, tokens)
-                .await?;
+            turn.unwritten_tokens.push((today, tokens));
             let event = turn.event(&called, turn.agent(), None);
-            self.append(turn, &[event]).await?;
+            turn.unwritten.push(event);
             match turn::next_step(&completion.answer, round, max_rounds) {
+                // Written with the reply.
                 Step::Reply(text) => return Ok(text),
                 Step::CallTools(calls) => {
+                    let mut tx = store.begin_fenced(&turn.lease).await?;
+                    turn.write_unwritten(&mut tx).await?;
+                    tx.commit().await?;
                     messages.push(ChatMessage::Assistant {
                         content: completion.answer.content.clone(),
                         tool_calls: calls.clone(),
@@ -574,7 +676,7 @@ impl ConversationManager {
                             turn.agent(),
                             None,
                         );
-                        self.append(turn, &[event]).await?;
+                        turn.unwritten.push(event);
                         messages.push(ChatMessage::Tool {
                             tool_call_id: call.id.clone(),
                             content: run.content,
@@ -592,15 +694,10 @@ impl ConversationManager {
     async fn review_proposals(
         &self,
         tenant: TenantId,
-        conversation: ConversationId,
+        unreviewed: Vec<ProposalId>,
         traceparent: &str,
     ) -> Result<(), JobFailure> {
-        for proposal_id in self
-            .store
-            .tenant(tenant)
-            .unreviewed_proposals(conversation)
-            .await?
-        {
+        for proposal_id in unreviewed {
             self.queue
                 .enqueue_worker_job(WorkerJob::ReviewV1 {
                     proposal_id,
@@ -613,21 +710,11 @@ impl ConversationManager {
         Ok(())
     }
 
-    async fn append(&self, turn: &mut Turn<'_>, events: &[NewEvent]) -> Result<(), JobFailure> {
-        turn.version = self
-            .store
-            .tenant(turn.msg.tenant_id)
-            .append_fenced(&turn.lease, &turn.stream, turn.version, events)
-            .await?;
-        Ok(())
-    }
-
     /// Earlier user messages and replies of the conversation, oldest first,
     /// without the messages being answered now: the character's retention
     /// (newest `history_messages`, none older than `since`).
     async fn history(
-        &self,
-        store: &TenantStore,
+        tx: &mut TenantTx,
         stream: &str,
         current: &[InboxModel],
         character: &Character,
@@ -637,7 +724,7 @@ impl ConversationManager {
             ConversationEvent::MESSAGE_RECEIVED,
             ConversationEvent::REPLY_COMPOSED,
         ];
-        let events = store.read_stream(stream, &types).await?;
+        let events = tx.read_stream(stream, &types).await?;
         let mut messages: Vec<ChatMessage> = events
             .into_iter()
             .filter(|e| since.is_none_or(|since| e.occurred_at >= since))

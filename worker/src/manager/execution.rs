@@ -83,7 +83,7 @@ impl ExecutionManager {
         tx.commit().await?;
         if let Some(outbox_id) = notice {
             self.queue
-                .deliver_outbox(&store, outbox_id, traceparent)
+                .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
                 .await?;
         }
         Ok(())
@@ -220,7 +220,7 @@ impl ExecutionManager {
         metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
         if let Some(outbox_id) = notice_id {
             self.queue
-                .deliver_outbox(&store, outbox_id, traceparent)
+                .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
                 .await?;
         }
         match outcome {

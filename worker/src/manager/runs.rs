@@ -163,7 +163,7 @@ impl RunManager {
             .increment(1);
         if completed {
             self.queue
-                .deliver_outbox(&store, outbox_id, traceparent)
+                .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
                 .await?;
         }
         Ok(())

@@ -191,6 +191,18 @@ impl TenantStore {
         horizon: Duration,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
+        let existing = sqlx::query_scalar::<_, i64>(
+            "SELECT position FROM trigger_cursors WHERE tenant_id = $1 AND character = $2",
+        )
+        .bind(self.tenant)
+        .bind(character)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(position) = existing {
+            return Ok(position);
+        }
+        // Only a new cursor looks back over the horizon (a cost that grows
+        // with the events in it, so not on every tick).
         let position = sqlx::query_scalar::<_, i64>(
             "WITH inserted AS ( \
                 INSERT INTO trigger_cursors (tenant_id, character, position) \

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::event::Actor;
 use crate::ids::{EventId, TenantId};
 
@@ -124,7 +124,7 @@ impl TenantStore {
         events: &[NewEvent],
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
-        let version = append(&mut tx, stream, expected, events).await?;
+        let version = tx.append(stream, expected, events).await?;
         tx.commit().await?;
         Ok(version)
     }
@@ -137,43 +137,57 @@ impl TenantStore {
         expected: i64,
         events: &[NewEvent],
     ) -> Result<i64, StoreError> {
-        let mut tx = self.begin().await?;
-        super::lease::check_fence(&mut tx, lease).await?;
-        let version = append(&mut tx, stream, expected, events).await?;
+        let mut tx = self.begin_fenced(lease).await?;
+        let version = tx.append(stream, expected, events).await?;
         tx.commit().await?;
         Ok(version)
     }
+}
+
+impl TenantTx {
+    /// Appends events to a stream at the expected version; see [`append`].
+    pub async fn append(
+        &mut self,
+        stream: &str,
+        expected: i64,
+        events: &[NewEvent],
+    ) -> Result<i64, StoreError> {
+        append(self, stream, expected, events).await
+    }
 
     /// The last version of a stream (0 when empty).
-    pub async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
-        let mut tx = self.begin().await?;
+    pub async fn stream_version(&mut self, stream: &str) -> Result<i64, StoreError> {
         let version = sqlx::query_scalar::<_, Option<i64>>(
             "SELECT max(version) FROM events WHERE stream = $1",
         )
         .bind(stream)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **self)
         .await?;
-        tx.commit().await?;
         Ok(version.unwrap_or(0))
     }
 
     /// Events of a stream of the given types, oldest first.
     pub async fn read_stream(
-        &self,
+        &mut self,
         stream: &str,
         types: &[&str],
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
-        let mut tx = self.begin().await?;
         let events = sqlx::query_as::<_, StoredEvent>(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE stream = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2)) ORDER BY version"
         ))
         .bind(stream)
         .bind(&types)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **self)
         .await?;
-        tx.commit().await?;
         Ok(events)
     }
+}
+
+in_own_transaction! {
+    /// The last version of a stream (0 when empty).
+    fn stream_version(&self, stream: &str) -> i64;
+    /// Events of a stream of the given types, oldest first.
+    fn read_stream(&self, stream: &str, types: &[&str]) -> Vec<StoredEvent>;
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::ids::{ConversationId, Platform};
 
 /// Facts kept per user; an agent cannot store more.
@@ -38,16 +38,17 @@ impl TenantStore {
         tx.commit().await?;
         Ok(stored == 1)
     }
+}
 
+impl TenantTx {
     /// The newest `limit` facts about a user learned since `since`, oldest first.
     pub async fn user_facts(
-        &self,
+        &mut self,
         platform: Platform,
         user_id: &str,
         since: Option<DateTime<Utc>>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.begin().await?;
         let mut facts = sqlx::query_scalar::<_, String>(
             "SELECT fact FROM user_facts WHERE tenant_id = $1 AND platform = $2 AND user_id = $3 \
              AND ($4::timestamptz IS NULL OR learned_at >= $4) ORDER BY learned_at DESC, fact LIMIT $5",
@@ -57,10 +58,14 @@ impl TenantStore {
         .bind(user_id)
         .bind(since)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **self)
         .await?;
-        tx.commit().await?;
         facts.reverse();
         Ok(facts)
     }
+}
+
+in_own_transaction! {
+    /// The newest `limit` facts about a user learned since `since`, oldest first.
+    fn user_facts(&self, platform: Platform, user_id: &str, since: Option<DateTime<Utc>>, limit: i64) -> Vec<String>;
 }

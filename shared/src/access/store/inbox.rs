@@ -1,11 +1,13 @@
 //! The durable inbox: every accepted inbound message, deduplicated on the
 //! platform's message id, and its conversation.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::event::Attachment;
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
@@ -63,8 +65,9 @@ pub enum RecordOutcome {
     Duplicate {
         /// The existing row.
         inbox_id: InboxId,
-        /// Whether its job was enqueued already.
-        enqueued: bool,
+        /// Whether its turn is done (else its job is queued again, a no-op
+        /// while it is still on the queue).
+        processed: bool,
     },
 }
 
@@ -101,6 +104,25 @@ pub struct InboxModel {
 pub(super) const INBOX_COLUMNS: &str = "i.id, i.tenant_id, i.conversation_id, c.character, \
      c.platform, c.chat, c.thread, i.author_id, i.text, i.attachments, i.received_at, i.processed_at";
 
+/// A conversation's key, with the character that answers it if it is new.
+struct ConversationKey<'a> {
+    platform: &'a str,
+    chat: &'a str,
+    thread: &'a str,
+    character: &'a str,
+}
+
+impl<'a> ConversationKey<'a> {
+    fn of(p: &'a NewMessageParams) -> Self {
+        Self {
+            platform: p.platform.as_str(),
+            chat: &p.chat,
+            thread: &p.thread,
+            character: &p.character,
+        }
+    }
+}
+
 /// The conversation `(tenant, platform, chat, thread)`, created for
 /// `character` if it does not exist yet.
 pub(super) async fn conversation_for(
@@ -111,46 +133,177 @@ pub(super) async fn conversation_for(
     thread: &str,
     character: &str,
 ) -> Result<ConversationId, StoreError> {
+    let key = ConversationKey {
+        platform: platform.as_str(),
+        chat,
+        thread,
+        character,
+    };
+    let ids = conversations_for(conn, tenant, &[key]).await?;
+    ids.into_iter()
+        .next()
+        .ok_or(StoreError::NotFound("conversation"))
+}
+
+/// The conversations of `keys`, in their order, each created if it does not
+/// exist yet: one statement for any number of keys.
+async fn conversations_for(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    keys: &[ConversationKey<'_>],
+) -> Result<Vec<ConversationId>, StoreError> {
+    let column = |field: for<'k> fn(&'k ConversationKey<'k>) -> &'k str| -> Vec<String> {
+        keys.iter().map(|k| field(k).to_owned()).collect()
+    };
+    let new_ids: Vec<uuid::Uuid> = keys.iter().map(|_| ConversationId::new_v7().0).collect();
+    let mut found = HashMap::new();
+    // Each key is looked up on its own (LATERAL ... LIMIT 1 keeps the planner
+    // from scanning all of the tenant's conversations instead).
     // Two attempts: a concurrent first message of the same conversation may
-    // insert the row between our insert and our select.
+    // insert the row after this statement's snapshot (our insert then waits
+    // for it and skips, and the select does not see it yet).
     for _ in 0..2 {
-        let id = sqlx::query_scalar::<_, ConversationId>(
-            "WITH inserted AS ( \
+        let rows = sqlx::query_as::<_, (ConversationId, String, String, String)>(
+            "WITH m AS (SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 AS m (id, platform, chat, thread, character)), \
+             inserted AS ( \
                 INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
-                VALUES ($1, $2, $3, $4, $5, $6) \
-                ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING RETURNING id) \
-             SELECT id FROM inserted UNION ALL \
-             SELECT id FROM conversations WHERE tenant_id = $2 AND platform = $3 AND chat = $4 AND thread = $5 \
-             LIMIT 1",
+                SELECT DISTINCT ON (platform, chat, thread) id, $1, platform, chat, thread, character FROM m \
+                ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING \
+                RETURNING id, platform, chat, thread) \
+             SELECT id, platform, chat, thread FROM inserted UNION ALL \
+             SELECT c.id, c.platform, c.chat, c.thread FROM (SELECT DISTINCT platform, chat, thread FROM m) k, \
+             LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c \
+                 WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat AND c.thread = k.thread \
+                 LIMIT 1) c",
         )
-        .bind(ConversationId::new_v7())
         .bind(tenant)
-        .bind(platform.as_str())
-        .bind(chat)
-        .bind(thread)
-        .bind(character)
-        .fetch_optional(&mut *conn)
+        .bind(&new_ids)
+        .bind(column(|k| k.platform))
+        .bind(column(|k| k.chat))
+        .bind(column(|k| k.thread))
+        .bind(column(|k| k.character))
+        .fetch_all(&mut *conn)
         .await?;
-        if let Some(id) = id {
-            return Ok(id);
+        found.extend(
+            rows.into_iter()
+                .map(|(id, platform, chat, thread)| ((platform, chat, thread), id)),
+        );
+        let ids: Option<Vec<ConversationId>> = keys
+            .iter()
+            .map(|k| {
+                let key = (
+                    k.platform.to_owned(),
+                    k.chat.to_owned(),
+                    k.thread.to_owned(),
+                );
+                found.get(&key).copied()
+            })
+            .collect();
+        if let Some(ids) = ids {
+            return Ok(ids);
         }
     }
     Err(StoreError::NotFound("conversation"))
 }
 
-async fn conversation_id(
-    conn: &mut PgConnection,
-    p: &NewMessageParams,
-) -> Result<ConversationId, StoreError> {
-    conversation_for(
-        conn,
-        p.tenant_id,
-        p.platform,
-        &p.chat,
-        &p.thread,
-        &p.character,
-    )
-    .await
+impl TenantTx {
+    /// Records inbound messages of this tenant (and their conversations),
+    /// each once: a redelivery, or the same message twice in `batch`, gets
+    /// the existing row. Outcomes are in `batch` order. A fixed number of
+    /// statements for any number of messages.
+    pub async fn record_messages(
+        &mut self,
+        batch: &[&NewMessageParams],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let keys: Vec<ConversationKey<'_>> = batch.iter().map(|p| ConversationKey::of(p)).collect();
+        let tenant = self.tenant;
+        let conversations = conversations_for(self, tenant, &keys).await?;
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|_| InboxId::new_v7().0).collect();
+        let platforms: Vec<&str> = batch.iter().map(|p| p.platform.as_str()).collect();
+        let message_ids: Vec<&str> = batch
+            .iter()
+            .map(|p| p.platform_message_id.as_str())
+            .collect();
+        let inserted: HashSet<InboxId> = sqlx::query_scalar::<_, InboxId>(
+            "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
+             delivery_id, author_id, text, attachments, received_at) \
+             SELECT m.id, $1, m.conversation_id, m.platform, m.platform_message_id, m.delivery_id, \
+             m.author_id, m.text, m.attachments, m.received_at \
+             FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::jsonb[], $10::timestamptz[]) AS m (id, conversation_id, platform, \
+             platform_message_id, delivery_id, author_id, text, attachments, received_at) \
+             ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id",
+        )
+        .bind(tenant)
+        .bind(&ids)
+        .bind(conversations.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(&platforms)
+        .bind(&message_ids)
+        .bind(
+            batch
+                .iter()
+                .map(|p| p.delivery_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            batch
+                .iter()
+                .map(|p| p.author_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|p| p.text.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|p| Json(&p.attachments))
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|p| p.received_at).collect::<Vec<_>>())
+        .fetch_all(&mut **self)
+        .await?
+        .into_iter()
+        .collect();
+        let mut existing = HashMap::new();
+        if inserted.len() < batch.len() {
+            let rows = sqlx::query_as::<_, (String, String, InboxId, bool)>(
+                "SELECT i.platform, i.platform_message_id, i.id, i.processed_at IS NOT NULL \
+                 FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS k (platform, message)) k, \
+                 LATERAL (SELECT i.platform, i.platform_message_id, i.id, i.processed_at FROM inbox i \
+                     WHERE i.platform = k.platform AND i.platform_message_id = k.message LIMIT 1) i",
+            )
+            .bind(&platforms)
+            .bind(&message_ids)
+            .fetch_all(&mut **self)
+            .await?;
+            existing.extend(
+                rows.into_iter().map(|(platform, message, id, processed)| {
+                    ((platform, message), (id, processed))
+                }),
+            );
+        }
+        batch
+            .iter()
+            .zip(ids)
+            .map(|(p, id)| {
+                let id = InboxId(id);
+                if inserted.contains(&id) {
+                    return Ok(RecordOutcome::New { inbox_id: id });
+                }
+                let key = (
+                    p.platform.as_str().to_owned(),
+                    p.platform_message_id.clone(),
+                );
+                existing
+                    .get(&key)
+                    .map(|&(inbox_id, processed)| RecordOutcome::Duplicate {
+                        inbox_id,
+                        processed,
+                    })
+                    .ok_or(StoreError::NotFound("inbox message"))
+            })
+            .collect()
+    }
 }
 
 impl TenantStore {
@@ -158,41 +311,9 @@ impl TenantStore {
     /// returns the existing row.
     pub async fn record_message(&self, p: &NewMessageParams) -> Result<RecordOutcome, StoreError> {
         let mut tx = self.begin().await?;
-        let conversation_id = conversation_id(&mut tx, p).await?;
-        let inserted = sqlx::query_scalar::<_, InboxId>(
-            "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
-             delivery_id, author_id, text, attachments, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id",
-        )
-        .bind(InboxId::new_v7())
-        .bind(p.tenant_id)
-        .bind(conversation_id)
-        .bind(p.platform.as_str())
-        .bind(&p.platform_message_id)
-        .bind(&p.delivery_id)
-        .bind(&p.author_id)
-        .bind(&p.text)
-        .bind(Json(&p.attachments))
-        .bind(p.received_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match inserted {
-            Some(inbox_id) => RecordOutcome::New { inbox_id },
-            None => {
-                let (inbox_id, enqueued) = sqlx::query_as::<_, (InboxId, bool)>(
-                    "SELECT id, enqueued_at IS NOT NULL FROM inbox \
-                     WHERE platform = $1 AND platform_message_id = $2",
-                )
-                .bind(p.platform.as_str())
-                .bind(&p.platform_message_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                RecordOutcome::Duplicate { inbox_id, enqueued }
-            }
-        };
+        let outcome = tx.record_messages(&[p]).await?.into_iter().next();
         tx.commit().await?;
-        Ok(outcome)
+        outcome.ok_or(StoreError::NotFound("inbox message"))
     }
 
     /// Writes a notice to the conversation a message would belong to (the
@@ -203,7 +324,15 @@ impl TenantStore {
         text: &str,
     ) -> Result<OutboxId, StoreError> {
         let mut tx = self.begin().await?;
-        let conversation_id = conversation_id(&mut tx, p).await?;
+        let conversation_id = conversation_for(
+            &mut tx,
+            p.tenant_id,
+            p.platform,
+            &p.chat,
+            &p.thread,
+            &p.character,
+        )
+        .await?;
         let id = OutboxId::new_v7();
         sqlx::query(
             "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
@@ -276,30 +405,23 @@ impl TenantStore {
         tx.commit().await?;
         Ok(reopened == 1)
     }
+}
 
-    /// Notes that the message's turn job is on the queue.
-    pub async fn mark_inbox_enqueued(&self, id: InboxId) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE inbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
+impl TenantTx {
     /// An inbox message with its conversation.
-    pub async fn inbox_message(&self, id: InboxId) -> Result<InboxModel, StoreError> {
-        let mut tx = self.begin().await?;
-        let out = sqlx::query_as::<_, InboxModel>(&format!(
+    pub async fn inbox_message(&mut self, id: InboxId) -> Result<InboxModel, StoreError> {
+        sqlx::query_as::<_, InboxModel>(&format!(
             "SELECT {INBOX_COLUMNS} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
              WHERE i.id = $1"
         ))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **self)
         .await?
-        .ok_or(StoreError::NotFound("inbox message"));
-        tx.commit().await?;
-        out
+        .ok_or(StoreError::NotFound("inbox message"))
     }
+}
+
+in_own_transaction! {
+    /// An inbox message with its conversation.
+    fn inbox_message(&self, id: InboxId) -> InboxModel;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use super::{InboxModel, StoreError, TenantStore};
+use super::{InboxModel, StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::ids::{ConversationId, TenantId};
 
 /// A held conversation lease.
@@ -40,16 +40,15 @@ pub(super) async fn check_fence(conn: &mut PgConnection, lease: &Lease) -> Resul
     held.map(|_| ()).ok_or(StoreError::LeaseLost)
 }
 
-impl TenantStore {
+impl TenantTx {
     /// Takes the conversation's lease for `ttl` unless another holder's lease
     /// is still running.
     pub async fn try_acquire_lease(
-        &self,
+        &mut self,
         conversation: ConversationId,
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let mut tx = self.begin().await?;
         let fence = sqlx::query_scalar::<_, i64>(
             "UPDATE conversations SET lease_fence = lease_fence + 1, lease_holder = $2, \
              lease_until = now() + $3 * interval '1 millisecond' \
@@ -58,55 +57,55 @@ impl TenantStore {
         .bind(conversation)
         .bind(holder)
         .bind(millis(ttl))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **self)
         .await?;
-        tx.commit().await?;
-        Ok(fence.map(|fence| Lease {
+        let lease = fence.map(|fence| Lease {
             tenant_id: self.tenant,
             conversation_id: conversation,
             fence,
-        }))
+        });
+        // The row stays locked until this transaction ends: it may write
+        // for the lease as if begun fenced.
+        if lease.is_some() {
+            self.fenced = lease;
+        }
+        Ok(lease)
     }
 
-    /// Extends a held lease; `false` when it was taken over.
-    pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
+    /// Extends a held lease; `false` when it was taken over or released.
+    pub async fn renew_lease(&mut self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
         let renewed = sqlx::query(
             "UPDATE conversations SET lease_until = now() + $3 * interval '1 millisecond' \
-             WHERE id = $1 AND lease_fence = $2",
+             WHERE id = $1 AND lease_fence = $2 AND lease_until IS NOT NULL",
         )
         .bind(lease.conversation_id)
         .bind(lease.fence)
         .bind(millis(ttl))
-        .execute(&mut *tx)
+        .execute(&mut **self)
         .await?
         .rows_affected();
-        tx.commit().await?;
         Ok(renewed == 1)
     }
 
     /// Gives a lease back (a no-op when it was taken over).
-    pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
+    pub async fn release_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE conversations SET lease_until = NULL, lease_holder = NULL \
              WHERE id = $1 AND lease_fence = $2",
         )
         .bind(lease.conversation_id)
         .bind(lease.fence)
-        .execute(&mut *tx)
+        .execute(&mut **self)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     /// The conversation's messages not answered yet, in arrival order.
     pub async fn pending_messages(
-        &self,
+        &mut self,
         conversation: ConversationId,
         limit: i64,
     ) -> Result<Vec<InboxModel>, StoreError> {
-        let mut tx = self.begin().await?;
         let messages = sqlx::query_as::<_, InboxModel>(&format!(
             "SELECT {} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
              WHERE i.conversation_id = $1 AND i.processed_at IS NULL \
@@ -115,9 +114,20 @@ impl TenantStore {
         ))
         .bind(conversation)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **self)
         .await?;
-        tx.commit().await?;
         Ok(messages)
     }
+}
+
+in_own_transaction! {
+    /// Takes the conversation's lease for `ttl` unless another holder's lease
+    /// is still running.
+    fn try_acquire_lease(&self, conversation: ConversationId, holder: &str, ttl: Duration) -> Option<Lease>;
+    /// Extends a held lease; `false` when it was taken over or released.
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> bool;
+    /// Gives a lease back (a no-op when it was taken over).
+    fn release_lease(&self, lease: &Lease) -> ();
+    /// The conversation's messages not answered yet, in arrival order.
+    fn pending_messages(&self, conversation: ConversationId, limit: i64) -> Vec<InboxModel>;
 }

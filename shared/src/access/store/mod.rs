@@ -2,15 +2,19 @@
 //!
 //! Two handles: [`Store`] for the few lookups made before a tenant is known
 //! (routing, the tenant list, dead letters), and [`TenantStore`] for
-//! everything else. Every query of a `TenantStore` runs in a transaction that
-//! first sets the tenant for row-level security, so even a query that forgets
-//! its `tenant_id` filter sees only that tenant's rows (migration 5).
+//! everything else. Every query of a tenant runs in a [`TenantTx`], a
+//! transaction that first sets the tenant for row-level security, so even a
+//! query that forgets its `tenant_id` filter sees only that tenant's rows
+//! (migration 5). A use case that makes several queries in a row (a turn
+//! step) runs them in one `TenantTx`; a `TenantStore` method is one query in
+//! a transaction of its own.
 
 mod agent_runs;
 mod dead_jobs;
 mod events;
 mod facts;
 mod inbox;
+mod inbox_writer;
 mod lease;
 mod outbox;
 mod proposals;
@@ -18,12 +22,13 @@ mod routes;
 mod tenant;
 mod usage;
 
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::postgres::Postgres;
-use sqlx::{PgPool, Transaction};
+use sqlx::{PgConnection, PgPool, Transaction};
 
 use crate::config::DatabaseConfig;
 use crate::ids::TenantId;
@@ -33,9 +38,11 @@ pub use dead_jobs::{DeadJobModel, NewDeadJob};
 pub use events::{NewEvent, StoredEvent};
 pub use facts::MAX_FACTS_PER_USER;
 pub use inbox::{ConversationModel, InboxModel, NewMessageParams, RecordOutcome};
+pub use inbox_writer::InboxWriter;
 pub use lease::Lease;
 pub use outbox::{OutboxModel, ReplyParams};
 pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
+pub use routes::RouteCache;
 pub use tenant::TenantSettings;
 pub use usage::TokenBudget;
 
@@ -57,6 +64,9 @@ pub enum StoreError {
     /// The row does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A background writer of the store is gone (the process is stopping).
+    #[error("the {0} stopped")]
+    Stopped(&'static str),
     /// Any other database error.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -130,11 +140,80 @@ impl TenantStore {
     /// Begins a transaction with the tenant set for row-level security, in
     /// one round trip. The id is a UUID, so formatting it into the statement
     /// cannot inject anything.
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+    pub async fn begin(&self) -> Result<TenantTx, StoreError> {
         let begin = format!(
             "BEGIN; SELECT set_config('automate_e.tenant_id', '{}', true)",
             self.tenant
         );
-        Ok(self.pool.begin_with(begin).await?)
+        Ok(TenantTx {
+            tx: self.pool.begin_with(begin).await?,
+            tenant: self.tenant,
+            fenced: None,
+        })
+    }
+
+    /// Begins a transaction that may write for the holder of `lease`: the
+    /// lease's fence is checked and share-locked, so no takeover can happen
+    /// before the transaction ends ([`StoreError::LeaseLost`] otherwise).
+    pub async fn begin_fenced(&self, lease: &Lease) -> Result<TenantTx, StoreError> {
+        let mut tx = self.begin().await?;
+        lease::check_fence(&mut tx, lease).await?;
+        tx.fenced = Some(*lease);
+        Ok(tx)
     }
 }
+
+/// A transaction of one tenant (see the module docs). Dropped without
+/// [`TenantTx::commit`], nothing it wrote stays.
+#[derive(Debug)]
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+    /// The lease whose fence this transaction checked and holds.
+    fenced: Option<Lease>,
+}
+
+impl TenantTx {
+    /// The tenant this transaction is bound to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl Deref for TenantTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for TenantTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Offers methods of [`TenantTx`] on [`TenantStore`], each in a transaction
+/// of its own.
+macro_rules! in_own_transaction {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $out:ty; )*) => {
+        impl TenantStore {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$out, StoreError> {
+                    let mut tx = self.begin().await?;
+                    let out = tx.$name($($arg),*).await?;
+                    tx.commit().await?;
+                    Ok(out)
+                }
+            )*
+        }
+    };
+}
+use in_own_transaction;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::{NewEvent, append};
 use super::lease::{Lease, check_fence};
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx};
 use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
 
 /// A reply that ends a turn.
@@ -55,41 +55,16 @@ pub struct OutboxModel {
 }
 
 impl TenantStore {
-    /// Ends a turn atomically: marks the inbox message processed, appends the
-    /// turn's final events and writes the reply to the outbox. Returns `false`
-    /// (and changes nothing) when a message was processed already, and fails
-    /// with [`StoreError::LeaseLost`] when the lease was taken over.
+    /// Ends a turn atomically in a transaction of its own; see
+    /// [`TenantTx::complete_turn`].
     pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {
-        let lead = *p
-            .inbox_ids
-            .first()
-            .ok_or(StoreError::NotFound("turn message"))?;
-        let mut tx = self.begin().await?;
-        if let Some(lease) = &p.lease {
-            check_fence(&mut tx, lease).await?;
-        }
-        let claimed = sqlx::query(
-            "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
-        )
-        .bind(&p.inbox_ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed != p.inbox_ids.len() as u64 {
+        let mut tx = match &p.lease {
+            Some(lease) => self.begin_fenced(lease).await?,
+            None => self.begin().await?,
+        };
+        if !tx.complete_turn(p).await? {
             return Ok(false);
         }
-        append(&mut tx, &p.stream, p.expected_version, &p.events).await?;
-        sqlx::query(
-            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
-             SELECT $1, i.tenant_id, i.conversation_id, $2, c.platform, c.chat, c.thread, $3 \
-             FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $4",
-        )
-        .bind(p.outbox_id)
-        .bind(&p.dedupe_key)
-        .bind(&p.text)
-        .bind(lead)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -110,17 +85,6 @@ impl TenantStore {
         .await?;
         tx.commit().await?;
         Ok(ids)
-    }
-
-    /// Notes that the reply's delivery job is on the queue.
-    pub async fn mark_outbox_enqueued(&self, id: OutboxId) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE outbox SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// An outbox row.
@@ -156,22 +120,69 @@ impl TenantStore {
         Ok(())
     }
 
-    /// Marks the reply delivered and appends its delivery event.
+    /// Marks the reply delivered (all `chunks` posted) and appends its
+    /// delivery event.
     pub async fn complete_delivery(
         &self,
         id: OutboxId,
+        chunks: i32,
         stream: &str,
         event: &NewEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE outbox SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL",
+            "UPDATE outbox SET delivered_at = now(), chunks_delivered = greatest(chunks_delivered, $2) \
+             WHERE id = $1 AND delivered_at IS NULL",
         )
         .bind(id)
+        .bind(chunks)
         .execute(&mut *tx)
         .await?;
         append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl TenantTx {
+    /// Ends a turn: marks the inbox messages processed, appends the turn's
+    /// final events and writes the reply to the outbox. Returns `false` when
+    /// a message was processed already: the caller drops the transaction
+    /// then, so nothing changes. Fails with [`StoreError::LeaseLost`] when
+    /// `p.lease` was taken over (checked here unless the transaction was
+    /// begun fenced by it).
+    pub async fn complete_turn(&mut self, p: &ReplyParams) -> Result<bool, StoreError> {
+        let lead = *p
+            .inbox_ids
+            .first()
+            .ok_or(StoreError::NotFound("turn message"))?;
+        if let Some(lease) = &p.lease
+            && self.fenced != Some(*lease)
+        {
+            check_fence(self, lease).await?;
+        }
+        let claimed = sqlx::query(
+            "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
+        )
+        .bind(&p.inbox_ids)
+        .execute(&mut **self)
+        .await?
+        .rows_affected();
+        if claimed != p.inbox_ids.len() as u64 {
+            return Ok(false);
+        }
+        append(self, &p.stream, p.expected_version, &p.events).await?;
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
+             SELECT $1, i.tenant_id, i.conversation_id, $2, c.platform, c.chat, c.thread, $3 \
+             FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $4",
+        )
+        .bind(p.outbox_id)
+        .bind(&p.dedupe_key)
+        .bind(&p.text)
+        .bind(lead)
+        .execute(&mut **self)
+        .await?;
+        Ok(true)
     }
 }

@@ -3,10 +3,9 @@
 
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Postgres, Transaction};
 
 use super::events::{NewEvent, append};
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::proposal::ProposalState;
 use crate::engine::tool::ToolRequest;
 use crate::event::{Actor, ProposalEvent, proposal_stream};
@@ -130,7 +129,7 @@ const COLUMNS: &str = "id, tenant_id, conversation_id, inbox_id, tool, request, 
 
 /// A proposal locked for one change; dropped without commit, nothing changes.
 pub struct ProposalTx {
-    tx: Transaction<'static, Postgres>,
+    tx: super::TenantTx,
     /// The proposal as locked.
     pub proposal: ProposalModel,
 }
@@ -201,8 +200,7 @@ impl TenantStore {
     /// Files a proposal, once per message and payload: a retried turn gets
     /// the proposal it filed before.
     pub async fn file_proposal(&self, p: &NewProposal) -> Result<ProposalModel, StoreError> {
-        let mut tx = self.begin().await?;
-        super::lease::check_fence(&mut tx, &p.lease).await?;
+        let mut tx = self.begin_fenced(&p.lease).await?;
         // Serializes concurrent filings of the same payload from one message.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("{}:{}", p.inbox_id, p.payload_sha256))
@@ -317,22 +315,6 @@ impl TenantStore {
         })
     }
 
-    /// Proposals of the conversation that no review has picked up yet.
-    pub async fn unreviewed_proposals(
-        &self,
-        conversation: ConversationId,
-    ) -> Result<Vec<ProposalId>, StoreError> {
-        let mut tx = self.begin().await?;
-        let ids = sqlx::query_scalar::<_, ProposalId>(
-            "SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' ORDER BY created_at",
-        )
-        .bind(conversation)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
-    }
-
     /// Request bodies of the tenant's executed proposals of `tool` with this
     /// pattern value, newest first.
     pub async fn executed_bodies(
@@ -356,4 +338,25 @@ impl TenantStore {
         tx.commit().await?;
         Ok(bodies)
     }
+}
+
+impl TenantTx {
+    /// Proposals of the conversation that no review has picked up yet.
+    pub async fn unreviewed_proposals(
+        &mut self,
+        conversation: ConversationId,
+    ) -> Result<Vec<ProposalId>, StoreError> {
+        let ids = sqlx::query_scalar::<_, ProposalId>(
+            "SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' ORDER BY created_at",
+        )
+        .bind(conversation)
+        .fetch_all(&mut **self)
+        .await?;
+        Ok(ids)
+    }
+}
+
+in_own_transaction! {
+    /// Proposals of the conversation that no review has picked up yet.
+    fn unreviewed_proposals(&self, conversation: ConversationId) -> Vec<ProposalId>;
 }

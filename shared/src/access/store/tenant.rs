@@ -1,6 +1,6 @@
 //! A tenant's own settings: brief, Accounting API, limits.
 
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 
 /// What a tenant configured for its agents.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -32,19 +32,21 @@ impl TenantSettings {
     }
 }
 
-impl TenantStore {
+impl TenantTx {
     /// The tenant's settings.
-    pub async fn settings(&self) -> Result<TenantSettings, StoreError> {
-        let mut tx = self.begin().await?;
-        let settings = sqlx::query_as::<_, TenantSettings>(
+    pub async fn settings(&mut self) -> Result<TenantSettings, StoreError> {
+        sqlx::query_as::<_, TenantSettings>(
             "SELECT slug, name, brief, accounting_base_url, accounting_credential, \
              user_per_minute, tenant_per_minute FROM tenants WHERE id = $1",
         )
         .bind(self.tenant)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **self)
         .await?
-        .ok_or(StoreError::NotFound("tenant"));
-        tx.commit().await?;
-        settings
+        .ok_or(StoreError::NotFound("tenant"))
     }
+}
+
+in_own_transaction! {
+    /// The tenant's settings.
+    fn settings(&self) -> TenantSettings;
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::cost::UsageLine;
 
 /// A tenant's LLM budget for one day.
@@ -18,40 +18,6 @@ impl TokenBudget {
     /// Whether the day's budget is used up.
     pub fn is_spent(&self) -> bool {
         self.per_day.is_some_and(|limit| self.used >= limit)
-    }
-}
-
-impl TenantStore {
-    /// The tenant's budget and usage on `day`.
-    pub async fn token_budget(&self, day: NaiveDate) -> Result<TokenBudget, StoreError> {
-        let mut tx = self.begin().await?;
-        let (per_day, used) = sqlx::query_as::<_, (Option<i64>, i64)>(
-            "SELECT t.llm_tokens_per_day, coalesce(u.tokens, 0) FROM tenants t \
-             LEFT JOIN tenant_llm_usage u ON u.tenant_id = t.id AND u.day = $2 WHERE t.id = $1",
-        )
-        .bind(self.tenant)
-        .bind(day)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("tenant"))?;
-        tx.commit().await?;
-        Ok(TokenBudget { per_day, used })
-    }
-
-    /// Adds tokens to the tenant's usage on `day`.
-    pub async fn add_token_usage(&self, day: NaiveDate, tokens: i64) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO tenant_llm_usage (tenant_id, day, tokens) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id, day) DO UPDATE SET tokens = tenant_llm_usage.tokens + EXCLUDED.tokens",
-        )
-        .bind(self.tenant)
-        .bind(day)
-        .bind(tokens)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 
@@ -110,3 +76,54 @@ const TOOL_CALLED: &str = crate::event::ConversationEvent::TOOL_CALLED;
 const AGENT_REVIEWED: &str = "automate_e.proposal.agent_reviewed.v1";
 /// An agent run's model usage, summed over its calls (see the worker's RunManager).
 const RUN_COMPLETED: &str = "automate_e.agent.run_completed.v1";
+
+impl TenantTx {
+    /// The tenant's budget and usage on `day`.
+    pub async fn token_budget(&mut self, day: NaiveDate) -> Result<TokenBudget, StoreError> {
+        let (per_day, used) = sqlx::query_as::<_, (Option<i64>, i64)>(
+            "SELECT t.llm_tokens_per_day, \
+             (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u \
+              WHERE u.tenant_id = t.id AND u.day = $2) \
+             FROM tenants t WHERE t.id = $1",
+        )
+        .bind(self.tenant)
+        .bind(day)
+        .fetch_optional(&mut **self)
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))?;
+        Ok(TokenBudget { per_day, used })
+    }
+
+    /// Adds tokens to the tenant's usage on `day` (to one of its shards, so
+    /// concurrent turns do not queue on one row lock); returns the budget
+    /// with them.
+    pub async fn add_token_usage(
+        &mut self,
+        day: NaiveDate,
+        tokens: i64,
+    ) -> Result<TokenBudget, StoreError> {
+        sqlx::query(
+            "INSERT INTO tenant_llm_usage (tenant_id, day, shard, tokens) \
+             VALUES ($1, $2, floor(random() * $4)::smallint, $3) \
+             ON CONFLICT (tenant_id, day, shard) DO UPDATE SET tokens = tenant_llm_usage.tokens + EXCLUDED.tokens",
+        )
+        .bind(self.tenant)
+        .bind(day)
+        .bind(tokens)
+        .bind(USAGE_SHARDS)
+        .execute(&mut **self)
+        .await?;
+        self.token_budget(day).await
+    }
+}
+
+/// Rows a tenant's daily usage is spread over (migration 8).
+const USAGE_SHARDS: f64 = 64.0;
+
+in_own_transaction! {
+    /// The tenant's budget and usage on `day`.
+    fn token_budget(&self, day: NaiveDate) -> TokenBudget;
+    /// Adds tokens to the tenant's usage on `day`; returns the budget with
+    /// them.
+    fn add_token_usage(&self, day: NaiveDate, tokens: i64) -> TokenBudget;
+}
