@@ -244,6 +244,52 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
 }
 
 #[tokio::test]
+async fn a_lease_taken_in_a_rolled_back_transaction_leaves_no_usable_fence() {
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let (store, msg) = one_message(&db).await;
+    let conversation = msg.conversation_id;
+    let ttl = Duration::from_secs(30);
+
+    // A turn takes the lease in its first transaction, which then fails.
+    let mut tx = store.begin().await.unwrap();
+    let rolled_back = tx
+        .try_acquire_lease(conversation, "a", ttl)
+        .await
+        .unwrap()
+        .expect("a free conversation is leased");
+    drop(tx);
+
+    let held = store
+        .try_acquire_lease(conversation, "b", ttl)
+        .await
+        .unwrap()
+        .expect("the rolled-back lease was never taken");
+    assert_ne!(
+        held.fence, rolled_back.fence,
+        "a fence is never given twice"
+    );
+    store.release_lease(&rolled_back).await.unwrap();
+    assert!(
+        store
+            .try_acquire_lease(conversation, "c", ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "the first worker's release does not free the second's lease"
+    );
+    let stream = shared::event::conversation_stream(conversation);
+    assert!(matches!(
+        store
+            .append_fenced(&rolled_back, &stream, 0, &[event(msg.tenant_id, None)])
+            .await,
+        Err(StoreError::LeaseLost)
+    ));
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn token_usage_added_at_once_by_many_turns_is_spread_over_rows_and_summed() {
     let db = TestDb::create().await;
     let (store, _) = one_message(&db).await;

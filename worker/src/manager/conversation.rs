@@ -4,11 +4,13 @@
 //! with the same author's rapid follow-ups: history, prompt, model rounds
 //! with read tools, events, reply to the outbox, and the reply's delivery.
 //!
-//! A turn writes in few transactions: one takes the lease, one reads the
-//! turn's context and records the messages, one after each model call that
-//! asks for tools (so the call and its tokens are recorded before any tool
-//! acts), one ends the turn (the last events, the reply, the outbox) and one
-//! gives the lease back. Tool results are recorded with the next write.
+//! A turn writes in few transactions: the one that takes the lease goes on
+//! to read the turn's context and record the messages; one follows each
+//! model call that asks for tools (so the call and its tokens are recorded
+//! before any tool acts); one ends the turn (the last events, the reply, the
+//! outbox and, for the job's own message, the lease given back). Tool
+//! results are recorded with the next write; tokens a failed turn could not
+//! record are added on their own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,17 +164,23 @@ impl Turn<'_> {
         self.version = tx
             .append(&self.stream, self.version, &self.unwritten)
             .await?;
-        self.unwritten.clear();
         Ok(())
     }
 
     /// Adds the unwritten tokens to the tenant's usage: the last statement
-    /// of a transaction, as it locks a usage row until the commit.
+    /// of a transaction, as it locks a usage row until the commit. They
+    /// stay unwritten until [`Self::committed`].
     async fn write_tokens(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
-        for (day, tokens) in self.unwritten_tokens.drain(..) {
+        for &(day, tokens) in &self.unwritten_tokens {
             self.budget = tx.add_token_usage(day, tokens).await?;
         }
         Ok(())
+    }
+
+    /// After a commit: nothing is unwritten any more.
+    fn committed(&mut self) {
+        self.unwritten.clear();
+        self.unwritten_tokens.clear();
     }
 }
 
@@ -456,6 +464,7 @@ impl ConversationManager {
             .collect();
         turn.write_unwritten(&mut tx).await?;
         tx.commit().await?;
+        turn.committed();
 
         let content = batch
             .iter()
@@ -471,8 +480,29 @@ impl ConversationManager {
                 message: &content,
             },
         );
-        let reply = self.converse(store, &mut turn, messages).await?;
+        let replied = self
+            .reply(store, &mut turn, batch, messages, traceparent, last)
+            .await;
+        if !matches!(replied, Ok(Some(_))) {
+            Self::keep_spent_tokens(store, &mut turn).await;
+        }
+        replied
+    }
 
+    /// The model rounds of a turn and its end: the last events, the reply
+    /// in the outbox (and, for the `last` turn, the lease given back) in one
+    /// transaction, then the delivery queued.
+    async fn reply(
+        &self,
+        store: &TenantStore,
+        turn: &mut Turn<'_>,
+        batch: &[InboxModel],
+        messages: Vec<ChatMessage>,
+        traceparent: &str,
+        last: bool,
+    ) -> Result<Option<Reply>, JobFailure> {
+        let (msg, lease) = (turn.msg, turn.lease);
+        let reply = self.converse(store, turn, messages).await?;
         let outbox_id = OutboxId::new_v7();
         let composed = ConversationEvent::ReplyComposed(ReplyComposed {
             inbox_id: msg.id,
@@ -502,6 +532,7 @@ impl ConversationManager {
         };
         turn.write_tokens(&mut tx).await?;
         tx.commit().await?;
+        turn.committed();
         self.queue
             .deliver_outbox(msg.tenant_id, outbox_id, traceparent)
             .await?;
@@ -509,6 +540,17 @@ impl ConversationManager {
             outbox_id,
             unreviewed,
         }))
+    }
+
+    /// Adds the tokens of model calls whose turn could not record them (the
+    /// calls were paid for; the retried turn pays again), each in a
+    /// transaction of its own. Best effort: a failure is only logged.
+    async fn keep_spent_tokens(store: &TenantStore, turn: &mut Turn<'_>) {
+        for (day, tokens) in turn.unwritten_tokens.drain(..) {
+            if let Err(e) = store.add_token_usage(day, tokens).await {
+                tracing::warn!(error = %e, tokens, "Cannot record the tokens of a failed turn");
+            }
+        }
     }
 
     /// Gives up on a message after its last attempt: under the
@@ -651,6 +693,7 @@ impl ConversationManager {
                     let mut tx = store.begin_fenced(&turn.lease).await?;
                     turn.write_unwritten(&mut tx).await?;
                     tx.commit().await?;
+                    turn.committed();
                     messages.push(ChatMessage::Assistant {
                         content: completion.answer.content.clone(),
                         tool_calls: calls.clone(),

@@ -107,7 +107,8 @@ async fn write(store: &Store, tenant: TenantId, batch: Vec<Pending>) {
                 let _ = pending.done.send(Err(e));
             }
         }
-        Err(_) => {
+        Err(e) => {
+            tracing::warn!(error = %e, messages = batch.len(), "An inbox batch failed; writing its messages one by one");
             for pending in batch {
                 let outcome = store.record_message(&pending.params).await;
                 let _ = pending.done.send(outcome);

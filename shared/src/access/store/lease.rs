@@ -1,8 +1,10 @@
 //! Conversation leases: one turn at a time per conversation, across any
 //! number of workers. A lease expires (a killed holder frees it after its
-//! time-to-live) and carries a fencing token: taking a lease bumps the
-//! conversation's fence, and every write of a turn checks, under a row lock,
-//! that the fence is still its own — a stale holder cannot write.
+//! time-to-live) and carries a fencing token: taking a lease sets the
+//! conversation's fence to a number never given before (a sequence, which
+//! even a rolled-back take does not rewind), and every write of a turn
+//! checks, under a row lock, that the fence is still its own — a stale
+//! holder cannot write.
 
 use std::time::Duration;
 
@@ -50,7 +52,7 @@ impl TenantTx {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
         let fence = sqlx::query_scalar::<_, i64>(
-            "UPDATE conversations SET lease_fence = lease_fence + 1, lease_holder = $2, \
+            "UPDATE conversations SET lease_fence = nextval('lease_fences'), lease_holder = $2, \
              lease_until = now() + $3 * interval '1 millisecond' \
              WHERE id = $1 AND (lease_until IS NULL OR lease_until < now()) RETURNING lease_fence",
         )

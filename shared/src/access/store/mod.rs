@@ -6,8 +6,8 @@
 //! transaction that first sets the tenant for row-level security, so even a
 //! query that forgets its `tenant_id` filter sees only that tenant's rows
 //! (migration 5). A use case that makes several queries in a row (a turn
-//! step) runs them in one `TenantTx`; a `TenantStore` method is one query in
-//! a transaction of its own.
+//! step) runs them in one `TenantTx`; a `TenantStore` method runs in a
+//! transaction of its own.
 
 mod agent_runs;
 mod dead_jobs;

@@ -1,0 +1,1 @@
+DROP SEQUENCE lease_fences;
