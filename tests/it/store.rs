@@ -398,3 +398,37 @@ async fn messages_written_together_each_get_their_own_outcome() {
     assert_eq!(rows[3].1, b.0, "recorded under its own tenant");
     assert_ne!(rows[3].2, rows[1].2);
 }
+
+#[tokio::test]
+async fn a_follow_up_is_recorded_while_a_turn_holds_its_conversation() {
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let (store, msg) = one_message(&db).await;
+    // A turn's first transaction: the lease taken, the row locked until it
+    // commits.
+    let mut turn = store.begin().await.unwrap();
+    turn.try_acquire_lease(msg.conversation_id, "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a free conversation is leased");
+
+    let follow_up = NewMessageParams {
+        chat: "C9".into(),
+        ..message(msg.tenant_id, "1.1", "T9:C9:1.2", "and one more thing")
+    };
+    let recorded = tokio::time::timeout(Duration::from_secs(3), store.record_message(&follow_up))
+        .await
+        .expect("ingest does not wait for the turn's transaction")
+        .unwrap();
+    let RecordOutcome::New { inbox_id } = recorded else {
+        panic!("a new message: {recorded:?}");
+    };
+    assert_eq!(
+        store.inbox_message(inbox_id).await.unwrap().conversation_id,
+        msg.conversation_id,
+        "the follow-up joins the held conversation"
+    );
+    turn.commit().await.unwrap();
+    db.drop().await;
+}

@@ -152,57 +152,81 @@ async fn conversations_for(
     tenant: TenantId,
     keys: &[ConversationKey<'_>],
 ) -> Result<Vec<ConversationId>, StoreError> {
-    let column = |field: for<'k> fn(&'k ConversationKey<'k>) -> &'k str| -> Vec<String> {
-        keys.iter().map(|k| field(k).to_owned()).collect()
+    let key_of = |k: &ConversationKey<'_>| {
+        (
+            k.platform.to_owned(),
+            k.chat.to_owned(),
+            k.thread.to_owned(),
+        )
     };
-    let new_ids: Vec<uuid::Uuid> = keys.iter().map(|_| ConversationId::new_v7().0).collect();
-    let mut found = HashMap::new();
-    // Each key is looked up on its own (LATERAL ... LIMIT 1 keeps the planner
-    // from scanning all of the tenant's conversations instead).
-    // Two attempts: a concurrent first message of the same conversation may
-    // insert the row after this statement's snapshot (our insert then waits
-    // for it and skips, and the select does not see it yet).
+    let column = |keys: &[&ConversationKey<'_>],
+                  field: for<'k> fn(&ConversationKey<'k>) -> &'k str| {
+        keys.iter()
+            .map(|k| field(k).to_owned())
+            .collect::<Vec<String>>()
+    };
+    let mut found: HashMap<(String, String, String), ConversationId> = HashMap::new();
+    // Two rounds: a concurrent first message of the same conversation may
+    // insert the row after our look-up (our insert then waits for it and
+    // skips it; the next look-up sees it).
     for _ in 0..2 {
+        // Existing conversations are only read: a plain read does not wait
+        // for a turn that holds the row, an insert attempt would. Each key
+        // is looked up on its own (LATERAL … LIMIT 1 keeps the planner from
+        // scanning all of the tenant's conversations instead).
+        let missing: Vec<&ConversationKey<'_>> = keys
+            .iter()
+            .filter(|k| !found.contains_key(&key_of(k)))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         let rows = sqlx::query_as::<_, (ConversationId, String, String, String)>(
-            "WITH m AS (SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 AS m (id, platform, chat, thread, character)), \
-             inserted AS ( \
-                INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
-                SELECT DISTINCT ON (platform, chat, thread) id, $1, platform, chat, thread, character FROM m \
-                ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING \
-                RETURNING id, platform, chat, thread) \
-             SELECT id, platform, chat, thread FROM inserted UNION ALL \
-             SELECT c.id, c.platform, c.chat, c.thread FROM (SELECT DISTINCT platform, chat, thread FROM m) k, \
+            "SELECT c.id, c.platform, c.chat, c.thread \
+             FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[]) AS k (platform, chat, thread)) k, \
              LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c \
                  WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat AND c.thread = k.thread \
                  LIMIT 1) c",
         )
         .bind(tenant)
-        .bind(&new_ids)
-        .bind(column(|k| k.platform))
-        .bind(column(|k| k.chat))
-        .bind(column(|k| k.thread))
-        .bind(column(|k| k.character))
+        .bind(column(&missing, |k| k.platform))
+        .bind(column(&missing, |k| k.chat))
+        .bind(column(&missing, |k| k.thread))
         .fetch_all(&mut *conn)
         .await?;
-        found.extend(
-            rows.into_iter()
-                .map(|(id, platform, chat, thread)| ((platform, chat, thread), id)),
-        );
-        let ids: Option<Vec<ConversationId>> = keys
+        found.extend(rows.into_iter().map(|(id, p, c, t)| ((p, c, t), id)));
+        let missing: Vec<&ConversationKey<'_>> = keys
             .iter()
-            .map(|k| {
-                let key = (
-                    k.platform.to_owned(),
-                    k.chat.to_owned(),
-                    k.thread.to_owned(),
-                );
-                found.get(&key).copied()
-            })
+            .filter(|k| !found.contains_key(&key_of(k)))
             .collect();
-        if let Some(ids) = ids {
-            return Ok(ids);
+        if missing.is_empty() {
+            break;
         }
+        let new_ids: Vec<uuid::Uuid> = missing.iter().map(|_| ConversationId::new_v7().0).collect();
+        let rows = sqlx::query_as::<_, (ConversationId, String, String, String)>(
+            "INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
+             SELECT DISTINCT ON (platform, chat, thread) id, $1, platform, chat, thread, character \
+             FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 AS m (id, platform, chat, thread, character) \
+             ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING \
+             RETURNING id, platform, chat, thread",
+        )
+        .bind(tenant)
+        .bind(&new_ids)
+        .bind(column(&missing, |k| k.platform))
+        .bind(column(&missing, |k| k.chat))
+        .bind(column(&missing, |k| k.thread))
+        .bind(column(&missing, |k| k.character))
+        .fetch_all(&mut *conn)
+        .await?;
+        found.extend(rows.into_iter().map(|(id, p, c, t)| ((p, c, t), id)));
+    }
+    let ids: Option<Vec<ConversationId>> = keys
+        .iter()
+        .map(|k| found.get(&key_of(k)).copied())
+        .collect();
+    if let Some(ids) = ids {
+        return Ok(ids);
     }
     Err(StoreError::NotFound("conversation"))
 }
