@@ -120,6 +120,21 @@ async fn the_service_role_cannot_rewrite_history_or_bypass_security() {
     db.drop().await;
 }
 
+/// Whether `holder` is refused the conversation's lease (it takes the lease
+/// when it is free).
+async fn refused(
+    store: &TenantStore,
+    conversation: shared::ids::ConversationId,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> bool {
+    store
+        .try_acquire_lease(conversation, holder, ttl)
+        .await
+        .unwrap()
+        .is_none()
+}
+
 async fn one_message(db: &TestDb) -> (TenantStore, shared::access::store::InboxModel) {
     let tenant = db.seed_tenant("fenced", "slack", "T9", "*", "book-e").await;
     let store = db.service_store().await.tenant(TenantId::from(tenant));
@@ -160,11 +175,7 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
         .unwrap()
         .expect("a free conversation is leased");
     assert!(
-        store
-            .try_acquire_lease(conversation, "b", ttl)
-            .await
-            .unwrap()
-            .is_none(),
+        refused(&store, conversation, "b", ttl).await,
         "a running lease is exclusive"
     );
     let stream = shared::event::conversation_stream(conversation);
@@ -209,11 +220,7 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
     assert!(!store.renew_lease(&stale, ttl).await.unwrap());
     store.release_lease(&stale).await.unwrap();
     assert!(
-        store
-            .try_acquire_lease(conversation, "c", ttl)
-            .await
-            .unwrap()
-            .is_none(),
+        refused(&store, conversation, "c", ttl).await,
         "a stale holder cannot release the new lease"
     );
 
@@ -272,11 +279,7 @@ async fn a_lease_taken_in_a_rolled_back_transaction_leaves_no_usable_fence() {
     );
     store.release_lease(&rolled_back).await.unwrap();
     assert!(
-        store
-            .try_acquire_lease(conversation, "c", ttl)
-            .await
-            .unwrap()
-            .is_none(),
+        refused(&store, conversation, "c", ttl).await,
         "the first worker's release does not free the second's lease"
     );
     let stream = shared::event::conversation_stream(conversation);

@@ -166,6 +166,11 @@ async fn conversations_for(
             .collect::<Vec<String>>()
     };
     let mut found: HashMap<(String, String, String), ConversationId> = HashMap::new();
+    let missing_from = |found: &HashMap<_, _>| -> Vec<&ConversationKey<'_>> {
+        keys.iter()
+            .filter(|k| !found.contains_key(&key_of(k)))
+            .collect()
+    };
     // Two rounds: a concurrent first message of the same conversation may
     // insert the row after our look-up (our insert then waits for it and
     // skips it; the next look-up sees it).
@@ -174,10 +179,7 @@ async fn conversations_for(
         // for a turn that holds the row, an insert attempt would. Each key
         // is looked up on its own (LATERAL … LIMIT 1 keeps the planner from
         // scanning all of the tenant's conversations instead).
-        let missing: Vec<&ConversationKey<'_>> = keys
-            .iter()
-            .filter(|k| !found.contains_key(&key_of(k)))
-            .collect();
+        let missing = missing_from(&found);
         if missing.is_empty() {
             break;
         }
@@ -195,10 +197,7 @@ async fn conversations_for(
         .fetch_all(&mut *conn)
         .await?;
         found.extend(rows.into_iter().map(|(id, p, c, t)| ((p, c, t), id)));
-        let missing: Vec<&ConversationKey<'_>> = keys
-            .iter()
-            .filter(|k| !found.contains_key(&key_of(k)))
-            .collect();
+        let missing = missing_from(&found);
         if missing.is_empty() {
             break;
         }
