@@ -293,12 +293,22 @@ impl ConversationManager {
         conversation: ConversationId,
     ) -> Result<Vec<ProposalId>, StoreError> {
         let mut tx = store.begin().await?;
-        if let Some(lease) = &lease {
-            tx.release_lease(lease).await?;
-        }
-        let unreviewed = tx.unreviewed_proposals(conversation).await?;
+        let unreviewed = Self::hand_back(&mut tx, lease.as_ref(), conversation).await?;
         tx.commit().await?;
         Ok(unreviewed)
+    }
+
+    /// In `tx`: gives the lease back (if held) and lists the conversation's
+    /// proposals no review picked up yet.
+    async fn hand_back(
+        tx: &mut TenantTx,
+        lease: Option<&Lease>,
+        conversation: ConversationId,
+    ) -> Result<Vec<ProposalId>, StoreError> {
+        if let Some(lease) = lease {
+            tx.release_lease(lease).await?;
+        }
+        tx.unreviewed_proposals(conversation).await
     }
 
     fn keep_renewed(&self, lease: Lease) -> Renewal {
@@ -336,11 +346,13 @@ impl ConversationManager {
         let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
         let mut claimed = Some(claimed);
         loop {
-            let mut tx = match claimed.take() {
-                Some(tx) => tx,
-                None => store.begin_fenced(&lease).await?,
+            // The claiming transaction read `own` unanswered just before
+            // taking the lease; a later turn looks again.
+            let (mut tx, look_again) = match claimed.take() {
+                Some(tx) => (tx, false),
+                None => (store.begin_fenced(&lease).await?, true),
             };
-            if tx.inbox_message(own).await?.processed_at.is_some() {
+            if look_again && tx.inbox_message(own).await?.processed_at.is_some() {
                 tx.commit().await?;
                 return Ok(Done {
                     outcome: TurnOutcome::AlreadyDone,
@@ -525,8 +537,7 @@ impl ConversationManager {
             return Ok(None);
         }
         let unreviewed = if last {
-            tx.release_lease(&lease).await?;
-            Some(tx.unreviewed_proposals(msg.conversation_id).await?)
+            Some(Self::hand_back(&mut tx, Some(&lease), msg.conversation_id).await?)
         } else {
             None
         };

@@ -174,11 +174,6 @@ pub struct TenantTx {
 }
 
 impl TenantTx {
-    /// The tenant this transaction is bound to.
-    pub fn tenant_id(&self) -> TenantId {
-        self.tenant
-    }
-
     /// Commits.
     pub async fn commit(self) -> Result<(), StoreError> {
         Ok(self.tx.commit().await?)
