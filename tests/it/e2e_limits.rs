@@ -96,13 +96,26 @@ async fn the_model_asking_to_wait_carries_its_retry_after_into_the_job_backoff()
     t.finish().await;
 }
 
-#[tokio::test]
-async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
-    let t = TestEnv::start().await;
-    sqlx::query("UPDATE tenants SET llm_tokens_per_day = 100")
+async fn limit_tokens_per_day(t: &TestEnv, tokens: i64) {
+    sqlx::query("UPDATE tenants SET llm_tokens_per_day = $1")
+        .bind(tokens)
         .execute(&t.db.owner)
         .await
         .unwrap();
+}
+
+/// The tenants' recorded token usage, all days.
+async fn tokens_used(t: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT sum(tokens)::bigint FROM tenant_llm_usage")
+        .fetch_one(&t.db.owner)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
+    let t = TestEnv::start().await;
+    limit_tokens_per_day(&t, 100).await;
     t.openai.script([Scripted::Text("Første svar.".into())]);
     assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
     t.wait_for_posts(1).await;
@@ -121,11 +134,34 @@ async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
         posted[1].text
     );
     assert_eq!(t.openai.requests().len(), 1, "no model call once spent");
-    let used: i64 = sqlx::query_scalar("SELECT sum(tokens)::bigint FROM tenant_llm_usage")
-        .fetch_one(&t.db.owner)
-        .await
-        .unwrap();
+    let used = tokens_used(&t).await;
     assert_eq!(used, 150, "the fake model reports 120 + 30 tokens");
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_budget_spent_by_the_turns_own_first_call_stops_its_next_round() {
+    let t = TestEnv::start().await;
+    limit_tokens_per_day(&t, 100).await;
+    t.openai
+        .script([Scripted::ToolThenEcho("get_bank_balances".into())]);
+    assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+
+    let posted = t.slack.take_posted();
+    assert!(
+        posted[0].text.contains("on a break until"),
+        "{}",
+        posted[0].text
+    );
+    assert_eq!(
+        t.openai.requests().len(),
+        1,
+        "the tool round's 150 tokens spend the budget of 100 within the turn"
+    );
+    let used = tokens_used(&t).await;
+    assert_eq!(used, 150, "added with the turn's end");
     t.finish().await;
 }
 

@@ -68,11 +68,23 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
         1,
         "streams are independent"
     );
-    assert_eq!(store.stream_version("s-1").await.unwrap(), 3);
+    assert_eq!(
+        store
+            .append(
+                "s-1",
+                3,
+                &[event(tenant, Some("once")), event(tenant, None)]
+            )
+            .await
+            .unwrap(),
+        4,
+        "a skipped duplicate takes no version"
+    );
+    assert_eq!(store.stream_version("s-1").await.unwrap(), 4);
     let events = store.read_stream("s-1", &[]).await.unwrap();
     assert_eq!(
         events.iter().map(|e| e.version).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     assert!(
         events
@@ -433,5 +445,74 @@ async fn a_follow_up_is_recorded_while_a_turn_holds_its_conversation() {
         "the follow-up joins the held conversation"
     );
     turn.commit().await.unwrap();
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_trigger_cursor_stops_before_the_first_event_still_settling() {
+    let db = TestDb::create().await;
+    let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
+    let store = db.service_store().await.tenant(tenant);
+    let four: Vec<NewEvent> = (0..4).map(|_| event(tenant, None)).collect();
+    store.append("s-1", 0, &four).await.unwrap();
+    let positions: Vec<i64> = store
+        .read_stream("s-1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    // All but the third were recorded an hour ago (the fourth by a
+    // transaction that started long before it inserted).
+    let age = |position: i64, ago: &'static str| {
+        let owner = db.owner.clone();
+        async move {
+            sqlx::query(&format!(
+                "UPDATE events SET recorded_at = now() - interval '{ago}' WHERE global_position = $1"
+            ))
+            .bind(position)
+            .execute(&owner)
+            .await
+            .unwrap();
+        }
+    };
+    for &p in [positions[0], positions[1], positions[3]].iter() {
+        age(p, "1 hour").await;
+    }
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(store.trigger_cursor("report-e", day).await.unwrap(), 0);
+    // Advances the cursor (settle: a minute) and reads where it is.
+    let advance = |up_to: Option<i64>| {
+        let store = store.clone();
+        async move {
+            store
+                .advance_trigger_cursor("report-e", std::time::Duration::from_secs(60), up_to)
+                .await
+                .unwrap();
+            store.trigger_cursor("report-e", day).await.unwrap()
+        }
+    };
+
+    assert_eq!(
+        advance(None).await,
+        positions[1],
+        "not past the third event, still settling"
+    );
+    age(positions[2], "1 hour").await;
+    assert_eq!(
+        advance(Some(positions[2])).await,
+        positions[2],
+        "capped by up_to"
+    );
+    assert_eq!(
+        advance(None).await,
+        positions[3],
+        "all settled: to the newest"
+    );
+    assert_eq!(
+        advance(Some(positions[0])).await,
+        positions[3],
+        "never backwards"
+    );
     db.drop().await;
 }

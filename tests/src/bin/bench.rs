@@ -269,14 +269,18 @@ async fn concurrency(n: usize, worker_concurrency: usize) -> Value {
     t.openai.set_latency(Duration::from_secs(2));
     post(&t, 0..n, 32).await;
     let worker = start_worker(&t, worker_concurrency).await;
+    let gateway = t.gateway_process().pid();
     t.slack.wait_posted_total(1).await;
     let first = Instant::now();
+    let cpu_before = CpuUse::now(Some(worker.pid()), gateway);
     t.slack.wait_posted_total(n).await;
     let drained = first.elapsed();
+    let cpu = CpuUse::now(Some(worker.pid()), gateway).per_item_ms(&cpu_before, n - 1);
     #[expect(clippy::cast_precision_loss)]
     let turns_per_s = (n - 1) as f64 / drained.as_secs_f64();
     let result = json!({
         "turns": n,
+        "cpu_ms_per_turn": cpu,
         "model_latency_s": 2,
         "worker_concurrency": worker_concurrency,
         "max_in_flight": t.openai.max_concurrent(),

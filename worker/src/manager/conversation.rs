@@ -154,12 +154,7 @@ impl Turn<'_> {
         }
     }
 
-    /// Writes the unwritten events and then the token usage in `tx`.
-    async fn write_unwritten(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
-        self.write_events(tx).await?;
-        self.write_tokens(tx).await
-    }
-
+    /// Writes the unwritten events in `tx`.
     async fn write_events(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
         self.version = tx
             .append(&self.stream, self.version, &self.unwritten)
@@ -167,17 +162,27 @@ impl Turn<'_> {
         Ok(())
     }
 
-    /// Adds the unwritten tokens to the tenant's usage: the last statement
-    /// of a transaction, as it locks a usage row until the commit. They
-    /// stay unwritten until [`Self::committed`].
+    /// Counts a model call's tokens against the budget this turn goes by;
+    /// they are added to the tenant's usage with the turn's end.
+    fn spend_tokens(&mut self, day: NaiveDate, tokens: i64) {
+        self.budget.used = self.budget.used.saturating_add(tokens);
+        match self.unwritten_tokens.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, sum)) => *sum = sum.saturating_add(tokens),
+            None => self.unwritten_tokens.push((day, tokens)),
+        }
+    }
+
+    /// Adds the unwritten tokens to the tenant's usage (one statement per
+    /// day): the last statement of a transaction, as it locks a usage row
+    /// until the commit. They stay unwritten until [`Self::committed`].
     async fn write_tokens(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
         for &(day, tokens) in &self.unwritten_tokens {
-            self.budget = tx.add_token_usage(day, tokens).await?;
+            tx.add_tokens(day, tokens).await?;
         }
         Ok(())
     }
 
-    /// After a commit: nothing is unwritten any more.
+    /// After the turn's end is committed: nothing is unwritten any more.
     fn committed(&mut self) {
         self.unwritten.clear();
         self.unwritten_tokens.clear();
@@ -474,9 +479,9 @@ impl ConversationManager {
                 turn.event(&event, user, Some(format!("message:{}", m.id)))
             })
             .collect();
-        turn.write_unwritten(&mut tx).await?;
+        turn.write_events(&mut tx).await?;
         tx.commit().await?;
-        turn.committed();
+        turn.unwritten.clear();
 
         let content = batch
             .iter()
@@ -521,8 +526,9 @@ impl ConversationManager {
             outbox_id,
             text: reply.clone(),
         });
-        let mut tx = store.begin_fenced(&lease).await?;
-        turn.write_events(&mut tx).await?;
+        // The turn's last events go in with the reply, in one statement.
+        let mut events = std::mem::take(&mut turn.unwritten);
+        events.push(turn.event(&composed, turn.agent(), Some(format!("reply:{}", msg.id))));
         let params = ReplyParams {
             outbox_id,
             inbox_ids: batch.iter().map(|m| m.id).collect(),
@@ -530,9 +536,10 @@ impl ConversationManager {
             dedupe_key: format!("reply:{}", msg.id),
             stream: turn.stream.clone(),
             expected_version: turn.version,
-            events: vec![turn.event(&composed, turn.agent(), Some(format!("reply:{}", msg.id)))],
+            events,
             text: reply,
         };
+        let mut tx = store.begin_fenced(&lease).await?;
         if !tx.complete_turn(&params).await? {
             return Ok(None);
         }
@@ -694,7 +701,7 @@ impl ConversationManager {
                 duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             });
             let tokens = i64::from(completion.input_tokens) + i64::from(completion.output_tokens);
-            turn.unwritten_tokens.push((today, tokens));
+            turn.spend_tokens(today, tokens);
             let event = turn.event(&called, turn.agent(), None);
             turn.unwritten.push(event);
             match turn::next_step(&completion.answer, round, max_rounds) {
@@ -702,9 +709,10 @@ impl ConversationManager {
                 Step::Reply(text) => return Ok(text),
                 Step::CallTools(calls) => {
                     let mut tx = store.begin_fenced(&turn.lease).await?;
-                    turn.write_unwritten(&mut tx).await?;
+                    turn.write_events(&mut tx).await?;
                     tx.commit().await?;
-                    turn.committed();
+                    // The tokens are added with the turn's end.
+                    turn.unwritten.clear();
                     messages.push(ChatMessage::Assistant {
                         content: completion.answer.content.clone(),
                         tool_calls: calls.clone(),

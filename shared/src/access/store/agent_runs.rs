@@ -250,10 +250,12 @@ impl TenantStore {
         Ok(events)
     }
 
-    /// Moves the agent's cursor past events recorded more than `settle` ago:
-    /// a transaction still open may commit an event with a lower position
+    /// Moves the agent's cursor up to the first event recorded less than
+    /// `settle` ago (or to the newest event when there is none): a
+    /// transaction still open may commit an event with a lower position
     /// than one already visible, so the newest stretch is read again.
     /// `up_to` caps the move (the last event read when a batch was full).
+    /// Only the events between the cursor and that first one are scanned.
     pub async fn advance_trigger_cursor(
         &self,
         character: &str,
@@ -263,9 +265,12 @@ impl TenantStore {
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE trigger_cursors t SET position = greatest(t.position, least(coalesce( \
-                (SELECT max(e.global_position) FROM events e WHERE e.tenant_id = $1 \
+                (SELECT e.global_position - 1 FROM events e WHERE e.tenant_id = $1 \
                  AND e.global_position > t.position \
-                 AND e.recorded_at < now() - $3 * interval '1 millisecond'), t.position), \
+                 AND e.recorded_at >= now() - $3 * interval '1 millisecond' \
+                 ORDER BY e.global_position LIMIT 1), \
+                (SELECT max(e.global_position) FROM events e WHERE e.tenant_id = $1), \
+                t.position), \
                 coalesce($4, 9223372036854775807))) \
              WHERE t.tenant_id = $1 AND t.character = $2",
         )

@@ -65,54 +65,86 @@ pub struct StoredEvent {
 pub(super) const EVENT_COLUMNS: &str = "id, stream, version, global_position, type, actor_kind, \
      actor_id, payload, correlation_id, trace_id, occurred_at";
 
-/// Appends `events` to `stream`, whose last version must be `expected`;
-/// returns the stream's new version. Events whose dedupe key is already in
-/// the log are skipped.
+/// Appends `events` to `stream`, whose last version must be `expected`, in
+/// one statement; returns the stream's new version. Events whose dedupe key
+/// is already in the log are skipped (and take no version).
 pub(super) async fn append(
     conn: &mut PgConnection,
     stream: &str,
     expected: i64,
     events: &[NewEvent],
 ) -> Result<i64, StoreError> {
-    let mut version = expected;
-    for event in events {
-        let inserted = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
-             actor_id, payload_schema, payload, dedupe_key, correlation_id, causation_id, trace_id, source) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (dedupe_key) DO NOTHING RETURNING version",
-        )
-        .bind(EventId::new_v7())
-        .bind(event.tenant_id)
+    if events.is_empty() {
+        return Ok(expected);
+    }
+    fn column<'a, T>(events: &'a [NewEvent], field: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
+        events.iter().map(field).collect()
+    }
+    let ids = column(events, |_| EventId::new_v7());
+    let tenants = column(events, |e| e.tenant_id);
+    let types = column(events, |e| e.type_name);
+    let occurred = column(events, |e| e.occurred_at);
+    let actor_kinds = column(events, |e| e.actor.kind.as_str());
+    let actor_ids = column(events, |e| e.actor.id.as_str());
+    let payloads = column(events, |e| &e.payload);
+    let dedupe_keys = column(events, |e| e.dedupe_key.as_deref());
+    let correlations = column(events, |e| e.correlation_id);
+    let causations = column(events, |e| e.causation_id);
+    let trace_ids = column(events, |e| e.trace_id.as_deref());
+    let sources = column(events, |e| e.source);
+    // Without dedupe keys, a plain insert: `ON CONFLICT` costs a speculative
+    // insertion per row.
+    let deduplicated = events.iter().any(|e| e.dedupe_key.is_some());
+    let sql = format!(
+        "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
+         actor_id, payload_schema, payload, dedupe_key, correlation_id, causation_id, trace_id, source) \
+         SELECT n.id, n.tenant_id, $1, $2 + row_number() OVER (ORDER BY n.ord), n.type, \
+         n.occurred_at, n.actor_kind, n.actor_id, 'urn:automate-e:schema:' || n.type, n.payload, \
+         n.dedupe_key, n.correlation_id, n.causation_id, n.trace_id, n.source \
+         FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], \
+         $9::jsonb[], $10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[]) WITH ORDINALITY \
+         AS n (id, tenant_id, type, occurred_at, actor_kind, actor_id, payload, dedupe_key, \
+         correlation_id, causation_id, trace_id, source, ord) \
+         {} ORDER BY n.ord {} RETURNING version",
+        if deduplicated {
+            "WHERE n.dedupe_key IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key)"
+        } else {
+            ""
+        },
+        if deduplicated {
+            "ON CONFLICT (dedupe_key) DO NOTHING"
+        } else {
+            ""
+        },
+    );
+    let versions = sqlx::query_scalar::<_, i64>(&sql)
         .bind(stream)
-        .bind(version + 1)
-        .bind(event.type_name)
-        .bind(event.occurred_at)
-        .bind(event.actor.kind.as_str())
-        .bind(&event.actor.id)
-        .bind(format!("urn:automate-e:schema:{}", event.type_name))
-        .bind(&event.payload)
-        .bind(&event.dedupe_key)
-        .bind(event.correlation_id)
-        .bind(event.causation_id)
-        .bind(&event.trace_id)
-        .bind(event.source)
-        .fetch_optional(&mut *conn)
+        .bind(expected)
+        .bind(&ids)
+        .bind(&tenants)
+        .bind(&types)
+        .bind(&occurred)
+        .bind(&actor_kinds)
+        .bind(&actor_ids)
+        .bind(&payloads)
+        .bind(&dedupe_keys)
+        .bind(&correlations)
+        .bind(&causations)
+        .bind(&trace_ids)
+        .bind(&sources)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
                 StoreError::VersionConflict {
                     stream: stream.to_owned(),
-                    expected: version,
+                    expected,
                 }
             }
             _ => StoreError::Database(e),
         })?;
-        if inserted.is_some() {
-            version += 1;
-        }
-    }
-    Ok(version)
+    Ok(versions.into_iter().max().unwrap_or(expected))
 }
 
 impl TenantStore {

@@ -94,14 +94,21 @@ impl TenantTx {
         Ok(TokenBudget { per_day, used })
     }
 
-    /// Adds tokens to the tenant's usage on `day` (to one of its shards, so
-    /// concurrent turns do not queue on one row lock); returns the budget
-    /// with them.
+    /// Adds tokens to the tenant's usage on `day`; returns the budget with
+    /// them.
     pub async fn add_token_usage(
         &mut self,
         day: NaiveDate,
         tokens: i64,
     ) -> Result<TokenBudget, StoreError> {
+        self.add_tokens(day, tokens).await?;
+        self.token_budget(day).await
+    }
+
+    /// Adds tokens to the tenant's usage on `day`, to one of its shards (so
+    /// concurrent turns do not queue on one row lock). The shard row stays
+    /// locked until the commit: best the last statement of a transaction.
+    pub async fn add_tokens(&mut self, day: NaiveDate, tokens: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO tenant_llm_usage (tenant_id, day, shard, tokens) \
              VALUES ($1, $2, floor(random() * $4)::smallint, $3) \
@@ -113,7 +120,7 @@ impl TenantTx {
         .bind(USAGE_SHARDS)
         .execute(&mut **self)
         .await?;
-        self.token_budget(day).await
+        Ok(())
     }
 }
 
