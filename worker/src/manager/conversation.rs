@@ -174,18 +174,12 @@ impl Turn<'_> {
 
     /// Adds the unwritten tokens to the tenant's usage (one statement per
     /// day): the last statement of a transaction, as it locks a usage row
-    /// until the commit. They stay unwritten until [`Self::committed`].
+    /// until the commit. They stay unwritten until the commit.
     async fn write_tokens(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
         for &(day, tokens) in &self.unwritten_tokens {
             tx.add_tokens(day, tokens).await?;
         }
         Ok(())
-    }
-
-    /// After the turn's end is committed: nothing is unwritten any more.
-    fn committed(&mut self) {
-        self.unwritten.clear();
-        self.unwritten_tokens.clear();
     }
 }
 
@@ -550,7 +544,7 @@ impl ConversationManager {
         };
         turn.write_tokens(&mut tx).await?;
         tx.commit().await?;
-        turn.committed();
+        turn.unwritten_tokens.clear();
         self.queue
             .deliver_outbox(msg.tenant_id, outbox_id, traceparent)
             .await?;

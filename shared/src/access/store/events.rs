@@ -94,7 +94,15 @@ pub(super) async fn append(
     let sources = column(events, |e| e.source);
     // Without dedupe keys, a plain insert: `ON CONFLICT` costs a speculative
     // insertion per row.
-    let deduplicated = events.iter().any(|e| e.dedupe_key.is_some());
+    let (skip_seen, on_conflict) = if events.iter().any(|e| e.dedupe_key.is_some()) {
+        (
+            "WHERE n.dedupe_key IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key)",
+            "ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+    } else {
+        ("", "")
+    };
     let sql = format!(
         "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
          actor_id, payload_schema, payload, dedupe_key, correlation_id, causation_id, trace_id, source) \
@@ -105,18 +113,7 @@ pub(super) async fn append(
          $9::jsonb[], $10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[]) WITH ORDINALITY \
          AS n (id, tenant_id, type, occurred_at, actor_kind, actor_id, payload, dedupe_key, \
          correlation_id, causation_id, trace_id, source, ord) \
-         {} ORDER BY n.ord {} RETURNING version",
-        if deduplicated {
-            "WHERE n.dedupe_key IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key)"
-        } else {
-            ""
-        },
-        if deduplicated {
-            "ON CONFLICT (dedupe_key) DO NOTHING"
-        } else {
-            ""
-        },
+         {skip_seen} ORDER BY n.ord {on_conflict} RETURNING version"
     );
     let versions = sqlx::query_scalar::<_, i64>(&sql)
         .bind(stream)
