@@ -3,9 +3,10 @@
 //! - [`engine`]: pure decisions and transformations (no I/O).
 //! - [`access`]: one client per external system (Postgres, Redis, Slack, LLM, Accounting API).
 //! - [`character`], [`event`], [`job`], [`ids`]: the domain's types.
-//! - [`config`], [`telemetry`]: utilities.
+//! - [`config`], [`telemetry`], [`batch`], [`pacer`]: utilities.
 
 pub mod access;
+pub mod batch;
 pub mod character;
 pub mod config;
 pub mod engine;

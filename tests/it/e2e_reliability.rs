@@ -142,3 +142,29 @@ async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight
     t.slack.take_posted();
     t.finish().await;
 }
+
+#[tokio::test]
+async fn turn_jobs_pushed_together_are_each_queued_once() {
+    use shared::ids::{InboxId, TenantId};
+    use shared::job::WorkerJob;
+
+    let t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        ..Default::default()
+    })
+    .await;
+    let turn = |n: u128| WorkerJob::TurnV1 {
+        inbox_id: InboxId(uuid::Uuid::from_u128(n)),
+        tenant_id: TenantId(uuid::Uuid::from_u128(99)),
+        traceparent: String::new(),
+    };
+    t.queue.enqueue_worker_job(turn(1)).await.unwrap();
+    // One push: a job already queued, two new ones, one of them twice.
+    t.queue
+        .enqueue_worker_jobs(vec![turn(1), turn(2), turn(3), turn(3)])
+        .await
+        .unwrap();
+    let depth = t.queue.depth(QueueName::Worker).await.unwrap();
+    assert_eq!(depth.backlog(), 3, "{depth:?}");
+    t.finish().await;
+}

@@ -366,9 +366,9 @@ async fn messages_written_together_each_get_their_own_outcome() {
         panic!("a first delivery is new");
     };
 
-    // One writer task: all of these are written in one round, the two
-    // tenants' messages in a transaction each.
-    let writer = InboxWriter::start(&store, 1, 64);
+    // All of these are written in one round, the two tenants' messages in
+    // a transaction each, at the same time.
+    let writer = InboxWriter::start(&store, 64);
     let sent = [
         message(a, "t0", "TA:1", "earlier, delivered again"),
         message(a, "t1", "TA:2", "new"),
@@ -412,6 +412,48 @@ async fn messages_written_together_each_get_their_own_outcome() {
     assert_ne!(rows[0].2, rows[1].2);
     assert_eq!(rows[3].1, b.0, "recorded under its own tenant");
     assert_ne!(rows[3].2, rows[1].2);
+}
+
+#[tokio::test]
+async fn two_first_messages_of_a_new_conversation_at_once_share_it() {
+    use std::time::Duration;
+
+    let db = TestDb::create().await;
+    let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
+    let store = db.service_store().await.tenant(tenant);
+    // One gateway's transaction creates the conversation and has not
+    // committed yet.
+    let mut first = store.begin().await.unwrap();
+    let outcomes = first
+        .record_messages(&[&message(tenant, "t1", "T1:1", "one")])
+        .await
+        .unwrap();
+    let RecordOutcome::New { inbox_id: one } = outcomes[0] else {
+        panic!("a new message: {outcomes:?}");
+    };
+    // Another cannot see it yet: its insert waits for the first to end.
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .record_message(&message(tenant, "t1", "T1:2", "two"))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits for the first");
+    first.commit().await.unwrap();
+    let RecordOutcome::New { inbox_id: two } = second.await.unwrap().unwrap() else {
+        panic!("the second message is new too");
+    };
+
+    let conversation = |id| {
+        let store = store.clone();
+        async move { store.inbox_message(id).await.unwrap().conversation_id }
+    };
+    assert_eq!(conversation(one).await, conversation(two).await);
+    assert_eq!(db.count("conversations").await, 1);
+    db.drop().await;
 }
 
 #[tokio::test]

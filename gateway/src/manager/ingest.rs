@@ -8,6 +8,7 @@ use shared::access::queue::JobQueue;
 use shared::access::store::{
     ConversationModel, InboxWriter, NewMessageParams, RecordOutcome, RouteCache, Store,
 };
+use shared::batch::Batcher;
 use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY, per_minute};
 use shared::engine::route::{self, TenantLimits};
 use shared::event::Attachment;
@@ -76,11 +77,11 @@ pub enum IngestOutcome {
     Limited,
 }
 
-/// Inbox writer tasks: batches of messages written at once.
-const INBOX_WRITERS: usize = 4;
-
-/// Most messages one inbox transaction records.
+/// Most messages one round of the inbox writer records.
 const INBOX_BATCH: usize = 64;
+
+/// Most turn jobs pushed to Redis in one round trip.
+const TURN_PUSH_BATCH: usize = 64;
 
 /// How long a route lookup is reused: a changed route or tenant limit takes
 /// effect within this.
@@ -114,6 +115,7 @@ pub struct IngestManager {
     store: Store,
     routes: RouteCache,
     inbox: InboxWriter,
+    turns: Batcher<WorkerJob, Result<(), String>>,
     queue: JobQueue,
     presence: Presence,
     limiter: Arc<Pacer>,
@@ -122,7 +124,8 @@ pub struct IngestManager {
 
 impl IngestManager {
     /// A manager over the store, the queue, the platforms' presence and the
-    /// inbound rate limiter. Starts the inbox's writer tasks.
+    /// inbound rate limiter. Starts the inbox's writer task and the task
+    /// that pushes turn jobs (both group what arrives together).
     pub fn new(
         store: Store,
         queue: JobQueue,
@@ -132,7 +135,8 @@ impl IngestManager {
     ) -> Self {
         Self {
             routes: RouteCache::new(store.clone(), ROUTE_CACHE_TTL),
-            inbox: InboxWriter::start(&store, INBOX_WRITERS, INBOX_BATCH),
+            inbox: InboxWriter::start(&store, INBOX_BATCH),
+            turns: push_turns(queue.clone()),
             store,
             queue,
             presence,
@@ -317,14 +321,31 @@ impl IngestManager {
                 processed: false,
             } => (inbox_id, IngestOutcome::Duplicate(inbox_id)),
         };
-        self.queue
-            .enqueue_worker_job(WorkerJob::TurnV1 {
+        self.turns
+            .submit(WorkerJob::TurnV1 {
                 inbox_id,
                 tenant_id,
                 traceparent: traceparent.to_owned(),
             })
-            .await
+            .await?
+            .map_err(anyhow::Error::msg)
             .context("Cannot enqueue turn")?;
         Ok(outcome)
     }
+}
+
+/// Pushes the turn jobs that wait together in one round trip; each caller
+/// gets the round's result.
+fn push_turns(queue: JobQueue) -> Batcher<WorkerJob, Result<(), String>> {
+    Batcher::start(TURN_PUSH_BATCH, move |jobs: Vec<WorkerJob>| {
+        let queue = queue.clone();
+        async move {
+            let count = jobs.len();
+            let pushed = queue
+                .enqueue_worker_jobs(jobs)
+                .await
+                .map_err(|e| e.to_string());
+            vec![pushed; count]
+        }
+    })
 }

@@ -319,14 +319,23 @@ impl JobQueue {
     /// Enqueues a worker job; a job with the same dedupe key already on the
     /// queue makes this a no-op.
     pub async fn enqueue_worker_job(&self, job: WorkerJob) -> Result<(), QueueError> {
-        let key = job.dedupe_key();
-        push(self.storage(QueueName::Worker, 1), job, key).await
+        self.enqueue_worker_jobs(vec![job]).await
+    }
+
+    /// Enqueues worker jobs in one round trip to Redis, each deduplicated
+    /// like [`Self::enqueue_worker_job`].
+    pub async fn enqueue_worker_jobs(&self, jobs: Vec<WorkerJob>) -> Result<(), QueueError> {
+        let keyed = jobs.into_iter().map(|job| {
+            let key = job.dedupe_key();
+            (job, key)
+        });
+        push(self.storage(QueueName::Worker, 1), keyed).await
     }
 
     /// Enqueues a delivery job; deduplicated like [`Self::enqueue_worker_job`].
     pub async fn enqueue_delivery_job(&self, job: DeliveryJob) -> Result<(), QueueError> {
         let key = job.dedupe_key();
-        push(self.storage(QueueName::Delivery, 1), job, key).await
+        push(self.storage(QueueName::Delivery, 1), [(job, key)]).await
     }
 
     /// Queues the delivery of an outbox item (the relay re-queues it when
@@ -359,11 +368,11 @@ impl JobQueue {
         match queue {
             QueueName::Worker => {
                 let job: WorkerJob = serde_json::from_value(job.clone()).map_err(bad)?;
-                push(self.storage(queue, 1), job, Some(task_id)).await
+                push(self.storage(queue, 1), [(job, Some(task_id))]).await
             }
             QueueName::Delivery => {
                 let job: DeliveryJob = serde_json::from_value(job.clone()).map_err(bad)?;
-                push(self.storage(queue, 1), job, Some(task_id)).await
+                push(self.storage(queue, 1), [(job, Some(task_id))]).await
             }
         }
     }
@@ -434,20 +443,27 @@ impl JobQueue {
     }
 }
 
+/// Pushes jobs (each under its task id, when it has one) in one call of
+/// apalis' batch push script.
 async fn push<T>(
     mut storage: RedisStorage<T>,
-    job: T,
-    key: Option<String>,
+    jobs: impl IntoIterator<Item = (T, Option<String>)>,
 ) -> Result<(), QueueError>
 where
     T: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
 {
-    let mut task = TaskBuilder::new(job);
-    if let Some(key) = key {
-        task = task.task_id(TaskId::from_string(&key));
-    }
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|(job, key)| {
+            let mut task = TaskBuilder::new(job);
+            if let Some(key) = key {
+                task = task.task_id(TaskId::from_string(&key));
+            }
+            task.build()
+        })
+        .collect();
     storage
-        .push_task(task.build())
+        .push_all(futures::stream::iter(tasks))
         .await
         .map_err(|e| QueueError::Push(e.to_string()))
 }

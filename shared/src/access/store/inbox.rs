@@ -166,49 +166,42 @@ async fn conversations_for(
             .collect::<Vec<String>>()
     };
     let mut found: HashMap<(String, String, String), ConversationId> = HashMap::new();
-    let missing_from = |found: &HashMap<_, _>| -> Vec<&ConversationKey<'_>> {
-        keys.iter()
-            .filter(|k| !found.contains_key(&key_of(k)))
-            .collect()
-    };
     // Two rounds: a concurrent first message of the same conversation may
     // insert the row after our look-up (our insert then waits for it and
-    // skips it; the next look-up sees it).
+    // skips it; the next round's look-up sees it).
     for _ in 0..2 {
-        // Existing conversations are only read: a plain read does not wait
-        // for a turn that holds the row, an insert attempt would. Each key
-        // is looked up on its own (LATERAL … LIMIT 1 keeps the planner from
-        // scanning all of the tenant's conversations instead).
-        let missing = missing_from(&found);
+        let missing: Vec<&ConversationKey<'_>> = keys
+            .iter()
+            .filter(|k| !found.contains_key(&key_of(k)))
+            .collect();
         if missing.is_empty() {
             break;
         }
-        let rows = sqlx::query_as::<_, (ConversationId, String, String, String)>(
-            "SELECT c.id, c.platform, c.chat, c.thread \
-             FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[]) AS k (platform, chat, thread)) k, \
-             LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c \
-                 WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat AND c.thread = k.thread \
-                 LIMIT 1) c",
-        )
-        .bind(tenant)
-        .bind(column(&missing, |k| k.platform))
-        .bind(column(&missing, |k| k.chat))
-        .bind(column(&missing, |k| k.thread))
-        .fetch_all(&mut *conn)
-        .await?;
-        found.extend(rows.into_iter().map(|(id, p, c, t)| ((p, c, t), id)));
-        let missing = missing_from(&found);
-        if missing.is_empty() {
-            break;
-        }
+        // One statement: existing conversations are only read (a plain
+        // read does not wait for a turn that holds the row, an insert
+        // attempt would), each key on its own (LATERAL … LIMIT 1 keeps the
+        // planner from scanning all of the tenant's conversations), and
+        // only the keys not found are inserted.
         let new_ids: Vec<uuid::Uuid> = missing.iter().map(|_| ConversationId::new_v7().0).collect();
         let rows = sqlx::query_as::<_, (ConversationId, String, String, String)>(
-            "INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
-             SELECT DISTINCT ON (platform, chat, thread) id, $1, platform, chat, thread, character \
-             FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 AS m (id, platform, chat, thread, character) \
-             ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING \
-             RETURNING id, platform, chat, thread",
+            "WITH k AS ( \
+                 SELECT DISTINCT ON (platform, chat, thread) id, platform, chat, thread, character \
+                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                     AS m (id, platform, chat, thread, character)), \
+             found AS ( \
+                 SELECT c.id, c.platform, c.chat, c.thread FROM k, \
+                 LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c \
+                     WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat \
+                     AND c.thread = k.thread LIMIT 1) c), \
+             inserted AS ( \
+                 INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
+                 SELECT k.id, $1, k.platform, k.chat, k.thread, k.character FROM k \
+                 WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.platform = k.platform \
+                     AND f.chat = k.chat AND f.thread = k.thread) \
+                 ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING \
+                 RETURNING id, platform, chat, thread) \
+             SELECT id, platform, chat, thread FROM found \
+             UNION ALL SELECT id, platform, chat, thread FROM inserted",
         )
         .bind(tenant)
         .bind(&new_ids)

@@ -1,118 +1,107 @@
 //! Group commit for the inbox: messages that arrive together are recorded
-//! together, in one transaction per tenant, by a few writer tasks. Under a
-//! burst of webhooks that is a few commits instead of one per message; a
-//! lone message is written at once. Each caller still gets its own outcome
-//! only after its transaction committed.
+//! together, one transaction per tenant (a round's tenants written at the
+//! same time), by one writer task (a [`Batcher`]). Under a burst of
+//! webhooks that is a few commits instead of one per message; a lone
+//! message is written at once. Each caller still gets its own outcome only
+//! after its transaction committed.
+//!
+//! One round at a time, not several: measured, 2–4 writer tasks made
+//! smaller batches, more Postgres work per message and no more throughput
+//! (BENCHMARKS.md). The cost: a round that waits on a lock (another
+//! gateway inserting the same conversation) holds the next one back until
+//! that transaction ends.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{NewMessageParams, RecordOutcome, Store, StoreError};
+use crate::batch::Batcher;
 use crate::ids::TenantId;
-
-/// A message waiting to be written, with where its outcome goes.
-struct Pending {
-    params: NewMessageParams,
-    done: oneshot::Sender<Result<RecordOutcome, StoreError>>,
-}
 
 /// Records inbound messages with group commit (see the module docs).
 #[derive(Debug, Clone)]
 pub struct InboxWriter {
-    queue: mpsc::Sender<Pending>,
+    rounds: Batcher<NewMessageParams, Result<RecordOutcome, StoreError>>,
 }
 
 impl InboxWriter {
-    /// Starts `writers` tasks, each writing up to `max_batch` messages per
-    /// round. They stop when the last `InboxWriter` clone is dropped.
-    pub fn start(store: &Store, writers: usize, max_batch: usize) -> Self {
-        let max_batch = max_batch.max(1);
-        let (queue, waiting) = mpsc::channel(max_batch * writers.max(1) * 2);
-        let waiting = Arc::new(Mutex::new(waiting));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_rounds(store.clone(), Arc::clone(&waiting), max_batch));
+    /// Starts the writer task, writing up to `max_batch` messages per
+    /// round. It stops when the last `InboxWriter` clone is dropped.
+    pub fn start(store: &Store, max_batch: usize) -> Self {
+        let store = store.clone();
+        Self {
+            rounds: Batcher::start(max_batch, move |round| write_round(store.clone(), round)),
         }
-        Self { queue }
     }
 
     /// Records a message once, like [`super::TenantStore::record_message`].
     pub async fn record(&self, params: NewMessageParams) -> Result<RecordOutcome, StoreError> {
-        let (done, outcome) = oneshot::channel();
-        self.queue
-            .send(Pending { params, done })
-            .await
-            .map_err(|_| StoreError::Stopped("inbox writer"))?;
-        outcome
+        self.rounds
+            .submit(params)
             .await
             .map_err(|_| StoreError::Stopped("inbox writer"))?
     }
 }
 
-/// Takes whatever is waiting (at least one message, at most `max_batch`)
-/// and writes it, until every sender is gone.
-async fn write_rounds(
+/// Writes a round: each tenant's messages in a transaction of their own,
+/// all tenants at once. Outcomes in the order of `round`.
+async fn write_round(
     store: Store,
-    waiting: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    max_batch: usize,
-) {
-    loop {
-        let round = {
-            let mut waiting = waiting.lock().await;
-            let Some(first) = waiting.recv().await else {
-                return;
-            };
-            let mut round = vec![first];
-            while round.len() < max_batch {
-                match waiting.try_recv() {
-                    Ok(next) => round.push(next),
-                    Err(_) => break,
-                }
-            }
-            round
-        };
-        let mut by_tenant: HashMap<TenantId, Vec<Pending>> = HashMap::new();
-        for pending in round {
-            by_tenant
-                .entry(pending.params.tenant_id)
-                .or_default()
-                .push(pending);
-        }
-        for (tenant, batch) in by_tenant {
-            write(&store, tenant, batch).await;
-        }
+    round: Vec<NewMessageParams>,
+) -> Vec<Result<RecordOutcome, StoreError>> {
+    let count = round.len();
+    let mut by_tenant: HashMap<TenantId, Vec<(usize, NewMessageParams)>> = HashMap::new();
+    for (position, params) in round.into_iter().enumerate() {
+        by_tenant
+            .entry(params.tenant_id)
+            .or_default()
+            .push((position, params));
     }
+    let written = futures::future::join_all(
+        by_tenant
+            .into_iter()
+            .map(|(tenant, batch)| write(&store, tenant, batch)),
+    )
+    .await;
+    let mut outcomes: Vec<Option<Result<RecordOutcome, StoreError>>> =
+        (0..count).map(|_| None).collect();
+    for (position, outcome) in written.into_iter().flatten() {
+        outcomes[position] = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Err(StoreError::Stopped("inbox writer"))))
+        .collect()
 }
 
 /// Writes one tenant's batch in one transaction. If that fails, each
 /// message is written alone, so one bad message does not fail the others.
-async fn write(store: &Store, tenant: TenantId, batch: Vec<Pending>) {
+async fn write(
+    store: &Store,
+    tenant: TenantId,
+    batch: Vec<(usize, NewMessageParams)>,
+) -> Vec<(usize, Result<RecordOutcome, StoreError>)> {
     let store = store.tenant(tenant);
     let together = async {
         let mut tx = store.begin().await?;
-        let params: Vec<&NewMessageParams> = batch.iter().map(|p| &p.params).collect();
+        let params: Vec<&NewMessageParams> = batch.iter().map(|(_, p)| p).collect();
         let outcomes = tx.record_messages(&params).await?;
         tx.commit().await?;
         Ok::<_, StoreError>(outcomes)
     };
     match together.await {
-        Ok(outcomes) => {
-            for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = pending.done.send(Ok(outcome));
-            }
-        }
-        Err(e) if batch.len() == 1 => {
-            if let Some(pending) = batch.into_iter().next() {
-                let _ = pending.done.send(Err(e));
-            }
-        }
+        Ok(outcomes) => batch
+            .into_iter()
+            .map(|(position, _)| position)
+            .zip(outcomes.into_iter().map(Ok))
+            .collect(),
+        Err(e) if batch.len() == 1 => vec![(batch[0].0, Err(e))],
         Err(e) => {
             tracing::warn!(error = %e, messages = batch.len(), "An inbox batch failed; writing its messages one by one");
-            for pending in batch {
-                let outcome = store.record_message(&pending.params).await;
-                let _ = pending.done.send(outcome);
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (position, params) in batch {
+                outcomes.push((position, store.record_message(&params).await));
             }
+            outcomes
         }
     }
 }
