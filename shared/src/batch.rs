@@ -39,7 +39,7 @@ impl<T, R> std::fmt::Debug for Batcher<T, R> {
 /// No result for an item: its round's handler panicked or left it out, or
 /// the batching task is gone (the runtime is shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the batching task has stopped")]
+#[error("no result from the batching task")]
 pub struct Stopped;
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
@@ -62,7 +62,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     round.drain(..).map(|w| (w.item, w.done)).unzip();
                 // A round whose handler panics fails alone: its callers get
                 // `Stopped`, the next round runs.
-                let Ok(results) = AssertUnwindSafe(handle(items)).catch_unwind().await else {
+                let Ok(results) = AssertUnwindSafe(async { handle(items).await })
+                    .catch_unwind()
+                    .await
+                else {
                     continue;
                 };
                 for (done, result) in done.into_iter().zip(results) {
@@ -111,9 +114,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_item_left_without_a_result_is_told_so_and_a_panic_fails_only_its_round() {
-        let batcher = Batcher::start(8, |items: Vec<u32>| async move {
+        let batcher = Batcher::start(8, |items: Vec<u32>| {
             assert!(!items.contains(&0), "a handler bug");
-            items.into_iter().take(1).collect::<Vec<_>>()
+            async move { items.into_iter().take(1).collect::<Vec<_>>() }
         });
         let results = futures::future::join_all([1, 2].map(|i| batcher.submit(i))).await;
         assert_eq!(results, [Ok(1), Err(Stopped)]);

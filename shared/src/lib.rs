@@ -2,7 +2,7 @@
 //!
 //! - [`engine`]: pure decisions and transformations (no I/O).
 //! - [`access`]: one client per external system (Postgres, Redis, Slack, LLM, Accounting API).
-//! - [`character`], [`event`], [`job`], [`ids`]: the domain's types.
+//! - [`character`], [`event`], [`job`], [`ids`], [`trigger`]: the domain's types.
 //! - [`config`], [`telemetry`], [`batch`], [`pacer`]: utilities.
 
 pub mod access;

@@ -327,8 +327,9 @@ impl IngestManager {
                 tenant_id,
                 traceparent: traceparent.to_owned(),
             })
-            .await?
-            .map_err(anyhow::Error::msg)
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|pushed| pushed.map_err(anyhow::Error::msg))
             .context("Cannot enqueue turn")?;
         Ok(outcome)
     }

@@ -146,7 +146,8 @@ pub(super) async fn conversation_for(
 }
 
 /// The conversations of `keys`, in their order, each created if it does not
-/// exist yet: one statement for any number of keys.
+/// exist yet: one statement for any number of keys (two when another
+/// transaction created one of them at the same moment).
 async fn conversations_for(
     conn: &mut PgConnection,
     tenant: TenantId,

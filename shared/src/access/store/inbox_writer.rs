@@ -1,6 +1,6 @@
 //! Group commit for the inbox: messages that arrive together are recorded
-//! together, one transaction per tenant (a round's tenants written at the
-//! same time), by one writer task (a [`Batcher`]). Under a burst of
+//! together, one transaction per tenant (a round's tenants written side by
+//! side), by one writer task (a [`Batcher`]). Under a burst of
 //! webhooks that is a few commits instead of one per message; a lone
 //! message is written at once. Each caller still gets its own outcome only
 //! after its transaction committed.
@@ -8,14 +8,20 @@
 //! One round at a time, not several: measured, 2–4 writer tasks made
 //! smaller batches, more Postgres work per message and no more throughput
 //! (BENCHMARKS.md). The cost: a round that waits on a lock (another
-//! gateway inserting the same conversation) holds the next one back until
-//! that transaction ends.
+//! gateway inserting the same conversation or the same message) holds the
+//! next one back until that transaction ends.
 
 use std::collections::HashMap;
+
+use futures::StreamExt;
 
 use super::{NewMessageParams, RecordOutcome, Store, StoreError};
 use crate::batch::Batcher;
 use crate::ids::TenantId;
+
+/// Most tenant transactions of one round open at once: a burst from many
+/// tenants leaves the rest of the connection pool to everything else.
+const TENANTS_AT_ONCE: usize = 4;
 
 /// Records inbound messages with group commit (see the module docs).
 #[derive(Debug, Clone)]
@@ -43,7 +49,8 @@ impl InboxWriter {
 }
 
 /// Writes a round: each tenant's messages in a transaction of their own,
-/// all tenants at once. Outcomes in the order of `round`.
+/// up to [`TENANTS_AT_ONCE`] tenants at once. Outcomes in the order of
+/// `round`.
 async fn write_round(
     store: Store,
     round: Vec<NewMessageParams>,
@@ -56,12 +63,11 @@ async fn write_round(
             .or_default()
             .push((position, params));
     }
-    let written = futures::future::join_all(
-        by_tenant
-            .into_iter()
-            .map(|(tenant, batch)| write(&store, tenant, batch)),
-    )
-    .await;
+    let written: Vec<_> = futures::stream::iter(by_tenant)
+        .map(|(tenant, batch)| write(&store, tenant, batch))
+        .buffer_unordered(TENANTS_AT_ONCE)
+        .collect()
+        .await;
     let mut outcomes: Vec<Option<Result<RecordOutcome, StoreError>>> =
         (0..count).map(|_| None).collect();
     for (position, outcome) in written.into_iter().flatten() {
