@@ -80,6 +80,17 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
         4,
         "a skipped duplicate takes no version"
     );
+    let refused = store
+        .append_new(
+            "s-1",
+            4,
+            &[event(tenant, None), event(tenant, Some("once"))],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::AlreadyRecorded { .. })),
+        "appended as new, a recorded key fails the append: {refused:?}"
+    );
     assert_eq!(store.stream_version("s-1").await.unwrap(), 4);
     let events = store.read_stream("s-1", &[]).await.unwrap();
     assert_eq!(
@@ -90,6 +101,21 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
         events
             .windows(2)
             .all(|w| w[0].global_position < w[1].global_position)
+    );
+    let (of_type, version) = store
+        .read_stream_to_end("s-1", &["automate_e.test.thing_happened.v1"])
+        .await
+        .unwrap();
+    assert_eq!((of_type, version), (events, 4));
+    let (none, version) = store
+        .read_stream_to_end("s-1", &["automate_e.test.other_thing.v1"])
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(version, 4, "the last version whatever the types read");
+    assert_eq!(
+        store.read_stream_to_end("s-9", &[]).await.unwrap(),
+        (vec![], 0)
     );
     db.drop().await;
 }
@@ -258,6 +284,100 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
             .unwrap()
             .is_some(),
         "a released lease stays released"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_claim_takes_a_free_lease_and_only_for_an_unanswered_message() {
+    let db = TestDb::create().await;
+    let (store, msg) = one_message(&db).await;
+    let ttl = std::time::Duration::from_secs(30);
+    let claim = |holder: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let claimed = tx.claim(msg.id, holder, ttl).await.unwrap();
+            tx.commit().await.unwrap();
+            claimed
+        }
+    };
+
+    let (read, first) = claim("a").await;
+    assert_eq!(read, msg);
+    let first = first.expect("a free conversation is leased");
+    assert_eq!(first.conversation_id, msg.conversation_id);
+    assert!(claim("b").await.1.is_none(), "a held lease is not taken");
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.hand_back(msg.conversation_id, Some(&first))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().await.unwrap();
+    let second = claim("b").await.1.expect("a lease given back is free");
+    assert!(second.fence > first.fence);
+
+    let reply = shared::access::store::ReplyParams {
+        outbox_id: shared::ids::OutboxId::new_v7(),
+        inbox_ids: vec![msg.id],
+        lease: Some(second),
+        dedupe_key: format!("reply:{}", msg.id),
+        stream: format!("conversation-{}", msg.conversation_id),
+        expected_version: 0,
+        events: vec![],
+        text: "svar".into(),
+    };
+    assert!(store.complete_turn(&reply).await.unwrap());
+    let mut tx = store.begin().await.unwrap();
+    tx.hand_back(msg.conversation_id, Some(&second))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (answered, lease) = claim("c").await;
+    assert!(answered.processed_at.is_some());
+    assert!(lease.is_none(), "an answered message takes no lease");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_reply_delivered_twice_is_recorded_delivered_once() {
+    let db = TestDb::create().await;
+    let (store, msg) = one_message(&db).await;
+    let outbox_id = shared::ids::OutboxId::new_v7();
+    let reply = shared::access::store::ReplyParams {
+        outbox_id,
+        inbox_ids: vec![msg.id],
+        lease: None,
+        dedupe_key: format!("reply:{}", msg.id),
+        stream: format!("conversation-{}", msg.conversation_id),
+        expected_version: 0,
+        events: vec![event(msg.tenant_id, Some(&format!("reply:{}", msg.id)))],
+        text: "svar".into(),
+    };
+    assert!(store.complete_turn(&reply).await.unwrap());
+    assert!(
+        !store.complete_turn(&reply).await.unwrap(),
+        "an answered message is not answered again"
+    );
+    let stream = format!("delivery-{outbox_id}");
+    let delivered = event(msg.tenant_id, Some(&format!("delivered:{outbox_id}")));
+    for _ in 0..2 {
+        store
+            .complete_delivery(outbox_id, 1, &stream, &delivered)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.read_stream(&stream, &[]).await.unwrap().len(), 1);
+    assert!(
+        store
+            .outbox_item(outbox_id)
+            .await
+            .unwrap()
+            .delivered_at
+            .is_some()
     );
     db.drop().await;
 }
@@ -465,10 +585,11 @@ async fn a_follow_up_is_recorded_while_a_turn_holds_its_conversation() {
     // A turn's first transaction: the lease taken, the row locked until it
     // commits.
     let mut turn = store.begin().await.unwrap();
-    turn.try_acquire_lease(msg.conversation_id, "a", Duration::from_secs(30))
+    let (_, lease) = turn
+        .claim(msg.id, "a", Duration::from_secs(30))
         .await
-        .unwrap()
-        .expect("a free conversation is leased");
+        .unwrap();
+    lease.expect("a free conversation is leased");
 
     let follow_up = NewMessageParams {
         chat: "C9".into(),

@@ -74,6 +74,19 @@ struct Done {
     unreviewed: Option<Vec<ProposalId>>,
 }
 
+/// The conversation before a turn.
+struct Past {
+    /// Earlier user messages and replies, oldest first, without the messages
+    /// being answered now: the character's retention (newest
+    /// `history_messages`, none older than its `history_days`).
+    history: Vec<ChatMessage>,
+    /// The messages being answered now whose `message_received` an earlier
+    /// attempt of the turn recorded.
+    recorded: Vec<InboxId>,
+    /// The stream's last version.
+    version: i64,
+}
+
 /// A reply written by a turn.
 struct Reply {
     outbox_id: OutboxId,
@@ -154,10 +167,12 @@ impl Turn<'_> {
         }
     }
 
-    /// Writes the unwritten events in `tx`.
+    /// Writes the unwritten events in `tx`. They are new: a message's
+    /// `message_received` an earlier attempt recorded is left out of them,
+    /// and the other events are recorded once per attempt.
     async fn write_events(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
         self.version = tx
-            .append(&self.stream, self.version, &self.unwritten)
+            .append_new(&self.stream, self.version, &self.unwritten)
             .await?;
         Ok(())
     }
@@ -263,14 +278,13 @@ impl ConversationManager {
         let deadline = Instant::now() + self.settings.lease_wait;
         loop {
             let mut tx = store.begin().await?;
-            let msg = tx.inbox_message(inbox_id).await?;
+            let (msg, lease) = tx
+                .claim(inbox_id, &self.holder, self.settings.lease_ttl)
+                .await?;
             if msg.processed_at.is_some() {
                 return Ok((msg, None));
             }
-            if let Some(lease) = tx
-                .try_acquire_lease(msg.conversation_id, &self.holder, self.settings.lease_ttl)
-                .await?
-            {
+            if let Some(lease) = lease {
                 return Ok((msg, Some((lease, tx))));
             }
             drop(tx);
@@ -292,22 +306,9 @@ impl ConversationManager {
         conversation: ConversationId,
     ) -> Result<Vec<ProposalId>, StoreError> {
         let mut tx = store.begin().await?;
-        let unreviewed = Self::hand_back(&mut tx, lease.as_ref(), conversation).await?;
+        let unreviewed = tx.hand_back(conversation, lease.as_ref()).await?;
         tx.commit().await?;
         Ok(unreviewed)
-    }
-
-    /// In `tx`: gives the lease back (if held) and lists the conversation's
-    /// proposals no review picked up yet.
-    async fn hand_back(
-        tx: &mut TenantTx,
-        lease: Option<&Lease>,
-        conversation: ConversationId,
-    ) -> Result<Vec<ProposalId>, StoreError> {
-        if let Some(lease) = lease {
-            tx.release_lease(lease).await?;
-        }
-        tx.unreviewed_proposals(conversation).await
     }
 
     fn keep_renewed(&self, lease: Lease) -> Renewal {
@@ -422,7 +423,7 @@ impl ConversationManager {
                 character.name
             )));
         }
-        let tenant = tx.settings().await?;
+        let (tenant, budget) = tx.settings_with_budget(Utc::now().date_naive()).await?;
         let target = self.accounts.target(&tenant)?;
         let memory = &character.memory;
         let remembered_since = memory
@@ -441,15 +442,13 @@ impl ConversationManager {
             None => Vec::new(),
         };
         let stream = conversation_stream(msg.conversation_id);
-        let history = Self::history(&mut tx, &stream, batch, character, remembered_since).await?;
-        let version = tx.stream_version(&stream).await?;
-        let budget = tx.token_budget(Utc::now().date_naive()).await?;
+        let past = Self::past(&mut tx, &stream, batch, character, remembered_since).await?;
         let mut turn = Turn {
             msg,
             lease,
             character,
             stream,
-            version,
+            version: past.version,
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
             evidence: Vec::new(),
             target,
@@ -459,6 +458,7 @@ impl ConversationManager {
         };
         turn.unwritten = batch
             .iter()
+            .filter(|m| !past.recorded.contains(&m.id))
             .map(|m| {
                 let event = ConversationEvent::MessageReceived(MessageReceived {
                     inbox_id: m.id,
@@ -487,7 +487,7 @@ impl ConversationManager {
             &PromptContext {
                 tenant_brief: Some(&tenant.brief),
                 user_facts: &facts,
-                history: &history,
+                history: &past.history,
                 message: &content,
             },
         );
@@ -538,7 +538,7 @@ impl ConversationManager {
             return Ok(None);
         }
         let unreviewed = if last {
-            Some(Self::hand_back(&mut tx, Some(&lease), msg.conversation_id).await?)
+            Some(tx.hand_back(msg.conversation_id, Some(&lease)).await?)
         } else {
             None
         };
@@ -766,42 +766,49 @@ impl ConversationManager {
         Ok(())
     }
 
-    /// Earlier user messages and replies of the conversation, oldest first,
-    /// without the messages being answered now: the character's retention
-    /// (newest `history_messages`, none older than `since`).
-    async fn history(
+    /// The conversation before this turn, read from its stream.
+    async fn past(
         tx: &mut TenantTx,
         stream: &str,
         current: &[InboxModel],
         character: &Character,
         since: Option<chrono::DateTime<Utc>>,
-    ) -> Result<Vec<ChatMessage>, JobFailure> {
+    ) -> Result<Past, JobFailure> {
         let types = [
             ConversationEvent::MESSAGE_RECEIVED,
             ConversationEvent::REPLY_COMPOSED,
         ];
-        let events = tx.read_stream(stream, &types).await?;
-        let mut messages: Vec<ChatMessage> = events
-            .into_iter()
-            .filter(|e| since.is_none_or(|since| e.occurred_at >= since))
-            .filter_map(|e| ConversationEvent::from_stored(&e.type_name, e.payload))
-            .filter_map(|e| match e {
-                ConversationEvent::MessageReceived(m)
-                    if !current.iter().any(|c| c.id == m.inbox_id) =>
+        let (events, version) = tx.read_stream_to_end(stream, &types).await?;
+        let mut past = Past {
+            history: Vec::new(),
+            recorded: Vec::new(),
+            version,
+        };
+        for e in events {
+            let recent = since.is_none_or(|since| e.occurred_at >= since);
+            match ConversationEvent::from_stored(&e.type_name, e.payload) {
+                Some(ConversationEvent::MessageReceived(m))
+                    if current.iter().any(|c| c.id == m.inbox_id) =>
                 {
-                    Some(ChatMessage::User {
-                        content: prompt::user_content(&m.text, &m.attachments),
-                    })
+                    past.recorded.push(m.inbox_id);
                 }
-                ConversationEvent::ReplyComposed(r) => Some(ChatMessage::Assistant {
-                    content: Some(r.text),
-                    tool_calls: vec![],
-                }),
-                _ => None,
-            })
-            .collect();
+                Some(ConversationEvent::MessageReceived(m)) if recent => {
+                    past.history.push(ChatMessage::User {
+                        content: prompt::user_content(&m.text, &m.attachments),
+                    });
+                }
+                Some(ConversationEvent::ReplyComposed(r)) if recent => {
+                    past.history.push(ChatMessage::Assistant {
+                        content: Some(r.text),
+                        tool_calls: vec![],
+                    });
+                }
+                _ => {}
+            }
+        }
         let keep = usize::try_from(character.memory.history_messages).unwrap_or(usize::MAX);
-        messages.drain(..messages.len().saturating_sub(keep));
-        Ok(messages)
+        past.history
+            .drain(..past.history.len().saturating_sub(keep));
+        Ok(past)
     }
 }

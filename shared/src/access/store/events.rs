@@ -74,6 +74,49 @@ pub(super) async fn append(
     expected: i64,
     events: &[NewEvent],
 ) -> Result<i64, StoreError> {
+    let seen = if events.iter().any(|e| e.dedupe_key.is_some()) {
+        Seen::Skip
+    } else {
+        Seen::Refuse
+    };
+    insert(conn, stream, expected, events, seen).await
+}
+
+/// Like [`append`], for events the caller knows are not in the log (its own
+/// check in the same transaction rules a repeat out, such as a row it just
+/// flipped from unprocessed): an event whose dedupe key is there fails the
+/// append ([`StoreError::AlreadyRecorded`]) instead of being skipped.
+///
+/// Skipping needs a look-up per event in the statement, and Postgres then
+/// plans that statement anew on every call (0.25 ms): its cached plan
+/// assumes ten events where a turn passes one or two, so it looks costlier
+/// than a fresh one. Without it the cached plan is used.
+pub(super) async fn append_new(
+    conn: &mut PgConnection,
+    stream: &str,
+    expected: i64,
+    events: &[NewEvent],
+) -> Result<i64, StoreError> {
+    insert(conn, stream, expected, events, Seen::Refuse).await
+}
+
+/// What an append does with an event whose dedupe key is already in the log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Leaves it out (it takes no version).
+    Skip,
+    /// Fails the append (the unique key refuses it).
+    Refuse,
+}
+
+/// The one statement of [`append`] and [`append_new`].
+async fn insert(
+    conn: &mut PgConnection,
+    stream: &str,
+    expected: i64,
+    events: &[NewEvent],
+    seen: Seen,
+) -> Result<i64, StoreError> {
     if events.is_empty() {
         return Ok(expected);
     }
@@ -92,9 +135,8 @@ pub(super) async fn append(
     let causations = column(events, |e| e.causation_id);
     let trace_ids = column(events, |e| e.trace_id.as_deref());
     let sources = column(events, |e| e.source);
-    // Without dedupe keys, a plain insert: `ON CONFLICT` costs a speculative
-    // insertion per row.
-    let (skip_seen, on_conflict) = if events.iter().any(|e| e.dedupe_key.is_some()) {
+    // Else a plain insert: `ON CONFLICT` costs a speculative insertion per row.
+    let (skip_seen, on_conflict) = if seen == Seen::Skip {
         (
             "WHERE n.dedupe_key IS NULL OR NOT EXISTS \
              (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key)",
@@ -137,6 +179,11 @@ pub(super) async fn append(
                 StoreError::VersionConflict {
                     stream: stream.to_owned(),
                     expected,
+                }
+            }
+            sqlx::Error::Database(db) if db.constraint() == Some("events_dedupe_key_key") => {
+                StoreError::AlreadyRecorded {
+                    stream: stream.to_owned(),
                 }
             }
             _ => StoreError::Database(e),
@@ -184,6 +231,16 @@ impl TenantTx {
         append(self, stream, expected, events).await
     }
 
+    /// Appends events known to be new; see [`append_new`].
+    pub async fn append_new(
+        &mut self,
+        stream: &str,
+        expected: i64,
+        events: &[NewEvent],
+    ) -> Result<i64, StoreError> {
+        append_new(self, stream, expected, events).await
+    }
+
     /// The last version of a stream (0 when empty).
     pub async fn stream_version(&mut self, stream: &str) -> Result<i64, StoreError> {
         let version = sqlx::query_scalar::<_, Option<i64>>(
@@ -212,11 +269,40 @@ impl TenantTx {
         .await?;
         Ok(events)
     }
+
+    /// Like [`Self::read_stream`], with the stream's last version (0 when
+    /// empty) read in the same statement.
+    pub async fn read_stream_to_end(
+        &mut self,
+        stream: &str,
+        types: &[&str],
+    ) -> Result<(Vec<StoredEvent>, i64), StoreError> {
+        // The last event comes along whatever its type.
+        let mut events = sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 \
+             AND (cardinality($2::text[]) = 0 OR type = ANY($2) \
+                  OR version = (SELECT max(version) FROM events WHERE stream = $1)) \
+             ORDER BY version"
+        ))
+        .bind(stream)
+        .bind(types)
+        .fetch_all(&mut **self)
+        .await?;
+        let version = events.last().map_or(0, |e| e.version);
+        if !types.is_empty() {
+            events.retain(|e| types.contains(&e.type_name.as_str()));
+        }
+        Ok((events, version))
+    }
 }
 
 in_own_transaction! {
+    /// Appends events known to be new; see [`append_new`].
+    fn append_new(&self, stream: &str, expected: i64, events: &[NewEvent]) -> i64;
     /// The last version of a stream (0 when empty).
     fn stream_version(&self, stream: &str) -> i64;
+    /// Events of a stream of the given types, with its last version.
+    fn read_stream_to_end(&self, stream: &str, types: &[&str]) -> (Vec<StoredEvent>, i64);
     /// Events of a stream of the given types, oldest first.
     fn read_stream(&self, stream: &str, types: &[&str]) -> Vec<StoredEvent>;
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
+use super::inbox::INBOX_COLUMNS;
 use super::{InboxModel, StoreError, TenantStore, TenantTx, in_own_transaction};
-use crate::ids::{ConversationId, TenantId};
+use crate::ids::{ConversationId, InboxId, ProposalId, TenantId};
 
 /// A held conversation lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,26 @@ pub struct Lease {
 
 fn millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Takes the lease of the conversations a statement's `WHERE` picks among
+/// those whose lease is free; `$2` is the holder, `$3` the time-to-live in
+/// milliseconds.
+const TAKE_FREE_LEASE: &str = "UPDATE conversations SET lease_fence = nextval('lease_fences'), \
+     lease_holder = $2, lease_until = now() + $3 * interval '1 millisecond' \
+     WHERE (lease_until IS NULL OR lease_until < now())";
+
+/// Gives the lease with fence `$2` of conversation `$1` back (a no-op when
+/// it was taken over, or `$2` is null).
+const RELEASE_LEASE: &str = "UPDATE conversations SET lease_until = NULL, lease_holder = NULL \
+     WHERE id = $1 AND lease_fence = $2";
+
+/// A message and, when it was taken, its conversation's lease.
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    #[sqlx(flatten)]
+    msg: InboxModel,
+    lease_fence: Option<i64>,
 }
 
 /// Fails with [`StoreError::LeaseLost`] unless `lease` is still the
@@ -51,27 +72,57 @@ impl TenantTx {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let fence = sqlx::query_scalar::<_, i64>(
-            "UPDATE conversations SET lease_fence = nextval('lease_fences'), lease_holder = $2, \
-             lease_until = now() + $3 * interval '1 millisecond' \
-             WHERE id = $1 AND (lease_until IS NULL OR lease_until < now()) RETURNING lease_fence",
-        )
+        let fence = sqlx::query_scalar::<_, i64>(&format!(
+            "{TAKE_FREE_LEASE} AND id = $1 RETURNING lease_fence"
+        ))
         .bind(conversation)
         .bind(holder)
         .bind(millis(ttl))
         .fetch_optional(&mut **self)
         .await?;
+        Ok(self.hold(conversation, fence))
+    }
+
+    /// Reads an inbox message and, unless it was answered, tries to take
+    /// its conversation's lease, in one statement: like
+    /// [`Self::inbox_message`] then [`Self::try_acquire_lease`].
+    pub async fn claim(
+        &mut self,
+        inbox_id: InboxId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<(InboxModel, Option<Lease>), StoreError> {
+        let claimed = sqlx::query_as::<_, Claimed>(&format!(
+            "WITH msg AS (SELECT {INBOX_COLUMNS} FROM inbox i \
+                 JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1), \
+             taken AS ({TAKE_FREE_LEASE} \
+                 AND id = (SELECT conversation_id FROM msg WHERE processed_at IS NULL) \
+                 RETURNING lease_fence) \
+             SELECT msg.*, (SELECT lease_fence FROM taken) FROM msg"
+        ))
+        .bind(inbox_id)
+        .bind(holder)
+        .bind(millis(ttl))
+        .fetch_optional(&mut **self)
+        .await?
+        .ok_or(StoreError::NotFound("inbox message"))?;
+        let lease = self.hold(claimed.msg.conversation_id, claimed.lease_fence);
+        Ok((claimed.msg, lease))
+    }
+
+    /// The lease `fence` stands for, if one was taken. The conversation's
+    /// row stays locked until this transaction ends: it may write for the
+    /// lease as if begun fenced.
+    fn hold(&mut self, conversation: ConversationId, fence: Option<i64>) -> Option<Lease> {
         let lease = fence.map(|fence| Lease {
             tenant_id: self.tenant,
             conversation_id: conversation,
             fence,
         });
-        // The row stays locked until this transaction ends: it may write
-        // for the lease as if begun fenced.
         if lease.is_some() {
             self.fenced = lease;
         }
-        Ok(lease)
+        lease
     }
 
     /// Extends a held lease; `false` when it was taken over or released.
@@ -91,15 +142,31 @@ impl TenantTx {
 
     /// Gives a lease back (a no-op when it was taken over).
     pub async fn release_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE conversations SET lease_until = NULL, lease_holder = NULL \
-             WHERE id = $1 AND lease_fence = $2",
-        )
-        .bind(lease.conversation_id)
-        .bind(lease.fence)
-        .execute(&mut **self)
-        .await?;
+        sqlx::query(RELEASE_LEASE)
+            .bind(lease.conversation_id)
+            .bind(lease.fence)
+            .execute(&mut **self)
+            .await?;
         Ok(())
+    }
+
+    /// Gives `lease` back (when one is held) and lists the conversation's
+    /// proposals no review picked up yet, in one statement.
+    pub async fn hand_back(
+        &mut self,
+        conversation: ConversationId,
+        lease: Option<&Lease>,
+    ) -> Result<Vec<ProposalId>, StoreError> {
+        let ids = sqlx::query_scalar::<_, ProposalId>(&format!(
+            "WITH released AS ({RELEASE_LEASE}) \
+             SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' \
+             ORDER BY created_at"
+        ))
+        .bind(conversation)
+        .bind(lease.map(|l| l.fence))
+        .fetch_all(&mut **self)
+        .await?;
+        Ok(ids)
     }
 
     /// The conversation's messages not answered yet, in arrival order.

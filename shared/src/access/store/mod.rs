@@ -58,6 +58,12 @@ pub enum StoreError {
         /// The version the writer expected.
         expected: i64,
     },
+    /// An event appended as new has a dedupe key already in the log.
+    #[error("an event appended to stream `{stream}` as new is already recorded")]
+    AlreadyRecorded {
+        /// The stream.
+        stream: String,
+    },
     /// The conversation's lease was taken over: this holder may not write.
     #[error("the conversation's lease was taken over by another worker")]
     LeaseLost,

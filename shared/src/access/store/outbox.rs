@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::events::{NewEvent, append};
+use super::events::{NewEvent, append_new};
 use super::lease::{Lease, check_fence};
 use super::{StoreError, TenantStore, TenantTx};
 use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
@@ -121,7 +121,7 @@ impl TenantStore {
     }
 
     /// Marks the reply delivered (all `chunks` posted) and appends its
-    /// delivery event.
+    /// delivery event; a no-op when it was marked before.
     pub async fn complete_delivery(
         &self,
         id: OutboxId,
@@ -130,15 +130,19 @@ impl TenantStore {
         event: &NewEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        let completed = sqlx::query(
             "UPDATE outbox SET delivered_at = now(), chunks_delivered = greatest(chunks_delivered, $2) \
              WHERE id = $1 AND delivered_at IS NULL",
         )
         .bind(id)
         .bind(chunks)
         .execute(&mut *tx)
-        .await?;
-        append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
+        .await?
+        .rows_affected();
+        // Delivered before (by a redelivered job): its event is there.
+        if completed == 1 {
+            append_new(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -146,43 +150,57 @@ impl TenantStore {
 
 impl TenantTx {
     /// Ends a turn: marks the inbox messages processed, appends the turn's
-    /// final events and writes the reply to the outbox. Returns `false` when
+    /// final events (as new: no earlier end wrote them, as the messages
+    /// were unprocessed) and writes the reply to the outbox. Returns `false` when
     /// a message was processed already: the caller drops the transaction
     /// then, so nothing changes. Fails with [`StoreError::LeaseLost`] when
     /// `p.lease` was taken over (checked here unless the transaction was
     /// begun fenced by it).
     pub async fn complete_turn(&mut self, p: &ReplyParams) -> Result<bool, StoreError> {
-        let lead = *p
+        let (lead, folded) = p
             .inbox_ids
-            .first()
+            .split_first()
             .ok_or(StoreError::NotFound("turn message"))?;
         if let Some(lease) = &p.lease
             && self.fenced != Some(*lease)
         {
             check_fence(self, lease).await?;
         }
-        let claimed = sqlx::query(
-            "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
+        // The lead is marked answered and the reply's outbox row written in
+        // one statement, only when the lead was unanswered.
+        let written = sqlx::query(
+            "WITH answered AS (UPDATE inbox SET processed_at = now() \
+                 WHERE id = $1 AND processed_at IS NULL RETURNING tenant_id, conversation_id) \
+             INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
+             SELECT $2, a.tenant_id, a.conversation_id, $3, c.platform, c.chat, c.thread, $4 \
+             FROM answered a JOIN conversations c ON c.id = a.conversation_id",
         )
-        .bind(&p.inbox_ids)
-        .execute(&mut **self)
-        .await?
-        .rows_affected();
-        if claimed != p.inbox_ids.len() as u64 {
-            return Ok(false);
-        }
-        append(self, &p.stream, p.expected_version, &p.events).await?;
-        sqlx::query(
-            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
-             SELECT $1, i.tenant_id, i.conversation_id, $2, c.platform, c.chat, c.thread, $3 \
-             FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $4",
-        )
+        .bind(lead)
         .bind(p.outbox_id)
         .bind(&p.dedupe_key)
         .bind(&p.text)
-        .bind(lead)
         .execute(&mut **self)
-        .await?;
+        .await?
+        .rows_affected();
+        if written != 1 {
+            return Ok(false);
+        }
+        // A statement over an array is planned anew on every call (see
+        // `events::append_new`), so the follow-ups folded into the turn,
+        // which most turns have none of, get their own.
+        if !folded.is_empty() {
+            let answered = sqlx::query(
+                "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
+            )
+            .bind(folded)
+            .execute(&mut **self)
+            .await?
+            .rows_affected();
+            if answered != folded.len() as u64 {
+                return Ok(false);
+            }
+        }
+        append_new(self, &p.stream, p.expected_version, &p.events).await?;
         Ok(true)
     }
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
-use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
+use super::{StoreError, TenantStore};
 use crate::engine::proposal::ProposalState;
 use crate::engine::tool::ToolRequest;
 use crate::event::{Actor, ProposalEvent, proposal_stream};
@@ -338,25 +338,4 @@ impl TenantStore {
         tx.commit().await?;
         Ok(bodies)
     }
-}
-
-impl TenantTx {
-    /// Proposals of the conversation that no review has picked up yet.
-    pub async fn unreviewed_proposals(
-        &mut self,
-        conversation: ConversationId,
-    ) -> Result<Vec<ProposalId>, StoreError> {
-        let ids = sqlx::query_scalar::<_, ProposalId>(
-            "SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' ORDER BY created_at",
-        )
-        .bind(conversation)
-        .fetch_all(&mut **self)
-        .await?;
-        Ok(ids)
-    }
-}
-
-in_own_transaction! {
-    /// Proposals of the conversation that no review has picked up yet.
-    fn unreviewed_proposals(&self, conversation: ConversationId) -> Vec<ProposalId>;
 }

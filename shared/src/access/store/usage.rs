@@ -2,16 +2,33 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
+use super::tenant::SETTINGS_COLUMNS;
+use super::{StoreError, TenantSettings, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::cost::UsageLine;
 
 /// A tenant's LLM budget for one day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct TokenBudget {
     /// Tokens allowed per day; `None` = unlimited.
+    #[sqlx(rename = "llm_tokens_per_day")]
     pub per_day: Option<i64>,
     /// Tokens used that day.
+    #[sqlx(rename = "tokens_used")]
     pub used: i64,
+}
+
+/// The columns of [`TokenBudget`] from `tenants t`, for the day `$2`.
+const BUDGET_COLUMNS: &str = "t.llm_tokens_per_day, \
+     (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u \
+      WHERE u.tenant_id = t.id AND u.day = $2) AS tokens_used";
+
+/// A tenant's settings with its budget.
+#[derive(sqlx::FromRow)]
+struct SettingsWithBudget {
+    #[sqlx(flatten)]
+    settings: TenantSettings,
+    #[sqlx(flatten)]
+    budget: TokenBudget,
 }
 
 impl TokenBudget {
@@ -80,18 +97,31 @@ const RUN_COMPLETED: &str = "automate_e.agent.run_completed.v1";
 impl TenantTx {
     /// The tenant's budget and usage on `day`.
     pub async fn token_budget(&mut self, day: NaiveDate) -> Result<TokenBudget, StoreError> {
-        let (per_day, used) = sqlx::query_as::<_, (Option<i64>, i64)>(
-            "SELECT t.llm_tokens_per_day, \
-             (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u \
-              WHERE u.tenant_id = t.id AND u.day = $2) \
-             FROM tenants t WHERE t.id = $1",
-        )
+        sqlx::query_as::<_, TokenBudget>(&format!(
+            "SELECT {BUDGET_COLUMNS} FROM tenants t WHERE t.id = $1"
+        ))
+        .bind(self.tenant)
+        .bind(day)
+        .fetch_optional(&mut **self)
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))
+    }
+
+    /// The tenant's settings and its budget and usage on `day`, in one
+    /// statement: like [`Self::settings`] then [`Self::token_budget`].
+    pub async fn settings_with_budget(
+        &mut self,
+        day: NaiveDate,
+    ) -> Result<(TenantSettings, TokenBudget), StoreError> {
+        let row = sqlx::query_as::<_, SettingsWithBudget>(&format!(
+            "SELECT {SETTINGS_COLUMNS}, {BUDGET_COLUMNS} FROM tenants t WHERE t.id = $1"
+        ))
         .bind(self.tenant)
         .bind(day)
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
-        Ok(TokenBudget { per_day, used })
+        Ok((row.settings, row.budget))
     }
 
     /// Adds tokens to the tenant's usage on `day`; returns the budget with
