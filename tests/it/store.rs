@@ -343,6 +343,51 @@ async fn a_claim_takes_a_free_lease_and_only_for_an_unanswered_message() {
 }
 
 #[tokio::test]
+async fn a_turn_whose_folded_follow_up_was_answered_meanwhile_writes_nothing() {
+    let db = TestDb::create().await;
+    let (store, lead) = one_message(&db).await;
+    let follow_up = NewMessageParams {
+        chat: "C9".into(),
+        ..message(lead.tenant_id, "1.1", "T9:C9:1.2", "and one more thing")
+    };
+    let RecordOutcome::New {
+        inbox_id: follow_up,
+    } = store.record_message(&follow_up).await.unwrap()
+    else {
+        panic!("the follow-up is new");
+    };
+    let reply = |inbox_ids: Vec<shared::ids::InboxId>| shared::access::store::ReplyParams {
+        outbox_id: shared::ids::OutboxId::new_v7(),
+        dedupe_key: format!("reply:{}", inbox_ids[0]),
+        inbox_ids,
+        lease: None,
+        stream: format!("conversation-{}", lead.conversation_id),
+        expected_version: 0,
+        events: vec![],
+        text: "svar".into(),
+    };
+    assert!(store.complete_turn(&reply(vec![follow_up])).await.unwrap());
+    assert!(
+        !store
+            .complete_turn(&reply(vec![lead.id, follow_up]))
+            .await
+            .unwrap(),
+        "a turn folding an answered message does not end"
+    );
+    assert!(
+        store
+            .inbox_message(lead.id)
+            .await
+            .unwrap()
+            .processed_at
+            .is_none(),
+        "its lead stays unanswered"
+    );
+    assert_eq!(db.count("outbox").await, 1, "and it wrote no reply");
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn a_reply_delivered_twice_is_recorded_delivered_once() {
     let db = TestDb::create().await;
     let (store, msg) = one_message(&db).await;

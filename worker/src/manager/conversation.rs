@@ -785,13 +785,18 @@ impl ConversationManager {
             version,
         };
         for e in events {
+            // Told by the message id alone, so a `message_received` this
+            // version cannot read whole still counts as recorded.
+            let recorded = (e.type_name == ConversationEvent::MESSAGE_RECEIVED)
+                .then(|| serde_json::from_value::<InboxId>(e.payload["inbox_id"].clone()).ok())
+                .flatten()
+                .filter(|id| current.iter().any(|c| c.id == *id));
+            if let Some(id) = recorded {
+                past.recorded.push(id);
+                continue;
+            }
             let recent = since.is_none_or(|since| e.occurred_at >= since);
             match ConversationEvent::from_stored(&e.type_name, e.payload) {
-                Some(ConversationEvent::MessageReceived(m))
-                    if current.iter().any(|c| c.id == m.inbox_id) =>
-                {
-                    past.recorded.push(m.inbox_id);
-                }
                 Some(ConversationEvent::MessageReceived(m)) if recent => {
                     past.history.push(ChatMessage::User {
                         content: prompt::user_content(&m.text, &m.attachments),

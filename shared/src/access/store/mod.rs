@@ -83,6 +83,8 @@ impl From<StoreError> for crate::job::JobFailure {
         match e {
             // A row that is not there will not appear on a retry.
             StoreError::NotFound(_) => Self::permanent(e, "Missing row"),
+            // The same append would be refused again.
+            StoreError::AlreadyRecorded { .. } => Self::permanent(e, "Event recorded twice"),
             _ => Self::retryable(e, "Database operation failed"),
         }
     }

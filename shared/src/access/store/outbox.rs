@@ -166,6 +166,22 @@ impl TenantTx {
         {
             check_fence(self, lease).await?;
         }
+        // The follow-ups folded into the turn (most turns have none) get a
+        // statement of their own: Postgres plans one over `= ANY($1)` anew
+        // on every call, as it assumes ten ids where its cached plan is
+        // compared with a plan for the real one or two.
+        if !folded.is_empty() {
+            let answered = sqlx::query(
+                "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
+            )
+            .bind(folded)
+            .execute(&mut **self)
+            .await?
+            .rows_affected();
+            if answered != folded.len() as u64 {
+                return Ok(false);
+            }
+        }
         // The lead is marked answered and the reply's outbox row written in
         // one statement, only when the lead was unanswered.
         let written = sqlx::query(
@@ -184,21 +200,6 @@ impl TenantTx {
         .rows_affected();
         if written != 1 {
             return Ok(false);
-        }
-        // A statement over an array is planned anew on every call (see
-        // `events::append_new`), so the follow-ups folded into the turn,
-        // which most turns have none of, get their own.
-        if !folded.is_empty() {
-            let answered = sqlx::query(
-                "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
-            )
-            .bind(folded)
-            .execute(&mut **self)
-            .await?
-            .rows_affected();
-            if answered != folded.len() as u64 {
-                return Ok(false);
-            }
         }
         append_new(self, &p.stream, p.expected_version, &p.events).await?;
         Ok(true)
