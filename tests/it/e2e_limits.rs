@@ -10,7 +10,7 @@ use shared::engine::turn::TURN_FAILED_REPLY;
 use shared::job::JobFailure;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
-use tests::{LLM_API_KEY, TestEnv, TestOptions, fixture};
+use tests::{FIXTURE_CHANNEL, FIXTURE_TEAM, LLM_API_KEY, TestEnv, TestOptions, fixture};
 
 #[tokio::test]
 async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
@@ -60,9 +60,47 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
     t.wait_for_posts(1).await;
     t.wait_idle().await;
     assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+    // The message is recorded once, by the first failed attempt.
+    assert_eq!(
+        t.db.event_types("conversation-").await,
+        [
+            "automate_e.conversation.message_received.v1",
+            "automate_e.conversation.turn_failed.v1",
+            "automate_e.conversation.llm_called.v1",
+            "automate_e.conversation.reply_composed.v1",
+        ]
+    );
     let again = worker::dead_jobs::command(&store, &t.queue, &["replay".to_owned(), id]).await;
     assert!(again.unwrap_err().to_string().contains("replayed"));
     assert!(store.dead_jobs(true, 10).await.unwrap().is_empty());
+    t.finish().await;
+}
+
+/// A turn that fails before it records anything (a chat routed to an agent
+/// that takes no chats fails for good at once) is given up with the message
+/// and the failure both in the log.
+#[tokio::test]
+async fn a_turn_given_up_before_it_recorded_anything_records_the_message() {
+    let t = TestEnv::start().await;
+    let acme: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = 'acme'")
+        .fetch_one(&t.db.owner)
+        .await
+        .unwrap();
+    t.db.seed_route(acme, "slack", FIXTURE_TEAM, "CNOCHAT", "review-e")
+        .await;
+    let body = fixture("slack/event_callback.message.json").replace(FIXTURE_CHANNEL, "CNOCHAT");
+    assert_eq!(t.post_slack_event(&body).await, 200);
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+    assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
+    assert!(t.openai.requests().is_empty());
+    assert_eq!(
+        t.db.event_types("conversation-").await,
+        [
+            "automate_e.conversation.message_received.v1",
+            "automate_e.conversation.turn_failed.v1",
+        ]
+    );
     t.finish().await;
 }
 

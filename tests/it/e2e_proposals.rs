@@ -78,6 +78,15 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
     propose(&t, OWNER_THREAD, REVIEW_E_OK).await;
     card_posted(&t).await;
 
+    // The model call that asked for the write was recorded before the
+    // proposal was filed.
+    let log = t.db.event_types("").await;
+    let first = |ty: &str| log.iter().position(|t| t == ty).expect(ty);
+    assert!(
+        first("automate_e.conversation.llm_called.v1") < first("automate_e.proposal.proposed.v1"),
+        "{log:?}"
+    );
+
     // The model was told the proposal id and that nothing is written.
     let told: Value = serde_json::from_str(
         t.openai.requests()[1]["messages"]

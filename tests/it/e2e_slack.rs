@@ -81,13 +81,7 @@ async fn slack_message_gets_a_tool_backed_reply_in_its_thread_once() {
     // Everything is in the event log, in order.
     assert_eq!(
         t.db.event_types("conversation-").await,
-        [
-            "automate_e.conversation.message_received.v1",
-            "automate_e.conversation.llm_called.v1",
-            "automate_e.conversation.tool_called.v1",
-            "automate_e.conversation.llm_called.v1",
-            "automate_e.conversation.reply_composed.v1",
-        ]
+        tests::ONE_READ_TURN_EVENTS
     );
     assert_eq!(
         t.db.event_types("delivery-").await,

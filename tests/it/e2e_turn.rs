@@ -130,6 +130,27 @@ async fn a_model_outage_is_retried_and_the_message_answered_once() {
     t.finish().await;
 }
 
+/// A read's model call is recorded with the turn's end; a turn that fails
+/// before it records what it did on its own, so the log keeps the failed
+/// attempt's call and read, and the retried turn records the message once.
+#[tokio::test]
+async fn a_turn_that_fails_after_a_read_keeps_its_steps_in_the_log() {
+    let t = TestEnv::start().await;
+    t.openai.script([
+        Scripted::tool_call("get_bank_balances", "{}"),
+        Scripted::Error(503),
+        Scripted::Text("Saldoen er 100 kr.".into()),
+    ]);
+    ask(&t).await;
+    assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
+    assert_eq!(t.accounting.take_requests().len(), 1);
+    assert_eq!(
+        t.db.event_types("conversation-").await,
+        tests::ONE_READ_TURN_EVENTS
+    );
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
     let t = TestEnv::start().await;

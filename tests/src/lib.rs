@@ -84,6 +84,16 @@ pub const FIXTURE_TEAM: &str = "T111";
 /// See [`FIXTURE_TEAM`].
 pub const FIXTURE_CHANNEL: &str = "C111";
 
+/// The conversation events of a turn that makes one read and replies, in
+/// log order.
+pub const ONE_READ_TURN_EVENTS: [&str; 5] = [
+    "automate_e.conversation.message_received.v1",
+    "automate_e.conversation.llm_called.v1",
+    "automate_e.conversation.tool_called.v1",
+    "automate_e.conversation.llm_called.v1",
+    "automate_e.conversation.reply_composed.v1",
+];
+
 /// A real platform payload from `tests/data/`.
 pub fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -96,6 +96,18 @@ pub enum ToolCallError {
     Unexpected(String),
 }
 
+/// Whether the model call that asks for tool `name` is recorded before the
+/// tool runs: a write files a proposal, and a builtin works on the tenant's
+/// own records (a fact stored; a usage report, which counts the call that
+/// asked for it). A read of the Accounting API, or a name the character
+/// lacks (refused), touches none of them: its call is recorded with the
+/// turn's next write.
+pub fn records_call_first(character: &Character, name: &str) -> bool {
+    character
+        .tool(name)
+        .is_some_and(|tool| tool.builtin.is_some() || tool.effect == Effect::Write)
+}
+
 /// Validates the model's arguments for `name` and builds the exact request,
 /// or the builtin call. A tool with neither a builtin nor an endpoint (only
 /// possible for a character that skipped validation) is refused as unknown.
@@ -487,6 +499,15 @@ mod tests {
             plan_call(&c, "remember_fact", r#"{"fact":"f"}"#),
             Err(ToolCallError::UnknownTool("remember_fact".into()))
         );
+    }
+
+    #[test]
+    fn calls_for_writes_and_builtins_are_recorded_first() {
+        let c = character();
+        assert!(records_call_first(&c, "create_purchase"));
+        assert!(records_call_first(&c, "remember_fact"));
+        assert!(!records_call_first(&c, "list_transactions"));
+        assert!(!records_call_first(&c, "no_such_tool"));
     }
 
     #[test]

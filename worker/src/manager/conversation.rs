@@ -5,12 +5,14 @@
 //! with read tools, events, reply to the outbox, and the reply's delivery.
 //!
 //! A turn writes in few transactions: the one that takes the lease goes on
-//! to read the turn's context and record the messages; one follows each
-//! model call that asks for tools (so the call and its tokens are recorded
-//! before any tool acts); one ends the turn (the last events, the reply, the
-//! outbox and, for the job's own message, the lease given back). Tool
-//! results are recorded with the next write; tokens a failed turn could not
-//! record are added on their own.
+//! to read the turn's context; one follows each model call that asks for a
+//! write (filed as a proposal) or a builtin (which works on the tenant's
+//! records), so the call is recorded before that tool acts; one ends the
+//! turn (the last events, the reply, the outbox, the tokens and, for the
+//! job's own message, the lease given back). Everything else (the messages'
+//! `message_received`, calls that only asked for reads, tool results) is
+//! recorded with the turn's next write; a turn that fails records them and
+//! its tokens on its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +22,12 @@ use shared::access::accounting::AccountingTarget;
 use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
 use shared::access::store::{
-    InboxModel, Lease, NewEvent, ReplyParams, Store, StoreError, TenantStore, TenantTx, TokenBudget,
+    InboxModel, Lease, NewEvent, ReplyParams, Store, StoreError, StoredEvent, TenantStore,
+    TenantTx, TokenBudget,
 };
 use shared::character::{Character, Characters};
 use shared::engine::prompt::{self, ChatMessage, PromptContext};
-use shared::engine::tool::function_specs;
+use shared::engine::tool::{function_specs, records_call_first};
 use shared::engine::turn::{self, Step};
 use shared::event::{
     Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
@@ -146,18 +149,7 @@ impl Turn<'_> {
         actor: Actor,
         dedupe_key: Option<String>,
     ) -> NewEvent {
-        NewEvent {
-            tenant_id: self.msg.tenant_id,
-            type_name: event.type_name(),
-            payload: event.payload(),
-            actor,
-            occurred_at: Utc::now(),
-            dedupe_key,
-            correlation_id: Some(self.msg.conversation_id.0),
-            causation_id: Some(self.msg.id.0),
-            trace_id: self.trace_id.clone(),
-            source: "worker",
-        }
+        new_event(self.msg, event, actor, dedupe_key, self.trace_id.clone())
     }
 
     fn agent(&self) -> Actor {
@@ -456,26 +448,14 @@ impl ConversationManager {
             unwritten: Vec::new(),
             unwritten_tokens: Vec::new(),
         };
+        // Recorded with the turn's first write.
         turn.unwritten = batch
             .iter()
             .filter(|m| !past.recorded.contains(&m.id))
-            .map(|m| {
-                let event = ConversationEvent::MessageReceived(MessageReceived {
-                    inbox_id: m.id,
-                    conversation_id: m.conversation_id,
-                    text: m.text.clone(),
-                    attachments: m.attachments.0.clone(),
-                });
-                let user = Actor {
-                    kind: ActorKind::User,
-                    id: m.author_id.clone(),
-                };
-                turn.event(&event, user, Some(format!("message:{}", m.id)))
-            })
+            .map(|m| received(m, msg, turn.trace_id.clone()))
             .collect();
-        turn.write_events(&mut tx).await?;
+        // It wrote the lease.
         tx.commit().await?;
-        turn.unwritten.clear();
 
         let content = batch
             .iter()
@@ -495,7 +475,7 @@ impl ConversationManager {
             .reply(store, &mut turn, batch, messages, traceparent, last)
             .await;
         if !matches!(replied, Ok(Some(_))) {
-            Self::keep_spent_tokens(store, &mut turn).await;
+            Self::keep_what_was_spent(store, &mut turn).await;
         }
         replied
     }
@@ -554,10 +534,26 @@ impl ConversationManager {
         }))
     }
 
-    /// Adds the tokens of model calls whose turn could not record them (the
-    /// calls were paid for; the retried turn pays again), each in a
-    /// transaction of its own. Best effort: a failure is only logged.
-    async fn keep_spent_tokens(store: &TenantStore, turn: &mut Turn<'_>) {
+    /// Records what a turn that gave no reply got to (its messages, model
+    /// calls and tool results; while it still holds the lease) and adds the
+    /// tokens of its calls (they were paid for; the retried turn pays again),
+    /// each in a transaction of its own. Best effort: a failure is only
+    /// logged.
+    async fn keep_what_was_spent(store: &TenantStore, turn: &mut Turn<'_>) {
+        let events = std::mem::take(&mut turn.unwritten);
+        if !events.is_empty() {
+            let recorded = async {
+                let mut tx = store.begin_fenced(&turn.lease).await?;
+                let version = tx.stream_version(&turn.stream).await?;
+                // A message answered by another turn meanwhile has its
+                // `message_received`: skipped.
+                tx.append(&turn.stream, version, &events).await?;
+                tx.commit().await
+            };
+            if let Err(e) = recorded.await {
+                tracing::warn!(error = %e, "Cannot record the steps of a failed turn");
+            }
+        }
         for (day, tokens) in turn.unwritten_tokens.drain(..) {
             if let Err(e) = store.add_token_usage(day, tokens).await {
                 tracing::warn!(error = %e, tokens, "Cannot record the tokens of a failed turn");
@@ -601,7 +597,19 @@ impl ConversationManager {
         reason: &str,
         traceparent: &str,
     ) -> Result<Option<OutboxId>, JobFailure> {
+        let store = self.store.tenant(msg.tenant_id);
         let stream = conversation_stream(msg.conversation_id);
+        let trace_id = shared::telemetry::trace_id(traceparent).map(str::to_owned);
+        let (received_before, version) = store
+            .read_stream_to_end(&stream, &[ConversationEvent::MESSAGE_RECEIVED])
+            .await?;
+        let mut events = Vec::new();
+        if !received_before
+            .iter()
+            .any(|e| received_inbox_id(e) == Some(msg.id))
+        {
+            events.push(received(msg, msg, trace_id.clone()));
+        }
         let outbox_id = OutboxId::new_v7();
         let failed = ConversationEvent::TurnFailed(TurnFailed {
             inbox_id: msg.id,
@@ -610,41 +618,22 @@ impl ConversationManager {
         });
         // Unique per give-up: a replayed turn may be given up again.
         let key = format!("turn-failed:{}:{outbox_id}", msg.id);
-        let event = NewEvent {
-            tenant_id: msg.tenant_id,
-            type_name: failed.type_name(),
-            payload: failed.payload(),
-            actor: Actor {
-                kind: ActorKind::System,
-                id: "worker".to_owned(),
-            },
-            occurred_at: Utc::now(),
-            dedupe_key: Some(key.clone()),
-            correlation_id: Some(msg.conversation_id.0),
-            causation_id: Some(msg.id.0),
-            trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
-            source: "worker",
+        let system = Actor {
+            kind: ActorKind::System,
+            id: "worker".to_owned(),
         };
+        events.push(new_event(msg, &failed, system, Some(key.clone()), trace_id));
         let params = ReplyParams {
             outbox_id,
             inbox_ids: vec![msg.id],
             lease: Some(lease),
             dedupe_key: key,
-            expected_version: self
-                .store
-                .tenant(msg.tenant_id)
-                .stream_version(&stream)
-                .await?,
+            expected_version: version,
             stream,
-            events: vec![event],
+            events,
             text: turn::TURN_FAILED_REPLY.to_owned(),
         };
-        Ok(self
-            .store
-            .tenant(msg.tenant_id)
-            .complete_turn(&params)
-            .await?
-            .then_some(outbox_id))
+        Ok(store.complete_turn(&params).await?.then_some(outbox_id))
     }
 
     /// Model rounds until the model answers without tools (or the round limit).
@@ -702,11 +691,20 @@ impl ConversationManager {
                 // Written with the reply.
                 Step::Reply(text) => return Ok(text),
                 Step::CallTools(calls) => {
-                    let mut tx = store.begin_fenced(&turn.lease).await?;
-                    turn.write_events(&mut tx).await?;
-                    tx.commit().await?;
-                    // The tokens are added with the turn's end.
-                    turn.unwritten.clear();
+                    // A call that asks for a write or a builtin is recorded
+                    // before it runs; one that asks only for reads, with the
+                    // turn's next write.
+                    let honoured = &calls[..calls.len().min(turn::MAX_TOOL_CALLS_PER_ROUND)];
+                    if honoured
+                        .iter()
+                        .any(|c| records_call_first(character, &c.name))
+                    {
+                        let mut tx = store.begin_fenced(&turn.lease).await?;
+                        turn.write_events(&mut tx).await?;
+                        tx.commit().await?;
+                        // The tokens are added with the turn's end.
+                        turn.unwritten.clear();
+                    }
                     messages.push(ChatMessage::Assistant {
                         content: completion.answer.content.clone(),
                         tool_calls: calls.clone(),
@@ -785,12 +783,7 @@ impl ConversationManager {
             version,
         };
         for e in events {
-            // Told by the message id alone, so a `message_received` this
-            // version cannot read whole still counts as recorded.
-            let recorded = (e.type_name == ConversationEvent::MESSAGE_RECEIVED)
-                .then(|| serde_json::from_value::<InboxId>(e.payload["inbox_id"].clone()).ok())
-                .flatten()
-                .filter(|id| current.iter().any(|c| c.id == *id));
+            let recorded = received_inbox_id(&e).filter(|id| current.iter().any(|c| c.id == *id));
             if let Some(id) = recorded {
                 past.recorded.push(id);
                 continue;
@@ -816,4 +809,55 @@ impl ConversationManager {
             .drain(..past.history.len().saturating_sub(keep));
         Ok(past)
     }
+}
+
+/// An event of the conversation `lead` belongs to, caused by `lead`.
+fn new_event(
+    lead: &InboxModel,
+    event: &ConversationEvent,
+    actor: Actor,
+    dedupe_key: Option<String>,
+    trace_id: Option<String>,
+) -> NewEvent {
+    NewEvent {
+        tenant_id: lead.tenant_id,
+        type_name: event.type_name(),
+        payload: event.payload(),
+        actor,
+        occurred_at: Utc::now(),
+        dedupe_key,
+        correlation_id: Some(lead.conversation_id.0),
+        causation_id: Some(lead.id.0),
+        trace_id,
+        source: "worker",
+    }
+}
+
+/// The `message_received` of `m`, answered in the turn `lead` leads.
+fn received(m: &InboxModel, lead: &InboxModel, trace_id: Option<String>) -> NewEvent {
+    let event = ConversationEvent::MessageReceived(MessageReceived {
+        inbox_id: m.id,
+        conversation_id: m.conversation_id,
+        text: m.text.clone(),
+        attachments: m.attachments.0.clone(),
+    });
+    let user = Actor {
+        kind: ActorKind::User,
+        id: m.author_id.clone(),
+    };
+    new_event(
+        lead,
+        &event,
+        user,
+        Some(format!("message:{}", m.id)),
+        trace_id,
+    )
+}
+
+/// The message a `message_received` records, told by its id alone, so one
+/// this version cannot read whole still counts as recorded.
+fn received_inbox_id(e: &StoredEvent) -> Option<InboxId> {
+    (e.type_name == ConversationEvent::MESSAGE_RECEIVED)
+        .then(|| serde_json::from_value::<InboxId>(e.payload["inbox_id"].clone()).ok())
+        .flatten()
 }
