@@ -60,7 +60,7 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
     t.wait_for_posts(1).await;
     t.wait_idle().await;
     assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
-    // The message is recorded once, by the first failed attempt.
+    // The message is recorded once.
     assert_eq!(
         t.db.event_types("conversation-").await,
         [

@@ -151,6 +151,39 @@ async fn a_turn_that_fails_after_a_read_keeps_its_steps_in_the_log() {
     t.finish().await;
 }
 
+/// A turn whose message is answered by another writer while it runs ends
+/// without a reply, and still records what it did.
+#[tokio::test]
+async fn a_turn_whose_message_was_answered_meanwhile_keeps_its_steps_in_the_log() {
+    let t = TestEnv::start().await;
+    t.openai.set_latency(std::time::Duration::from_millis(1500));
+    t.openai.script([
+        Scripted::tool_call("get_bank_balances", "{}"),
+        Scripted::Text("Saldoen er 100 kr.".into()),
+    ]);
+    assert_eq!(
+        t.post_slack_event(&fixture("slack/event_callback.message.json"))
+            .await,
+        200
+    );
+    // The second model call has begun: the message is answered elsewhere.
+    t.wait_until("the second model call", || async {
+        t.openai.requests().len() == 2
+    })
+    .await;
+    sqlx::query("UPDATE inbox SET processed_at = now()")
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+    t.wait_idle().await;
+    assert!(t.slack.take_posted().is_empty());
+    assert_eq!(
+        t.db.event_types("conversation-").await,
+        tests::ONE_READ_TURN_EVENTS[..4]
+    );
+    t.finish().await;
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
     let t = TestEnv::start().await;

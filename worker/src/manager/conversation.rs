@@ -83,8 +83,9 @@ struct Past {
     /// being answered now: the character's retention (newest
     /// `history_messages`, none older than its `history_days`).
     history: Vec<ChatMessage>,
-    /// The messages being answered now whose `message_received` an earlier
-    /// attempt of the turn recorded.
+    /// The messages being answered now whose `message_received` is in the
+    /// log already (an earlier attempt, or a give-up before a replay,
+    /// recorded it).
     recorded: Vec<InboxId>,
     /// The stream's last version.
     version: i64,
@@ -160,8 +161,8 @@ impl Turn<'_> {
     }
 
     /// Writes the unwritten events in `tx`. They are new: a message's
-    /// `message_received` an earlier attempt recorded is left out of them,
-    /// and the other events are recorded once per attempt.
+    /// `message_received` already in the log is left out of them, and the
+    /// other events are recorded once per attempt.
     async fn write_events(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
         self.version = tx
             .append_new(&self.stream, self.version, &self.unwritten)
@@ -454,7 +455,6 @@ impl ConversationManager {
             .filter(|m| !past.recorded.contains(&m.id))
             .map(|m| received(m, msg, turn.trace_id.clone()))
             .collect();
-        // It wrote the lease.
         tx.commit().await?;
 
         let content = batch
@@ -500,8 +500,10 @@ impl ConversationManager {
             outbox_id,
             text: reply.clone(),
         });
-        // The turn's last events go in with the reply, in one statement.
-        let mut events = std::mem::take(&mut turn.unwritten);
+        // The turn's last events go in with the reply, in one statement;
+        // they stay unwritten until the commit (a failed end records them
+        // on its own).
+        let mut events = turn.unwritten.clone();
         events.push(turn.event(&composed, turn.agent(), Some(format!("reply:{}", msg.id))));
         let params = ReplyParams {
             outbox_id,
@@ -524,6 +526,7 @@ impl ConversationManager {
         };
         turn.write_tokens(&mut tx).await?;
         tx.commit().await?;
+        turn.unwritten.clear();
         turn.unwritten_tokens.clear();
         self.queue
             .deliver_outbox(msg.tenant_id, outbox_id, traceparent)

@@ -16,8 +16,8 @@ pub struct ReplyParams {
     /// The inbox messages the turn answered, in arrival order (rapid
     /// messages folded into one turn); the first one is the turn's lead.
     pub inbox_ids: Vec<InboxId>,
-    /// The conversation lease the turn ran under; `None` only for the
-    /// notice of a turn given up (written by the job, not the holder).
+    /// The conversation lease the turn ran under (checked unless the
+    /// transaction was begun fenced by it); `None` writes unfenced.
     pub lease: Option<Lease>,
     /// The outbox row's dedupe key (`reply:<lead inbox id>`, …).
     pub dedupe_key: String,
@@ -150,8 +150,9 @@ impl TenantStore {
 
 impl TenantTx {
     /// Ends a turn: marks the inbox messages processed, appends the turn's
-    /// final events (as new: no earlier end wrote them, as the messages
-    /// were unprocessed) and writes the reply to the outbox. Returns `false` when
+    /// final events (as new: the caller leaves out what is in the log
+    /// already, such as a `message_received` an earlier attempt recorded)
+    /// and writes the reply to the outbox. Returns `false` when
     /// a message was processed already: the caller drops the transaction
     /// then, so nothing changes. Fails with [`StoreError::LeaseLost`] when
     /// `p.lease` was taken over (checked here unless the transaction was
