@@ -82,10 +82,7 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
 #[tokio::test]
 async fn a_turn_given_up_before_it_recorded_anything_records_the_message() {
     let t = TestEnv::start().await;
-    let acme: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE slug = 'acme'")
-        .fetch_one(&t.db.owner)
-        .await
-        .unwrap();
+    let acme = t.db.tenant_id("acme").await;
     t.db.seed_route(acme, "slack", FIXTURE_TEAM, "CNOCHAT", "review-e")
         .await;
     let body = fixture("slack/event_callback.message.json").replace(FIXTURE_CHANNEL, "CNOCHAT");
