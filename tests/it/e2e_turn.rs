@@ -4,7 +4,7 @@
 use serde_json::Value;
 use shared::engine::turn::ROUND_LIMIT_REPLY;
 use tests::fake::openai::Scripted;
-use tests::{TestEnv, fixture};
+use tests::{TestEnv, TestOptions, fixture};
 
 /// The tool results the model was given in its `n`-th request.
 fn tool_results(t: &TestEnv, n: usize) -> Vec<Value> {
@@ -181,6 +181,49 @@ async fn a_turn_whose_message_was_answered_meanwhile_keeps_its_steps_in_the_log(
         t.db.event_types("conversation-").await,
         tests::ONE_READ_TURN_EVENTS[..4]
     );
+    t.finish().await;
+}
+
+/// A turn whose lease was taken over stops before its next model call
+/// (its reads need no fence, but its end would be refused), and the retried
+/// job answers once the lease is free again.
+#[tokio::test]
+async fn a_turn_whose_lease_was_taken_over_stops_calling_the_model() {
+    let t = TestEnv::start_with(TestOptions {
+        lease_ttl_ms: Some(1_500),
+        ..Default::default()
+    })
+    .await;
+    t.openai.set_latency(std::time::Duration::from_millis(700));
+    t.openai.script(
+        (0..4)
+            .map(|_| Scripted::tool_call("get_bank_balances", "{}"))
+            .chain([Scripted::Text("Saldoen er 100 kr.".into())]),
+    );
+    assert_eq!(
+        t.post_slack_event(&fixture("slack/event_callback.message.json"))
+            .await,
+        200
+    );
+    t.wait_until("the first model call", || async {
+        !t.openai.requests().is_empty()
+    })
+    .await;
+    let take_over = "UPDATE conversations SET lease_fence = nextval('lease_fences'), \
+                     lease_holder = 'another-worker', lease_until = now() + interval '1 hour'";
+    sqlx::query(take_over).execute(&t.db.owner).await.unwrap();
+    // Five rounds would take 3.5 s; the renewal notices within 0.5 s.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let calls = t.openai.requests().len();
+    assert!(calls <= 3, "{calls} model calls under a lost lease");
+    assert!(t.slack.take_posted().is_empty());
+
+    sqlx::query("UPDATE conversations SET lease_until = NULL, lease_holder = NULL")
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+    t.wait_for_posts(1).await;
+    assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
     t.finish().await;
 }
 

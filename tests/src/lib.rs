@@ -127,6 +127,9 @@ pub struct TestOptions {
     pub direct_connections: bool,
     /// More `AE_*` settings of the gateway process (they override).
     pub gateway_env: &'static [(&'static str, &'static str)],
+    /// The in-process worker's conversation lease time-to-live (default:
+    /// the worker's).
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// Settings of a service process, as `AE_*` variables.
@@ -326,6 +329,9 @@ impl TestEnv {
         cfg.relay.interval_ms = 200;
         if let Some(grace) = self.options.relay_grace_ms {
             cfg.relay.grace_ms = grace;
+        }
+        if let Some(ttl) = self.options.lease_ttl_ms {
+            cfg.lease_ttl_ms = ttl;
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
         let app = worker::App::build(cfg, Some(listener))

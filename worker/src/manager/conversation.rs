@@ -112,12 +112,18 @@ pub struct ConversationManager {
     holder: String,
 }
 
-/// Keeps a lease renewed while it lives.
-struct Renewal(tokio::task::JoinHandle<()>);
+/// A lease this worker holds, renewed in the background while it lives.
+struct HeldLease {
+    lease: Lease,
+    /// Cancelled when a renewal finds the lease taken over: the turn stops
+    /// before its next model call (its writes would be refused).
+    lost: CancellationToken,
+    renewal: tokio::task::JoinHandle<()>,
+}
 
-impl Drop for Renewal {
+impl Drop for HeldLease {
     fn drop(&mut self) {
-        self.0.abort();
+        self.renewal.abort();
     }
 }
 
@@ -128,6 +134,8 @@ struct Turn<'a> {
     /// causation, proposal and reply dedupe).
     msg: &'a InboxModel,
     lease: Lease,
+    /// Cancelled when the lease was found taken over.
+    lease_lost: &'a CancellationToken,
     character: &'a Character,
     stream: String,
     version: i64,
@@ -233,11 +241,11 @@ impl ConversationManager {
             unreviewed: None,
         };
         if let Some((lease, tx)) = claimed {
-            let renewal = self.keep_renewed(lease);
+            let held = self.keep_renewed(lease);
             let answered = self
-                .answer_until(&store, tx, lease, inbox_id, traceparent, shutdown)
+                .answer_until(&store, tx, &held, inbox_id, traceparent, shutdown)
                 .await;
-            drop(renewal);
+            drop(held);
             match answered {
                 Ok(answered) => done = answered,
                 Err(e) => {
@@ -304,39 +312,46 @@ impl ConversationManager {
         Ok(unreviewed)
     }
 
-    fn keep_renewed(&self, lease: Lease) -> Renewal {
+    fn keep_renewed(&self, lease: Lease) -> HeldLease {
         let store = self.store.tenant(lease.tenant_id);
         let ttl = self.settings.lease_ttl;
-        Renewal(tokio::spawn(async move {
+        let lost = CancellationToken::new();
+        let on_loss = lost.clone();
+        let renewal = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
                 match store.renew_lease(&lease, ttl).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(
-                            "Conversation lease taken over; the turn's writes will be refused"
-                        );
+                        tracing::warn!("Conversation lease taken over; the turn stops");
+                        on_loss.cancel();
                         return;
                     }
                     Err(e) => tracing::warn!(error = %e, "Cannot renew a conversation lease"),
                 }
             }
-        }))
+        });
+        HeldLease {
+            lease,
+            lost,
+            renewal,
+        }
     }
 
-    /// Under `lease`, answers the conversation's pending messages oldest
-    /// first until `own` is answered; `claimed` is the open transaction
-    /// that took the lease.
+    /// Under the `held` lease, answers the conversation's pending messages
+    /// oldest first until `own` is answered; `claimed` is the open
+    /// transaction that took the lease.
     async fn answer_until(
         &self,
         store: &TenantStore,
         claimed: TenantTx,
-        lease: Lease,
+        held: &HeldLease,
         own: InboxId,
         traceparent: &str,
         shutdown: &CancellationToken,
     ) -> Result<Done, JobFailure> {
         let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
+        let lease = held.lease;
         let mut claimed = Some(claimed);
         loop {
             // The claiming transaction read `own` unanswered just before
@@ -357,7 +372,7 @@ impl ConversationManager {
             let batch = &pending[..turn::fold_count(&authors)];
             let is_own = batch.iter().any(|m| m.id == own);
             match self
-                .answer(store, tx, lease, batch, traceparent, is_own)
+                .answer(store, tx, held, batch, traceparent, is_own)
                 .await
             {
                 Ok(Some(reply)) if is_own => {
@@ -389,14 +404,14 @@ impl ConversationManager {
     }
 
     /// One turn for `batch` (a message and its folded follow-ups), whose
-    /// context is read in `tx` (which holds `lease`); `None` when another
+    /// context is read in `tx` (which holds the `held` lease); `None` when another
     /// writer answered them first. The `last` turn of a job gives the lease
     /// back with its reply.
     async fn answer(
         &self,
         store: &TenantStore,
         mut tx: TenantTx,
-        lease: Lease,
+        held: &HeldLease,
         batch: &[InboxModel],
         traceparent: &str,
         last: bool,
@@ -438,7 +453,8 @@ impl ConversationManager {
         let past = Self::past(&mut tx, &stream, batch, character, remembered_since).await?;
         let mut turn = Turn {
             msg,
-            lease,
+            lease: held.lease,
+            lease_lost: &held.lost,
             character,
             stream,
             version: past.version,
@@ -658,6 +674,11 @@ impl ConversationManager {
             .max_tool_rounds
             .unwrap_or(self.settings.default_max_tool_rounds);
         for round in 1..=max_rounds {
+            // Its reads need no fence; the next call would be paid for
+            // nothing, as the end's write would be refused.
+            if turn.lease_lost.is_cancelled() {
+                return Err(StoreError::LeaseLost.into());
+            }
             let today = Utc::now().date_naive();
             if turn.budget.is_spent() {
                 metrics::counter!("automate_e_budget_refusals_total").increment(1);
