@@ -17,12 +17,18 @@ fn tool_results(t: &TestEnv, n: usize) -> Vec<Value> {
         .collect()
 }
 
-async fn ask(t: &TestEnv) {
+/// Posts the fixture Slack message.
+async fn send(t: &TestEnv) {
     assert_eq!(
         t.post_slack_event(&fixture("slack/event_callback.message.json"))
             .await,
         200
     );
+}
+
+/// Posts the fixture Slack message and waits for the reply.
+async fn ask(t: &TestEnv) {
+    send(t).await;
     t.wait_for_posts(1).await;
     t.wait_idle().await;
 }
@@ -161,11 +167,7 @@ async fn a_turn_whose_message_was_answered_meanwhile_keeps_its_steps_in_the_log(
         Scripted::tool_call("get_bank_balances", "{}"),
         Scripted::Text("Saldoen er 100 kr.".into()),
     ]);
-    assert_eq!(
-        t.post_slack_event(&fixture("slack/event_callback.message.json"))
-            .await,
-        200
-    );
+    send(&t).await;
     // The second model call has begun: the message is answered elsewhere.
     t.wait_until("the second model call", || async {
         t.openai.requests().len() == 2
@@ -200,11 +202,7 @@ async fn a_turn_whose_lease_was_taken_over_stops_calling_the_model() {
             .map(|_| Scripted::tool_call("get_bank_balances", "{}"))
             .chain([Scripted::Text("Saldoen er 100 kr.".into())]),
     );
-    assert_eq!(
-        t.post_slack_event(&fixture("slack/event_callback.message.json"))
-            .await,
-        200
-    );
+    send(&t).await;
     t.wait_until("the first model call", || async {
         !t.openai.requests().is_empty()
     })
