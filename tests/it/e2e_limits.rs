@@ -51,12 +51,23 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
     assert_eq!(shown["attempts"], 3);
     assert_eq!(shown["job"]["type"], "TurnV1");
 
-    // The model is back; the operator replays the turn.
+    // The model is back; two operators replay the turn at once: one replay
+    // goes on.
     t.openai.script([Scripted::Text("Her er svaret.".into())]);
-    let replayed = worker::dead_jobs::command(&store, &t.queue, &["replay".to_owned(), id.clone()])
-        .await
-        .unwrap();
+    let replay = ["replay".to_owned(), id.clone()];
+    let (first, second) = tokio::join!(
+        worker::dead_jobs::command(&store, &t.queue, &replay),
+        worker::dead_jobs::command(&store, &t.queue, &replay)
+    );
+    let (replayed, refused) = match (first, second) {
+        (Ok(replayed), Err(refused)) | (Err(refused), Ok(replayed)) => (replayed, refused),
+        other => panic!("one replay of two at once goes on: {other:?}"),
+    };
     assert!(replayed.contains("~replay-"), "{replayed}");
+    assert!(
+        refused.to_string().contains("replayed already"),
+        "{refused}"
+    );
     t.wait_for_posts(1).await;
     t.wait_idle().await;
     assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");

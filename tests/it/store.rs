@@ -724,3 +724,89 @@ async fn the_trigger_cursor_stops_before_the_first_event_still_settling() {
     );
     db.drop().await;
 }
+
+/// Scans of the usage index and sequential scans of `events` so far.
+async fn usage_reads(db: &TestDb) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'events_usage'), \
+         (SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'events')",
+    )
+    .fetch_one(&db.owner)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usage_index() {
+    let db = TestDb::create().await;
+    let tenant = db.seed_tenant("acme", "slack", "T1", "*", "book-e").await;
+    // A year of history before the period (messages, model calls, tool
+    // calls), then the period's two model calls and one tool call.
+    sqlx::query(
+        "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
+         actor_id, payload_schema, payload, source) \
+         SELECT gen_random_uuid(), $1, 'conversation-' || (g / 4), g % 4 + 1, \
+             'automate_e.conversation.' || t.name || '.v1', \
+             CASE WHEN g >= 20000 THEN now() - interval '1 day' \
+                  ELSE now() - interval '400 days' + g * interval '20 minutes' END, \
+             'agent', 'book-e', 'test', t.payload, 'test' \
+         FROM generate_series(1, 20003) g CROSS JOIN LATERAL (SELECT \
+             (ARRAY['llm_called', 'tool_called', 'message_received', 'llm_called'])[g % 4 + 1] AS name, \
+             (ARRAY['{\"model\": \"gpt-test\", \"input_tokens\": 120, \"output_tokens\": 30}', \
+                    '{\"outcome\": \"ok\", \"request\": {\"path\": \"/contacts\"}}', '{}', \
+                    '{\"model\": \"gpt-test\", \"input_tokens\": 120, \"output_tokens\": 30}'] \
+             )[g % 4 + 1]::jsonb AS payload) t",
+    )
+    .bind(tenant)
+    .execute(&db.owner)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events")
+        .execute(&db.owner)
+        .await
+        .unwrap();
+    // One connection, so that its statistics can be flushed after the report.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.service_url())
+        .await
+        .unwrap();
+    let store =
+        shared::access::store::Store::from_pool(pool.clone()).tenant(TenantId::from(tenant));
+    let (index_before, seq_before) = usage_reads(&db).await;
+
+    let now = Utc::now();
+    let (lines, tool_calls) = store
+        .recorded_usage(now - chrono::Duration::days(30), now)
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (
+            lines[0].model.as_str(),
+            lines[0].calls,
+            lines[0].input_tokens
+        ),
+        ("gpt-test", 2, 240),
+        "only the period's model calls"
+    );
+    assert_eq!(tool_calls, 1, "only the period's tool call");
+
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (index_after, seq_after) = loop {
+        let reads = usage_reads(&db).await;
+        if reads.0 >= index_before + 2 || std::time::Instant::now() > deadline {
+            break reads;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        index_after >= index_before + 2,
+        "both queries read the usage index ({index_before} → {index_after})"
+    );
+    assert_eq!(seq_after, seq_before, "no query read the whole table");
+}

@@ -264,9 +264,11 @@ impl TestDb {
     }
 
     /// Grows `tenant`'s history by `events` events (benchmarks): past
-    /// Slack conversations of ten events each, every one with its inbox row
-    /// and one proposal (executed, rejected or waiting for review; 50
-    /// merchants). `batch` keeps the threads of repeated calls apart.
+    /// Slack conversations of ten events each (messages, model and tool
+    /// calls, replies, deliveries; from 40 to 400 days ago), every one with
+    /// its inbox row and one proposal (executed, rejected or waiting for
+    /// review; 50 merchants). `batch` keeps the threads of repeated calls
+    /// apart.
     pub async fn seed_history(&self, tenant: Uuid, events: i64, batch: usize) {
         let conversations = events / 10;
         let thread_prefix = format!("seed-{batch}-");
@@ -301,9 +303,19 @@ impl TestDb {
             r#"INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind,
                                   actor_id, payload_schema, payload, source)
                SELECT gen_random_uuid(), $1, 'conversation-' || c.id, v,
-                      'automate_e.conversation.message_received.v1', now(), 'user', 'W111',
-                      'seed', '{"text": "seeded"}', 'bench'
+                      'automate_e.' || t.name || '.v1',
+                      now() - interval '40 days' - random() * interval '360 days',
+                      'user', 'W111', 'seed',
+                      CASE t.name WHEN 'conversation.llm_called'
+                          THEN '{"model": "gpt-test", "input_tokens": 120, "output_tokens": 30}'
+                          ELSE '{"text": "seeded"}' END::jsonb,
+                      'bench'
                FROM conversations c CROSS JOIN generate_series(1, 10) v
+               CROSS JOIN LATERAL (SELECT (ARRAY['conversation.message_received',
+                   'conversation.llm_called', 'conversation.tool_called', 'conversation.llm_called',
+                   'conversation.reply_composed', 'delivery.reply_delivered',
+                   'conversation.message_received', 'conversation.llm_called',
+                   'conversation.reply_composed', 'delivery.reply_delivered'])[v] AS name) t
                WHERE c.tenant_id = $1 AND c.chat = 'CSEED' AND c.thread LIKE $2 || '%'"#,
         )
         .bind(tenant)

@@ -76,30 +76,44 @@ fn describe(job: &DeadJobModel) -> serde_json::Value {
 }
 
 /// Pushes a dead job again; a turn given up on is reopened first so it is
-/// answered. Returns the new task id.
+/// answered. The job is marked replayed before anything else, so of two
+/// replays at once only one goes on; one that fails takes the mark back,
+/// unless it got to reopen its message (the inbox sweep queues that one).
+/// Returns the new task id.
 pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::Result<String> {
     let job = store.dead_job(id).await?;
-    if let Some(at) = job.replayed_at {
-        bail!("dead job {id} was replayed at {at} already");
-    }
     let name = QueueName::parse(&job.queue)
         .with_context(|| format!("dead job {id} names an unknown queue `{}`", job.queue))?;
-    if let Ok(WorkerJob::TurnV1 {
-        inbox_id,
-        tenant_id,
-        ..
-    }) = serde_json::from_value::<WorkerJob>(job.job.clone())
-    {
-        store
-            .tenant(tenant_id)
-            .reopen_failed_message(inbox_id)
-            .await?;
-    }
     let task_id = format!("{}~replay-{}", job.task_id, uuid::Uuid::now_v7().simple());
-    queue
-        .replay(name, &job.job, task_id.clone())
-        .await
-        .context("Cannot push the job")?;
-    store.mark_dead_job_replayed(id, &task_id).await?;
+    if !store.mark_dead_job_replayed(id, &task_id).await? {
+        let at = store.dead_job(id).await?.replayed_at;
+        bail!("dead job {id} was replayed already (at {at:?})");
+    }
+    let mut reopened = false;
+    let pushed = async {
+        if let Ok(WorkerJob::TurnV1 {
+            inbox_id,
+            tenant_id,
+            ..
+        }) = serde_json::from_value::<WorkerJob>(job.job.clone())
+        {
+            reopened = store
+                .tenant(tenant_id)
+                .reopen_failed_message(inbox_id)
+                .await?;
+        }
+        queue
+            .replay(name, &job.job, task_id.clone())
+            .await
+            .context("Cannot push the job")
+    }
+    .await;
+    if let Err(e) = pushed {
+        if reopened {
+            return Err(e.context("the message is reopened; the inbox sweep queues its turn"));
+        }
+        store.unmark_dead_job_replayed(id, &task_id).await?;
+        return Err(e);
+    }
     Ok(task_id)
 }

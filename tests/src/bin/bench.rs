@@ -12,7 +12,8 @@
 //! - `ingest`: signed Slack webhooks into the durable inbox and the queue,
 //!   no worker: acks/s and ack latency;
 //! - `growth`: the event store and proposals grown to 1k, 100k and 1M
-//!   events: turn latency and the proposal queries at each size.
+//!   events: turn latency, the proposal queries and the usage report at
+//!   each size.
 
 use std::time::{Duration, Instant};
 
@@ -341,7 +342,7 @@ async fn worker_turn_seconds(t: &TestEnv, worker: &tests::process::ServiceProces
     )
 }
 
-/// Turn latency and proposal queries as the store grows.
+/// Turn latency, proposal queries and the usage report as the store grows.
 async fn growth() -> Value {
     let t = start().await;
     t.openai
@@ -377,6 +378,7 @@ async fn growth() -> Value {
         };
         let proposal = t.db.any_proposal().await;
         let (mut pattern, mut by_id, mut by_message) = (Vec::new(), Vec::new(), Vec::new());
+        let mut usage = Vec::new();
         for i in 0..200 {
             let started = Instant::now();
             tenant_store
@@ -393,6 +395,15 @@ async fn growth() -> Value {
                 .await
                 .expect("review channel tenant");
             by_message.push(started.elapsed());
+            // Cost-E's usage report for the last 30 days (the seeded
+            // history is older).
+            let started = Instant::now();
+            let now = chrono::Utc::now();
+            tenant_store
+                .recorded_usage(now - chrono::Duration::days(30), now)
+                .await
+                .expect("usage report");
+            usage.push(started.elapsed());
         }
         sizes.push(json!({
             "events": t.db.count("events").await,
@@ -403,6 +414,7 @@ async fn growth() -> Value {
             "pattern_history_p50_ms": timed(&mut pattern),
             "proposal_by_id_p50_ms": timed(&mut by_id),
             "review_channel_lookup_p50_ms": timed(&mut by_message),
+            "usage_report_p50_ms": timed(&mut usage),
         }));
     }
     stop(t, worker).await;

@@ -120,4 +120,21 @@ impl Store {
         .rows_affected();
         Ok(marked == 1)
     }
+
+    /// Takes back the mark of a replay under `replay_task_id` that failed.
+    pub async fn unmark_dead_job_replayed(
+        &self,
+        id: uuid::Uuid,
+        replay_task_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE dead_jobs SET replayed_at = NULL, replay_task_id = NULL \
+             WHERE id = $1 AND replay_task_id = $2",
+        )
+        .bind(id)
+        .bind(replay_task_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

@@ -140,7 +140,7 @@ async fn insert(
         (
             "WHERE n.dedupe_key IS NULL OR NOT EXISTS \
              (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key)",
-            "ON CONFLICT (dedupe_key) DO NOTHING",
+            "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
         )
     } else {
         ("", "")

@@ -48,27 +48,30 @@ impl TenantStore {
         to: DateTime<Utc>,
     ) -> Result<(Vec<UsageLine>, u64), StoreError> {
         let mut tx = self.begin().await?;
-        let rows = sqlx::query_as::<_, (String, i64, i64, i64)>(
+        // The types are written into the statements, not bound: the index
+        // `events_usage` holds only events of these types (migration 12),
+        // and only a plan that sees them can use it.
+        let rows = sqlx::query_as::<_, (String, i64, i64, i64)>(&format!(
             "SELECT coalesce(payload->>'model', 'unknown'), \
              coalesce(sum((payload->>'input_tokens')::bigint), 0)::bigint, \
              coalesce(sum((payload->>'output_tokens')::bigint), 0)::bigint, count(*) \
-             FROM events WHERE tenant_id = $1 AND type = ANY($2) \
-             AND coalesce(payload->>'model', '') <> '' AND occurred_at >= $3 AND occurred_at < $4 GROUP BY 1 ORDER BY 1",
-        )
+             FROM events WHERE tenant_id = $1 \
+             AND type IN ('{LLM_CALLED}', '{AGENT_REVIEWED}', '{RUN_COMPLETED}') \
+             AND coalesce(payload->>'model', '') <> '' AND occurred_at >= $2 AND occurred_at < $3 \
+             GROUP BY 1 ORDER BY 1"
+        ))
         .bind(self.tenant)
-        .bind(&[LLM_CALLED, AGENT_REVIEWED, RUN_COMPLETED][..])
         .bind(from)
         .bind(to)
         .fetch_all(&mut *tx)
         .await?;
-        let tool_calls = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM events WHERE tenant_id = $1 AND type = $2 \
+        let tool_calls = sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT count(*) FROM events WHERE tenant_id = $1 AND type = '{TOOL_CALLED}' \
              AND payload->>'outcome' IN ('ok', 'http_error') \
              AND jsonb_typeof(payload->'request') = 'object' \
-             AND occurred_at >= $3 AND occurred_at < $4",
-        )
+             AND occurred_at >= $2 AND occurred_at < $3"
+        ))
         .bind(self.tenant)
-        .bind(TOOL_CALLED)
         .bind(from)
         .bind(to)
         .fetch_one(&mut *tx)

@@ -1,0 +1,21 @@
+-- Fewer index entries per event, and a usage report that reads only its
+-- period.
+--
+-- Half of a turn's events (model calls, tool calls) have no dedupe key; a
+-- unique index over the keys that exist enforces the same uniqueness (nulls
+-- never collided) without an entry for each of them. Appends that skip a
+-- recorded key name the predicate in `ON CONFLICT`.
+ALTER TABLE events DROP CONSTRAINT events_dedupe_key_key;
+CREATE UNIQUE INDEX events_dedupe_key_key ON events (dedupe_key) WHERE dedupe_key IS NOT NULL;
+
+-- The only reader of events by tenant and type is the usage report (Cost-E's
+-- `usage_report`), which asks for a period: by (tenant, type, position) it
+-- read every usage event of the tenant ever and filtered by time. This index
+-- holds only the usage events, ordered by when they happened; the report's
+-- queries name these types literally so that every plan of theirs can use it.
+DROP INDEX events_by_tenant_type;
+CREATE INDEX events_usage ON events (tenant_id, type, occurred_at)
+    WHERE type IN ('automate_e.conversation.llm_called.v1',
+                   'automate_e.conversation.tool_called.v1',
+                   'automate_e.proposal.agent_reviewed.v1',
+                   'automate_e.agent.run_completed.v1');
