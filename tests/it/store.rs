@@ -102,21 +102,17 @@ async fn appends_are_optimistic_per_stream_and_deduplicated() {
             .windows(2)
             .all(|w| w[0].global_position < w[1].global_position)
     );
-    let (of_type, version) = store
-        .read_stream_to_end("s-1", &["automate_e.test.thing_happened.v1"])
+    let tail = store
+        .read_stream_tail("s-1", &["automate_e.test.thing_happened.v1"], 10, &[])
         .await
         .unwrap();
-    assert_eq!((of_type, version), (events, 4));
-    let (none, version) = store
-        .read_stream_to_end("s-1", &["automate_e.test.other_thing.v1"])
+    assert_eq!((tail.events, tail.version), (events, 4));
+    let tail = store
+        .read_stream_tail("s-1", &["automate_e.test.other_thing.v1"], 10, &[])
         .await
         .unwrap();
-    assert!(none.is_empty());
-    assert_eq!(version, 4, "the last version whatever the types read");
-    assert_eq!(
-        store.read_stream_to_end("s-9", &[]).await.unwrap(),
-        (vec![], 0)
-    );
+    assert!(tail.events.is_empty());
+    assert_eq!(tail.version, 4, "the last version whatever the types read");
     db.drop().await;
 }
 
@@ -809,4 +805,65 @@ async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usag
         "both queries read the usage index ({index_before} → {index_after})"
     );
     assert_eq!(seq_after, seq_before, "no query read the whole table");
+}
+
+#[tokio::test]
+async fn the_tail_of_a_long_stream_has_its_newest_events_its_keyed_ones_and_its_version() {
+    let db = TestDb::create().await;
+    let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
+    let store = db.service_store().await.tenant(tenant);
+    const SAID: &str = "automate_e.test.said.v1";
+    const NOTED: &str = "automate_e.test.noted.v1";
+    // 300 events: every third one said (the first one keyed), the rest
+    // noted; the last one noted.
+    let events: Vec<NewEvent> = (1..=300)
+        .map(|n| NewEvent {
+            type_name: if n % 3 == 1 { SAID } else { NOTED },
+            payload: json!({ "n": n }),
+            dedupe_key: (n == 1).then(|| "first".to_owned()),
+            ..event(tenant, None)
+        })
+        .collect();
+    assert_eq!(store.append("long", 0, &events).await.unwrap(), 300);
+
+    let tail = store
+        .read_stream_tail(
+            "long",
+            &[SAID],
+            4,
+            &["first".to_owned(), "elsewhere".to_owned()],
+        )
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = tail
+        .events
+        .iter()
+        .map(|e| e.payload["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        [289, 292, 295, 298],
+        "the newest four said, oldest first"
+    );
+    assert_eq!(tail.version, 300, "the last version, whatever its type");
+    assert_eq!(tail.keyed.len(), 1);
+    assert_eq!(
+        tail.keyed[0].payload["n"], 1,
+        "a keyed event far back is found"
+    );
+
+    let only_version = store.read_stream_tail("long", &[], 0, &[]).await.unwrap();
+    assert_eq!(
+        (
+            only_version.events.len(),
+            only_version.keyed.len(),
+            only_version.version
+        ),
+        (0, 0, 300)
+    );
+    let empty = store
+        .read_stream_tail("none", &[SAID], 4, &["first".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(empty, shared::access::store::StreamTail::default());
 }

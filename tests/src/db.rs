@@ -263,6 +263,58 @@ impl TestDb {
             .expect("a proposal exists")
     }
 
+    /// The conversation of `tenant`'s newest message.
+    pub async fn last_conversation(&self, tenant: Uuid) -> Uuid {
+        sqlx::query_scalar(
+            "SELECT conversation_id FROM inbox WHERE tenant_id = $1 ORDER BY received_at DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_one(&self.owner)
+        .await
+        .expect("a message")
+    }
+
+    /// Events in a conversation's stream.
+    pub async fn stream_length(&self, conversation: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE stream = 'conversation-' || $1")
+            .bind(conversation)
+            .fetch_one(&self.owner)
+            .await
+            .expect("count events")
+    }
+
+    /// Grows a conversation's history by `events` past events (benchmarks):
+    /// rounds of a message, two model calls, a tool call and a reply.
+    pub async fn seed_conversation(&self, tenant: Uuid, conversation: Uuid, events: i64) {
+        sqlx::query(
+            r#"INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind,
+                                  actor_id, payload_schema, payload, source)
+               SELECT gen_random_uuid(), $1, 'conversation-' || $2, last.version + g,
+                      'automate_e.conversation.' || t.name || '.v1',
+                      now() - interval '40 days', 'user', 'W111', 'seed',
+                      CASE t.name
+                          WHEN 'message_received' THEN jsonb_build_object('inbox_id',
+                              gen_random_uuid(), 'conversation_id', $2, 'text', 'seeded',
+                              'attachments', '[]'::jsonb)
+                          WHEN 'reply_composed' THEN jsonb_build_object('inbox_id',
+                              gen_random_uuid(), 'outbox_id', gen_random_uuid(), 'text', 'seeded')
+                          ELSE '{"model": "gpt-test", "input_tokens": 120, "output_tokens": 30}'
+                      END,
+                      'bench'
+               FROM (SELECT coalesce(max(version), 0) AS version FROM events
+                     WHERE stream = 'conversation-' || $2) last,
+                    generate_series(1, $3) g
+               CROSS JOIN LATERAL (SELECT (ARRAY['message_received', 'llm_called',
+                   'tool_called', 'llm_called', 'reply_composed'])[g % 5 + 1] AS name) t"#,
+        )
+        .bind(tenant)
+        .bind(conversation)
+        .bind(events)
+        .execute(&self.owner)
+        .await
+        .expect("seed a conversation");
+    }
+
     /// Grows `tenant`'s history by `events` events (benchmarks): past
     /// Slack conversations of ten events each (messages, model and tool
     /// calls, replies, deliveries; from 40 to 400 days ago), every one with

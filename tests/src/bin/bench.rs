@@ -13,7 +13,7 @@
 //!   no worker: acks/s and ack latency;
 //! - `growth`: the event store and proposals grown to 1k, 100k and 1M
 //!   events: turn latency, the proposal queries and the usage report at
-//!   each size.
+//!   each size, and turns in one conversation grown along (to 100k events).
 
 use std::time::{Duration, Instant};
 
@@ -98,10 +98,21 @@ async fn post_in(
     parallel: usize,
     channels: Option<usize>,
 ) -> Vec<Duration> {
+    post_messages(t, range.map(|c| (c, 0)), parallel, channels).await
+}
+
+/// Posts message `m` of conversation `c` for each `(c, m)`; `channels` as
+/// in [`post_in`].
+async fn post_messages(
+    t: &TestEnv,
+    messages: impl Iterator<Item = (usize, usize)>,
+    parallel: usize,
+    channels: Option<usize>,
+) -> Vec<Duration> {
     let ts = chrono::Utc::now().timestamp().to_string();
-    let signed: Vec<(String, String)> = range
-        .map(|c| {
-            let mut event: Value = serde_json::from_str(&SlackLoad::event(c, 0)).expect("event");
+    let signed: Vec<(String, String)> = messages
+        .map(|(c, m)| {
+            let mut event: Value = serde_json::from_str(&SlackLoad::event(c, m)).expect("event");
             let channel = channels.map_or(c, |n| c % n);
             event["event"]["channel"] = json!(format!("CB{channel:07}"));
             let body = event.to_string();
@@ -342,6 +353,9 @@ async fn worker_turn_seconds(t: &TestEnv, worker: &tests::process::ServiceProces
     )
 }
 
+/// Where the long conversation of [`growth`] posts (past its other ones).
+const LONG_CONVERSATION: usize = 999;
+
 /// Turn latency, proposal queries and the usage report as the store grows.
 async fn growth() -> Value {
     let t = start().await;
@@ -354,8 +368,17 @@ async fn growth() -> Value {
     let mut sizes = Vec::new();
     let mut seeded = 0;
     let mut conversation = 0;
+    // One long conversation too, grown with the store (a tenth of its
+    // events): a turn in it reads only the end of its history.
+    post(&t, LONG_CONVERSATION..LONG_CONVERSATION + 1, 1).await;
+    let mut posted = 1;
+    t.slack.wait_posted_total(posted).await;
+    let long = t.db.last_conversation(tenant).await;
+    let mut long_messages = 0;
     for (batch, size) in [1_000_i64, 100_000, 1_000_000].into_iter().enumerate() {
         t.db.seed_history(tenant, size - seeded, batch).await;
+        t.db.seed_conversation(tenant, long, (size - seeded) / 10)
+            .await;
         seeded = size;
         // Turn latency, one turn at a time: end to end, and the worker's
         // own time in the turn job.
@@ -365,12 +388,24 @@ async fn growth() -> Value {
             let sent = Instant::now();
             post(&t, conversation..conversation + 1, 1).await;
             conversation += 1;
-            t.slack.wait_posted_total(conversation).await;
+            posted += 1;
+            t.slack.wait_posted_total(posted).await;
             turns.push(sent.elapsed());
         }
         turns.sort();
         let (seconds, count) = worker_turn_seconds(&t, &worker).await;
         let worker_turn_ms = (seconds - seconds_before) * 1000.0 / (count - count_before);
+        // Turns in the long conversation (replies there are paced at about
+        // one a second), by the worker's own time in the turn job.
+        for _ in 0..5 {
+            long_messages += 1;
+            let message = [(LONG_CONVERSATION, long_messages)].into_iter();
+            post_messages(&t, message, 1, None).await;
+            posted += 1;
+            t.slack.wait_posted_total(posted).await;
+        }
+        let (long_seconds, long_count) = worker_turn_seconds(&t, &worker).await;
+        let long_turn_ms = (long_seconds - seconds) * 1000.0 / (long_count - count);
         // The proposal queries of review and auto-approval.
         let timed = |samples: &mut Vec<Duration>| {
             samples.sort();
@@ -411,6 +446,8 @@ async fn growth() -> Value {
             "turn_p50_ms": percentile(&turns, 0.5),
             "turn_p99_ms": percentile(&turns, 0.99),
             "worker_turn_job_mean_ms": worker_turn_ms,
+            "long_conversation_events": t.db.stream_length(long).await,
+            "long_conversation_turn_job_mean_ms": long_turn_ms,
             "pattern_history_p50_ms": timed(&mut pattern),
             "proposal_by_id_p50_ms": timed(&mut by_id),
             "review_channel_lookup_p50_ms": timed(&mut by_message),

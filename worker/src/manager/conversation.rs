@@ -619,14 +619,12 @@ impl ConversationManager {
         let store = self.store.tenant(msg.tenant_id);
         let stream = conversation_stream(msg.conversation_id);
         let trace_id = shared::telemetry::trace_id(traceparent).map(str::to_owned);
-        let (received_before, version) = store
-            .read_stream_to_end(&stream, &[ConversationEvent::MESSAGE_RECEIVED])
+        let tail = store
+            .read_stream_tail(&stream, &[], 0, &[received_key(msg.id)])
             .await?;
+        let version = tail.version;
         let mut events = Vec::new();
-        if !received_before
-            .iter()
-            .any(|e| received_inbox_id(e) == Some(msg.id))
-        {
+        if tail.keyed.is_empty() {
             events.push(received(msg, msg, trace_id.clone()));
         }
         let outbox_id = OutboxId::new_v7();
@@ -800,16 +798,22 @@ impl ConversationManager {
             ConversationEvent::MESSAGE_RECEIVED,
             ConversationEvent::REPLY_COMPOSED,
         ];
-        let (events, version) = tx.read_stream_to_end(stream, &types).await?;
+        let keep = usize::try_from(character.memory.history_messages).unwrap_or(usize::MAX);
+        // The current messages' own `message_received` (an earlier attempt
+        // recorded them) are looked up by key; the history is the newest
+        // events without them.
+        let keys: Vec<String> = current.iter().map(|m| received_key(m.id)).collect();
+        let tail = tx
+            .read_stream_tail(stream, &types, keep.saturating_add(current.len()), &keys)
+            .await?;
+        let recorded: Vec<InboxId> = tail.keyed.iter().filter_map(received_inbox_id).collect();
         let mut past = Past {
             history: Vec::new(),
-            recorded: Vec::new(),
-            version,
+            recorded,
+            version: tail.version,
         };
-        for e in events {
-            let recorded = received_inbox_id(&e).filter(|id| current.iter().any(|c| c.id == *id));
-            if let Some(id) = recorded {
-                past.recorded.push(id);
+        for e in tail.events {
+            if received_inbox_id(&e).is_some_and(|id| current.iter().any(|c| c.id == id)) {
                 continue;
             }
             let recent = since.is_none_or(|since| e.occurred_at >= since);
@@ -828,7 +832,6 @@ impl ConversationManager {
                 _ => {}
             }
         }
-        let keep = usize::try_from(character.memory.history_messages).unwrap_or(usize::MAX);
         past.history
             .drain(..past.history.len().saturating_sub(keep));
         Ok(past)
@@ -869,13 +872,12 @@ fn received(m: &InboxModel, lead: &InboxModel, trace_id: Option<String>) -> NewE
         kind: ActorKind::User,
         id: m.author_id.clone(),
     };
-    new_event(
-        lead,
-        &event,
-        user,
-        Some(format!("message:{}", m.id)),
-        trace_id,
-    )
+    new_event(lead, &event, user, Some(received_key(m.id)), trace_id)
+}
+
+/// The dedupe key of the `message_received` of inbox message `id`.
+fn received_key(id: InboxId) -> String {
+    format!("message:{id}")
 }
 
 /// The message a `message_received` records, told by its id alone, so one

@@ -123,11 +123,12 @@ impl TenantStore {
     ) -> Result<Vec<AgentRunId>, StoreError> {
         let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, AgentRunId>(
-            "SELECT id FROM agent_runs WHERE finished_at IS NULL AND created_at < $1 \
-             ORDER BY created_at LIMIT $2",
+            "SELECT id FROM agent_runs WHERE tenant_id = $3 AND finished_at IS NULL \
+             AND created_at < $1 ORDER BY created_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
+        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -224,6 +225,13 @@ impl TenantStore {
     /// Events after `position` whose type matches one of the SQL LIKE
     /// `patterns` and that have no run under `key_prefix || event id` yet,
     /// oldest first.
+    ///
+    /// The run check reads one index entry per event. Written plainly, it
+    /// read all of the tenant's runs on every tick: row-level security keeps
+    /// a comparison with a computed key (`||` is not leakproof) out of the
+    /// index condition, and `NOT EXISTS` is planned as an anti-join over the
+    /// whole table. A key computed in a sub-select is a parameter of the
+    /// look-up instead.
     pub async fn untriggered_events(
         &self,
         position: i64,
@@ -235,8 +243,8 @@ impl TenantStore {
         let events = sqlx::query_as::<_, StoredEvent>(&format!(
             "SELECT {EVENT_COLUMNS} FROM events e \
              WHERE e.tenant_id = $1 AND e.global_position > $2 AND e.type LIKE ANY($3) \
-             AND NOT EXISTS (SELECT 1 FROM agent_runs r \
-                 WHERE r.tenant_id = $1 AND r.dedupe_key = $4 || e.id::text) \
+             AND (SELECT r.id FROM agent_runs r \
+                 WHERE r.tenant_id = $1 AND r.dedupe_key = (SELECT $4 || e.id::text)) IS NULL \
              ORDER BY e.global_position LIMIT $5"
         ))
         .bind(self.tenant)

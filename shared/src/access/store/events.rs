@@ -79,7 +79,7 @@ pub(super) async fn append(
     } else {
         Seen::Refuse
     };
-    insert(conn, stream, expected, events, seen).await
+    insert(conn, stream, expected, events, seen, None).await
 }
 
 /// Like [`append`], for events the caller knows are not in the log (its own
@@ -97,7 +97,22 @@ pub(super) async fn append_new(
     expected: i64,
     events: &[NewEvent],
 ) -> Result<i64, StoreError> {
-    insert(conn, stream, expected, events, Seen::Refuse).await
+    insert(conn, stream, expected, events, Seen::Refuse, None).await
+}
+
+/// Like [`append_new`], in the same statement as `gate`, and only when the
+/// gate returns a row; `None` when it returned none (nothing appended).
+/// `events` must not be empty: without events there is no statement, and
+/// the gate does not run either.
+pub(super) async fn append_new_gated(
+    conn: &mut PgConnection,
+    stream: &str,
+    expected: i64,
+    events: &[NewEvent],
+    gate: Gate<'_>,
+) -> Result<Option<i64>, StoreError> {
+    let version = insert(conn, stream, expected, events, Seen::Refuse, Some(gate)).await?;
+    Ok((version != expected).then_some(version))
 }
 
 /// What an append does with an event whose dedupe key is already in the log.
@@ -109,13 +124,28 @@ enum Seen {
     Refuse,
 }
 
-/// The one statement of [`append`] and [`append_new`].
+/// A data-modifying statement that gates an append made in the same
+/// statement: its `RETURNING` rows are the gate, and without one nothing is
+/// appended. Its parameters are numbered from `$15`, after the append's.
+pub(super) struct Gate<'a> {
+    /// The statement, `… RETURNING …`.
+    pub sql: &'static str,
+    /// Binds its parameters, in order.
+    pub bind: Box<dyn for<'q> FnOnce(EventsQuery<'q>) -> EventsQuery<'q> + Send + 'a>,
+}
+
+/// The query of an append (returning the versions written).
+pub(super) type EventsQuery<'a> =
+    sqlx::query::QueryScalar<'a, sqlx::Postgres, i64, sqlx::postgres::PgArguments>;
+
+/// The one statement of [`append`], [`append_new`] and [`append_new_gated`].
 async fn insert(
     conn: &mut PgConnection,
     stream: &str,
     expected: i64,
     events: &[NewEvent],
     seen: Seen,
+    gate: Option<Gate<'_>>,
 ) -> Result<i64, StoreError> {
     if events.is_empty() {
         return Ok(expected);
@@ -135,18 +165,31 @@ async fn insert(
     let causations = column(events, |e| e.causation_id);
     let trace_ids = column(events, |e| e.trace_id.as_deref());
     let sources = column(events, |e| e.source);
+    let mut conditions = Vec::new();
     // Else a plain insert: `ON CONFLICT` costs a speculative insertion per row.
-    let (skip_seen, on_conflict) = if seen == Seen::Skip {
-        (
-            "WHERE n.dedupe_key IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key)",
-            "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
-        )
+    let on_conflict = if seen == Seen::Skip {
+        conditions.push(
+            "(n.dedupe_key IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key))",
+        );
+        "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
     } else {
-        ("", "")
+        ""
+    };
+    let with_gate = match &gate {
+        Some(gate) => {
+            conditions.push("EXISTS (SELECT 1 FROM gate)");
+            format!("WITH gate AS ({}) ", gate.sql)
+        }
+        None => String::new(),
+    };
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
     };
     let sql = format!(
-        "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
+        "{with_gate}INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
          actor_id, payload_schema, payload, dedupe_key, correlation_id, causation_id, trace_id, source) \
          SELECT n.id, n.tenant_id, $1, $2 + row_number() OVER (ORDER BY n.ord), n.type, \
          n.occurred_at, n.actor_kind, n.actor_id, 'urn:automate-e:schema:' || n.type, n.payload, \
@@ -155,9 +198,9 @@ async fn insert(
          $9::jsonb[], $10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[]) WITH ORDINALITY \
          AS n (id, tenant_id, type, occurred_at, actor_kind, actor_id, payload, dedupe_key, \
          correlation_id, causation_id, trace_id, source, ord) \
-         {skip_seen} ORDER BY n.ord {on_conflict} RETURNING version"
+         {filter} ORDER BY n.ord {on_conflict} RETURNING version"
     );
-    let versions = sqlx::query_scalar::<_, i64>(&sql)
+    let query = sqlx::query_scalar::<_, i64>(&sql)
         .bind(stream)
         .bind(expected)
         .bind(&ids)
@@ -171,23 +214,25 @@ async fn insert(
         .bind(&correlations)
         .bind(&causations)
         .bind(&trace_ids)
-        .bind(&sources)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
-                StoreError::VersionConflict {
-                    stream: stream.to_owned(),
-                    expected,
-                }
+        .bind(&sources);
+    let query = match gate {
+        Some(gate) => (gate.bind)(query),
+        None => query,
+    };
+    let versions = query.fetch_all(&mut *conn).await.map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
+            StoreError::VersionConflict {
+                stream: stream.to_owned(),
+                expected,
             }
-            sqlx::Error::Database(db) if db.constraint() == Some("events_dedupe_key_key") => {
-                StoreError::AlreadyRecorded {
-                    stream: stream.to_owned(),
-                }
+        }
+        sqlx::Error::Database(db) if db.constraint() == Some("events_dedupe_key_key") => {
+            StoreError::AlreadyRecorded {
+                stream: stream.to_owned(),
             }
-            _ => StoreError::Database(e),
-        })?;
+        }
+        _ => StoreError::Database(e),
+    })?;
     Ok(versions.into_iter().max().unwrap_or(expected))
 }
 
@@ -270,30 +315,68 @@ impl TenantTx {
         Ok(events)
     }
 
-    /// Like [`Self::read_stream`], with the stream's last version (0 when
-    /// empty) read in the same statement.
-    pub async fn read_stream_to_end(
+    /// The end of a stream, in one statement whose cost does not grow with
+    /// the stream: its newest `limit` events of the given types (oldest
+    /// first), the events of the stream whose dedupe key is one of `keys`
+    /// (found through the key's index wherever they are), and its last
+    /// version (0 when empty).
+    pub async fn read_stream_tail(
         &mut self,
         stream: &str,
         types: &[&str],
-    ) -> Result<(Vec<StoredEvent>, i64), StoreError> {
-        // The last event comes along whatever its type.
-        let mut events = sqlx::query_as::<_, StoredEvent>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 \
-             AND (cardinality($2::text[]) = 0 OR type = ANY($2) \
-                  OR version = (SELECT max(version) FROM events WHERE stream = $1)) \
-             ORDER BY version"
+        limit: usize,
+        keys: &[String],
+    ) -> Result<StreamTail, StoreError> {
+        // The newest rows read backwards along (stream, version); the last
+        // event comes along whatever its type, for the version.
+        let rows = sqlx::query_as::<_, TailRow>(&format!(
+            "(SELECT {EVENT_COLUMNS}, false AS keyed FROM events WHERE stream = $1 \
+               AND (type = ANY($2) OR version = (SELECT max(version) FROM events WHERE stream = $1)) \
+               ORDER BY version DESC LIMIT $3) \
+             UNION ALL \
+             SELECT {EVENT_COLUMNS}, true FROM events \
+             WHERE dedupe_key = ANY($4) AND stream = $1"
         ))
         .bind(stream)
         .bind(types)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+        .bind(keys)
         .fetch_all(&mut **self)
         .await?;
-        let version = events.last().map_or(0, |e| e.version);
-        if !types.is_empty() {
-            events.retain(|e| types.contains(&e.type_name.as_str()));
+        let mut tail = StreamTail::default();
+        for row in rows {
+            tail.version = tail.version.max(row.event.version);
+            if row.keyed {
+                tail.keyed.push(row.event);
+            } else if types.contains(&row.event.type_name.as_str()) {
+                tail.events.push(row.event);
+            }
         }
-        Ok((events, version))
+        tail.events.sort_by_key(|e| std::cmp::Reverse(e.version));
+        tail.events.truncate(limit);
+        tail.events.reverse();
+        tail.keyed.sort_by_key(|e| e.version);
+        Ok(tail)
     }
+}
+
+/// The end of a stream; see [`TenantTx::read_stream_tail`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamTail {
+    /// The newest events of the types asked for, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// The events with one of the dedupe keys asked for, oldest first.
+    pub keyed: Vec<StoredEvent>,
+    /// The stream's last version (0 when empty).
+    pub version: i64,
+}
+
+/// A row of [`TenantTx::read_stream_tail`].
+#[derive(sqlx::FromRow)]
+struct TailRow {
+    #[sqlx(flatten)]
+    event: StoredEvent,
+    keyed: bool,
 }
 
 in_own_transaction! {
@@ -301,8 +384,8 @@ in_own_transaction! {
     fn append_new(&self, stream: &str, expected: i64, events: &[NewEvent]) -> i64;
     /// The last version of a stream (0 when empty).
     fn stream_version(&self, stream: &str) -> i64;
-    /// Events of a stream of the given types, with its last version.
-    fn read_stream_to_end(&self, stream: &str, types: &[&str]) -> (Vec<StoredEvent>, i64);
+    /// The end of a stream; see [`TenantTx::read_stream_tail`].
+    fn read_stream_tail(&self, stream: &str, types: &[&str], limit: usize, keys: &[String]) -> StreamTail;
     /// Events of a stream of the given types, oldest first.
     fn read_stream(&self, stream: &str, types: &[&str]) -> Vec<StoredEvent>;
 }

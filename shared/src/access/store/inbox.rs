@@ -397,10 +397,12 @@ impl TenantStore {
     ) -> Result<Vec<InboxId>, StoreError> {
         let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, InboxId>(
-            "SELECT id FROM inbox WHERE processed_at IS NULL AND received_at < $1 ORDER BY received_at LIMIT $2",
+            "SELECT id FROM inbox WHERE tenant_id = $3 AND processed_at IS NULL AND received_at < $1 \
+             ORDER BY received_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
+        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

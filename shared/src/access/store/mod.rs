@@ -35,7 +35,7 @@ use crate::ids::TenantId;
 
 pub use agent_runs::{AgentRunModel, NewAgentRun, RunCompletion, RunDestination};
 pub use dead_jobs::{DeadJobModel, NewDeadJob};
-pub use events::{NewEvent, StoredEvent};
+pub use events::{NewEvent, StoredEvent, StreamTail};
 pub use facts::MAX_FACTS_PER_USER;
 pub use inbox::{ConversationModel, InboxModel, NewMessageParams, RecordOutcome};
 pub use inbox_writer::InboxWriter;
@@ -147,12 +147,10 @@ impl TenantStore {
 
     /// Begins a transaction with the tenant set for row-level security, in
     /// one round trip. The id is a UUID, so formatting it into the statement
-    /// cannot inject anything.
+    /// cannot inject anything. `SET LOCAL` rather than `set_config`: a
+    /// utility statement is neither planned nor answered with a row.
     pub async fn begin(&self) -> Result<TenantTx, StoreError> {
-        let begin = format!(
-            "BEGIN; SELECT set_config('automate_e.tenant_id', '{}', true)",
-            self.tenant
-        );
+        let begin = format!("BEGIN; SET LOCAL automate_e.tenant_id = '{}'", self.tenant);
         Ok(TenantTx {
             tx: self.pool.begin_with(begin).await?,
             tenant: self.tenant,

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::events::{NewEvent, append_new};
+use super::events::{Gate, NewEvent, append_new, append_new_gated};
 use super::lease::{Lease, check_fence};
 use super::{StoreError, TenantStore, TenantTx};
 use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
@@ -77,10 +77,12 @@ impl TenantStore {
     ) -> Result<Vec<OutboxId>, StoreError> {
         let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, OutboxId>(
-            "SELECT id FROM outbox WHERE delivered_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+            "SELECT id FROM outbox WHERE tenant_id = $3 AND delivered_at IS NULL AND created_at < $1 \
+             ORDER BY created_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
+        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -130,19 +132,23 @@ impl TenantStore {
         event: &NewEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let completed = sqlx::query(
-            "UPDATE outbox SET delivered_at = now(), chunks_delivered = greatest(chunks_delivered, $2) \
-             WHERE id = $1 AND delivered_at IS NULL",
+        // One statement: the row is marked and the event appended only when
+        // the row was not delivered before (by a redelivered job: its event
+        // is there).
+        let delivered_now = Gate {
+            sql: "UPDATE outbox SET delivered_at = now(), \
+                  chunks_delivered = greatest(chunks_delivered, $16) \
+                  WHERE id = $15 AND delivered_at IS NULL RETURNING id",
+            bind: Box::new(move |query| query.bind(id).bind(chunks)),
+        };
+        append_new_gated(
+            &mut tx,
+            stream,
+            0,
+            std::slice::from_ref(event),
+            delivered_now,
         )
-        .bind(id)
-        .bind(chunks)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Delivered before (by a redelivered job): its event is there.
-        if completed == 1 {
-            append_new(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
-        }
+        .await?;
         tx.commit().await?;
         Ok(())
     }

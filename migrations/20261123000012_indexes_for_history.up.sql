@@ -1,5 +1,4 @@
--- Fewer index entries per event, and a usage report that reads only its
--- period.
+-- Reads that stay flat as history grows, and fewer index entries per event.
 --
 -- Half of a turn's events (model calls, tool calls) have no dedupe key; a
 -- unique index over the keys that exist enforces the same uniqueness (nulls
@@ -19,3 +18,16 @@ CREATE INDEX events_usage ON events (tenant_id, type, occurred_at)
                    'automate_e.conversation.tool_called.v1',
                    'automate_e.proposal.agent_reviewed.v1',
                    'automate_e.agent.run_completed.v1');
+
+-- A retried turn looks up the proposal it filed by message and payload: by
+-- these, not by a scan of all proposals. Unique, as filing is once per
+-- message and payload.
+CREATE UNIQUE INDEX proposals_by_message_payload ON proposals (inbox_id, payload_sha256);
+
+-- The relay sweeps one tenant at a time: by tenant, not through every
+-- tenant's unfinished rows.
+DROP INDEX outbox_undelivered;
+CREATE INDEX outbox_undelivered ON outbox (tenant_id, created_at) WHERE delivered_at IS NULL;
+DROP INDEX agent_runs_unfinished;
+CREATE INDEX agent_runs_unfinished ON agent_runs (tenant_id, created_at) WHERE finished_at IS NULL;
+CREATE INDEX inbox_unanswered ON inbox (tenant_id, received_at) WHERE processed_at IS NULL;

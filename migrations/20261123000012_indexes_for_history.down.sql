@@ -1,0 +1,10 @@
+DROP INDEX inbox_unanswered;
+DROP INDEX agent_runs_unfinished;
+CREATE INDEX agent_runs_unfinished ON agent_runs (created_at) WHERE finished_at IS NULL;
+DROP INDEX outbox_undelivered;
+CREATE INDEX outbox_undelivered ON outbox (created_at) WHERE delivered_at IS NULL;
+DROP INDEX proposals_by_message_payload;
+DROP INDEX events_usage;
+CREATE INDEX events_by_tenant_type ON events (tenant_id, type, global_position);
+DROP INDEX events_dedupe_key_key;
+ALTER TABLE events ADD CONSTRAINT events_dedupe_key_key UNIQUE (dedupe_key);
