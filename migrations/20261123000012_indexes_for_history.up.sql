@@ -31,3 +31,8 @@ CREATE INDEX outbox_undelivered ON outbox (tenant_id, created_at) WHERE delivere
 DROP INDEX agent_runs_unfinished;
 CREATE INDEX agent_runs_unfinished ON agent_runs (tenant_id, created_at) WHERE finished_at IS NULL;
 CREATE INDEX inbox_unanswered ON inbox (tenant_id, received_at) WHERE processed_at IS NULL;
+
+-- Looked up per tenant every trigger tick, and per Slack thread reply: by
+-- index, not a scan that grows with the number of tenants.
+CREATE INDEX tenant_routes_by_tenant ON tenant_routes (tenant_id);
+CREATE INDEX tenants_by_review_channel ON tenants (review_channel) WHERE review_channel IS NOT NULL;

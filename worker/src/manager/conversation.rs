@@ -801,7 +801,9 @@ impl ConversationManager {
         let keep = usize::try_from(character.memory.history_messages).unwrap_or(usize::MAX);
         // The current messages' own `message_received` (an earlier attempt
         // recorded them) are looked up by key; the history is the newest
-        // events without them.
+        // events without them. An event this version cannot read takes its
+        // place in that window and is left out, so the history can come out
+        // shorter than `keep`.
         let keys: Vec<String> = current.iter().map(|m| received_key(m.id)).collect();
         let tail = tx
             .read_stream_tail(stream, &types, keep.saturating_add(current.len()), &keys)

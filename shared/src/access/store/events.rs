@@ -317,9 +317,10 @@ impl TenantTx {
 
     /// The end of a stream, in one statement whose cost does not grow with
     /// the stream: its newest `limit` events of the given types (oldest
-    /// first), the events of the stream whose dedupe key is one of `keys`
-    /// (found through the key's index wherever they are), and its last
-    /// version (0 when empty).
+    /// first; none when `types` is empty, unlike [`Self::read_stream`]), the
+    /// events of the stream whose dedupe key is one of `keys` (found through
+    /// the key's index wherever they are), and its last version (0 when
+    /// empty).
     pub async fn read_stream_tail(
         &mut self,
         stream: &str,
