@@ -5,6 +5,8 @@ DROP INDEX agent_runs_unfinished;
 CREATE INDEX agent_runs_unfinished ON agent_runs (created_at) WHERE finished_at IS NULL;
 DROP INDEX outbox_undelivered;
 CREATE INDEX outbox_undelivered ON outbox (created_at) WHERE delivered_at IS NULL;
+ALTER TABLE agent_runs DROP COLUMN given_up_at;
+ALTER TABLE outbox DROP COLUMN given_up_at;
 DROP INDEX proposals_by_message_payload;
 DROP INDEX events_usage;
 CREATE INDEX events_by_tenant_type ON events (tenant_id, type, global_position);

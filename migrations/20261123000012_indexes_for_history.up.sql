@@ -25,11 +25,18 @@ CREATE INDEX events_usage ON events (tenant_id, type, occurred_at)
 CREATE UNIQUE INDEX proposals_by_message_payload ON proposals (inbox_id, payload_sha256);
 
 -- The relay sweeps one tenant at a time: by tenant, not through every
--- tenant's unfinished rows.
+-- tenant's unfinished rows. A delivery or agent run whose job was given up
+-- (dead-lettered) is marked so and leaves the sweep until a replay: before,
+-- such rows stayed the oldest unfinished ones forever, and once a tenant
+-- had a sweep's batch of them, newer lost work was never re-queued.
+ALTER TABLE outbox ADD COLUMN given_up_at timestamptz;
+ALTER TABLE agent_runs ADD COLUMN given_up_at timestamptz;
 DROP INDEX outbox_undelivered;
-CREATE INDEX outbox_undelivered ON outbox (tenant_id, created_at) WHERE delivered_at IS NULL;
+CREATE INDEX outbox_undelivered ON outbox (tenant_id, created_at)
+    WHERE delivered_at IS NULL AND given_up_at IS NULL;
 DROP INDEX agent_runs_unfinished;
-CREATE INDEX agent_runs_unfinished ON agent_runs (tenant_id, created_at) WHERE finished_at IS NULL;
+CREATE INDEX agent_runs_unfinished ON agent_runs (tenant_id, created_at)
+    WHERE finished_at IS NULL AND given_up_at IS NULL;
 CREATE INDEX inbox_unanswered ON inbox (tenant_id, received_at) WHERE processed_at IS NULL;
 
 -- Looked up per tenant every trigger tick, and per Slack thread reply: by

@@ -347,5 +347,24 @@ async fn deliver_in_span(
         task_id: task_id.to_string(),
         attempt: attempt.current(),
     };
-    conclude(&managers.store, run, rules, result).await.0
+    let (settled, given_up) = conclude(&managers.store, run, rules, result).await;
+    // A reply that cannot be delivered leaves the relay's sweeps until a
+    // replay.
+    if let (
+        Some(_),
+        DeliveryJob::DeliverV1 {
+            outbox_id,
+            tenant_id,
+            ..
+        },
+    ) = (given_up, &job)
+        && let Err(e) = managers
+            .store
+            .tenant(*tenant_id)
+            .set_delivery_given_up(*outbox_id, true)
+            .await
+    {
+        tracing::error!(error = %e, "Cannot mark a reply given up");
+    }
+    settled
 }

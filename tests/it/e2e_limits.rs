@@ -11,6 +11,8 @@ use shared::job::JobFailure;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
 use tests::{FIXTURE_CHANNEL, FIXTURE_TEAM, LLM_API_KEY, TestEnv, TestOptions, fixture};
+use worker::config::RelayConfig;
+use worker::manager::relay::Relay;
 
 #[tokio::test]
 async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
@@ -85,6 +87,65 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
     assert!(again.unwrap_err().to_string().contains("replayed"));
     assert!(store.dead_jobs(true, 10).await.unwrap().is_empty());
     t.finish().await;
+}
+
+/// A reply whose channel is gone is dead-lettered and leaves the relay's
+/// sweeps (before, it stayed their oldest undelivered reply for good, and a
+/// sweep's batch of such replies kept newer lost ones from being re-queued);
+/// a replay brings it back.
+#[tokio::test]
+async fn a_reply_that_cannot_be_delivered_leaves_the_relay_until_it_is_replayed() {
+    let t = TestEnv::start().await;
+    t.slack.set_channel_gone(FIXTURE_CHANNEL, true);
+    t.openai.script([Scripted::Text("Her er svaret.".into())]);
+    assert_eq!(
+        t.post_slack_event(&fixture("slack/event_callback.message.json"))
+            .await,
+        200
+    );
+    t.wait_idle().await;
+    let store = t.db.service_store().await;
+    let dead = store.dead_jobs(true, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].kind, "deliver");
+    let relay = Relay::new(
+        store.clone(),
+        t.queue.clone(),
+        RelayConfig {
+            grace_ms: 0,
+            ..RelayConfig::default()
+        },
+    );
+    assert_eq!(given_up_replies(&t).await, 1);
+    assert_eq!(
+        relay.sweep().await.unwrap().deliveries,
+        0,
+        "a reply given up is not re-queued"
+    );
+
+    // The bot is back in the channel; the operator replays the delivery.
+    t.slack.set_channel_gone(FIXTURE_CHANNEL, false);
+    let replay = ["replay".to_owned(), dead[0].id.to_string()];
+    worker::dead_jobs::command(&store, &t.queue, &replay)
+        .await
+        .unwrap();
+    assert_eq!(
+        given_up_replies(&t).await,
+        0,
+        "reopened before it was pushed: the relay covers it again"
+    );
+    t.wait_for_posts(1).await;
+    t.wait_idle().await;
+    assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+    assert_eq!(relay.sweep().await.unwrap().deliveries, 0, "delivered");
+    t.finish().await;
+}
+
+async fn given_up_replies(t: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE given_up_at IS NOT NULL")
+        .fetch_one(&t.db.owner)
+        .await
+        .unwrap()
 }
 
 /// A turn that fails before it records anything (a chat routed to an agent

@@ -880,3 +880,39 @@ async fn the_tail_of_a_long_stream_has_its_newest_events_its_keyed_ones_and_its_
     assert_eq!(empty, shared::access::store::StreamTail::default());
     db.drop().await;
 }
+
+#[tokio::test]
+async fn an_agent_run_given_up_leaves_the_relay_sweep_until_it_is_reopened() {
+    let db = TestDb::create().await;
+    let tenant = TenantId::from(db.seed_tenant("acme", "slack", "T1", "*", "book-e").await);
+    let store = db.service_store().await.tenant(tenant);
+    let run = shared::access::store::NewAgentRun {
+        character: "report-e".into(),
+        dedupe_key: "test:run".into(),
+        reason: json!({}),
+    };
+    let id = store
+        .create_agent_run(&run)
+        .await
+        .unwrap()
+        .expect("a new run");
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.unfinished_agent_runs(later, 10).await.unwrap(), [id]);
+
+    assert!(store.set_agent_run_given_up(id, true).await.unwrap());
+    assert!(
+        !store.set_agent_run_given_up(id, true).await.unwrap(),
+        "given up once"
+    );
+    assert!(
+        store
+            .unfinished_agent_runs(later, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(store.set_agent_run_given_up(id, false).await.unwrap());
+    assert_eq!(store.unfinished_agent_runs(later, 10).await.unwrap(), [id]);
+    db.drop().await;
+}

@@ -164,11 +164,12 @@ impl TestDb {
         }
     }
 
-    /// Inbox messages not yet answered plus outbox replies not yet delivered.
+    /// Inbox messages not yet answered plus outbox replies not yet delivered
+    /// (nor given up).
     pub async fn pending_work(&self) -> i64 {
         sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM inbox WHERE processed_at IS NULL) \
-                  + (SELECT count(*) FROM outbox WHERE delivered_at IS NULL)",
+                  + (SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND given_up_at IS NULL)",
         )
         .fetch_one(&self.owner)
         .await

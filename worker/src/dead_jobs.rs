@@ -6,7 +6,7 @@
 use anyhow::{Context, bail};
 use shared::access::queue::{JobQueue, QueueName};
 use shared::access::store::{DeadJobModel, Store};
-use shared::job::WorkerJob;
+use shared::job::{DeliveryJob, WorkerJob};
 
 /// Most dead jobs `list` prints.
 const LIST_LIMIT: i64 = 200;
@@ -75,10 +75,10 @@ fn describe(job: &DeadJobModel) -> serde_json::Value {
     })
 }
 
-/// Pushes a dead job again; a turn given up on is reopened first so it is
-/// answered. The job is marked replayed before anything else, so of two
+/// Pushes a dead job again, after reopening what its give-up closed (see
+/// [`reopen`]). The job is marked replayed before anything else, so of two
 /// replays at once only one goes on; one that fails takes the mark back,
-/// unless it got to reopen its message (the inbox sweep queues that one).
+/// unless it got to reopen something (the relay's sweeps queue that).
 /// Returns the new task id.
 pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::Result<String> {
     let job = store.dead_job(id).await?;
@@ -91,17 +91,7 @@ pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::
     }
     let mut reopened = false;
     let pushed = async {
-        if let Ok(WorkerJob::TurnV1 {
-            inbox_id,
-            tenant_id,
-            ..
-        }) = serde_json::from_value::<WorkerJob>(job.job.clone())
-        {
-            reopened = store
-                .tenant(tenant_id)
-                .reopen_failed_message(inbox_id)
-                .await?;
-        }
+        reopened = reopen(store, name, &job.job).await?;
         queue
             .replay(name, &job.job, task_id.clone())
             .await
@@ -110,10 +100,53 @@ pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::
     .await;
     if let Err(e) = pushed {
         if reopened {
-            return Err(e.context("the message is reopened; the inbox sweep queues its turn"));
+            return Err(e.context("its work is reopened; the relay's sweeps queue it"));
         }
         store.unmark_dead_job_replayed(id, &task_id).await?;
         return Err(e);
     }
     Ok(task_id)
+}
+
+/// Opens what a dead job's give-up closed, so its work is done again and the
+/// relay's sweeps cover it: a turn's message (given up with a notice), a
+/// reply's delivery, an agent run. `true` when something was reopened.
+async fn reopen(store: &Store, queue: QueueName, job: &serde_json::Value) -> anyhow::Result<bool> {
+    let reopened = match queue {
+        QueueName::Worker => match serde_json::from_value::<WorkerJob>(job.clone()) {
+            Ok(WorkerJob::TurnV1 {
+                inbox_id,
+                tenant_id,
+                ..
+            }) => {
+                store
+                    .tenant(tenant_id)
+                    .reopen_failed_message(inbox_id)
+                    .await?
+            }
+            Ok(WorkerJob::RunV1 {
+                run_id, tenant_id, ..
+            }) => {
+                store
+                    .tenant(tenant_id)
+                    .set_agent_run_given_up(run_id, false)
+                    .await?
+            }
+            _ => false,
+        },
+        QueueName::Delivery => match serde_json::from_value::<DeliveryJob>(job.clone()) {
+            Ok(DeliveryJob::DeliverV1 {
+                outbox_id,
+                tenant_id,
+                ..
+            }) => {
+                store
+                    .tenant(tenant_id)
+                    .set_delivery_given_up(outbox_id, false)
+                    .await?
+            }
+            _ => false,
+        },
+    };
+    Ok(reopened)
 }

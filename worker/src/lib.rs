@@ -346,8 +346,9 @@ impl Managers {
         }
     }
 
-    /// Tells the user a job was given up, where there is someone to tell;
-    /// a failure to tell is logged (the dead letter is recorded already).
+    /// Acts on a job given up: tells the user, where there is someone to
+    /// tell, and takes an agent run out of the relay's sweeps. A failure is
+    /// logged (the dead letter is recorded already).
     async fn tell_given_up(&self, job: &WorkerJob, reason: &str) {
         let traceparent = &current_traceparent();
         let told = match job {
@@ -369,12 +370,22 @@ impl Managers {
                     .give_up(*tenant_id, *proposal_id, traceparent)
                     .await
             }
+            // No one to tell; the relay leaves the run alone until a replay.
+            WorkerJob::RunV1 {
+                run_id, tenant_id, ..
+            } => self
+                .store
+                .tenant(*tenant_id)
+                .set_agent_run_given_up(*run_id, true)
+                .await
+                .map(|_| ())
+                .map_err(JobFailure::from),
             // A review that cannot run leaves the proposal unreviewed (never
             // approved); operators see it among the dead jobs.
-            WorkerJob::ReviewV1 { .. } | WorkerJob::RunV1 { .. } | WorkerJob::Unknown => Ok(()),
+            WorkerJob::ReviewV1 { .. } | WorkerJob::Unknown => Ok(()),
         };
         if let Err(e) = told {
-            tracing::error!(error = %e, "Cannot tell the user their job was given up");
+            tracing::error!(error = %e, "Cannot act on a job given up");
         }
     }
 }

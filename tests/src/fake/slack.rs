@@ -60,6 +60,8 @@ struct Inner {
     views: Vec<(String, Value)>,
     /// Scripted failures for the next calls: HTTP 429 with this Retry-After.
     rate_limit_next: VecDeque<u64>,
+    /// Channels that answer `channel_not_found` (deleted, or the bot removed).
+    gone_channels: std::collections::HashSet<String>,
     next_ts: u64,
 }
 
@@ -213,6 +215,16 @@ impl FakeSlack {
         inner.rate_limit_next.extend(std::iter::repeat_n(secs, n));
     }
 
+    /// Makes `channel` answer `channel_not_found` (`gone`), or not any more.
+    pub fn set_channel_gone(&self, channel: &str, gone: bool) {
+        let mut inner = self.inner.lock().unwrap();
+        if gone {
+            inner.gone_channels.insert(channel.to_owned());
+        } else {
+            inner.gone_channels.remove(channel);
+        }
+    }
+
     /// Takes the posted messages so far, oldest first.
     pub fn take_posted(&self) -> Vec<PostedMessage> {
         self.inner.lock().unwrap().posted.drain(..).collect()
@@ -271,6 +283,9 @@ async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: S
     let Some(channel) = req.channel.filter(|c| !c.is_empty()) else {
         return slack_error("channel_not_found");
     };
+    if fake.inner.lock().unwrap().gone_channels.contains(&channel) {
+        return slack_error("channel_not_found");
+    }
     let Some(text) = req.text.filter(|t| !t.is_empty()) else {
         return slack_error("no_text");
     };

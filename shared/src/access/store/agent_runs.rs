@@ -114,8 +114,20 @@ impl TenantStore {
         Ok(())
     }
 
-    /// Runs not finished that were created before `before` (their job may
-    /// never have reached the queue, or Redis lost it).
+    /// Marks an unfinished run given up (its job was dead-lettered), or
+    /// (`given_up` false, for a replay) not any more; `false` when there was
+    /// nothing to change.
+    pub async fn set_agent_run_given_up(
+        &self,
+        id: AgentRunId,
+        given_up: bool,
+    ) -> Result<bool, StoreError> {
+        self.set_given_up("agent_runs", "finished_at", id, given_up)
+            .await
+    }
+
+    /// Runs neither finished nor given up that were created before `before`
+    /// (their job may never have reached the queue, or Redis lost it).
     pub async fn unfinished_agent_runs(
         &self,
         before: DateTime<Utc>,
@@ -124,7 +136,7 @@ impl TenantStore {
         let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, AgentRunId>(
             "SELECT id FROM agent_runs WHERE tenant_id = $3 AND finished_at IS NULL \
-             AND created_at < $1 ORDER BY created_at LIMIT $2",
+             AND given_up_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)

@@ -158,6 +158,33 @@ impl TenantStore {
         })
     }
 
+    /// Sets or clears `given_up_at` of row `id` of `table` while its work
+    /// is not done (`done` is null); `false` when there was nothing to
+    /// change. Both names are the caller's constants.
+    async fn set_given_up<I>(
+        &self,
+        table: &'static str,
+        done: &'static str,
+        id: I,
+        given_up: bool,
+    ) -> Result<bool, StoreError>
+    where
+        I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(&format!(
+            "UPDATE {table} SET given_up_at = CASE WHEN $2 THEN now() END \
+             WHERE id = $1 AND {done} IS NULL AND (given_up_at IS NULL) = $2"
+        ))
+        .bind(id)
+        .bind(given_up)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
     /// Begins a transaction that may write for the holder of `lease`: the
     /// lease's fence is checked and share-locked, so no takeover can happen
     /// before the transaction ends ([`StoreError::LeaseLost`] otherwise).

@@ -69,7 +69,8 @@ impl TenantStore {
         Ok(true)
     }
 
-    /// Outbox items not delivered that were written before `before`, oldest first.
+    /// Outbox items not delivered (nor given up) that were written before
+    /// `before`, oldest first.
     pub async fn undelivered_outbox(
         &self,
         before: DateTime<Utc>,
@@ -77,8 +78,8 @@ impl TenantStore {
     ) -> Result<Vec<OutboxId>, StoreError> {
         let mut tx = self.begin().await?;
         let ids = sqlx::query_scalar::<_, OutboxId>(
-            "SELECT id FROM outbox WHERE tenant_id = $3 AND delivered_at IS NULL AND created_at < $1 \
-             ORDER BY created_at LIMIT $2",
+            "SELECT id FROM outbox WHERE tenant_id = $3 AND delivered_at IS NULL \
+             AND given_up_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
         )
         .bind(before)
         .bind(limit)
@@ -87,6 +88,18 @@ impl TenantStore {
         .await?;
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// Marks an undelivered reply given up (its delivery job was
+    /// dead-lettered), or (`given_up` false, for a replay) not any more;
+    /// `false` when there was nothing to change.
+    pub async fn set_delivery_given_up(
+        &self,
+        id: OutboxId,
+        given_up: bool,
+    ) -> Result<bool, StoreError> {
+        self.set_given_up("outbox", "delivered_at", id, given_up)
+            .await
     }
 
     /// An outbox row.
