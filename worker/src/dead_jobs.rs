@@ -6,6 +6,7 @@
 use anyhow::{Context, bail};
 use shared::access::queue::{JobQueue, QueueName};
 use shared::access::store::{DeadJobModel, Store};
+use shared::ids::{AgentRunId, OutboxId, TenantId};
 use shared::job::{DeliveryJob, WorkerJob};
 
 /// Most dead jobs `list` prints.
@@ -77,9 +78,9 @@ fn describe(job: &DeadJobModel) -> serde_json::Value {
 
 /// Pushes a dead job again, after reopening what its give-up closed (see
 /// [`reopen`]). The job is marked replayed before anything else, so of two
-/// replays at once only one goes on; one that fails takes the mark back,
-/// unless it got to reopen something (the relay's sweeps queue that).
-/// Returns the new task id.
+/// replays at once only one goes on. One that fails takes the mark back and
+/// gives up again what it reopened, except a turn's message, whose turn the
+/// relay's sweeps queue anew. Returns the new task id.
 pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::Result<String> {
     let job = store.dead_job(id).await?;
     let name = QueueName::parse(&job.queue)
@@ -89,7 +90,7 @@ pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::
         let at = store.dead_job(id).await?.replayed_at;
         bail!("dead job {id} was replayed already (at {at:?})");
     }
-    let mut reopened = false;
+    let mut reopened = Reopened::Nothing;
     let pushed = async {
         reopened = reopen(store, name, &job.job).await?;
         queue
@@ -98,55 +99,91 @@ pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::
             .context("Cannot push the job")
     }
     .await;
-    if let Err(e) = pushed {
-        if reopened {
-            return Err(e.context("its work is reopened; the relay's sweeps queue it"));
+    let Err(e) = pushed else {
+        return Ok(task_id);
+    };
+    // The relay pushes a delivery or run under its spent task id (a no-op),
+    // so one reopened here would wait for good.
+    let given_up_again = match reopened {
+        Reopened::Message => {
+            return Err(e.context("the message is reopened; the relay's sweeps queue its turn"));
         }
-        store.unmark_dead_job_replayed(id, &task_id).await?;
-        return Err(e);
-    }
-    Ok(task_id)
+        Reopened::Nothing => Ok(false),
+        Reopened::Delivery(tenant, outbox_id) => {
+            store
+                .tenant(tenant)
+                .set_delivery_given_up(outbox_id, true)
+                .await
+        }
+        Reopened::Run(tenant, run_id) => {
+            store
+                .tenant(tenant)
+                .set_agent_run_given_up(run_id, true)
+                .await
+        }
+    };
+    given_up_again?;
+    store.unmark_dead_job_replayed(id, &task_id).await?;
+    Err(e)
+}
+
+/// What a replay reopened.
+enum Reopened {
+    /// Nothing: the give-up closed nothing, or it is open already.
+    Nothing,
+    /// A turn's message, given up with a notice.
+    Message,
+    /// A reply's delivery, given up.
+    Delivery(TenantId, OutboxId),
+    /// An agent run, given up.
+    Run(TenantId, AgentRunId),
 }
 
 /// Opens what a dead job's give-up closed, so its work is done again and the
-/// relay's sweeps cover it: a turn's message (given up with a notice), a
-/// reply's delivery, an agent run. `true` when something was reopened.
-async fn reopen(store: &Store, queue: QueueName, job: &serde_json::Value) -> anyhow::Result<bool> {
-    let reopened = match queue {
+/// relay's sweeps cover it.
+async fn reopen(
+    store: &Store,
+    queue: QueueName,
+    job: &serde_json::Value,
+) -> anyhow::Result<Reopened> {
+    let (opened, reopened) = match queue {
         QueueName::Worker => match serde_json::from_value::<WorkerJob>(job.clone()) {
             Ok(WorkerJob::TurnV1 {
                 inbox_id,
                 tenant_id,
                 ..
-            }) => {
+            }) => (
                 store
                     .tenant(tenant_id)
                     .reopen_failed_message(inbox_id)
-                    .await?
-            }
+                    .await?,
+                Reopened::Message,
+            ),
             Ok(WorkerJob::RunV1 {
                 run_id, tenant_id, ..
-            }) => {
+            }) => (
                 store
                     .tenant(tenant_id)
                     .set_agent_run_given_up(run_id, false)
-                    .await?
-            }
-            _ => false,
+                    .await?,
+                Reopened::Run(tenant_id, run_id),
+            ),
+            _ => (false, Reopened::Nothing),
         },
         QueueName::Delivery => match serde_json::from_value::<DeliveryJob>(job.clone()) {
             Ok(DeliveryJob::DeliverV1 {
                 outbox_id,
                 tenant_id,
                 ..
-            }) => {
+            }) => (
                 store
                     .tenant(tenant_id)
                     .set_delivery_given_up(outbox_id, false)
-                    .await?
-            }
-            _ => false,
+                    .await?,
+                Reopened::Delivery(tenant_id, outbox_id),
+            ),
+            _ => (false, Reopened::Nothing),
         },
     };
-    Ok(reopened)
+    Ok(if opened { reopened } else { Reopened::Nothing })
 }
