@@ -1,6 +1,5 @@
 DROP INDEX tenants_by_review_channel;
 DROP INDEX tenant_routes_by_tenant;
-DROP INDEX inbox_unanswered;
 DROP INDEX agent_runs_unfinished;
 CREATE INDEX agent_runs_unfinished ON agent_runs (created_at) WHERE finished_at IS NULL;
 DROP INDEX outbox_undelivered;

@@ -37,7 +37,9 @@ CREATE INDEX outbox_undelivered ON outbox (tenant_id, created_at)
 DROP INDEX agent_runs_unfinished;
 CREATE INDEX agent_runs_unfinished ON agent_runs (tenant_id, created_at)
     WHERE finished_at IS NULL AND given_up_at IS NULL;
-CREATE INDEX inbox_unanswered ON inbox (tenant_id, received_at) WHERE processed_at IS NULL;
+-- The inbox sweep stays on `inbox_pending_by_conversation`: its rows are only
+-- the messages in flight, and an index by tenant would cost every inbound
+-- message one more index entry.
 
 -- Looked up per tenant every trigger tick, and per Slack thread reply: by
 -- index, not a scan that grows with the number of tenants.
