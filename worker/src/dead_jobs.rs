@@ -102,27 +102,17 @@ pub async fn replay(store: &Store, queue: &JobQueue, id: uuid::Uuid) -> anyhow::
     let Err(e) = pushed else {
         return Ok(task_id);
     };
-    // The relay pushes a delivery or run under its spent task id (a no-op),
-    // so one reopened here would wait for good.
-    let given_up_again = match reopened {
+    match reopened {
         Reopened::Message => {
             return Err(e.context("the message is reopened; the relay's sweeps queue its turn"));
         }
-        Reopened::Nothing => Ok(false),
-        Reopened::Delivery(tenant, outbox_id) => {
-            store
-                .tenant(tenant)
-                .set_delivery_given_up(outbox_id, true)
-                .await
+        // The relay pushes a delivery or run under its spent task id (a
+        // no-op), so one reopened here would wait for good.
+        Reopened::GivenUp(work) => {
+            work.set_given_up(store, true).await?;
         }
-        Reopened::Run(tenant, run_id) => {
-            store
-                .tenant(tenant)
-                .set_agent_run_given_up(run_id, true)
-                .await
-        }
-    };
-    given_up_again?;
+        Reopened::Nothing => {}
+    }
     store.unmark_dead_job_replayed(id, &task_id).await?;
     Err(e)
 }
@@ -133,10 +123,36 @@ enum Reopened {
     Nothing,
     /// A turn's message, given up with a notice.
     Message,
-    /// A reply's delivery, given up.
+    /// A reply's delivery or an agent run, marked given up.
+    GivenUp(GivenUpWork),
+}
+
+/// Work that is marked given up when its job is dead-lettered.
+enum GivenUpWork {
+    /// A reply's delivery.
     Delivery(TenantId, OutboxId),
-    /// An agent run, given up.
+    /// An agent run.
     Run(TenantId, AgentRunId),
+}
+
+impl GivenUpWork {
+    /// Marks it given up, or not any more; `false` when nothing changed.
+    async fn set_given_up(&self, store: &Store, given_up: bool) -> anyhow::Result<bool> {
+        Ok(match *self {
+            Self::Delivery(tenant, id) => {
+                store
+                    .tenant(tenant)
+                    .set_delivery_given_up(id, given_up)
+                    .await?
+            }
+            Self::Run(tenant, id) => {
+                store
+                    .tenant(tenant)
+                    .set_agent_run_given_up(id, given_up)
+                    .await?
+            }
+        })
+    }
 }
 
 /// Opens what a dead job's give-up closed, so its work is done again and the
@@ -146,44 +162,40 @@ async fn reopen(
     queue: QueueName,
     job: &serde_json::Value,
 ) -> anyhow::Result<Reopened> {
-    let (opened, reopened) = match queue {
+    let work = match queue {
         QueueName::Worker => match serde_json::from_value::<WorkerJob>(job.clone()) {
             Ok(WorkerJob::TurnV1 {
                 inbox_id,
                 tenant_id,
                 ..
-            }) => (
-                store
+            }) => {
+                let reopened = store
                     .tenant(tenant_id)
                     .reopen_failed_message(inbox_id)
-                    .await?,
-                Reopened::Message,
-            ),
+                    .await?;
+                return Ok(if reopened {
+                    Reopened::Message
+                } else {
+                    Reopened::Nothing
+                });
+            }
             Ok(WorkerJob::RunV1 {
                 run_id, tenant_id, ..
-            }) => (
-                store
-                    .tenant(tenant_id)
-                    .set_agent_run_given_up(run_id, false)
-                    .await?,
-                Reopened::Run(tenant_id, run_id),
-            ),
-            _ => (false, Reopened::Nothing),
+            }) => GivenUpWork::Run(tenant_id, run_id),
+            _ => return Ok(Reopened::Nothing),
         },
         QueueName::Delivery => match serde_json::from_value::<DeliveryJob>(job.clone()) {
             Ok(DeliveryJob::DeliverV1 {
                 outbox_id,
                 tenant_id,
                 ..
-            }) => (
-                store
-                    .tenant(tenant_id)
-                    .set_delivery_given_up(outbox_id, false)
-                    .await?,
-                Reopened::Delivery(tenant_id, outbox_id),
-            ),
-            _ => (false, Reopened::Nothing),
+            }) => GivenUpWork::Delivery(tenant_id, outbox_id),
+            _ => return Ok(Reopened::Nothing),
         },
     };
-    Ok(if opened { reopened } else { Reopened::Nothing })
+    Ok(if work.set_given_up(store, false).await? {
+        Reopened::GivenUp(work)
+    } else {
+        Reopened::Nothing
+    })
 }
