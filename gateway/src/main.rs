@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: glibc's malloc and free were about a fifth of the worker's CPU
+/// under load (BENCHMARKS.md, allocator session).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     shared::telemetry::install_crypto_provider();
