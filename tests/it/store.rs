@@ -724,14 +724,58 @@ async fn the_trigger_cursor_stops_before_the_first_event_still_settling() {
 /// Scans of the usage index, and rows of `events` read by sequential scans,
 /// so far. (Rows, not scans: the migrations' index builds scan `events`
 /// while it is empty, and their statistics may arrive late.)
-async fn usage_reads(db: &TestDb) -> (i64, i64) {
+/// Scans of `index` and rows read by sequential scans of `table`, so far.
+async fn index_reads(db: &TestDb, index: &str, table: &str) -> (i64, i64) {
     sqlx::query_as(
-        "SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'events_usage'), \
-         (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'events')",
+        "SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = $1), \
+         (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $2)",
     )
+    .bind(index)
+    .bind(table)
     .fetch_one(&db.owner)
     .await
     .unwrap()
+}
+
+/// A store on one service connection that uses generic plans, which do not
+/// see bound values (a pooled connection uses them after a few calls), so a
+/// test of an index does not pass on a plan made for one set of values.
+async fn generic_plan_store(db: &TestDb) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect(&db.service_url())
+        .await
+        .unwrap()
+}
+
+/// Waits until `index` was scanned `scans` more times than `before` (the
+/// statistics reach Postgres after a moment), and returns the readings then.
+async fn index_reads_after(
+    db: &TestDb,
+    pool: &sqlx::PgPool,
+    (index, table): (&str, &str),
+    before: (i64, i64),
+    scans: i64,
+) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reads = index_reads(db, index, table).await;
+        if reads.0 >= before.0 + scans || std::time::Instant::now() > deadline {
+            return reads;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -763,25 +807,11 @@ async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usag
         .execute(&db.owner)
         .await
         .unwrap();
-    // One connection, so that its statistics can be flushed after the
-    // report; generic plans, which do not see bound values (a pooled
-    // connection uses them after a few calls), so the test does not pass
-    // on a plan made for one set of values.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .connect(&db.service_url())
-        .await
-        .unwrap();
+    let pool = generic_plan_store(&db).await;
     let store =
         shared::access::store::Store::from_pool(pool.clone()).tenant(TenantId::from(tenant));
-    let (index_before, rows_before) = usage_reads(&db).await;
+    let usage = ("events_usage", "events");
+    let before = index_reads(&db, usage.0, usage.1).await;
 
     let now = Utc::now();
     let (lines, tool_calls) = store
@@ -800,23 +830,12 @@ async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usag
     );
     assert_eq!(tool_calls, 1, "only the period's tool call");
 
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (index_after, rows_after) = loop {
-        let reads = usage_reads(&db).await;
-        if reads.0 >= index_before + 2 || std::time::Instant::now() > deadline {
-            break reads;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let after = index_reads_after(&db, &pool, usage, before, 2).await;
     assert!(
-        index_after >= index_before + 2,
-        "both queries read the usage index ({index_before} → {index_after})"
+        after.0 >= before.0 + 2,
+        "both queries read the usage index ({before:?} → {after:?})"
     );
-    assert_eq!(rows_after, rows_before, "no query read the whole table");
+    assert_eq!(after.1, before.1, "no query read the whole table");
     pool.close().await;
     db.drop().await;
 }
@@ -916,5 +935,109 @@ async fn an_agent_run_given_up_leaves_the_relay_sweep_until_it_is_reopened() {
 
     assert!(store.set_agent_run_given_up(id, false).await.unwrap());
     assert_eq!(store.unfinished_agent_runs(later, 10).await.unwrap(), [id]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_failed_message_is_reopened_only_with_its_failure_notice_found_by_index() {
+    let db = TestDb::create().await;
+    let tenant = db.seed_tenant("acme", "slack", "T1", "*", "book-e").await;
+    // Three answered messages with neighbouring ids: the first and the third
+    // got a failure notice, the second a reply. Then a history of replies
+    // and other messages' notices.
+    let ids: Vec<uuid::Uuid> = (1..=3)
+        .map(|n| uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n))
+        .collect();
+    sqlx::query(
+        "WITH c AS (INSERT INTO conversations (id, tenant_id, platform, chat, character) \
+                    VALUES (gen_random_uuid(), $1, 'slack', 'C1', 'book-e') RETURNING id), \
+              m AS (INSERT INTO inbox (id, tenant_id, conversation_id, platform, \
+                        platform_message_id, author_id, text, received_at, processed_at) \
+                    SELECT u.message, $1, c.id, 'slack', u.message::text, 'W1', 'hi', now(), \
+                        now() \
+                    FROM c, unnest($2::uuid[]) u(message) RETURNING id) \
+         INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, text) \
+         SELECT gen_random_uuid(), $1, c.id, key, 'slack', 'C1', 'x' FROM c, \
+             (SELECT 'turn-failed:' || $2[1] || ':' || gen_random_uuid() UNION ALL \
+              SELECT 'reply:' || $2[2] UNION ALL \
+              SELECT 'turn-failed:' || $2[3] || ':' || gen_random_uuid() UNION ALL \
+              SELECT CASE WHEN g % 50 = 0 THEN 'turn-failed:' || gen_random_uuid() || ':x' \
+                          ELSE 'reply:' || gen_random_uuid() END \
+              FROM generate_series(1, 5000) g) keys(key)",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .execute(&db.owner)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE outbox")
+        .execute(&db.owner)
+        .await
+        .unwrap();
+    let pool = generic_plan_store(&db).await;
+    let store =
+        shared::access::store::Store::from_pool(pool.clone()).tenant(TenantId::from(tenant));
+    let notices = ("outbox_failure_notices", "outbox");
+    let before = index_reads(&db, notices.0, notices.1).await;
+
+    assert!(
+        !store.reopen_failed_message(ids[1].into()).await.unwrap(),
+        "a message answered with a reply stays answered"
+    );
+    assert!(store.reopen_failed_message(ids[0].into()).await.unwrap());
+    assert!(
+        !store.reopen_failed_message(ids[0].into()).await.unwrap(),
+        "reopened once"
+    );
+    let open: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM inbox WHERE processed_at IS NULL")
+            .fetch_all(&db.owner)
+            .await
+            .unwrap();
+    assert_eq!(open, [ids[0]]);
+
+    let after = index_reads_after(&db, &pool, notices, before, 2).await;
+    assert!(
+        after.0 >= before.0 + 2,
+        "the notices were looked up by index ({before:?} → {after:?})"
+    );
+    assert_eq!(after.1, before.1, "the outbox was not read whole");
+    pool.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn dead_jobs_are_listed_newest_first_all_or_only_those_not_replayed() {
+    let db = TestDb::create().await;
+    let store = db.service_store().await;
+    let mut recorded = Vec::new();
+    for n in 0..3 {
+        let job = shared::access::store::NewDeadJob {
+            queue: "worker",
+            task_id: format!("task-{n}"),
+            kind: "turn",
+            subject: None,
+            job: json!({"n": n}),
+            error: "failed".into(),
+            attempts: 5,
+        };
+        recorded.push(store.record_dead_job(&job).await.unwrap());
+    }
+    assert!(
+        store
+            .mark_dead_job_replayed(recorded[1], "replay-1")
+            .await
+            .unwrap()
+    );
+    let listed = |open_only| {
+        let store = store.clone();
+        async move {
+            let jobs = store.dead_jobs(open_only, 10).await.unwrap();
+            jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(true).await, [recorded[2], recorded[0]]);
+    assert_eq!(listed(false).await, [recorded[2], recorded[1], recorded[0]]);
+    assert_eq!(store.dead_jobs(false, 1).await.unwrap().len(), 1, "limited");
     db.drop().await;
 }

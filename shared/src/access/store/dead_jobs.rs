@@ -82,11 +82,16 @@ impl Store {
         open_only: bool,
         limit: i64,
     ) -> Result<Vec<DeadJobModel>, StoreError> {
+        // Two statements, not one with `NOT $1 OR replayed_at IS NULL`: a
+        // cached plan of that could not use the open jobs' partial index.
+        let filter = if open_only {
+            "WHERE replayed_at IS NULL"
+        } else {
+            ""
+        };
         let jobs = sqlx::query_as::<_, DeadJobModel>(&format!(
-            "SELECT {COLUMNS} FROM dead_jobs WHERE NOT $1 OR replayed_at IS NULL \
-             ORDER BY dead_at DESC LIMIT $2"
+            "SELECT {COLUMNS} FROM dead_jobs {filter} ORDER BY dead_at DESC LIMIT $1"
         ))
-        .bind(open_only)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

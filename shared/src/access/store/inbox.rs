@@ -410,12 +410,17 @@ impl TenantStore {
     }
 
     /// Opens a message given up on (its turn failed for good and the user
-    /// got the failure notice) for another turn; `false` otherwise.
+    /// got the failure notice) for another turn; `false` otherwise. The
+    /// notice is found by a byte-wise range of its key (every key that
+    /// starts `turn-failed:<id>:`), which row-level security lets the
+    /// `outbox_failure_notices` index answer; the `LIKE` names that index.
     pub async fn reopen_failed_message(&self, id: InboxId) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let reopened = sqlx::query(
             "UPDATE inbox SET processed_at = NULL WHERE id = $1 AND processed_at IS NOT NULL \
-             AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key LIKE 'turn-failed:' || $1::text || ':%')",
+             AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key LIKE 'turn-failed:%' \
+                 AND dedupe_key ~>=~ ('turn-failed:' || $1::text || ':') \
+                 AND dedupe_key ~<~ ('turn-failed:' || $1::text || ';'))",
         )
         .bind(id)
         .execute(&mut *tx)
