@@ -721,10 +721,9 @@ async fn the_trigger_cursor_stops_before_the_first_event_still_settling() {
     db.drop().await;
 }
 
-/// Scans of the usage index, and rows of `events` read by sequential scans,
-/// so far. (Rows, not scans: the migrations' index builds scan `events`
-/// while it is empty, and their statistics may arrive late.)
 /// Scans of `index` and rows read by sequential scans of `table`, so far.
+/// (Rows, not scans: the migrations' index builds scan the tables while
+/// they are empty, and their statistics may arrive late.)
 async fn index_reads(db: &TestDb, index: &str, table: &str) -> (i64, i64) {
     sqlx::query_as(
         "SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = $1), \

@@ -76,7 +76,8 @@ impl Store {
         Ok(id)
     }
 
-    /// Dead jobs, newest first; with `open_only`, those not replayed yet.
+    /// Dead jobs, newest first (record ids are time-ordered, for jobs that
+    /// died at the same moment); with `open_only`, those not replayed yet.
     pub async fn dead_jobs(
         &self,
         open_only: bool,
@@ -90,7 +91,7 @@ impl Store {
             ""
         };
         let jobs = sqlx::query_as::<_, DeadJobModel>(&format!(
-            "SELECT {COLUMNS} FROM dead_jobs {filter} ORDER BY dead_at DESC LIMIT $1"
+            "SELECT {COLUMNS} FROM dead_jobs {filter} ORDER BY dead_at DESC, id DESC LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(&self.pool)
