@@ -754,27 +754,33 @@ async fn generic_plan_store(db: &TestDb) -> sqlx::PgPool {
         .unwrap()
 }
 
-/// Waits until `index` was scanned `scans` more times than `before` (the
-/// statistics reach Postgres after a moment), and returns the readings then.
-async fn index_reads_after(
+/// Asserts that `index` was scanned at least `scans` more times than
+/// `before` and that no sequential scan read rows of `table` since (the
+/// statistics reach Postgres after a moment: waits up to 10 s for them).
+async fn assert_read_through_index(
     db: &TestDb,
     pool: &sqlx::PgPool,
     (index, table): (&str, &str),
     before: (i64, i64),
     scans: i64,
-) -> (i64, i64) {
+) {
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(pool)
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let after = loop {
         let reads = index_reads(db, index, table).await;
         if reads.0 >= before.0 + scans || std::time::Instant::now() > deadline {
-            return reads;
+            break reads;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    };
+    assert!(
+        after.0 >= before.0 + scans,
+        "{index} scanned {scans} times ({before:?} → {after:?})"
+    );
+    assert_eq!(after.1, before.1, "{table} not read whole");
 }
 
 #[tokio::test]
@@ -829,12 +835,8 @@ async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usag
     );
     assert_eq!(tool_calls, 1, "only the period's tool call");
 
-    let after = index_reads_after(&db, &pool, usage, before, 2).await;
-    assert!(
-        after.0 >= before.0 + 2,
-        "both queries read the usage index ({before:?} → {after:?})"
-    );
-    assert_eq!(after.1, before.1, "no query read the whole table");
+    // Both queries.
+    assert_read_through_index(&db, &pool, usage, before, 2).await;
     pool.close().await;
     db.drop().await;
 }
@@ -995,12 +997,8 @@ async fn a_failed_message_is_reopened_only_with_its_failure_notice_found_by_inde
             .unwrap();
     assert_eq!(open, [ids[0]]);
 
-    let after = index_reads_after(&db, &pool, notices, before, 2).await;
-    assert!(
-        after.0 >= before.0 + 2,
-        "the notices were looked up by index ({before:?} → {after:?})"
-    );
-    assert_eq!(after.1, before.1, "the outbox was not read whole");
+    // The two messages that were answered.
+    assert_read_through_index(&db, &pool, notices, before, 2).await;
     pool.close().await;
     db.drop().await;
 }
