@@ -494,6 +494,7 @@ async fn token_usage_added_at_once_by_many_turns_is_spread_over_rows_and_summed(
         rows > 1,
         "concurrent turns do not share one row (and its lock)"
     );
+    db.drop().await;
 }
 
 fn message(tenant: TenantId, thread: &str, id: &str, text: &str) -> NewMessageParams {
@@ -573,6 +574,7 @@ async fn messages_written_together_each_get_their_own_outcome() {
     assert_ne!(rows[0].2, rows[1].2);
     assert_eq!(rows[3].1, b.0, "recorded under its own tenant");
     assert_ne!(rows[3].2, rows[1].2);
+    db.drop().await;
 }
 
 #[tokio::test]
