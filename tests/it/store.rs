@@ -726,7 +726,7 @@ async fn the_trigger_cursor_stops_before_the_first_event_still_settling() {
 /// Scans of `index` and rows read by sequential scans of `table`, so far.
 /// (Rows, not scans: the migrations' index builds scan the tables while
 /// they are empty, and their statistics may arrive late.)
-async fn index_reads(db: &TestDb, index: &str, table: &str) -> (i64, i64) {
+async fn index_reads(db: &TestDb, (index, table): (&str, &str)) -> (i64, i64) {
     sqlx::query_as(
         "SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = $1), \
          (SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = $2)",
@@ -738,11 +738,12 @@ async fn index_reads(db: &TestDb, index: &str, table: &str) -> (i64, i64) {
     .unwrap()
 }
 
-/// A store on one service connection that uses generic plans, which do not
-/// see bound values (a pooled connection uses them after a few calls), so a
-/// test of an index does not pass on a plan made for one set of values.
-async fn generic_plan_store(db: &TestDb) -> sqlx::PgPool {
-    sqlx::postgres::PgPoolOptions::new()
+/// A tenant's store on one service connection that uses generic plans,
+/// which do not see bound values (a pooled connection uses them after a few
+/// calls), so a test of an index does not pass on a plan made for one set
+/// of values; with the pool, to flush its statistics.
+async fn generic_plan_store(db: &TestDb, tenant: uuid::Uuid) -> (sqlx::PgPool, TenantStore) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .after_connect(|conn, _| {
             Box::pin(async move {
@@ -753,7 +754,10 @@ async fn generic_plan_store(db: &TestDb) -> sqlx::PgPool {
         })
         .connect(&db.service_url())
         .await
-        .unwrap()
+        .unwrap();
+    let store =
+        shared::access::store::Store::from_pool(pool.clone()).tenant(TenantId::from(tenant));
+    (pool, store)
 }
 
 /// Asserts that `index` was scanned at least `scans` more times than
@@ -772,7 +776,7 @@ async fn assert_read_through_index(
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let after = loop {
-        let reads = index_reads(db, index, table).await;
+        let reads = index_reads(db, (index, table)).await;
         if reads.0 >= before.0 + scans || std::time::Instant::now() > deadline {
             break reads;
         }
@@ -814,11 +818,9 @@ async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usag
         .execute(&db.owner)
         .await
         .unwrap();
-    let pool = generic_plan_store(&db).await;
-    let store =
-        shared::access::store::Store::from_pool(pool.clone()).tenant(TenantId::from(tenant));
+    let (pool, store) = generic_plan_store(&db, tenant).await;
     let usage = ("events_usage", "events");
-    let before = index_reads(&db, usage.0, usage.1).await;
+    let before = index_reads(&db, usage).await;
 
     let now = Utc::now();
     let (lines, tool_calls) = store
@@ -977,11 +979,9 @@ async fn a_failed_message_is_reopened_only_with_its_failure_notice_found_by_inde
         .execute(&db.owner)
         .await
         .unwrap();
-    let pool = generic_plan_store(&db).await;
-    let store =
-        shared::access::store::Store::from_pool(pool.clone()).tenant(TenantId::from(tenant));
+    let (pool, store) = generic_plan_store(&db, tenant).await;
     let notices = ("outbox_failure_notices", "outbox");
-    let before = index_reads(&db, notices.0, notices.1).await;
+    let before = index_reads(&db, notices).await;
 
     assert!(
         !store.reopen_failed_message(ids[1].into()).await.unwrap(),
