@@ -2,7 +2,8 @@
 //!
 //! - [`engine`]: pure decisions and transformations (no I/O).
 //! - [`access`]: one client per external system (Postgres, Redis, Slack, LLM, Accounting API).
-//! - [`character`], [`event`], [`job`], [`ids`], [`trigger`]: the domain's types.
+//! - [`character`], [`event`], [`job`], [`ids`], [`proposal`], [`request`],
+//!   [`trigger`]: the domain's types.
 //! - [`config`], [`telemetry`], [`batch`], [`pacer`]: utilities.
 
 pub mod access;
@@ -14,6 +15,8 @@ pub mod event;
 pub mod ids;
 pub mod job;
 pub mod pacer;
+pub mod proposal;
+pub mod request;
 pub mod telemetry;
 pub mod trigger;
 

@@ -12,7 +12,7 @@ use shared::access::store::{NewEvent, OutboxModel, Store};
 use shared::access::telegram::TelegramClient;
 use shared::engine::chunk::{DISCORD_LIMIT, MessageLimit, SLACK_LIMIT, TELEGRAM_LIMIT, chunk};
 use shared::engine::pace::{MAX_INLINE_RETRY_AFTER, delivery_pace};
-use shared::event::{Actor, ActorKind, ReplyDelivered, delivery_stream};
+use shared::event::{Actor, ActorKind, DeliveryEvent, ReplyDelivered, delivery_stream};
 use shared::ids::{OutboxId, Platform, TenantId};
 use shared::job::JobFailure;
 use shared::pacer::Pacer;
@@ -126,12 +126,12 @@ impl DeliveryManager {
         }
         let event = NewEvent {
             tenant_id: item.tenant_id,
-            type_name: ReplyDelivered::TYPE_NAME,
-            payload: serde_json::to_value(ReplyDelivered {
+            type_name: DeliveryEvent::REPLY_DELIVERED,
+            payload: DeliveryEvent::ReplyDelivered(ReplyDelivered {
                 outbox_id,
                 platform_message_ids: posted,
             })
-            .expect("delivery events always serialize"),
+            .payload(),
             actor: Actor {
                 kind: ActorKind::System,
                 id: "gateway".to_owned(),

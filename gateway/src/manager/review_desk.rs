@@ -7,19 +7,18 @@ use chrono::Utc;
 use shared::access::queue::JobQueue;
 use shared::access::slack::SlackClient;
 use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
-use shared::engine::proposal::{
-    AgentVerdict, DecisionCheck, DecisionRefusal, Transition, check_decision, next,
-};
+use shared::engine::proposal::{DecisionCheck, Transition, check_decision, next};
 use shared::engine::review::{
     DecisionView, MAX_REASON_CHARS, ReviewCard, decided_card, notice_rejected,
     notice_reviewer_comment, parse_action_value, reject_modal, review_card,
 };
 use shared::event::{
-    Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, ProposalEvent, Proposed,
-    ReviewPosted, ReviewRequested, proposal_stream,
+    Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, ProposalEvent,
+    ReviewPosted, proposal_stream,
 };
 use shared::ids::{ProposalId, TenantId};
 use shared::job::{JobFailure, WorkerJob};
+use shared::proposal::{AgentVerdict, DecisionRefusal, ProposalState};
 
 /// A reviewer's click or submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,21 +70,10 @@ impl ReviewDesk {
     async fn history(store: &TenantStore, id: ProposalId) -> Result<History, JobFailure> {
         let mut history = History::default();
         for event in store.read_stream(&proposal_stream(id), &[]).await? {
-            let payload = event.payload;
-            match event.type_name.as_str() {
-                "automate_e.proposal.proposed.v1" => {
-                    history.evidence = serde_json::from_value::<Proposed>(payload)
-                        .map(|p| p.evidence)
-                        .unwrap_or_default();
-                }
-                "automate_e.proposal.review_requested.v1" => {
-                    history.reason = serde_json::from_value::<ReviewRequested>(payload)
-                        .map(|r| r.reason)
-                        .unwrap_or_default();
-                }
-                "automate_e.proposal.agent_reviewed.v1" => {
-                    history.agent = serde_json::from_value(payload).ok()
-                }
+            match ProposalEvent::from_stored(&event.type_name, event.payload) {
+                Some(ProposalEvent::Proposed(p)) => history.evidence = p.evidence,
+                Some(ProposalEvent::ReviewRequested(r)) => history.reason = r.reason,
+                Some(ProposalEvent::AgentReviewed(a)) => history.agent = Some(a),
                 _ => {}
             }
         }
@@ -97,9 +85,7 @@ impl ReviewDesk {
     pub async fn post_review(&self, tenant: TenantId, id: ProposalId) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
         let proposal = store.proposal(id).await?;
-        if proposal.review_ts.is_some()
-            || proposal.state() != shared::engine::proposal::ProposalState::ReviewRequested
-        {
+        if proposal.review_ts.is_some() || proposal.state() != ProposalState::ReviewRequested {
             return Ok(());
         }
         let policy = store.tenant_policy().await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::engine::tool::ToolRequest;
+use crate::request::ToolRequest;
 
 /// Errors of the Accounting API (an error status is not one: it is a response).
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,5 @@ pub mod proposal;
 pub mod retry;
 pub mod review;
 pub mod route;
-pub mod schedule;
 pub mod tool;
 pub mod turn;

@@ -2,10 +2,10 @@
 //! tool call into an exact HTTP request or a checked builtin call (or a refusal
 //! the model can read).
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::character::{Builtin, Character, Effect, HttpMethod, ToolDef};
+use crate::request::ToolRequest;
 
 /// Longest accepted tool-call arguments from the model, in bytes.
 pub const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
@@ -39,21 +39,6 @@ pub fn function_specs(character: &Character) -> Vec<FunctionSpec> {
             parameters: t.parameters.clone(),
         })
         .collect()
-}
-
-/// An exact HTTP request against the Accounting API, relative to its base URL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolRequest {
-    /// The tool that made it.
-    pub tool: String,
-    /// `GET`, `POST`, …
-    pub method: String,
-    /// Path with every parameter filled in and percent-encoded.
-    pub path: String,
-    /// Query parameters, in a stable order.
-    pub query: Vec<(String, String)>,
-    /// JSON body for methods that carry one.
-    pub body: Option<Value>,
 }
 
 /// What to do with a tool call.

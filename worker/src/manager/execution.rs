@@ -8,10 +8,11 @@ use sha2::{Digest, Sha256};
 use shared::access::accounting::AccountingClient;
 use shared::access::queue::JobQueue;
 use shared::access::store::{ProposalChanges, Store};
-use shared::engine::proposal::{ProposalState, Transition, next};
+use shared::engine::proposal::{Transition, next};
 use shared::engine::review::{notice_executed, notice_failed, notice_gave_up};
 use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
 use shared::ids::{ProposalId, TenantId};
+use shared::proposal::ProposalState;
 
 use super::accounts::Accounts;
 use shared::job::JobFailure;

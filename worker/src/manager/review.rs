@@ -11,8 +11,7 @@ use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::character::Characters;
 use shared::engine::prompt::{self, PromptContext};
 use shared::engine::proposal::{
-    AgentVerdict, AutoApproval, PatternAssessment, ProposalState, Transition, assess_pattern,
-    auto_approval, next, parse_verdict,
+    AutoApproval, Transition, assess_pattern, auto_approval, next, parse_verdict,
 };
 use shared::engine::review::{ReviewCard, agent_brief};
 use shared::event::{
@@ -21,6 +20,7 @@ use shared::event::{
 };
 use shared::ids::{ProposalId, TenantId};
 use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+use shared::proposal::{AgentVerdict, PatternAssessment, ProposalState};
 
 /// The character that reviews proposals before humans do, when deployed.
 pub const AGENT_REVIEWER: &str = "review-e";
@@ -204,10 +204,7 @@ impl ReviewManager {
     ) -> Result<Option<String>, JobFailure> {
         let proposal = store.proposal(id).await?;
         let reviewed = store
-            .read_stream(
-                &proposal_stream(id),
-                &["automate_e.proposal.agent_reviewed.v1"],
-            )
+            .read_stream(&proposal_stream(id), &[ProposalEvent::AGENT_REVIEWED])
             .await?;
         if !reviewed.is_empty() || proposal.state() != ProposalState::ReviewRequested {
             return Ok(None);
@@ -248,12 +245,17 @@ impl ReviewManager {
 
     async fn evidence(store: &TenantStore, id: ProposalId) -> Result<Vec<Evidence>, JobFailure> {
         let events = store
-            .read_stream(&proposal_stream(id), &["automate_e.proposal.proposed.v1"])
+            .read_stream(&proposal_stream(id), &[ProposalEvent::PROPOSED])
             .await?;
         Ok(events
             .into_iter()
-            .filter_map(|e| serde_json::from_value::<shared::event::Proposed>(e.payload).ok())
-            .flat_map(|p| p.evidence)
+            .filter_map(
+                |e| match ProposalEvent::from_stored(&e.type_name, e.payload) {
+                    Some(ProposalEvent::Proposed(p)) => Some(p.evidence),
+                    _ => None,
+                },
+            )
+            .flatten()
             .collect())
     }
 

@@ -13,7 +13,7 @@ use shared::character::{Builtin, Character};
 use shared::engine::cost::PriceTable;
 use shared::engine::prompt::ToolCall;
 use shared::engine::proposal::{amount_minor, pattern_value, payload_digest};
-use shared::engine::tool::{PlannedCall, ToolRequest, plan_call};
+use shared::engine::tool::{PlannedCall, plan_call};
 use shared::engine::turn;
 use shared::event::{
     Actor, ActorKind, Evidence, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed, ToolCalled,
@@ -21,6 +21,7 @@ use shared::event::{
 };
 use shared::ids::{InboxId, ProposalId};
 use shared::job::JobFailure;
+use shared::request::ToolRequest;
 
 /// What one tool call came to.
 #[derive(Debug, Clone, PartialEq)]

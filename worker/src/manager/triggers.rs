@@ -14,7 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use shared::access::queue::JobQueue;
 use shared::access::store::{NewAgentRun, Store, TenantStore};
-use shared::character::{Character, Characters, PostTo, event_type_matches, event_type_pattern};
+use shared::character::{Character, Characters, PostTo};
+use shared::event::event_type_matches;
 use shared::job::{JobFailure, WorkerJob};
 use shared::trigger::{RunReason, event_key_prefix};
 use tokio_util::sync::CancellationToken;
@@ -150,19 +151,11 @@ impl Triggers {
         if triggers.is_empty() {
             return Ok(0);
         }
-        let patterns: Vec<String> = triggers
-            .iter()
-            .map(|(event, _, _)| event_type_pattern(event))
-            .collect();
+        let names: Vec<&str> = triggers.iter().map(|(event, _, _)| *event).collect();
         let horizon = Duration::from_millis(self.cfg.max_lateness_ms);
         let cursor = store.trigger_cursor(&agent.name, horizon).await?;
         let events = store
-            .untriggered_events(
-                cursor,
-                &patterns,
-                &event_key_prefix(&agent.name),
-                EVENT_BATCH,
-            )
+            .untriggered_events(cursor, &names, &event_key_prefix(&agent.name), EVENT_BATCH)
             .await?;
         let full_batch = events.len() >= usize::try_from(EVENT_BATCH).unwrap_or(usize::MAX);
         let up_to = full_batch

@@ -234,9 +234,11 @@ impl TenantStore {
         Ok(position)
     }
 
-    /// Events after `position` whose type matches one of the SQL LIKE
-    /// `patterns` and that have no run under `key_prefix || event id` yet,
-    /// oldest first.
+    /// Events after `position` whose type is one of the event `names`
+    /// (`proposal.review_requested`) in any version, and that have no run
+    /// under `key_prefix || event id` yet, oldest first. A caller that must
+    /// tell versions apart checks [`crate::event::event_type_matches`]: the
+    /// look-up also matches a non-numeric version suffix.
     ///
     /// The run check reads one index entry per event. Written plainly, it
     /// read all of the tenant's runs on every tick: row-level security keeps
@@ -247,7 +249,7 @@ impl TenantStore {
     pub async fn untriggered_events(
         &self,
         position: i64,
-        patterns: &[String],
+        names: &[&str],
         key_prefix: &str,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -261,7 +263,12 @@ impl TenantStore {
         ))
         .bind(self.tenant)
         .bind(position)
-        .bind(patterns)
+        .bind(
+            names
+                .iter()
+                .map(|n| event_type_pattern(n))
+                .collect::<Vec<_>>(),
+        )
         .bind(key_prefix)
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -371,5 +378,34 @@ impl TenantStore {
         append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// A SQL `LIKE` pattern (default escape character `\`) for the types of
+/// event `name` in any version: `automate\_e.proposal.review\_requested.v%`.
+/// `%`, `_` and `\` in the name are escaped, so they match literally.
+fn event_type_pattern(name: &str) -> String {
+    let mut pattern = String::new();
+    for c in crate::event::EVENT_TYPE_PREFIX.chars().chain(name.chars()) {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str(".v%");
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_patterns_escape_like_wildcards() {
+        assert_eq!(
+            event_type_pattern("proposal.review_requested"),
+            r"automate\_e.proposal.review\_requested.v%"
+        );
+        assert_eq!(event_type_pattern("a%b.c\\d"), r"automate\_e.a\%b.c\\d.v%");
     }
 }

@@ -6,10 +6,10 @@ use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
 use super::{StoreError, TenantStore};
-use crate::engine::proposal::ProposalState;
-use crate::engine::tool::ToolRequest;
 use crate::event::{Actor, ProposalEvent, proposal_stream};
 use crate::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
+use crate::proposal::ProposalState;
+use crate::request::ToolRequest;
 
 /// A proposal row (the projection of its stream).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

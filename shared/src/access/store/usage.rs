@@ -93,9 +93,9 @@ impl TenantStore {
 
 const LLM_CALLED: &str = crate::event::ConversationEvent::LLM_CALLED;
 const TOOL_CALLED: &str = crate::event::ConversationEvent::TOOL_CALLED;
-const AGENT_REVIEWED: &str = "automate_e.proposal.agent_reviewed.v1";
-/// An agent run's model usage, summed over its calls (see the worker's RunManager).
-const RUN_COMPLETED: &str = "automate_e.agent.run_completed.v1";
+const AGENT_REVIEWED: &str = crate::event::ProposalEvent::AGENT_REVIEWED;
+/// An agent run's model usage, summed over its calls.
+const RUN_COMPLETED: &str = crate::event::RunEvent::RUN_COMPLETED;
 
 impl TenantTx {
     /// The tenant's budget and usage on `day`.
