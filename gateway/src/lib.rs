@@ -12,26 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{
-    Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, TaskId, WorkerBuilder,
-};
 use secrecy::ExposeSecret;
 use shared::access::discord::DiscordClient;
-use shared::access::queue::{
-    JobQueue, JobRun, POLL_INTERVAL, QueueName, RetryRules, conclude, stop_signal, supervise,
-};
+use shared::access::queue::JobQueue;
 use shared::access::slack::SlackClient;
 use shared::access::store::Store;
 use shared::access::telegram::TelegramClient;
 use shared::engine::pace::per_minute;
-use shared::job::{DeliveryJob, JobFailure};
+use shared::job::{DeliveryJob, Job, JobFailure};
 use shared::pacer::Pacer;
+use shared::runner::{ConsumerSettings, JobHandler, consume};
 use shared::telemetry::trace_id;
 use slack_morphism::SlackSigningSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use config::GatewayConfig;
 use config::TelegramMode;
@@ -186,12 +180,15 @@ impl App {
         let http_shutdown = shutdown.clone();
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        let delivery = run_delivery(
-            self.queue,
-            self.delivery,
-            self.cfg.delivery.clone(),
-            shutdown.clone(),
-        );
+        let settings = ConsumerSettings {
+            role: "gateway-delivery",
+            concurrency: self.cfg.delivery.concurrency,
+            max_attempts: self.cfg.delivery.max_attempts,
+            backoff: self.cfg.delivery.retry.backoff(),
+            shutdown_grace: None,
+        };
+        let store = self.delivery.store.clone();
+        let delivery = consume(self.queue, store, self.delivery, settings, shutdown.clone());
         let discord = run_discord(&self.cfg.discord, self.discord_edge, shutdown.clone());
         let telegram = async {
             if let Some(client) = self.telegram_polling {
@@ -199,11 +196,10 @@ impl App {
             }
         };
         let pacer = forget_idle_chats(self.pacers, shutdown.clone());
-        let (served, delivered, connected, (), ()) =
+        let (served, (), connected, (), ()) =
             tokio::join!(server, delivery, discord, telegram, pacer);
         served.context("HTTP server failed")?;
-        connected?;
-        delivered
+        connected
     }
 }
 
@@ -256,36 +252,6 @@ async fn run_discord(
         .context("Discord gateway connection failed")
 }
 
-/// Consumes delivery jobs until shutdown.
-async fn run_delivery(
-    queue: JobQueue,
-    manager: Arc<DeliveryManagers>,
-    cfg: config::DeliveryConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let stop = shutdown.clone();
-    supervise("gateway-delivery", shutdown, |name| {
-        let worker = WorkerBuilder::new(name)
-            .backend(
-                queue
-                    .delivery_storage(cfg.concurrency)
-                    .poll_with_interval(POLL_INTERVAL),
-            )
-            .concurrency(cfg.concurrency)
-            .parallelize(|job| tokio::spawn(job))
-            .data(manager.clone())
-            .data(RetryRules {
-                max_attempts: cfg.max_attempts,
-                backoff: cfg.retry.backoff(),
-                shutdown: stop.clone(),
-            })
-            .build(deliver);
-        tokio::spawn(worker.run_until(stop_signal(stop.clone())))
-    })
-    .await;
-    Ok(())
-}
-
 /// The managers that run delivery jobs.
 #[derive(Debug)]
 struct DeliveryManagers {
@@ -294,77 +260,43 @@ struct DeliveryManagers {
     reviews: ReviewDesk,
 }
 
-async fn deliver(
-    job: DeliveryJob,
-    managers: Data<Arc<DeliveryManagers>>,
-    rules: Data<RetryRules>,
-    attempt: Attempt,
-    task_id: TaskId,
-) -> Result<(), BoxDynError> {
-    let span = job.about().span(attempt.current());
-    deliver_in_span(job, &managers, &rules, &attempt, &task_id)
-        .instrument(span)
-        .await
-}
-
-/// [`deliver`] inside the job's span.
-async fn deliver_in_span(
-    job: DeliveryJob,
-    managers: &DeliveryManagers,
-    rules: &RetryRules,
-    attempt: &Attempt,
-    task_id: &TaskId,
-) -> Result<(), BoxDynError> {
-    let about = job.about();
-    let started = std::time::Instant::now();
-    let result = match &job {
-        DeliveryJob::DeliverV1 {
-            outbox_id,
-            tenant_id,
-            traceparent,
-        } => {
-            managers
-                .replies
-                .deliver(*tenant_id, *outbox_id, trace_id(traceparent))
-                .await
+impl JobHandler<DeliveryJob> for DeliveryManagers {
+    async fn run(
+        &self,
+        job: &Job<DeliveryJob>,
+        _attempt: usize,
+        _shutdown: &CancellationToken,
+    ) -> Result<(), JobFailure> {
+        let tenant = job.tenant_id;
+        match job.kind {
+            DeliveryJob::DeliverV1 { outbox_id } => {
+                self.replies
+                    .deliver(tenant, outbox_id, trace_id(&job.traceparent))
+                    .await
+            }
+            DeliveryJob::ReviewRequestV1 { proposal_id } => {
+                self.reviews.post_review(tenant, proposal_id).await
+            }
+            DeliveryJob::Unknown => Err(JobFailure::permanent(
+                anyhow::anyhow!("unknown delivery job kind"),
+                "Job from a newer producer",
+            )),
         }
-        DeliveryJob::ReviewRequestV1 {
-            proposal_id,
-            tenant_id,
-            ..
-        } => managers.reviews.post_review(*tenant_id, *proposal_id).await,
-        DeliveryJob::Unknown => Err(JobFailure::permanent(
-            anyhow::anyhow!("unknown delivery job kind"),
-            "Job from a newer producer",
-        )),
-    };
-    metrics::histogram!("automate_e_job_seconds", "kind" => about.kind)
-        .record(started.elapsed().as_secs_f64());
-    let run = JobRun {
-        queue: QueueName::Delivery,
-        job: &job,
-        about,
-        task_id: task_id.to_string(),
-        attempt: attempt.current(),
-    };
-    let (settled, given_up) = conclude(&managers.store, run, rules, result).await;
-    // A reply that cannot be delivered leaves the relay's sweeps until a
-    // replay.
-    if let (
-        Some(_),
-        DeliveryJob::DeliverV1 {
-            outbox_id,
-            tenant_id,
-            ..
-        },
-    ) = (given_up, &job)
-        && let Err(e) = managers
-            .store
-            .tenant(*tenant_id)
-            .set_delivery_given_up(*outbox_id, true)
-            .await
-    {
-        tracing::error!(error = %e, "Cannot mark a reply given up");
     }
-    settled
+
+    /// A reply that cannot be delivered leaves the relay's sweeps until a
+    /// replay.
+    async fn given_up(&self, job: &Job<DeliveryJob>, _reason: &str) {
+        let DeliveryJob::DeliverV1 { outbox_id } = job.kind else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .tenant(job.tenant_id)
+            .set_delivery_given_up(outbox_id, true)
+            .await
+        {
+            tracing::error!(error = %e, "Cannot mark a reply given up");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! - [`access`]: one client per external system (Postgres, Redis, Slack, LLM, Accounting API).
 //! - [`character`], [`event`], [`job`], [`ids`], [`proposal`], [`request`],
 //!   [`trigger`]: the domain's types.
-//! - [`config`], [`telemetry`], [`batch`], [`pacer`]: utilities.
+//! - [`config`], [`telemetry`], [`batch`], [`pacer`], [`runner`]: utilities.
 
 pub mod access;
 pub mod batch;
@@ -17,6 +17,7 @@ pub mod job;
 pub mod pacer;
 pub mod proposal;
 pub mod request;
+pub mod runner;
 pub mod telemetry;
 pub mod trigger;
 

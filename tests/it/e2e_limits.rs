@@ -198,7 +198,7 @@ async fn the_model_asking_to_wait_carries_its_retry_after_into_the_job_backoff()
         "{error:?}"
     );
     let failure = JobFailure::from(error);
-    assert!(matches!(failure, JobFailure::Retryable(_)));
+    assert!(matches!(failure, JobFailure::Retryable { .. }));
     assert_eq!(failure.retry_after(), Some(Duration::from_secs(7)));
     t.finish().await;
 }

@@ -1,7 +1,7 @@
 //! Nothing lost: Postgres is the system of record; the relay brings back
 //! jobs that Redis lost.
 
-use shared::access::queue::QueueName;
+use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
 use tests::{TestEnv, TestOptions, fixture};
@@ -146,22 +146,26 @@ async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight
 #[tokio::test]
 async fn turn_jobs_pushed_together_are_each_queued_once() {
     use shared::ids::{InboxId, TenantId};
-    use shared::job::WorkerJob;
+    use shared::job::{Job, WorkerJob};
 
     let t = TestEnv::start_with(TestOptions {
         worker_later: true,
         ..Default::default()
     })
     .await;
-    let turn = |n: u128| WorkerJob::TurnV1 {
-        inbox_id: InboxId(uuid::Uuid::from_u128(n)),
-        tenant_id: TenantId(uuid::Uuid::from_u128(99)),
-        traceparent: String::new(),
+    let turn = |n: u128| {
+        Job::new(
+            TenantId(uuid::Uuid::from_u128(99)),
+            "",
+            WorkerJob::TurnV1 {
+                inbox_id: InboxId(uuid::Uuid::from_u128(n)),
+            },
+        )
     };
-    t.queue.enqueue_worker_job(turn(1)).await.unwrap();
+    t.queue.enqueue(turn(1)).await.unwrap();
     // One push: a job already queued, two new ones, one of them twice.
     t.queue
-        .enqueue_worker_jobs(vec![turn(1), turn(2), turn(3), turn(3)])
+        .enqueue_all(vec![turn(1), turn(2), turn(3), turn(3)])
         .await
         .unwrap();
     let depth = t.queue.depth(QueueName::Worker).await.unwrap();

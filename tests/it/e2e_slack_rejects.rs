@@ -1,6 +1,6 @@
 //! Bad Slack requests get a clear 4xx and nothing is recorded or enqueued.
 
-use shared::access::queue::QueueName;
+use shared::job::QueueName;
 use tests::signing::slack_signature;
 use tests::{SLACK_SIGNING_SECRET, TestEnv, fixture};
 

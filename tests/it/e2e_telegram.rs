@@ -3,7 +3,7 @@
 //! waited out.
 
 use serde_json::{Value, json};
-use shared::access::queue::QueueName;
+use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::fake::telegram::TelegramPost;
 use tests::{TELEGRAM_SECRET, TestEnv, TestOptions, fixture};

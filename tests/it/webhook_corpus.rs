@@ -29,9 +29,9 @@ use reqwest::Method;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use shared::access::queue::QueueName;
 use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, action_value, reject_modal};
 use shared::ids::ProposalId;
+use shared::job::QueueName;
 use tests::signing::slack_signature;
 use tests::{FIXTURE_TEAM, SLACK_SIGNING_SECRET, TELEGRAM_SECRET, TestEnv, fixture};
 

@@ -22,8 +22,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use shared::access::queue::{JobQueue, QueueName};
+use shared::access::queue::JobQueue;
 use shared::config::{DatabaseConfig, LogConfig, RedisConfig};
+use shared::job::QueueName;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

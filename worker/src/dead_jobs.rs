@@ -4,10 +4,10 @@
 //! new task id.
 
 use anyhow::{Context, bail};
-use shared::access::queue::{JobQueue, QueueName};
+use shared::access::queue::JobQueue;
 use shared::access::store::{DeadJobModel, Store};
 use shared::ids::{AgentRunId, OutboxId, TenantId};
-use shared::job::{DeliveryJob, WorkerJob};
+use shared::job::{DeliveryJob, Job, QueueName, WorkerJob};
 
 /// Most dead jobs `list` prints.
 const LIST_LIMIT: i64 = 200;
@@ -163,10 +163,10 @@ async fn reopen(
     job: &serde_json::Value,
 ) -> anyhow::Result<Reopened> {
     let work = match queue {
-        QueueName::Worker => match serde_json::from_value::<WorkerJob>(job.clone()) {
-            Ok(WorkerJob::TurnV1 {
-                inbox_id,
+        QueueName::Worker => match serde_json::from_value::<Job<WorkerJob>>(job.clone()) {
+            Ok(Job {
                 tenant_id,
+                kind: WorkerJob::TurnV1 { inbox_id },
                 ..
             }) => {
                 let reopened = store
@@ -179,15 +179,17 @@ async fn reopen(
                     Reopened::Nothing
                 });
             }
-            Ok(WorkerJob::RunV1 {
-                run_id, tenant_id, ..
+            Ok(Job {
+                tenant_id,
+                kind: WorkerJob::RunV1 { run_id },
+                ..
             }) => GivenUpWork::Run(tenant_id, run_id),
             _ => return Ok(Reopened::Nothing),
         },
-        QueueName::Delivery => match serde_json::from_value::<DeliveryJob>(job.clone()) {
-            Ok(DeliveryJob::DeliverV1 {
-                outbox_id,
+        QueueName::Delivery => match serde_json::from_value::<Job<DeliveryJob>>(job.clone()) {
+            Ok(Job {
                 tenant_id,
+                kind: DeliveryJob::DeliverV1 { outbox_id },
                 ..
             }) => GivenUpWork::Delivery(tenant_id, outbox_id),
             _ => return Ok(Reopened::Nothing),

@@ -11,27 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{
-    Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, TaskId, WorkerBuilder,
-};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use shared::access::accounting::AccountingClient;
 use shared::access::llm::LlmClient;
-use shared::access::queue::{
-    JobQueue, JobRun, POLL_INTERVAL, QueueName, RetryRules, conclude, stop_signal, supervise,
-};
+use shared::access::queue::JobQueue;
 use shared::access::store::Store;
 use shared::character::Characters;
 use shared::engine::retry::Backoff;
-use shared::job::{JobFailure, WorkerJob};
+use shared::job::{Job, JobFailure, WorkerJob};
+use shared::runner::{ConsumerSettings, JobHandler, consume};
 use shared::telemetry::current_traceparent;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use config::WorkerConfig;
 use manager::accounts::Accounts;
@@ -187,15 +181,14 @@ impl App {
             .with_graceful_shutdown(async move { stop.cancelled().await });
         let relay = self.relay.run(shutdown.clone());
         let triggers = self.triggers.run(shutdown.clone());
-        let rules = JobRules {
-            retry: RetryRules {
-                max_attempts: self.max_attempts,
-                backoff: self.backoff,
-                shutdown,
-            },
-            shutdown_grace: self.shutdown_grace,
+        let settings = ConsumerSettings {
+            role: "worker",
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            shutdown_grace: Some(self.shutdown_grace),
         };
-        let jobs = run_jobs(self.queue, self.managers, self.concurrency, rules);
+        let jobs = consume(self.queue, self.store, self.managers, settings, shutdown);
         let (served, (), (), ()) = tokio::join!(server, jobs, relay, triggers);
         served.context("Health server failed")
     }
@@ -208,106 +201,21 @@ async fn readyz(State((store, queue)): State<(Store, JobQueue)>) -> StatusCode {
     }
 }
 
-/// Settings a job handler needs besides the managers.
-#[derive(Debug, Clone)]
-struct JobRules {
-    retry: RetryRules,
-    /// How long running jobs may go on after SIGTERM.
-    shutdown_grace: Duration,
-}
-
-/// Consumes worker jobs until shutdown.
-async fn run_jobs(queue: JobQueue, managers: Arc<Managers>, concurrency: usize, rules: JobRules) {
-    let stop = rules.retry.shutdown.clone();
-    supervise("worker", stop.clone(), |name| {
-        let worker = WorkerBuilder::new(name)
-            .backend(
-                queue
-                    .worker_storage(concurrency)
-                    .poll_with_interval(POLL_INTERVAL),
-            )
-            .concurrency(concurrency)
-            .parallelize(|job| tokio::spawn(job))
-            .data(managers.clone())
-            .data(rules.clone())
-            .build(handle_job);
-        tokio::spawn(worker.run_until(stop_signal(stop.clone())))
-    })
-    .await;
-}
-
-async fn handle_job(
-    job: WorkerJob,
-    managers: Data<Arc<Managers>>,
-    rules: Data<JobRules>,
-    attempt: Attempt,
-    task_id: TaskId,
-) -> Result<(), BoxDynError> {
-    let span = job.about().span(attempt.current());
-    run_job(job, &managers, &rules, &attempt, &task_id)
-        .instrument(span)
-        .await
-}
-
-/// [`handle_job`] inside the job's span.
-async fn run_job(
-    job: WorkerJob,
-    managers: &Managers,
-    rules: &JobRules,
-    attempt: &Attempt,
-    task_id: &TaskId,
-) -> Result<(), BoxDynError> {
-    let about = job.about();
-    let started = std::time::Instant::now();
-    let shutdown = &rules.retry.shutdown;
-    let result = tokio::select! {
-        result = managers.run(&job, attempt.current(), shutdown) => result,
-        () = grace_ended(shutdown, rules.shutdown_grace) => Err(JobFailure::retryable(
-            anyhow::anyhow!("the shutdown grace period ended"),
-            "Job handed back to the queue",
-        )),
-    };
-    metrics::histogram!("automate_e_job_seconds", "kind" => about.kind)
-        .record(started.elapsed().as_secs_f64());
-    let run = JobRun {
-        queue: QueueName::Worker,
-        job: &job,
-        about,
-        task_id: task_id.to_string(),
-        attempt: attempt.current(),
-    };
-    let (settled, given_up) = conclude(&managers.store, run, &rules.retry, result).await;
-    if let Some(reason) = given_up {
-        managers.tell_given_up(&job, &reason).await;
-    }
-    settled
-}
-
-/// Completes `grace` after `shutdown` is cancelled.
-async fn grace_ended(shutdown: &CancellationToken, grace: Duration) {
-    shutdown.cancelled().await;
-    tokio::time::sleep(grace).await;
-}
-
-impl Managers {
-    /// Runs one job.
+impl JobHandler<WorkerJob> for Managers {
     async fn run(
         &self,
-        job: &WorkerJob,
+        job: &Job<WorkerJob>,
         attempt: usize,
         shutdown: &CancellationToken,
     ) -> Result<(), JobFailure> {
         // What this job enqueues continues the job's span, not its producer's.
         let traceparent = &current_traceparent();
-        match job {
-            WorkerJob::TurnV1 {
-                inbox_id,
-                tenant_id,
-                ..
-            } => {
+        let tenant = job.tenant_id;
+        match job.kind {
+            WorkerJob::TurnV1 { inbox_id } => {
                 let outcome = self
                     .conversations
-                    .run_turn(*tenant_id, *inbox_id, traceparent, shutdown)
+                    .run_turn(tenant, inbox_id, traceparent, shutdown)
                     .await?;
                 match outcome {
                     TurnOutcome::Replied(outbox_id) => {
@@ -317,28 +225,16 @@ impl Managers {
                 }
                 Ok(())
             }
-            WorkerJob::ReviewV1 {
-                proposal_id,
-                tenant_id,
-                ..
-            } => {
-                self.reviews
-                    .review(*tenant_id, *proposal_id, traceparent)
-                    .await
+            WorkerJob::ReviewV1 { proposal_id } => {
+                self.reviews.review(tenant, proposal_id, traceparent).await
             }
-            WorkerJob::ExecuteV1 {
-                proposal_id,
-                tenant_id,
-                ..
-            } => {
+            WorkerJob::ExecuteV1 { proposal_id } => {
                 let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
                 self.executions
-                    .execute(*tenant_id, *proposal_id, traceparent, attempt)
+                    .execute(tenant, proposal_id, traceparent, attempt)
                     .await
             }
-            WorkerJob::RunV1 {
-                run_id, tenant_id, ..
-            } => self.runs.run(*tenant_id, *run_id, traceparent).await,
+            WorkerJob::RunV1 { run_id } => self.runs.run(tenant, run_id, traceparent).await,
             WorkerJob::Unknown => Err(JobFailure::permanent(
                 anyhow::anyhow!("unknown worker job kind"),
                 "Job from a newer producer",
@@ -346,37 +242,27 @@ impl Managers {
         }
     }
 
-    /// Acts on a job given up: tells the user, where there is someone to
-    /// tell, and takes an agent run out of the relay's sweeps. A failure is
-    /// logged (the dead letter is recorded already).
-    async fn tell_given_up(&self, job: &WorkerJob, reason: &str) {
+    /// Tells the user, where there is someone to tell, and takes an agent
+    /// run out of the relay's sweeps.
+    async fn given_up(&self, job: &Job<WorkerJob>, reason: &str) {
         let traceparent = &current_traceparent();
-        let told = match job {
-            WorkerJob::TurnV1 {
-                inbox_id,
-                tenant_id,
-                ..
-            } => {
+        let tenant = job.tenant_id;
+        let told = match job.kind {
+            WorkerJob::TurnV1 { inbox_id } => {
                 self.conversations
-                    .give_up(*tenant_id, *inbox_id, reason, traceparent)
+                    .give_up(tenant, inbox_id, reason, traceparent)
                     .await
             }
-            WorkerJob::ExecuteV1 {
-                proposal_id,
-                tenant_id,
-                ..
-            } => {
+            WorkerJob::ExecuteV1 { proposal_id } => {
                 self.executions
-                    .give_up(*tenant_id, *proposal_id, traceparent)
+                    .give_up(tenant, proposal_id, traceparent)
                     .await
             }
             // No one to tell; the relay leaves the run alone until a replay.
-            WorkerJob::RunV1 {
-                run_id, tenant_id, ..
-            } => self
+            WorkerJob::RunV1 { run_id } => self
                 .store
-                .tenant(*tenant_id)
-                .set_agent_run_given_up(*run_id, true)
+                .tenant(tenant)
+                .set_agent_run_given_up(run_id, true)
                 .await
                 .map(|_| ())
                 .map_err(JobFailure::from),

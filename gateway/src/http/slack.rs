@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
 use shared::ids::Platform;
-use shared::job::JobFailure;
 use slack_morphism::SlackMessageSender;
 use slack_morphism::events::{
     SlackEventCallbackBody, SlackMessageEventType, SlackPushEvent, SlackPushEventCallback,
@@ -116,9 +115,7 @@ async fn handle_callback(
             .reviews
             .forward_thread_reply(&m.chat, &thread_ts, &ts, &m.text)
             .await
-            .map_err(|e| match e {
-                JobFailure::Retryable(e) | JobFailure::Permanent(e) => ApiError::Internal(e),
-            })?;
+            .map_err(|e| ApiError::Internal(anyhow::Error::from(e)))?;
         if forwarded {
             tracing::Span::current().record("outcome", "review_comment");
             return Ok(ack());

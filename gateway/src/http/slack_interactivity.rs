@@ -104,6 +104,6 @@ fn answer(result: Result<(), JobFailure>) -> Result<(), ApiError> {
     match result {
         Ok(()) => Ok(()),
         Err(JobFailure::Permanent(e)) => Err(ApiError::BadRequest(format!("{e:#}"))),
-        Err(JobFailure::Retryable(e)) => Err(ApiError::Internal(e)),
+        Err(e) => Err(ApiError::Internal(e.into())),
     }
 }

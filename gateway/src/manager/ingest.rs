@@ -13,7 +13,7 @@ use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY, per_minu
 use shared::engine::route::{self, TenantLimits};
 use shared::event::Attachment;
 use shared::ids::{InboxId, Platform, TenantId};
-use shared::job::WorkerJob;
+use shared::job::{Job, WorkerJob};
 use shared::pacer::Pacer;
 use shared::telemetry::{current_traceparent, record_trace_id};
 
@@ -115,7 +115,7 @@ pub struct IngestManager {
     store: Store,
     routes: RouteCache,
     inbox: InboxWriter,
-    turns: Batcher<WorkerJob, Result<(), String>>,
+    turns: Batcher<Job<WorkerJob>, Result<(), String>>,
     queue: JobQueue,
     presence: Presence,
     limiter: Arc<Pacer>,
@@ -322,11 +322,11 @@ impl IngestManager {
             } => (inbox_id, IngestOutcome::Duplicate(inbox_id)),
         };
         self.turns
-            .submit(WorkerJob::TurnV1 {
-                inbox_id,
+            .submit(Job::new(
                 tenant_id,
-                traceparent: traceparent.to_owned(),
-            })
+                traceparent,
+                WorkerJob::TurnV1 { inbox_id },
+            ))
             .await
             .map_err(anyhow::Error::from)
             .and_then(|pushed| pushed.map_err(anyhow::Error::msg))
@@ -337,15 +337,12 @@ impl IngestManager {
 
 /// Pushes the turn jobs that wait together in one round trip; each caller
 /// gets the round's result.
-fn push_turns(queue: JobQueue) -> Batcher<WorkerJob, Result<(), String>> {
-    Batcher::start(TURN_PUSH_BATCH, move |jobs: Vec<WorkerJob>| {
+fn push_turns(queue: JobQueue) -> Batcher<Job<WorkerJob>, Result<(), String>> {
+    Batcher::start(TURN_PUSH_BATCH, move |jobs: Vec<Job<WorkerJob>>| {
         let queue = queue.clone();
         async move {
             let count = jobs.len();
-            let pushed = queue
-                .enqueue_worker_jobs(jobs)
-                .await
-                .map_err(|e| e.to_string());
+            let pushed = queue.enqueue_all(jobs).await.map_err(|e| e.to_string());
             vec![pushed; count]
         }
     })

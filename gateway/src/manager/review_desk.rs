@@ -17,7 +17,7 @@ use shared::event::{
     ReviewPosted, proposal_stream,
 };
 use shared::ids::{ProposalId, TenantId};
-use shared::job::{JobFailure, WorkerJob};
+use shared::job::{Job, JobFailure, WorkerJob};
 use shared::proposal::{AgentVerdict, DecisionRefusal, ProposalState};
 
 /// A reviewer's click or submission.
@@ -244,11 +244,11 @@ impl ReviewDesk {
         }
         if approved {
             self.queue
-                .enqueue_worker_job(WorkerJob::ExecuteV1 {
-                    proposal_id: id,
-                    tenant_id: store.tenant_id(),
-                    traceparent: shared::telemetry::current_traceparent(),
-                })
+                .enqueue(Job::new(
+                    store.tenant_id(),
+                    &shared::telemetry::current_traceparent(),
+                    WorkerJob::ExecuteV1 { proposal_id: id },
+                ))
                 .await
                 .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the execution"))?;
         }

@@ -60,12 +60,7 @@ impl From<LlmError> for crate::job::JobFailure {
             LlmError::Api { retry_after, .. } => *retry_after,
             _ => None,
         };
-        let e = anyhow::Error::from(e);
-        let e = match retry_after {
-            Some(after) => e.context(crate::job::RetryAfter(after)),
-            None => e,
-        };
-        Self::new(e, retryable, "Cannot get an answer from the model")
+        Self::new(e, retryable, "Cannot get an answer from the model").with_retry_after(retry_after)
     }
 }
 

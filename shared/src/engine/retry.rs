@@ -1,7 +1,52 @@
-//! Retry timing: exponential backoff with jitter, honouring a server's
-//! Retry-After up to a cap. The caller supplies the randomness.
+//! Retry decisions: whether a failed job is given up, how long it waits
+//! before its next attempt (exponential backoff with jitter, honouring a
+//! server's Retry-After up to a cap; the caller supplies the randomness),
+//! and what an HTTP status says about a write.
 
 use std::time::Duration;
+
+use crate::job::JobFailure;
+
+/// Attempts a job that only waits for other jobs ([`JobFailure::Deferred`])
+/// may make before it is given up; below apalis-redis' own hard limit (25),
+/// past which it would drop the job without us knowing.
+pub const MAX_DEFERRED_ATTEMPTS: usize = 20;
+
+/// Whether a failed job is given up now: a permanent failure, or another
+/// on its last attempt — except while the process is stopping (a job handed
+/// back on shutdown is never dead-lettered). A deferred job gets
+/// [`MAX_DEFERRED_ATTEMPTS`].
+pub fn gives_up(failure: &JobFailure, attempt: usize, max_attempts: usize, stopping: bool) -> bool {
+    let limit = match failure {
+        JobFailure::Permanent(_) => return true,
+        JobFailure::Deferred(_) => MAX_DEFERRED_ATTEMPTS.max(max_attempts),
+        JobFailure::Retryable { .. } => max_attempts,
+    };
+    attempt >= limit && !stopping
+}
+
+/// What an HTTP answer to a write says about trying it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStatus {
+    /// 2xx: the write was made.
+    Succeeded,
+    /// A 4xx other than 408 and 429: refused for good; not retried.
+    Refused,
+    /// Anything else (408, 429, 5xx, …): worth trying again.
+    Transient,
+}
+
+impl WriteStatus {
+    /// The class of `status`.
+    pub fn of(status: u16) -> Self {
+        match status {
+            200..=299 => Self::Succeeded,
+            408 | 429 => Self::Transient,
+            400..=499 => Self::Refused,
+            _ => Self::Transient,
+        }
+    }
+}
 
 /// How failed jobs are spaced out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +125,32 @@ mod tests {
             B.delay(3, Some(Duration::from_millis(1)), 1.0),
             Duration::from_secs(4)
         );
+    }
+
+    #[test]
+    fn a_job_is_given_up_on_its_last_attempt_unless_the_process_stops() {
+        let retryable = JobFailure::retryable(anyhow::anyhow!("down"), "x");
+        assert!(!gives_up(&retryable, 2, 3, false));
+        assert!(gives_up(&retryable, 3, 3, false));
+        assert!(!gives_up(&retryable, 3, 3, true));
+        let permanent = JobFailure::permanent(anyhow::anyhow!("bad"), "x");
+        assert!(gives_up(&permanent, 1, 3, false));
+        assert!(gives_up(&permanent, 1, 3, true));
+        let deferred = JobFailure::deferred(anyhow::anyhow!("busy"), "x");
+        assert!(!gives_up(&deferred, 3, 3, false));
+        assert!(!gives_up(&deferred, MAX_DEFERRED_ATTEMPTS - 1, 3, false));
+        assert!(gives_up(&deferred, MAX_DEFERRED_ATTEMPTS, 3, false));
+        assert!(gives_up(&deferred, 30, 30, false));
+    }
+
+    #[test]
+    fn write_statuses_are_classed() {
+        assert_eq!(WriteStatus::of(201), WriteStatus::Succeeded);
+        assert_eq!(WriteStatus::of(422), WriteStatus::Refused);
+        assert_eq!(WriteStatus::of(404), WriteStatus::Refused);
+        for status in [408, 429, 500, 503, 302, 100] {
+            assert_eq!(WriteStatus::of(status), WriteStatus::Transient, "{status}");
+        }
     }
 
     #[test]

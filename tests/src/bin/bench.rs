@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shared::access::queue::QueueName;
+use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
 use tests::signing::slack_signature;

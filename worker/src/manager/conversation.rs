@@ -34,7 +34,7 @@ use shared::event::{
     TurnFailed, conversation_stream,
 };
 use shared::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, TenantId};
-use shared::job::{JobFailure, WorkerJob};
+use shared::job::{Job, JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
 use super::accounts::Accounts;
@@ -218,7 +218,7 @@ impl ConversationManager {
             accounts,
             characters,
             settings,
-            holder: shared::access::queue::unique_worker_name("turns"),
+            holder: shared::runner::unique_worker_name("turns"),
         }
     }
 
@@ -775,11 +775,11 @@ impl ConversationManager {
     ) -> Result<(), JobFailure> {
         for proposal_id in unreviewed {
             self.queue
-                .enqueue_worker_job(WorkerJob::ReviewV1 {
-                    proposal_id,
-                    tenant_id: tenant,
-                    traceparent: traceparent.to_owned(),
-                })
+                .enqueue(Job::new(
+                    tenant,
+                    traceparent,
+                    WorkerJob::ReviewV1 { proposal_id },
+                ))
                 .await
                 .map_err(|e| JobFailure::retryable(e, "Cannot enqueue a proposal review"))?;
         }

@@ -225,9 +225,10 @@ impl ExecutionManager {
                 .await?;
         }
         match outcome {
-            Attempt::Transient { error, .. } => Err(JobFailure::Retryable(anyhow::anyhow!(
-                "the write failed: {error}"
-            ))),
+            Attempt::Transient { error, .. } => Err(JobFailure::retryable(
+                anyhow::anyhow!("{error}"),
+                "The write failed",
+            )),
             _ => Ok(()),
         }
     }

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use shared::access::queue::{JobQueue, QueueName};
+use shared::access::queue::JobQueue;
 use shared::access::store::{Store, TenantStore};
-use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+use shared::job::{Job, JobFailure, JobKind, QueueName, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
@@ -60,12 +60,12 @@ impl Relay {
     ) -> Result<(), JobFailure> {
         let tenant_id = store.tenant_id();
         for inbox_id in store.unanswered_inbox(before, self.cfg.batch).await? {
-            let job = WorkerJob::TurnV1 {
-                inbox_id,
+            let job = Job::new(
                 tenant_id,
-                traceparent: shared::telemetry::current_traceparent(),
-            };
-            let task_id = job.dedupe_key().unwrap_or_default();
+                &shared::telemetry::current_traceparent(),
+                WorkerJob::TurnV1 { inbox_id },
+            );
+            let task_id = job.kind.dedupe_key().unwrap_or_default();
             let finished = self
                 .queue
                 .is_finished(QueueName::Worker, &task_id)
@@ -78,21 +78,19 @@ impl Relay {
                 let fresh = format!("{task_id}~relay-{}", uuid::Uuid::now_v7().simple());
                 self.queue.replay(QueueName::Worker, &json, fresh).await
             } else {
-                self.queue.enqueue_worker_job(job).await
+                self.queue.enqueue(job).await
             };
             queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue a turn"))?;
             sweep.turns += 1;
         }
         for outbox_id in store.undelivered_outbox(before, self.cfg.batch).await? {
-            let job = DeliveryJob::DeliverV1 {
-                outbox_id,
-                tenant_id,
-                traceparent: shared::telemetry::current_traceparent(),
-            };
             self.queue
-                .enqueue_delivery_job(job)
-                .await
-                .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a delivery"))?;
+                .deliver_outbox(
+                    tenant_id,
+                    outbox_id,
+                    &shared::telemetry::current_traceparent(),
+                )
+                .await?;
             sweep.deliveries += 1;
         }
         for run_id in store.unfinished_agent_runs(before, self.cfg.batch).await? {

@@ -19,7 +19,7 @@ use shared::event::{
     proposal_stream,
 };
 use shared::ids::{ProposalId, TenantId};
-use shared::job::{DeliveryJob, JobFailure, WorkerJob};
+use shared::job::{DeliveryJob, Job, JobFailure, WorkerJob};
 use shared::proposal::{AgentVerdict, PatternAssessment, ProposalState};
 
 /// The character that reviews proposals before humans do, when deployed.
@@ -149,12 +149,7 @@ impl ReviewManager {
                         payload_sha256: proposal.payload_sha256.clone(),
                         pattern,
                     }),
-                    WorkerJob::ExecuteV1 {
-                        proposal_id: id,
-                        tenant_id: tenant,
-                        traceparent: traceparent.to_owned(),
-                    }
-                    .into(),
+                    WorkerJob::ExecuteV1 { proposal_id: id }.into(),
                 ),
                 (decision, agent) => {
                     let reason = match (decision, agent) {
@@ -165,12 +160,7 @@ impl ReviewManager {
                     (
                         Transition::RequestReview,
                         ProposalEvent::ReviewRequested(ReviewRequested { reason }),
-                        DeliveryJob::ReviewRequestV1 {
-                            proposal_id: id,
-                            tenant_id: tenant,
-                            traceparent: traceparent.to_owned(),
-                        }
-                        .into(),
+                        DeliveryJob::ReviewRequestV1 { proposal_id: id }.into(),
                     )
                 }
             };
@@ -187,8 +177,8 @@ impl ReviewManager {
         tx.commit().await?;
         metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
         match job {
-            FollowUp::Worker(job) => self.queue.enqueue_worker_job(job).await,
-            FollowUp::Delivery(job) => self.queue.enqueue_delivery_job(job).await,
+            FollowUp::Worker(job) => self.queue.enqueue(Job::new(tenant, traceparent, job)).await,
+            FollowUp::Delivery(job) => self.queue.enqueue(Job::new(tenant, traceparent, job)).await,
         }
         .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the proposal's next step"))
     }

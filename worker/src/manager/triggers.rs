@@ -16,7 +16,7 @@ use shared::access::queue::JobQueue;
 use shared::access::store::{NewAgentRun, Store, TenantStore};
 use shared::character::{Character, Characters, PostTo};
 use shared::event::event_type_matches;
-use shared::job::{JobFailure, WorkerJob};
+use shared::job::{Job, JobFailure, WorkerJob};
 use shared::trigger::{RunReason, event_key_prefix};
 use tokio_util::sync::CancellationToken;
 
@@ -217,11 +217,11 @@ pub async fn queue_run(
     run_id: shared::ids::AgentRunId,
 ) -> Result<(), JobFailure> {
     queue
-        .enqueue_worker_job(WorkerJob::RunV1 {
-            run_id,
-            tenant_id: store.tenant_id(),
-            traceparent: shared::telemetry::current_traceparent(),
-        })
+        .enqueue(Job::new(
+            store.tenant_id(),
+            &shared::telemetry::current_traceparent(),
+            WorkerJob::RunV1 { run_id },
+        ))
         .await
         .map_err(|e| JobFailure::retryable(e, "Cannot enqueue an agent run"))?;
     store.mark_agent_run_enqueued(run_id).await?;
