@@ -152,6 +152,123 @@ async fn report_e_runs_once_per_schedule_period_with_two_workers_running() {
     t.finish().await;
 }
 
+/// A copy of the characters with Probe-E: one read tool, no round limit
+/// of its own, a schedule that fires once a few seconds from now, and a
+/// route to its Slack channel `CPROBE`.
+async fn probe_e_scheduled_soon(t: &mut TestEnv) -> PathBuf {
+    while Utc::now().second() > 52 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let now = Utc::now();
+    let cron = format!("{} {} {} * * *", now.second() + 3, now.minute(), now.hour());
+    let dir = copy_characters();
+    std::fs::create_dir_all(dir.join("probe-e")).unwrap();
+    std::fs::write(
+        dir.join("probe-e/character.toml"),
+        format!(
+            r#"
+name = "probe-e"
+display_name = "Probe-E"
+language = "en"
+persona = "You look things up for the company."
+
+[[tools]]
+name = "list_purchases"
+description = "Registered purchases."
+effect = "read"
+method = "GET"
+path = "/purchases"
+parameters = {{ type = "object", properties = {{}} }}
+
+[[triggers]]
+on = "schedule"
+cron = "{cron}"
+task = "Look up the purchases."
+"#
+        ),
+    )
+    .unwrap();
+    t.characters_dir = dir.clone();
+    t.db.seed_route(acme(t).await, "slack", FIXTURE_TEAM, "CPROBE", "probe-e")
+        .await;
+    dir
+}
+
+/// The model requests Probe-E made.
+fn probe_requests(t: &TestEnv) -> Vec<serde_json::Value> {
+    t.openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.to_string().contains("Your name is Probe-E."))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_whose_model_asks_for_more_calls_than_the_limit_answers_every_call() {
+    let mut t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = probe_e_scheduled_soon(&mut t).await;
+    let nine = (0..9).map(|_| ("list_purchases".to_owned(), "{}".to_owned()));
+    t.openai.script_for(
+        "Probe-E",
+        [
+            Scripted::ToolCalls(nine.collect()),
+            Scripted::Text("Nine looked at.".into()),
+        ],
+    );
+    t.start_worker().await;
+    t.wait_for_posts(1).await;
+    let posted = t.slack.take_posted();
+    assert_eq!(
+        posted
+            .iter()
+            .map(|p| (p.channel.as_str(), p.text.as_str()))
+            .collect::<Vec<_>>(),
+        [("CPROBE", "Nine looked at.")]
+    );
+    // Eight calls ran; the ninth was answered without running.
+    assert_eq!(t.accounting.take_requests().len(), 8);
+    let requests = probe_requests(&t);
+    assert_eq!(requests.len(), 2);
+    let answers: Vec<String> = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(answers.len(), 9, "{answers:?}");
+    assert!(answers[8].contains("at most 8 tool calls"), "{answers:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_run_takes_the_workers_round_limit_when_its_character_sets_none() {
+    let mut t = TestEnv::start_with(TestOptions {
+        worker_later: true,
+        max_tool_rounds: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let dir = probe_e_scheduled_soon(&mut t).await;
+    t.openai
+        .when_empty(Scripted::tool_call("list_purchases", "{}"));
+    t.start_worker().await;
+    t.wait_for_posts(1).await;
+    let posted = t.slack.take_posted();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0].text, shared::engine::turn::ROUND_LIMIT_REPLY);
+    t.wait_idle().await;
+    assert_eq!(probe_requests(&t).len(), 2);
+    assert_eq!(t.accounting.take_requests().len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+    t.finish().await;
+}
+
 /// The tool results the model was sent, parsed.
 fn tool_results(t: &TestEnv) -> Vec<serde_json::Value> {
     t.openai

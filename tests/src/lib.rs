@@ -131,6 +131,9 @@ pub struct TestOptions {
     /// The in-process worker's conversation lease time-to-live (default:
     /// the worker's).
     pub lease_ttl_ms: Option<u64>,
+    /// The in-process worker's model rounds for characters that set none
+    /// (default: the worker's).
+    pub max_tool_rounds: Option<u32>,
 }
 
 /// Settings of a service process, as `AE_*` variables.
@@ -333,6 +336,9 @@ impl TestEnv {
         }
         if let Some(ttl) = self.options.lease_ttl_ms {
             cfg.lease_ttl_ms = ttl;
+        }
+        if let Some(rounds) = self.options.max_tool_rounds {
+            cfg.llm.max_tool_rounds = rounds;
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
         let app = worker::App::build(cfg, Some(listener))

@@ -28,11 +28,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::WorkerConfig;
+use manager::AgentContext;
 use manager::accounts::Accounts;
 use manager::conversation::{ConversationManager, TurnOutcome, TurnSettings};
 use manager::execution::ExecutionManager;
 use manager::relay::Relay;
 use manager::review::ReviewManager;
+use manager::reviewer::AgentReviewer;
 use manager::runs::RunManager;
 use manager::tools::ToolRunner;
 use manager::triggers::Triggers;
@@ -87,13 +89,18 @@ impl App {
             cfg.accounting.max_response_bytes,
         );
         let accounts = Accounts::new(cfg.accounting.clone());
-        let characters = Arc::new(characters);
+        let agents = AgentContext {
+            llm,
+            characters: Arc::new(characters),
+            default_model: cfg.llm.model.clone(),
+            default_max_tool_rounds: cfg.llm.max_tool_rounds,
+        };
+        let reviewer = AgentReviewer::new(agents.clone());
         let reviews = ReviewManager::new(
             store.clone(),
             queue.clone(),
-            llm.clone(),
-            characters.clone(),
-            cfg.llm.model.clone(),
+            agents.characters.clone(),
+            reviewer.clone(),
         );
         let executions = ExecutionManager::new(
             store.clone(),
@@ -102,35 +109,28 @@ impl App {
             accounts.clone(),
             tool_timeout,
         );
-        let tools = ToolRunner::new(accounting, store.clone(), cfg.pricing.clone());
+        let tools = ToolRunner::new(accounting, store.clone(), cfg.pricing.clone(), tool_timeout);
         let runs = RunManager::new(
             store.clone(),
             queue.clone(),
-            llm.clone(),
+            agents.clone(),
             tools.clone(),
             accounts.clone(),
-            reviews.clone(),
-            characters.clone(),
-            cfg.llm.model.clone(),
-            tool_timeout,
+            reviewer,
         );
         let triggers = Triggers::new(
             store.clone(),
             queue.clone(),
-            characters.clone(),
+            agents.characters.clone(),
             cfg.scheduler.clone(),
         );
         let conversations = ConversationManager::new(
             store.clone(),
             queue.clone(),
-            llm,
+            agents,
             tools,
             accounts,
-            characters,
             TurnSettings {
-                default_model: cfg.llm.model.clone(),
-                default_max_tool_rounds: cfg.llm.max_tool_rounds,
-                tool_timeout,
                 lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
                 lease_wait: Duration::from_millis(cfg.lease_wait_ms),
             },

@@ -9,7 +9,7 @@ use shared::access::slack::SlackClient;
 use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::engine::proposal::{DecisionCheck, Transition, check_decision, next};
 use shared::engine::review::{
-    DecisionView, MAX_REASON_CHARS, ReviewCard, decided_card, notice_rejected,
+    DecisionView, MAX_REASON_CHARS, agent_note, decided_card, notice_rejected,
     notice_reviewer_comment, parse_action_value, reject_modal, review_card,
 };
 use shared::event::{
@@ -93,8 +93,8 @@ impl ReviewDesk {
             JobFailure::Permanent(anyhow::anyhow!("the tenant has no review channel"))
         })?;
         let history = Self::history(&store, id).await?;
-        let body = proposal.request.body.clone().unwrap_or_default();
-        let (text, blocks) = review_card(&card(&proposal, &body, &history));
+        let card = proposal.review_card(&history.reason, &history.evidence);
+        let (text, blocks) = review_card(&card);
         let ts = self.slack.post_blocks(&channel, &text, &blocks).await?;
         let mut tx = store.lock_proposal(id).await?;
         let posted = ProposalEvent::ReviewPosted(ReviewPosted {
@@ -115,11 +115,7 @@ impl ReviewDesk {
         .await?;
         tx.commit().await?;
         if let Some(agent) = history.agent {
-            let verdict = match agent.verdict {
-                AgentVerdict::Approve => "no concerns",
-                AgentVerdict::Flag => "flagged",
-            };
-            let note = format!("Review-E ({verdict}): {}", agent.notes);
+            let note = agent_note(&agent.verdict, &agent.notes);
             if let Err(e) = self.slack.post_message(&channel, Some(&ts), &note).await {
                 tracing::warn!(error = %e, "Cannot post Review-E's notes");
             }
@@ -277,8 +273,8 @@ impl ReviewDesk {
         let (Some(channel), Some(ts)) = (&proposal.review_channel, &proposal.review_ts) else {
             return;
         };
-        let body = proposal.request.body.clone().unwrap_or_default();
-        let (text, blocks) = decided_card(&card(proposal, &body, history), &decision);
+        let card = proposal.review_card(&history.reason, &history.evidence);
+        let (text, blocks) = decided_card(&card, &decision);
         if let Err(e) = self.slack.update_message(channel, ts, &text, &blocks).await {
             tracing::warn!(error = %e, "Cannot update the review card");
         }
@@ -363,22 +359,5 @@ impl ReviewDesk {
             }
             None => Ok(()),
         }
-    }
-}
-
-fn card<'a>(
-    proposal: &'a ProposalModel,
-    body: &'a serde_json::Value,
-    history: &'a History,
-) -> ReviewCard<'a> {
-    ReviewCard {
-        proposal_id: proposal.id,
-        tool: &proposal.tool,
-        body,
-        amount_minor: proposal.amount_minor,
-        proposer: &proposal.proposer,
-        reason: &history.reason,
-        evidence: &history.evidence,
-        payload_sha256: &proposal.payload_sha256,
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::event::Evidence;
 use crate::ids::ProposalId;
+use crate::proposal::AgentVerdict;
 
 /// `action_id` of the Approve button.
 pub const APPROVE_ACTION: &str = "proposal.approve";
@@ -189,6 +190,15 @@ pub fn reject_modal(id: ProposalId, payload_sha256: &str) -> Value {
                         "max_length": MAX_REASON_CHARS}
         }]
     })
+}
+
+/// The note in a review thread that shows an agent reviewer's verdict.
+pub fn agent_note(verdict: &AgentVerdict, notes: &str) -> String {
+    let verdict = match verdict {
+        AgentVerdict::Approve => "no concerns",
+        AgentVerdict::Flag => "flagged",
+    };
+    format!("Review-E ({verdict}): {notes}")
 }
 
 /// The brief an agent reviewer gets about a proposal.

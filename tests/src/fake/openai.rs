@@ -23,6 +23,8 @@ pub enum Scripted {
         /// Arguments (JSON text).
         arguments: String,
     },
+    /// A request to call several tools at once: (name, JSON arguments).
+    ToolCalls(Vec<(String, String)>),
     /// An HTTP error status with an OpenAI error body.
     Error(u16),
     /// HTTP 429 with `Retry-After: <secs>`.
@@ -175,6 +177,9 @@ async fn completions(
             "invalid_request_error",
         );
     }
+    if let Some(refusal) = unanswered_tool_calls(&body["messages"]) {
+        return error(StatusCode::BAD_REQUEST, &refusal, "invalid_request_error");
+    }
     let in_flight = InFlight::enter(&fake, conversation_key(&body));
     let latency = {
         let mut inner = fake.inner.lock().unwrap();
@@ -300,6 +305,22 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             ]}),
             "tool_calls",
         ),
+        Scripted::ToolCalls(calls) => {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| {
+                    json!({
+                        "id": format!("call_{}_{i}", inner.calls), "type": "function",
+                        "function": {"name": name, "arguments": arguments}
+                    })
+                })
+                .collect();
+            (
+                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": calls}),
+                "tool_calls",
+            )
+        }
         Scripted::Echo => (
             json!({"role": "assistant", "content": format!("echo: {}", last_user_text(body)), "refusal": null}),
             "stop",
@@ -336,4 +357,48 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
         Some(wait) => Answer::After(wait, response),
         None => Answer::Now(response),
     }
+}
+
+/// What the Chat Completions API answers (400) when the conversation breaks
+/// its tool-call rule: every `tool_calls[].id` of an assistant message is
+/// answered by exactly one `tool` message before the next assistant or user
+/// message, and every `tool` message answers such a call.
+pub fn unanswered_tool_calls(messages: &Value) -> Option<String> {
+    let unanswered = |ids: &[String]| {
+        format!(
+            "An assistant message with 'tool_calls' must be followed by tool messages responding \
+             to each 'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+            ids.join(", ")
+        )
+    };
+    let mut pending: Vec<String> = Vec::new();
+    for message in messages.as_array()? {
+        match message["role"].as_str() {
+            Some("tool") => {
+                let id = message["tool_call_id"].as_str().unwrap_or_default();
+                let Some(at) = pending.iter().position(|p| p == id) else {
+                    return Some(
+                        "Invalid parameter: messages with role 'tool' must be a response to a \
+                         preceeding message with 'tool_calls'."
+                            .to_owned(),
+                    );
+                };
+                pending.remove(at);
+            }
+            role => {
+                if !pending.is_empty() {
+                    return Some(unanswered(&pending));
+                }
+                if role == Some("assistant") {
+                    pending = message["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                        .collect();
+                }
+            }
+        }
+    }
+    (!pending.is_empty()).then(|| unanswered(&pending))
 }

@@ -14,21 +14,19 @@
 //! recorded with the turn's next write; a turn that fails records them and
 //! its tokens on its own.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use shared::access::accounting::AccountingTarget;
-use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
 use shared::access::store::{
     InboxModel, Lease, NewEvent, ReplyParams, Store, StoreError, StoredEvent, TenantStore,
     TenantTx, TokenBudget,
 };
-use shared::character::{Character, Characters};
-use shared::engine::prompt::{self, ChatMessage, PromptContext};
-use shared::engine::tool::{function_specs, records_call_first};
-use shared::engine::turn::{self, Step};
+use shared::character::Character;
+use shared::engine::prompt::{self, ChatMessage, PromptContext, ToolCall};
+use shared::engine::tool::records_call_first;
+use shared::engine::turn;
 use shared::event::{
     Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
     TurnFailed, conversation_stream,
@@ -37,7 +35,9 @@ use shared::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, Tenan
 use shared::job::{Job, JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
+use super::AgentContext;
 use super::accounts::Accounts;
+use super::agent_loop::{AgentLoop, LoopSink, ModelCall};
 use super::tools::{CallContext, ToolRunner};
 
 /// How often a job waiting for a busy conversation looks again.
@@ -46,12 +46,6 @@ const LEASE_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Settings of a turn that come from config.
 #[derive(Debug, Clone)]
 pub struct TurnSettings {
-    /// Model when the character names none.
-    pub default_model: String,
-    /// Rounds when the character sets none.
-    pub default_max_tool_rounds: u32,
-    /// Timeout of one tool call.
-    pub tool_timeout: Duration,
     /// Time-to-live of a conversation lease (renewed at a third of it while
     /// the turn runs; a killed holder's lease frees after it).
     pub lease_ttl: Duration,
@@ -103,10 +97,9 @@ struct Reply {
 pub struct ConversationManager {
     store: Store,
     queue: JobQueue,
-    llm: LlmClient,
+    agents: AgentContext,
     tools: ToolRunner,
     accounts: Accounts,
-    characters: Arc<Characters>,
     settings: TurnSettings,
     /// This process's name as a lease holder.
     holder: String,
@@ -143,7 +136,7 @@ struct Turn<'a> {
     evidence: Vec<Evidence>,
     /// The tenant's Accounting API.
     target: AccountingTarget,
-    /// The tenant's token budget as last read or written.
+    /// The tenant's token budget when the turn began.
     budget: TokenBudget,
     /// Events not written yet: written with the turn's next write.
     unwritten: Vec<NewEvent>,
@@ -178,10 +171,9 @@ impl Turn<'_> {
         Ok(())
     }
 
-    /// Counts a model call's tokens against the budget this turn goes by;
-    /// they are added to the tenant's usage with the turn's end.
+    /// Notes a model call's tokens, to be added to the tenant's usage with
+    /// the turn's end.
     fn spend_tokens(&mut self, day: NaiveDate, tokens: i64) {
-        self.budget.used = self.budget.used.saturating_add(tokens);
         match self.unwritten_tokens.iter_mut().find(|(d, _)| *d == day) {
             Some((_, sum)) => *sum = sum.saturating_add(tokens),
             None => self.unwritten_tokens.push((day, tokens)),
@@ -204,19 +196,17 @@ impl ConversationManager {
     pub fn new(
         store: Store,
         queue: JobQueue,
-        llm: LlmClient,
+        agents: AgentContext,
         tools: ToolRunner,
         accounts: Accounts,
-        characters: Arc<Characters>,
         settings: TurnSettings,
     ) -> Self {
         Self {
             store,
             queue,
-            llm,
+            agents,
             tools,
             accounts,
-            characters,
             settings,
             holder: shared::runner::unique_worker_name("turns"),
         }
@@ -422,6 +412,7 @@ impl ConversationManager {
             return Ok(None);
         };
         let character = self
+            .agents
             .characters
             .get(&msg.character)
             .map_err(|e| JobFailure::permanent(e, "Cannot run the conversation's character"))?;
@@ -509,7 +500,19 @@ impl ConversationManager {
         last: bool,
     ) -> Result<Option<Reply>, JobFailure> {
         let (msg, lease) = (turn.msg, turn.lease);
-        let reply = self.converse(store, turn, messages).await?;
+        let budget = turn.budget;
+        let reply = AgentLoop::new(&self.agents, turn.character)
+            .run(
+                messages,
+                budget,
+                &mut TurnSink {
+                    store,
+                    tools: &self.tools,
+                    turn,
+                },
+            )
+            .await?
+            .text;
         let outbox_id = OutboxId::new_v7();
         let composed = ConversationEvent::ReplyComposed(ReplyComposed {
             inbox_id: msg.id,
@@ -653,118 +656,6 @@ impl ConversationManager {
         Ok(store.complete_turn(&params).await?.then_some(outbox_id))
     }
 
-    /// Model rounds until the model answers without tools (or the round limit).
-    async fn converse(
-        &self,
-        store: &TenantStore,
-        turn: &mut Turn<'_>,
-        mut messages: Vec<ChatMessage>,
-    ) -> Result<String, JobFailure> {
-        let character = turn.character;
-        let functions = function_specs(character);
-        let model = character
-            .model
-            .name
-            .as_deref()
-            .unwrap_or(&self.settings.default_model);
-        let max_rounds = character
-            .model
-            .max_tool_rounds
-            .unwrap_or(self.settings.default_max_tool_rounds);
-        for round in 1..=max_rounds {
-            // Its reads need no fence; the next call would be paid for
-            // nothing, as the end's write would be refused.
-            if turn.lease_lost.is_cancelled() {
-                return Err(StoreError::LeaseLost.into());
-            }
-            let today = Utc::now().date_naive();
-            if turn.budget.is_spent() {
-                metrics::counter!("automate_e_budget_refusals_total").increment(1);
-                return Ok(turn::on_break_reply(today.succ_opt().unwrap_or(today)));
-            }
-            let started = Instant::now();
-            let completion = self
-                .llm
-                .complete(&CompletionRequest {
-                    model,
-                    messages: &messages,
-                    functions: &functions,
-                    temperature: character.model.temperature,
-                    max_output_tokens: character.model.max_output_tokens,
-                })
-                .await?;
-            let duration = started.elapsed();
-            let called = ConversationEvent::LlmCalled(LlmCalled {
-                inbox_id: turn.msg.id,
-                round,
-                model: completion.model.clone(),
-                prompt_sha256: prompt::digest(&messages),
-                response_id: completion.response_id.clone(),
-                input_tokens: completion.input_tokens,
-                output_tokens: completion.output_tokens,
-                tool_calls: u32::try_from(completion.answer.tool_calls.len()).unwrap_or(u32::MAX),
-                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            });
-            let tokens = i64::from(completion.input_tokens) + i64::from(completion.output_tokens);
-            turn.spend_tokens(today, tokens);
-            let event = turn.event(&called, turn.agent(), None);
-            turn.unwritten.push(event);
-            match turn::next_step(&completion.answer, round, max_rounds) {
-                // Written with the reply.
-                Step::Reply(text) => return Ok(text),
-                Step::CallTools(calls) => {
-                    // A call that asks for a write or a builtin is recorded
-                    // before it runs; one that asks only for reads, with the
-                    // turn's next write.
-                    let honoured = &calls[..calls.len().min(turn::MAX_TOOL_CALLS_PER_ROUND)];
-                    if honoured
-                        .iter()
-                        .any(|c| records_call_first(character, &c.name))
-                    {
-                        let mut tx = store.begin_fenced(&turn.lease).await?;
-                        turn.write_events(&mut tx).await?;
-                        tx.commit().await?;
-                        // The tokens are added with the turn's end.
-                        turn.unwritten.clear();
-                    }
-                    messages.push(ChatMessage::Assistant {
-                        content: completion.answer.content.clone(),
-                        tool_calls: calls.clone(),
-                    });
-                    for (index, call) in calls.iter().enumerate() {
-                        let run = if index < turn::MAX_TOOL_CALLS_PER_ROUND {
-                            let ctx = CallContext {
-                                character,
-                                msg: turn.msg,
-                                evidence: &turn.evidence,
-                                timeout: self.settings.tool_timeout,
-                                trace_id: turn.trace_id.as_deref(),
-                                lease: &turn.lease,
-                                target: &turn.target,
-                            };
-                            self.tools.run(&ctx, call).await?
-                        } else {
-                            self.tools.refuse_over_limit(turn.msg.id, call)
-                        };
-                        turn.evidence.extend(run.evidence);
-                        let event = turn.event(
-                            &ConversationEvent::ToolCalled(run.record),
-                            turn.agent(),
-                            None,
-                        );
-                        turn.unwritten.push(event);
-                        messages.push(ChatMessage::Tool {
-                            tool_call_id: call.id.clone(),
-                            content: run.content,
-                        });
-                    }
-                }
-            }
-        }
-        // `next_step` replies on the last round, so the loop always returns.
-        Ok(turn::ROUND_LIMIT_REPLY.to_owned())
-    }
-
     /// Queues the review of the conversation's proposals no review picked up
     /// yet (again after a crash: the queue drops a job it already holds).
     async fn review_proposals(
@@ -888,4 +779,85 @@ fn received_inbox_id(e: &StoredEvent) -> Option<InboxId> {
     (e.type_name == ConversationEvent::MESSAGE_RECEIVED)
         .then(|| serde_json::from_value::<InboxId>(e.payload["inbox_id"].clone()).ok())
         .flatten()
+}
+
+/// What a conversation's turn records of its model rounds: each call and
+/// tool result as an event, written with the turn's next write; a round
+/// that asks for a write or a builtin is written before that tool acts.
+struct TurnSink<'a, 'b> {
+    store: &'a TenantStore,
+    tools: &'a ToolRunner,
+    turn: &'a mut Turn<'b>,
+}
+
+impl TurnSink<'_, '_> {
+    fn record(&mut self, event: &ConversationEvent) {
+        let event = self.turn.event(event, self.turn.agent(), None);
+        self.turn.unwritten.push(event);
+    }
+}
+
+impl LoopSink for TurnSink<'_, '_> {
+    async fn before_round(&mut self) -> Result<(), JobFailure> {
+        // Its reads need no fence; the next call would be paid for nothing,
+        // as the end's write would be refused.
+        if self.turn.lease_lost.is_cancelled() {
+            return Err(StoreError::LeaseLost.into());
+        }
+        Ok(())
+    }
+
+    async fn answered(&mut self, call: &ModelCall<'_>) -> Result<(), JobFailure> {
+        let c = call.completion;
+        self.record(&ConversationEvent::LlmCalled(LlmCalled {
+            inbox_id: self.turn.msg.id,
+            round: call.round,
+            model: c.model.clone(),
+            prompt_sha256: prompt::digest(call.prompt),
+            response_id: c.response_id.clone(),
+            input_tokens: c.input_tokens,
+            output_tokens: c.output_tokens,
+            tool_calls: u32::try_from(c.answer.tool_calls.len()).unwrap_or(u32::MAX),
+            duration_ms: u64::try_from(call.duration.as_millis()).unwrap_or(u64::MAX),
+        }));
+        self.turn.spend_tokens(call.day, call.tokens());
+        Ok(())
+    }
+
+    async fn calling(&mut self, calls: &[ToolCall]) -> Result<(), JobFailure> {
+        let turn = &mut *self.turn;
+        if calls
+            .iter()
+            .any(|c| records_call_first(turn.character, &c.name))
+        {
+            let mut tx = self.store.begin_fenced(&turn.lease).await?;
+            turn.write_events(&mut tx).await?;
+            tx.commit().await?;
+            // The tokens are added with the turn's end.
+            turn.unwritten.clear();
+        }
+        Ok(())
+    }
+
+    async fn call(&mut self, call: &ToolCall) -> Result<String, JobFailure> {
+        let turn = &*self.turn;
+        let ctx = CallContext {
+            character: turn.character,
+            msg: turn.msg,
+            evidence: &turn.evidence,
+            trace_id: turn.trace_id.as_deref(),
+            lease: &turn.lease,
+            target: &turn.target,
+        };
+        let run = self.tools.run(&ctx, call).await?;
+        self.turn.evidence.extend(run.evidence);
+        self.record(&ConversationEvent::ToolCalled(run.record));
+        Ok(run.content)
+    }
+
+    fn refused(&mut self, call: &ToolCall) -> String {
+        let run = self.tools.refuse_over_limit(self.turn.msg.id, call);
+        self.record(&ConversationEvent::ToolCalled(run.record));
+        run.content
+    }
 }

@@ -9,6 +9,7 @@ use shared::access::accounting::AccountingClient;
 use shared::access::queue::JobQueue;
 use shared::access::store::{ProposalChanges, Store};
 use shared::engine::proposal::{Transition, next};
+use shared::engine::retry::WriteStatus;
 use shared::engine::review::{notice_executed, notice_failed, notice_gave_up};
 use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
 use shared::ids::{ProposalId, TenantId};
@@ -33,7 +34,7 @@ enum Attempt {
         status: u16,
         response_sha256: String,
     },
-    /// Refused for good (a 4xx other than 408/429): not retried.
+    /// Refused for good: not retried.
     Refused { status: u16 },
     /// Worth retrying with the same idempotency key.
     Transient { status: Option<u16>, error: String },
@@ -144,16 +145,16 @@ impl ExecutionManager {
             )
             .await
         {
-            Ok(r) if (200..300).contains(&r.status) => Attempt::Succeeded {
-                status: r.status,
-                response_sha256: hex::encode(Sha256::digest(r.body.as_bytes())),
-            },
-            Ok(r) if (400..500).contains(&r.status) && r.status != 408 && r.status != 429 => {
-                Attempt::Refused { status: r.status }
-            }
-            Ok(r) => Attempt::Transient {
-                status: Some(r.status),
-                error: format!("HTTP {}", r.status),
+            Ok(r) => match WriteStatus::of(r.status) {
+                WriteStatus::Succeeded => Attempt::Succeeded {
+                    status: r.status,
+                    response_sha256: hex::encode(Sha256::digest(r.body.as_bytes())),
+                },
+                WriteStatus::Refused => Attempt::Refused { status: r.status },
+                WriteStatus::Transient => Attempt::Transient {
+                    status: Some(r.status),
+                    error: format!("HTTP {}", r.status),
+                },
             },
             Err(e) => Attempt::Transient {
                 status: None,

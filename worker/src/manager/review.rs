@@ -5,25 +5,16 @@
 
 use std::sync::Arc;
 
-use shared::access::llm::{CompletionRequest, LlmClient};
 use shared::access::queue::JobQueue;
 use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::character::Characters;
-use shared::engine::prompt::{self, PromptContext};
-use shared::engine::proposal::{
-    AutoApproval, Transition, assess_pattern, auto_approval, next, parse_verdict,
-};
-use shared::engine::review::{ReviewCard, agent_brief};
-use shared::event::{
-    Actor, ActorKind, AgentReviewed, AutoApproved, Evidence, ProposalEvent, ReviewRequested,
-    proposal_stream,
-};
+use shared::engine::proposal::{AutoApproval, Transition, assess_pattern, auto_approval, next};
+use shared::event::{Actor, ActorKind, AutoApproved, ProposalEvent, ReviewRequested};
 use shared::ids::{ProposalId, TenantId};
 use shared::job::{DeliveryJob, Job, JobFailure, WorkerJob};
 use shared::proposal::{AgentVerdict, PatternAssessment, ProposalState};
 
-/// The character that reviews proposals before humans do, when deployed.
-pub const AGENT_REVIEWER: &str = "review-e";
+use super::reviewer::{AgentReviewer, evidence};
 
 /// Executed proposals read to learn a pattern.
 const PATTERN_HISTORY: i64 = 50;
@@ -33,37 +24,8 @@ const PATTERN_HISTORY: i64 = 50;
 pub struct ReviewManager {
     store: Store,
     queue: JobQueue,
-    llm: LlmClient,
     characters: Arc<Characters>,
-    default_model: String,
-}
-
-/// The agent reviewer's verdict, with what it cost.
-struct AgentReview {
-    verdict: AgentVerdict,
-    notes: String,
-    model: String,
-    input_tokens: u32,
-    output_tokens: u32,
-}
-
-impl AgentReview {
-    /// The `agent_reviewed` event recording this review, and its actor.
-    fn recorded(&self) -> (ProposalEvent, Actor) {
-        let reviewed = ProposalEvent::AgentReviewed(AgentReviewed {
-            agent: AGENT_REVIEWER.to_owned(),
-            model: self.model.clone(),
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            verdict: self.verdict.clone(),
-            notes: self.notes.clone(),
-        });
-        let actor = Actor {
-            kind: ActorKind::Agent,
-            id: AGENT_REVIEWER.to_owned(),
-        };
-        (reviewed, actor)
-    }
+    reviewer: AgentReviewer,
 }
 
 impl ReviewManager {
@@ -71,16 +33,14 @@ impl ReviewManager {
     pub fn new(
         store: Store,
         queue: JobQueue,
-        llm: LlmClient,
         characters: Arc<Characters>,
-        default_model: String,
+        reviewer: AgentReviewer,
     ) -> Self {
         Self {
             store,
             queue,
-            llm,
             characters,
-            default_model,
+            reviewer,
         }
     }
 
@@ -98,28 +58,18 @@ impl ReviewManager {
             return Ok(());
         }
         let policy = store.tenant_policy().await?;
-        let evidence = Self::evidence(&store, id).await?;
+        let evidence = evidence(&store, id).await?;
         let pattern = self.pattern(&store, &proposal).await?;
         let decision = auto_approval(
             &pattern,
             proposal.amount_minor,
             policy.auto_approve_limit_minor,
         );
-        let body = proposal.request.body.clone().unwrap_or_default();
-        let card = ReviewCard {
-            proposal_id: id,
-            tool: &proposal.tool,
-            body: &body,
-            amount_minor: proposal.amount_minor,
-            proposer: &proposal.proposer,
-            reason: "",
-            evidence: &evidence,
-            payload_sha256: &proposal.payload_sha256,
-        };
+        let card = proposal.review_card("", &evidence);
         // Review-E gates an auto-approval here; a proposal for humans gets
         // its notes when it reacts to the review_requested event (`annotate`).
         let agent = match decision {
-            AutoApproval::Approve => self.agent_review(&card, &decision).await?,
+            AutoApproval::Approve => self.reviewer.review(&store, &card, &decision).await?,
             AutoApproval::Review(_) => None,
         };
 
@@ -183,72 +133,6 @@ impl ReviewManager {
         .map_err(|e| JobFailure::retryable(e, "Cannot enqueue the proposal's next step"))
     }
 
-    /// The agent reviewer's notes on a proposal waiting for humans, once:
-    /// records its verdict on the proposal and returns the note for the
-    /// review thread; `None` when it was reviewed already or is decided.
-    pub async fn annotate(
-        &self,
-        store: &TenantStore,
-        id: ProposalId,
-        reason: &str,
-    ) -> Result<Option<String>, JobFailure> {
-        let proposal = store.proposal(id).await?;
-        let reviewed = store
-            .read_stream(&proposal_stream(id), &[ProposalEvent::AGENT_REVIEWED])
-            .await?;
-        if !reviewed.is_empty() || proposal.state() != ProposalState::ReviewRequested {
-            return Ok(None);
-        }
-        let evidence = Self::evidence(store, id).await?;
-        let body = proposal.request.body.clone().unwrap_or_default();
-        let card = ReviewCard {
-            proposal_id: id,
-            tool: &proposal.tool,
-            body: &body,
-            amount_minor: proposal.amount_minor,
-            proposer: &proposal.proposer,
-            reason,
-            evidence: &evidence,
-            payload_sha256: &proposal.payload_sha256,
-        };
-        let decision = AutoApproval::Review(reason.to_owned());
-        let Some(agent) = self.agent_review(&card, &decision).await? else {
-            return Ok(None);
-        };
-        let mut tx = store.lock_proposal(id).await?;
-        if tx.proposal.state() != ProposalState::ReviewRequested {
-            return Ok(None);
-        }
-        let (reviewed, actor) = agent.recorded();
-        tx.record(
-            &proposal.event(&reviewed, actor, None, "worker"),
-            ProposalChanges::default(),
-        )
-        .await?;
-        tx.commit().await?;
-        let verdict = match agent.verdict {
-            AgentVerdict::Approve => "no concerns",
-            AgentVerdict::Flag => "flagged",
-        };
-        Ok(Some(format!("Review-E ({verdict}): {}", agent.notes)))
-    }
-
-    async fn evidence(store: &TenantStore, id: ProposalId) -> Result<Vec<Evidence>, JobFailure> {
-        let events = store
-            .read_stream(&proposal_stream(id), &[ProposalEvent::PROPOSED])
-            .await?;
-        Ok(events
-            .into_iter()
-            .filter_map(
-                |e| match ProposalEvent::from_stored(&e.type_name, e.payload) {
-                    Some(ProposalEvent::Proposed(p)) => Some(p.evidence),
-                    _ => None,
-                },
-            )
-            .flatten()
-            .collect())
-    }
-
     async fn pattern(
         &self,
         store: &TenantStore,
@@ -276,51 +160,6 @@ impl ReviewManager {
             .await?;
         let body = proposal.request.body.clone().unwrap_or_default();
         Ok(assess_pattern(&history, &body, &tool.pattern_fields))
-    }
-
-    /// Asks the agent reviewer, when one is deployed.
-    async fn agent_review(
-        &self,
-        card: &ReviewCard<'_>,
-        decision: &AutoApproval,
-    ) -> Result<Option<AgentReview>, JobFailure> {
-        let Ok(reviewer) = self.characters.get(AGENT_REVIEWER) else {
-            return Ok(None);
-        };
-        let policy = match decision {
-            AutoApproval::Approve => "a trusted pattern allows approval without a human".to_owned(),
-            AutoApproval::Review(why) => format!("a human must decide: {why}"),
-        };
-        let messages = prompt::compose(
-            reviewer,
-            &PromptContext {
-                message: &agent_brief(card, &policy),
-                ..Default::default()
-            },
-        );
-        let completion = self
-            .llm
-            .complete(&CompletionRequest {
-                model: reviewer
-                    .model
-                    .name
-                    .as_deref()
-                    .unwrap_or(&self.default_model),
-                messages: &messages,
-                functions: &[],
-                temperature: reviewer.model.temperature,
-                max_output_tokens: reviewer.model.max_output_tokens,
-            })
-            .await?;
-        let (verdict, notes) =
-            parse_verdict(completion.answer.content.as_deref().unwrap_or_default());
-        Ok(Some(AgentReview {
-            verdict,
-            notes,
-            model: completion.model,
-            input_tokens: completion.input_tokens,
-            output_tokens: completion.output_tokens,
-        }))
     }
 }
 

@@ -3,78 +3,53 @@
 //! to the agent's channel (or a proposal's review thread) through the
 //! outbox, once per run.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::Utc;
-use serde_json::json;
-use shared::access::llm::{CompletionRequest, LlmClient};
+use shared::access::accounting::AccountingTarget;
 use shared::access::queue::JobQueue;
 use shared::access::store::{NewEvent, RunCompletion, RunDestination, Store, TenantStore};
-use shared::character::{Builtin, Character, Characters, PostTo};
-use shared::engine::prompt::{self, ChatMessage, PromptContext};
-use shared::engine::tool::{PlannedCall, function_specs, plan_call};
-use shared::engine::turn::{self, Step};
-use shared::event::{Actor, ActorKind};
-use shared::ids::{AgentRunId, OutboxId, Platform, ProposalId, TenantId};
+use shared::character::{Builtin, Character, PostTo};
+use shared::engine::prompt::{self, PromptContext, ToolCall};
+use shared::engine::tool::{PlannedCall, plan_call};
+use shared::engine::turn;
+use shared::event::{Actor, ActorKind, RunCompleted, RunEvent, proposal_of_stream, run_stream};
+use shared::ids::{AgentRunId, OutboxId, Platform, TenantId};
 use shared::job::JobFailure;
 use shared::trigger::RunReason;
 
+use super::AgentContext;
 use super::accounts::Accounts;
-use super::review::ReviewManager;
+use super::agent_loop::{AgentLoop, LoopEnd, LoopSink, ModelCall};
+use super::reviewer::AgentReviewer;
 use super::tools::ToolRunner;
-
-/// Type of the event that records a finished run.
-pub const RUN_COMPLETED: &str = "automate_e.agent.run_completed.v1";
 
 /// Carries out agent runs.
 #[derive(Debug, Clone)]
 pub struct RunManager {
     store: Store,
     queue: JobQueue,
-    llm: LlmClient,
+    agents: AgentContext,
     tools: ToolRunner,
     accounts: Accounts,
-    reviews: ReviewManager,
-    characters: Arc<Characters>,
-    default_model: String,
-    tool_timeout: Duration,
-}
-
-/// What a run's model rounds came to.
-struct Answer {
-    text: String,
-    model: String,
-    input_tokens: u64,
-    output_tokens: u64,
-    llm_calls: u64,
-    tool_calls: u64,
+    reviewer: AgentReviewer,
 }
 
 impl RunManager {
     /// A manager over its clients.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         queue: JobQueue,
-        llm: LlmClient,
+        agents: AgentContext,
         tools: ToolRunner,
         accounts: Accounts,
-        reviews: ReviewManager,
-        characters: Arc<Characters>,
-        default_model: String,
-        tool_timeout: Duration,
+        reviewer: AgentReviewer,
     ) -> Self {
         Self {
             store,
             queue,
-            llm,
+            agents,
             tools,
             accounts,
-            reviews,
-            characters,
-            default_model,
-            tool_timeout,
+            reviewer,
         }
     }
 
@@ -93,6 +68,7 @@ impl RunManager {
         let reason: RunReason = serde_json::from_value(run.reason.clone())
             .map_err(|e| JobFailure::permanent(e, "Unreadable run reason"))?;
         let character = self
+            .agents
             .characters
             .get(&run.character)
             .map_err(|e| JobFailure::permanent(e, "Cannot run the agent"))?;
@@ -113,21 +89,21 @@ impl RunManager {
             }
         };
         let outbox_id = OutboxId::new_v7();
-        let payload = json!({
-            "run_id": id,
-            "agent": character.name,
-            "reason": reason,
-            "posted": text.is_some(),
-            "model": answer.as_ref().map(|a| a.model.clone()),
-            "input_tokens": answer.as_ref().map_or(0, |a| a.input_tokens),
-            "output_tokens": answer.as_ref().map_or(0, |a| a.output_tokens),
-            "llm_calls": answer.as_ref().map_or(0, |a| a.llm_calls),
-            "tool_calls": answer.as_ref().map_or(0, |a| a.tool_calls),
+        let completed = RunEvent::RunCompleted(RunCompleted {
+            run_id: id,
+            agent: character.name.clone(),
+            reason,
+            posted: text.is_some(),
+            model: answer.as_ref().map(|a| a.model.clone()),
+            input_tokens: answer.as_ref().map_or(0, |a| a.input_tokens),
+            output_tokens: answer.as_ref().map_or(0, |a| a.output_tokens),
+            llm_calls: answer.as_ref().map_or(0, |a| a.llm_calls),
+            tool_calls: answer.as_ref().map_or(0, |a| a.tool_calls),
         });
         let event = NewEvent {
             tenant_id: tenant,
-            type_name: RUN_COMPLETED,
-            payload,
+            type_name: completed.type_name(),
+            payload: completed.payload(),
             actor: Actor {
                 kind: ActorKind::Agent,
                 id: character.name.clone(),
@@ -184,13 +160,9 @@ impl RunManager {
                 "only an event run can post to a review thread"
             )));
         };
-        let id = stream
-            .strip_prefix("proposal-")
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .map(ProposalId::from)
-            .ok_or_else(|| {
-                JobFailure::Permanent(anyhow::anyhow!("`{stream}` is not a proposal stream"))
-            })?;
+        let id = proposal_of_stream(stream).ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!("`{stream}` is not a proposal stream"))
+        })?;
         let proposal = store.proposal(id).await?;
         let (Some(channel), Some(ts)) = (proposal.review_channel, proposal.review_ts) else {
             return Err(JobFailure::deferred(
@@ -202,7 +174,7 @@ impl RunManager {
             .get("reason")
             .and_then(serde_json::Value::as_str)
             .unwrap_or("a human must decide");
-        let note = self.reviews.annotate(store, id, why).await?;
+        let note = self.reviewer.annotate(store, id, why).await?;
         Ok((
             RunDestination {
                 platform: Platform::Slack,
@@ -219,9 +191,9 @@ impl RunManager {
         store: &TenantStore,
         character: &Character,
         reason: &RunReason,
-    ) -> Result<Answer, JobFailure> {
+    ) -> Result<LoopEnd, JobFailure> {
         let (tenant, target) = self.accounts.of(store).await?;
-        let mut messages = prompt::compose(
+        let messages = prompt::compose(
             character,
             &PromptContext {
                 tenant_brief: Some(&tenant.brief),
@@ -229,87 +201,55 @@ impl RunManager {
                 ..Default::default()
             },
         );
-        let functions = function_specs(character);
-        let model = character
-            .model
-            .name
-            .as_deref()
-            .unwrap_or(&self.default_model);
-        let max_rounds = character.model.max_tool_rounds.unwrap_or(5);
-        let mut answer = Answer {
-            text: turn::ROUND_LIMIT_REPLY.to_owned(),
-            model: model.to_owned(),
-            input_tokens: 0,
-            output_tokens: 0,
-            llm_calls: 0,
-            tool_calls: 0,
+        let budget = store.token_budget(Utc::now().date_naive()).await?;
+        let mut sink = RunSink {
+            store,
+            tools: &self.tools,
+            character,
+            target,
         };
-        for round in 1..=max_rounds {
-            let today = Utc::now().date_naive();
-            if store.token_budget(today).await?.is_spent() {
-                answer.text = turn::on_break_reply(today.succ_opt().unwrap_or(today));
-                return Ok(answer);
-            }
-            let completion = self
-                .llm
-                .complete(&CompletionRequest {
-                    model,
-                    messages: &messages,
-                    functions: &functions,
-                    temperature: character.model.temperature,
-                    max_output_tokens: character.model.max_output_tokens,
-                })
-                .await?;
-            let tokens = u64::from(completion.input_tokens) + u64::from(completion.output_tokens);
-            store
-                .add_token_usage(today, i64::try_from(tokens).unwrap_or(i64::MAX))
-                .await?;
-            answer.model = completion.model.clone();
-            answer.llm_calls += 1;
-            answer.input_tokens += u64::from(completion.input_tokens);
-            answer.output_tokens += u64::from(completion.output_tokens);
-            match turn::next_step(&completion.answer, round, max_rounds) {
-                Step::Reply(text) => {
-                    answer.text = text;
-                    return Ok(answer);
-                }
-                Step::CallTools(calls) => {
-                    messages.push(ChatMessage::Assistant {
-                        content: completion.answer.content.clone(),
-                        tool_calls: calls.clone(),
-                    });
-                    for call in calls.iter().take(turn::MAX_TOOL_CALLS_PER_ROUND) {
-                        answer.tool_calls += 1;
-                        let content = match plan_call(character, &call.name, &call.arguments) {
-                            Err(refused) => turn::refusal(&refused.to_string()),
-                            Ok(PlannedCall::Read(request)) => {
-                                self.tools.read(&target, &request, self.tool_timeout).await
-                            }
-                            Ok(PlannedCall::Builtin(Builtin::UsageReport, args)) => {
-                                self.tools.usage_report(store, &args).await?
-                            }
-                            Ok(PlannedCall::Builtin(Builtin::RememberFact, _)) => turn::refusal(
-                                "there is no user to remember facts about in this run",
-                            ),
-                            Ok(PlannedCall::Write(_)) => turn::refusal(
-                                "writes are filed only from a chat with the owner; describe what should be registered instead",
-                            ),
-                        };
-                        messages.push(ChatMessage::Tool {
-                            tool_call_id: call.id.clone(),
-                            content,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(answer)
+        AgentLoop::new(&self.agents, character)
+            .run(messages, budget, &mut sink)
+            .await
     }
 }
 
-/// The stream of an agent run's events.
-pub fn run_stream(id: AgentRunId) -> String {
-    format!("agent-run-{id}")
+/// What a run records of its model rounds (its totals go into its
+/// `run_completed` event), and the tools a run may use: reads and the usage
+/// report; writes only come from a chat with the owner.
+struct RunSink<'a> {
+    store: &'a TenantStore,
+    tools: &'a ToolRunner,
+    character: &'a Character,
+    target: AccountingTarget,
+}
+
+impl LoopSink for RunSink<'_> {
+    async fn answered(&mut self, call: &ModelCall<'_>) -> Result<(), JobFailure> {
+        call.add_to_usage(self.store).await
+    }
+
+    async fn call(&mut self, call: &ToolCall) -> Result<String, JobFailure> {
+        Ok(
+            match plan_call(self.character, &call.name, &call.arguments) {
+                Err(refused) => turn::refusal(&refused.to_string()),
+                Ok(PlannedCall::Read(request)) => self.tools.read(&self.target, &request).await,
+                Ok(PlannedCall::Builtin(Builtin::UsageReport, args)) => {
+                    self.tools.usage_report(self.store, &args).await?
+                }
+                Ok(PlannedCall::Builtin(Builtin::RememberFact, _)) => {
+                    turn::refusal("there is no user to remember facts about in this run")
+                }
+                Ok(PlannedCall::Write(_)) => turn::refusal(
+                    "writes are filed only from a chat with the owner; describe what should be registered instead",
+                ),
+            },
+        )
+    }
+
+    fn refused(&mut self, _call: &ToolCall) -> String {
+        turn::over_round_limit()
+    }
 }
 
 /// What the agent is asked, from its trigger.

@@ -45,8 +45,6 @@ pub struct CallContext<'a> {
     pub msg: &'a InboxModel,
     /// Reads made earlier in the turn.
     pub evidence: &'a [Evidence],
-    /// Timeout of one read.
-    pub timeout: Duration,
     /// Trace id of the turn.
     pub trace_id: Option<&'a str>,
     /// The conversation lease the turn runs under (fences its proposals).
@@ -61,16 +59,25 @@ pub struct ToolRunner {
     accounting: AccountingClient,
     store: Store,
     pricing: PriceTable,
+    /// Timeout of one read.
+    timeout: Duration,
 }
 
 impl ToolRunner {
-    /// A runner over the Accounting API, the store (proposals, facts, usage)
-    /// and the price table (usage reports).
-    pub fn new(accounting: AccountingClient, store: Store, pricing: PriceTable) -> Self {
+    /// A runner over the Accounting API (reads time out after `timeout`),
+    /// the store (proposals, facts, usage) and the price table (usage
+    /// reports).
+    pub fn new(
+        accounting: AccountingClient,
+        store: Store,
+        pricing: PriceTable,
+        timeout: Duration,
+    ) -> Self {
         Self {
             accounting,
             store,
             pricing,
+            timeout,
         }
     }
 
@@ -109,7 +116,7 @@ impl ToolRunner {
             Ok(PlannedCall::Read(request)) => {
                 let result = self
                     .accounting
-                    .send(ctx.target, &request, None, ctx.timeout)
+                    .send(ctx.target, &request, None, self.timeout)
                     .await;
                 run.record.request = Some(request);
                 run.content = match result {
@@ -264,13 +271,12 @@ impl ToolRunner {
 
     /// Sends a read to the tenant's Accounting API; the model gets the
     /// status and body, or why it failed.
-    pub async fn read(
-        &self,
-        target: &AccountingTarget,
-        request: &ToolRequest,
-        timeout: Duration,
-    ) -> String {
-        match self.accounting.send(target, request, None, timeout).await {
+    pub async fn read(&self, target: &AccountingTarget, request: &ToolRequest) -> String {
+        match self
+            .accounting
+            .send(target, request, None, self.timeout)
+            .await
+        {
             Ok(response) => turn::read_result(response.status, &response.body),
             Err(e) => turn::refusal(&e.to_string()),
         }

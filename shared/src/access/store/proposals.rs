@@ -6,7 +6,8 @@ use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
 use super::{StoreError, TenantStore};
-use crate::event::{Actor, ProposalEvent, proposal_stream};
+use crate::engine::review::ReviewCard;
+use crate::event::{Actor, Evidence, ProposalEvent, proposal_stream};
 use crate::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
 use crate::proposal::ProposalState;
 use crate::request::ToolRequest;
@@ -66,6 +67,21 @@ impl ProposalModel {
             causation_id: Some(self.id.0),
             trace_id: trace_id.map(str::to_owned),
             source,
+        }
+    }
+
+    /// What a review card shows of this proposal: why a human must decide
+    /// (`reason`) and the reads it rests on.
+    pub fn review_card<'a>(&'a self, reason: &'a str, evidence: &'a [Evidence]) -> ReviewCard<'a> {
+        ReviewCard {
+            proposal_id: self.id,
+            tool: &self.tool,
+            body: self.request.body.as_ref().unwrap_or(&Value::Null),
+            amount_minor: self.amount_minor,
+            proposer: &self.proposer,
+            reason,
+            evidence,
+            payload_sha256: &self.payload_sha256,
         }
     }
 
