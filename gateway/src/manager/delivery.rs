@@ -109,9 +109,7 @@ impl DeliveryManager {
         if item.delivered_at.is_some() {
             return Ok(());
         }
-        let platform = Platform::parse(&item.platform).ok_or_else(|| {
-            JobFailure::Permanent(anyhow::anyhow!("unknown platform `{}`", item.platform))
-        })?;
+        let platform = item.platform;
         let target = self.target(platform, &item).await.map_err(|f| f.failure)?;
         let chunks = chunk(&item.text, limit(platform));
         let already = usize::try_from(item.chunks_delivered).unwrap_or(0);

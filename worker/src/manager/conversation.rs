@@ -31,7 +31,7 @@ use shared::event::{
     Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
     TurnFailed, conversation_stream,
 };
-use shared::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, TenantId};
+use shared::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
 use shared::job::{Job, JobFailure, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
@@ -428,18 +428,14 @@ impl ConversationManager {
         let remembered_since = memory
             .history_days
             .map(|days| Utc::now() - chrono::Duration::days(i64::from(days)));
-        let facts = match Platform::parse(&msg.platform) {
-            Some(platform) => {
-                tx.user_facts(
-                    platform,
-                    &msg.author_id,
-                    remembered_since,
-                    i64::from(memory.facts),
-                )
-                .await?
-            }
-            None => Vec::new(),
-        };
+        let facts = tx
+            .user_facts(
+                msg.platform,
+                &msg.author_id,
+                remembered_since,
+                i64::from(memory.facts),
+            )
+            .await?;
         let stream = conversation_stream(msg.conversation_id);
         let past = Self::past(&mut tx, &stream, batch, character, remembered_since).await?;
         let mut turn = Turn {

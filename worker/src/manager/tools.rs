@@ -235,10 +235,13 @@ impl ToolRunner {
                 if fact.is_empty() {
                     return Ok(turn::refusal("the fact is empty"));
                 }
-                let platform = shared::ids::Platform::parse(&ctx.msg.platform)
-                    .ok_or_else(|| JobFailure::Permanent(anyhow::anyhow!("unknown platform")))?;
                 let stored = store
-                    .remember_fact(platform, &ctx.msg.author_id, &fact, ctx.msg.conversation_id)
+                    .remember_fact(
+                        ctx.msg.platform,
+                        &ctx.msg.author_id,
+                        &fact,
+                        ctx.msg.conversation_id,
+                    )
                     .await?;
                 json!({ "remembered": stored }).to_string()
             }

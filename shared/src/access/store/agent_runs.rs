@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::PgConnection;
 
-use super::events::{EVENT_COLUMNS, NewEvent, StoredEvent, append};
-use super::inbox::conversation_for;
+use super::events::{NewEvent, StoredEvent, append};
+use super::inbox::{conversation_for, insert_outbox};
 use super::{StoreError, TenantStore};
 use crate::ids::{AgentRunId, OutboxId, Platform};
 
@@ -25,7 +26,7 @@ pub struct NewAgentRun {
 }
 
 /// A stored run.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentRunModel {
     /// The run.
     pub id: AgentRunId,
@@ -72,15 +73,16 @@ impl TenantStore {
         run: &NewAgentRun,
     ) -> Result<Option<AgentRunId>, StoreError> {
         let mut tx = self.begin().await?;
-        let id = sqlx::query_scalar::<_, AgentRunId>(
-            "INSERT INTO agent_runs (id, tenant_id, character, dedupe_key, reason) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
+        let id = sqlx::query_scalar!(
+            r#"INSERT INTO agent_runs (id, tenant_id, character, dedupe_key, reason)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+               RETURNING id AS "id: AgentRunId""#,
+            AgentRunId::new_v7() as _,
+            self.tenant as _,
+            run.character,
+            run.dedupe_key,
+            run.reason
         )
-        .bind(AgentRunId::new_v7())
-        .bind(self.tenant)
-        .bind(&run.character)
-        .bind(&run.dedupe_key)
-        .bind(&run.reason)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -90,10 +92,12 @@ impl TenantStore {
     /// A run.
     pub async fn agent_run(&self, id: AgentRunId) -> Result<AgentRunModel, StoreError> {
         let mut tx = self.begin().await?;
-        let run = sqlx::query_as::<_, AgentRunModel>(
-            "SELECT id, character, reason, finished_at FROM agent_runs WHERE id = $1",
+        let run = sqlx::query_as!(
+            AgentRunModel,
+            r#"SELECT id AS "id: AgentRunId", character, reason, finished_at FROM agent_runs
+               WHERE id = $1"#,
+            id as _
         )
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("agent run"));
@@ -104,10 +108,10 @@ impl TenantStore {
     /// Notes that the run's job is on the queue.
     pub async fn mark_agent_run_enqueued(&self, id: AgentRunId) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE agent_runs SET enqueued_at = now() WHERE id = $1 AND enqueued_at IS NULL",
+            id as _
         )
-        .bind(id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -122,8 +126,18 @@ impl TenantStore {
         id: AgentRunId,
         given_up: bool,
     ) -> Result<bool, StoreError> {
-        self.set_given_up("agent_runs", "finished_at", id, given_up)
-            .await
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query!(
+            "UPDATE agent_runs SET given_up_at = CASE WHEN $2 THEN now() END \
+             WHERE id = $1 AND finished_at IS NULL AND (given_up_at IS NULL) = $2",
+            id as _,
+            given_up
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
     }
 
     /// Runs neither finished nor given up that were created before `before`
@@ -134,13 +148,14 @@ impl TenantStore {
         limit: i64,
     ) -> Result<Vec<AgentRunId>, StoreError> {
         let mut tx = self.begin().await?;
-        let ids = sqlx::query_scalar::<_, AgentRunId>(
-            "SELECT id FROM agent_runs WHERE tenant_id = $3 AND finished_at IS NULL \
-             AND given_up_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+        let ids = sqlx::query_scalar!(
+            r#"SELECT id AS "id: AgentRunId" FROM agent_runs WHERE tenant_id = $3
+               AND finished_at IS NULL AND given_up_at IS NULL AND created_at < $1
+               ORDER BY created_at LIMIT $2"#,
+            before,
+            limit,
+            self.tenant as _
         )
-        .bind(before)
-        .bind(limit)
-        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -156,14 +171,7 @@ impl TenantStore {
         c: &RunCompletion<'_>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let finished = sqlx::query(
-            "UPDATE agent_runs SET finished_at = now() WHERE id = $1 AND finished_at IS NULL",
-        )
-        .bind(c.run)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if finished != 1 {
+        if !finish_run(&mut tx, c.run).await? {
             return Ok(false);
         }
         append(&mut tx, stream, 0, c.events).await?;
@@ -177,20 +185,8 @@ impl TenantStore {
             c.character,
         )
         .await?;
-        sqlx::query(
-            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(c.outbox_id)
-        .bind(self.tenant)
-        .bind(conversation)
-        .bind(format!("agent-run:{}", c.run))
-        .bind(d.platform.as_str())
-        .bind(&d.chat)
-        .bind(&d.thread)
-        .bind(c.text)
-        .execute(&mut *tx)
-        .await?;
+        let key = format!("agent-run:{}", c.run);
+        insert_outbox(&mut tx, c.outbox_id, conversation, &key, c.text).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -204,11 +200,11 @@ impl TenantStore {
         horizon: Duration,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
-        let existing = sqlx::query_scalar::<_, i64>(
+        let existing = sqlx::query_scalar!(
             "SELECT position FROM trigger_cursors WHERE tenant_id = $1 AND character = $2",
+            self.tenant as _,
+            character
         )
-        .bind(self.tenant)
-        .bind(character)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(position) = existing {
@@ -216,18 +212,18 @@ impl TenantStore {
         }
         // Only a new cursor looks back over the horizon (a cost that grows
         // with the events in it, so not on every tick).
-        let position = sqlx::query_scalar::<_, i64>(
-            "WITH inserted AS ( \
-                INSERT INTO trigger_cursors (tenant_id, character, position) \
-                SELECT $1, $2, coalesce(max(global_position), 0) FROM events \
-                WHERE tenant_id = $1 AND recorded_at < now() - $3 * interval '1 millisecond' \
-                ON CONFLICT (tenant_id, character) DO NOTHING RETURNING position) \
-             SELECT position FROM inserted UNION ALL \
-             SELECT position FROM trigger_cursors WHERE tenant_id = $1 AND character = $2 LIMIT 1",
+        let position = sqlx::query_scalar!(
+            r#"WITH inserted AS (
+                INSERT INTO trigger_cursors (tenant_id, character, position)
+                SELECT $1, $2, coalesce(max(global_position), 0) FROM events
+                WHERE tenant_id = $1 AND recorded_at < now() - $3::bigint * interval '1 millisecond'
+                ON CONFLICT (tenant_id, character) DO NOTHING RETURNING position)
+             SELECT position AS "position!" FROM inserted UNION ALL
+             SELECT position FROM trigger_cursors WHERE tenant_id = $1 AND character = $2 LIMIT 1"#,
+            self.tenant as _,
+            character,
+            i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX),
         )
-        .bind(self.tenant)
-        .bind(character)
-        .bind(i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -254,23 +250,22 @@ impl TenantStore {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut tx = self.begin().await?;
-        let events = sqlx::query_as::<_, StoredEvent>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e \
+        let patterns: Vec<String> = names.iter().map(|n| event_type_pattern(n)).collect();
+        let events = sqlx::query_as!(
+            StoredEvent,
+            "SELECT e.id, e.stream, e.version, e.global_position, e.type AS type_name, \
+             e.actor_kind, e.actor_id, e.payload, e.correlation_id, e.trace_id, e.occurred_at \
+             FROM events e \
              WHERE e.tenant_id = $1 AND e.global_position > $2 AND e.type LIKE ANY($3) \
              AND (SELECT r.id FROM agent_runs r \
                  WHERE r.tenant_id = $1 AND r.dedupe_key = (SELECT $4 || e.id::text)) IS NULL \
-             ORDER BY e.global_position LIMIT $5"
-        ))
-        .bind(self.tenant)
-        .bind(position)
-        .bind(
-            names
-                .iter()
-                .map(|n| event_type_pattern(n))
-                .collect::<Vec<_>>(),
+             ORDER BY e.global_position LIMIT $5",
+            self.tenant as _,
+            position,
+            &patterns,
+            key_prefix,
+            limit
         )
-        .bind(key_prefix)
-        .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -290,21 +285,21 @@ impl TenantStore {
         up_to: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE trigger_cursors t SET position = greatest(t.position, least(coalesce( \
                 (SELECT e.global_position - 1 FROM events e WHERE e.tenant_id = $1 \
                  AND e.global_position > t.position \
-                 AND e.recorded_at >= now() - $3 * interval '1 millisecond' \
+                 AND e.recorded_at >= now() - $3::bigint * interval '1 millisecond' \
                  ORDER BY e.global_position LIMIT 1), \
                 (SELECT max(e.global_position) FROM events e WHERE e.tenant_id = $1), \
                 t.position), \
                 coalesce($4, 9223372036854775807))) \
              WHERE t.tenant_id = $1 AND t.character = $2",
+            self.tenant as _,
+            character,
+            i64::try_from(settle.as_millis()).unwrap_or(i64::MAX),
+            up_to
         )
-        .bind(self.tenant)
-        .bind(character)
-        .bind(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX))
-        .bind(up_to)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -317,11 +312,11 @@ impl TenantStore {
     /// whose schedules and channel posts it runs.
     pub async fn routed_characters(&self) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin().await?;
-        let names = sqlx::query_scalar::<_, String>(
+        let names = sqlx::query_scalar!(
             "SELECT DISTINCT character FROM tenant_routes \
              WHERE tenant_id = $1 AND channel <> '*' ORDER BY 1",
+            self.tenant as _
         )
-        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -335,23 +330,18 @@ impl TenantStore {
         character: &str,
     ) -> Result<Option<RunDestination>, StoreError> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query_as::<_, (String, String)>(
-            "SELECT platform, channel FROM tenant_routes \
-             WHERE tenant_id = $1 AND character = $2 AND channel <> '*' \
-             ORDER BY platform, channel LIMIT 1",
+        let destination = sqlx::query_as!(
+            RunDestination,
+            r#"SELECT platform AS "platform: Platform", channel AS chat, '' AS "thread!"
+               FROM tenant_routes WHERE tenant_id = $1 AND character = $2 AND channel <> '*'
+               ORDER BY platform, channel LIMIT 1"#,
+            self.tenant as _,
+            character
         )
-        .bind(self.tenant)
-        .bind(character)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(row.and_then(|(platform, chat)| {
-            Platform::parse(&platform).map(|platform| RunDestination {
-                platform,
-                chat,
-                thread: String::new(),
-            })
-        }))
+        Ok(destination)
     }
 }
 
@@ -365,20 +355,25 @@ impl TenantStore {
         event: &NewEvent,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let finished = sqlx::query(
-            "UPDATE agent_runs SET finished_at = now() WHERE id = $1 AND finished_at IS NULL",
-        )
-        .bind(run)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if finished != 1 {
+        if !finish_run(&mut tx, run).await? {
             return Ok(false);
         }
         append(&mut tx, stream, 0, std::slice::from_ref(event)).await?;
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Marks run `id` finished; `false` when it was finished already.
+async fn finish_run(conn: &mut PgConnection, id: AgentRunId) -> Result<bool, StoreError> {
+    let finished = sqlx::query!(
+        "UPDATE agent_runs SET finished_at = now() WHERE id = $1 AND finished_at IS NULL",
+        id as _
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(finished == 1)
 }
 
 /// A SQL `LIKE` pattern (default escape character `\`) for the types of

@@ -26,7 +26,7 @@ pub struct NewDeadJob {
 }
 
 /// A recorded dead job.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeadJobModel {
     /// The record.
     pub id: uuid::Uuid,
@@ -52,25 +52,34 @@ pub struct DeadJobModel {
     pub replay_task_id: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, queue, task_id, kind, subject, job, error, attempts, dead_at, replayed_at, replay_task_id";
+/// Reads dead jobs as [`DeadJobModel`]s: the statement after the columns.
+macro_rules! select_dead_jobs {
+    ($rest:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            DeadJobModel,
+            "SELECT id, queue, task_id, kind, subject, job, error, attempts, dead_at, replayed_at, \
+             replay_task_id " + $rest
+            $(, $arg)*
+        )
+    };
+}
 
 impl Store {
     /// Records a dead job; returns its record id.
     pub async fn record_dead_job(&self, d: &NewDeadJob) -> Result<uuid::Uuid, StoreError> {
         let id = uuid::Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO dead_jobs (id, queue, task_id, kind, subject, job, error, attempts) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            id,
+            d.queue,
+            d.task_id,
+            d.kind,
+            d.subject,
+            d.job,
+            d.error,
+            d.attempts
         )
-        .bind(id)
-        .bind(d.queue)
-        .bind(&d.task_id)
-        .bind(d.kind)
-        .bind(d.subject)
-        .bind(&d.job)
-        .bind(&d.error)
-        .bind(d.attempts)
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -85,24 +94,27 @@ impl Store {
     ) -> Result<Vec<DeadJobModel>, StoreError> {
         // Two statements, not one with `NOT $1 OR replayed_at IS NULL`: a
         // cached plan of that could not use the open jobs' partial index.
-        let filter = if open_only {
-            "WHERE replayed_at IS NULL"
+        let jobs = if open_only {
+            select_dead_jobs!(
+                "FROM dead_jobs WHERE replayed_at IS NULL ORDER BY dead_at DESC, id DESC LIMIT $1",
+                limit
+            )
+            .fetch_all(&self.pool)
+            .await?
         } else {
-            ""
+            select_dead_jobs!(
+                "FROM dead_jobs ORDER BY dead_at DESC, id DESC LIMIT $1",
+                limit
+            )
+            .fetch_all(&self.pool)
+            .await?
         };
-        let jobs = sqlx::query_as::<_, DeadJobModel>(&format!(
-            "SELECT {COLUMNS} FROM dead_jobs {filter} ORDER BY dead_at DESC, id DESC LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
         Ok(jobs)
     }
 
     /// One dead job.
     pub async fn dead_job(&self, id: uuid::Uuid) -> Result<DeadJobModel, StoreError> {
-        sqlx::query_as::<_, DeadJobModel>(&format!("SELECT {COLUMNS} FROM dead_jobs WHERE id = $1"))
-            .bind(id)
+        select_dead_jobs!("FROM dead_jobs WHERE id = $1", id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound("dead job"))
@@ -115,12 +127,12 @@ impl Store {
         id: uuid::Uuid,
         replay_task_id: &str,
     ) -> Result<bool, StoreError> {
-        let marked = sqlx::query(
+        let marked = sqlx::query!(
             "UPDATE dead_jobs SET replayed_at = now(), replay_task_id = $2 \
              WHERE id = $1 AND replayed_at IS NULL",
+            id,
+            replay_task_id
         )
-        .bind(id)
-        .bind(replay_task_id)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -133,12 +145,12 @@ impl Store {
         id: uuid::Uuid,
         replay_task_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE dead_jobs SET replayed_at = NULL, replay_task_id = NULL \
              WHERE id = $1 AND replay_task_id = $2",
+            id,
+            replay_task_id
         )
-        .bind(id)
-        .bind(replay_task_id)
         .execute(&self.pool)
         .await?;
         Ok(())

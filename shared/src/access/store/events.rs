@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::event::Actor;
-use crate::ids::{EventId, TenantId};
+use crate::ids::{EventId, OutboxId, TenantId};
 
 /// An event to append.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ pub struct NewEvent {
 }
 
 /// An event read back from the log.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     /// Event id.
     pub id: uuid::Uuid,
@@ -45,7 +45,6 @@ pub struct StoredEvent {
     /// Position in the whole log.
     pub global_position: i64,
     /// Type name.
-    #[sqlx(rename = "type")]
     pub type_name: String,
     /// Actor kind.
     pub actor_kind: String,
@@ -61,10 +60,6 @@ pub struct StoredEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Columns of [`StoredEvent`].
-pub(super) const EVENT_COLUMNS: &str = "id, stream, version, global_position, type, actor_kind, \
-     actor_id, payload, correlation_id, trace_id, occurred_at";
-
 /// Appends `events` to `stream`, whose last version must be `expected`, in
 /// one statement; returns the stream's new version. Events whose dedupe key
 /// is already in the log are skipped (and take no version).
@@ -74,12 +69,24 @@ pub(super) async fn append(
     expected: i64,
     events: &[NewEvent],
 ) -> Result<i64, StoreError> {
-    let seen = if events.iter().any(|e| e.dedupe_key.is_some()) {
-        Seen::Skip
-    } else {
-        Seen::Refuse
-    };
-    insert(conn, stream, expected, events, seen, None).await
+    if events.iter().all(|e| e.dedupe_key.is_none()) {
+        return append_new(conn, stream, expected, events).await;
+    }
+    let c = Columns::of(events);
+    // Skipping needs a look-up per event and `ON CONFLICT`, a speculative
+    // insertion per row: only appends with keys pay for them.
+    let appended = insert_events!(
+        "",
+        "WHERE (n.dedupe_key IS NULL OR NOT EXISTS \
+         (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key))",
+        "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
+        stream,
+        expected,
+        c
+    )
+    .fetch_all(&mut *conn)
+    .await;
+    newest(appended, stream, expected)
 }
 
 /// Like [`append`], for events the caller knows are not in the log (its own
@@ -97,129 +104,134 @@ pub(super) async fn append_new(
     expected: i64,
     events: &[NewEvent],
 ) -> Result<i64, StoreError> {
-    insert(conn, stream, expected, events, Seen::Refuse, None).await
-}
-
-/// Like [`append_new`], in the same statement as `gate`, and only when the
-/// gate returns a row; `None` when it returned none (nothing appended).
-/// `events` must not be empty: without events there is no statement, and
-/// the gate does not run either.
-pub(super) async fn append_new_gated(
-    conn: &mut PgConnection,
-    stream: &str,
-    expected: i64,
-    events: &[NewEvent],
-    gate: Gate<'_>,
-) -> Result<Option<i64>, StoreError> {
-    let version = insert(conn, stream, expected, events, Seen::Refuse, Some(gate)).await?;
-    Ok((version != expected).then_some(version))
-}
-
-/// What an append does with an event whose dedupe key is already in the log.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Seen {
-    /// Leaves it out (it takes no version).
-    Skip,
-    /// Fails the append (the unique key refuses it).
-    Refuse,
-}
-
-/// A data-modifying statement that gates an append made in the same
-/// statement: its `RETURNING` rows are the gate, and without one nothing is
-/// appended. Its parameters are numbered from `$15`, after the append's.
-pub(super) struct Gate<'a> {
-    /// The statement, `… RETURNING …`.
-    pub sql: &'static str,
-    /// Binds its parameters, in order.
-    pub bind: Box<dyn for<'q> FnOnce(EventsQuery<'q>) -> EventsQuery<'q> + Send + 'a>,
-}
-
-/// The query of an append (returning the versions written).
-pub(super) type EventsQuery<'a> =
-    sqlx::query::QueryScalar<'a, sqlx::Postgres, i64, sqlx::postgres::PgArguments>;
-
-/// The one statement of [`append`], [`append_new`] and [`append_new_gated`].
-async fn insert(
-    conn: &mut PgConnection,
-    stream: &str,
-    expected: i64,
-    events: &[NewEvent],
-    seen: Seen,
-    gate: Option<Gate<'_>>,
-) -> Result<i64, StoreError> {
     if events.is_empty() {
         return Ok(expected);
     }
-    fn column<'a, T>(events: &'a [NewEvent], field: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
-        events.iter().map(field).collect()
-    }
-    let ids = column(events, |_| EventId::new_v7());
-    let tenants = column(events, |e| e.tenant_id);
-    let types = column(events, |e| e.type_name);
-    let occurred = column(events, |e| e.occurred_at);
-    let actor_kinds = column(events, |e| e.actor.kind.as_str());
-    let actor_ids = column(events, |e| e.actor.id.as_str());
-    let payloads = column(events, |e| &e.payload);
-    let dedupe_keys = column(events, |e| e.dedupe_key.as_deref());
-    let correlations = column(events, |e| e.correlation_id);
-    let causations = column(events, |e| e.causation_id);
-    let trace_ids = column(events, |e| e.trace_id.as_deref());
-    let sources = column(events, |e| e.source);
-    let mut conditions = Vec::new();
-    // Else a plain insert: `ON CONFLICT` costs a speculative insertion per row.
-    let on_conflict = if seen == Seen::Skip {
-        conditions.push(
-            "(n.dedupe_key IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key))",
-        );
-        "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
-    } else {
-        ""
-    };
-    let with_gate = match &gate {
-        Some(gate) => {
-            conditions.push("EXISTS (SELECT 1 FROM gate)");
-            format!("WITH gate AS ({}) ", gate.sql)
+    let c = Columns::of(events);
+    let appended = insert_events!("", "", "", stream, expected, c)
+        .fetch_all(&mut *conn)
+        .await;
+    newest(appended, stream, expected)
+}
+
+/// Marks outbox item `id` delivered (all `chunks` posted) and appends
+/// `event`, known to be new, in one statement, only when the item was not
+/// delivered before; `false` (nothing written) when it was.
+pub(super) async fn mark_delivered_with(
+    conn: &mut PgConnection,
+    id: OutboxId,
+    chunks: i32,
+    stream: &str,
+    event: &NewEvent,
+) -> Result<bool, StoreError> {
+    let c = Columns::of(std::slice::from_ref(event));
+    let appended = insert_events!(
+        "WITH gate AS (UPDATE outbox SET delivered_at = now(), \
+         chunks_delivered = greatest(chunks_delivered, $16) \
+         WHERE id = $15 AND delivered_at IS NULL RETURNING id) ",
+        "WHERE EXISTS (SELECT 1 FROM gate)",
+        "",
+        stream,
+        0,
+        c,
+        id as _,
+        chunks
+    )
+    .fetch_all(&mut *conn)
+    .await;
+    Ok(newest(appended, stream, 0)? != 0)
+}
+
+/// The envelope fields of events to append, column by column (the append
+/// unnests them: one statement for any number of events).
+struct Columns<'a> {
+    ids: Vec<uuid::Uuid>,
+    tenants: Vec<uuid::Uuid>,
+    types: Vec<&'a str>,
+    occurred: Vec<DateTime<Utc>>,
+    actor_kinds: Vec<&'a str>,
+    actor_ids: Vec<&'a str>,
+    payloads: Vec<&'a Value>,
+    dedupe_keys: Vec<Option<&'a str>>,
+    correlations: Vec<Option<uuid::Uuid>>,
+    causations: Vec<Option<uuid::Uuid>>,
+    trace_ids: Vec<Option<&'a str>>,
+    sources: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: &'a [NewEvent]) -> Self {
+        fn column<'a, T>(events: &'a [NewEvent], field: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
+            events.iter().map(field).collect()
         }
-        None => String::new(),
+        Self {
+            ids: column(events, |_| EventId::new_v7().0),
+            tenants: column(events, |e| e.tenant_id.0),
+            types: column(events, |e| e.type_name),
+            occurred: column(events, |e| e.occurred_at),
+            actor_kinds: column(events, |e| e.actor.kind.as_str()),
+            actor_ids: column(events, |e| e.actor.id.as_str()),
+            payloads: column(events, |e| &e.payload),
+            dedupe_keys: column(events, |e| e.dedupe_key.as_deref()),
+            correlations: column(events, |e| e.correlation_id),
+            causations: column(events, |e| e.causation_id),
+            trace_ids: column(events, |e| e.trace_id.as_deref()),
+            sources: column(events, |e| e.source),
+        }
+    }
+}
+
+/// The one append statement, in the forms [`append`], [`append_new`] and
+/// [`mark_delivered_with`] need: a `WITH` before it, a filter of the events
+/// and a conflict clause, as literals (the query is checked at compile
+/// time); more parameters, from `$15`, follow the columns.
+macro_rules! insert_events {
+    ($with:literal, $filter:literal, $conflict:literal, $stream:expr, $expected:expr, $c:expr $(, $more:expr)*) => {
+        sqlx::query_scalar!(
+            $with
+                + "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, \
+                   actor_kind, actor_id, payload_schema, payload, dedupe_key, correlation_id, \
+                   causation_id, trace_id, source) \
+                   SELECT n.id, n.tenant_id, $1, $2 + row_number() OVER (ORDER BY n.ord), n.type, \
+                   n.occurred_at, n.actor_kind, n.actor_id, 'urn:automate-e:schema:' || n.type, \
+                   n.payload, n.dedupe_key, n.correlation_id, n.causation_id, n.trace_id, n.source \
+                   FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[], \
+                   $8::text[], $9::jsonb[], $10::text[], $11::uuid[], $12::uuid[], $13::text[], \
+                   $14::text[]) WITH ORDINALITY AS n (id, tenant_id, type, occurred_at, actor_kind, \
+                   actor_id, payload, dedupe_key, correlation_id, causation_id, trace_id, source, ord) "
+                + $filter
+                + " ORDER BY n.ord "
+                + $conflict
+                + " RETURNING version",
+            $stream,
+            $expected,
+            &$c.ids,
+            &$c.tenants,
+            &$c.types as _,
+            &$c.occurred,
+            &$c.actor_kinds as _,
+            &$c.actor_ids as _,
+            &$c.payloads as _,
+            &$c.dedupe_keys as _,
+            &$c.correlations as _,
+            &$c.causations as _,
+            &$c.trace_ids as _,
+            &$c.sources as _
+            $(, $more)*
+        )
     };
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
-    let sql = format!(
-        "{with_gate}INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
-         actor_id, payload_schema, payload, dedupe_key, correlation_id, causation_id, trace_id, source) \
-         SELECT n.id, n.tenant_id, $1, $2 + row_number() OVER (ORDER BY n.ord), n.type, \
-         n.occurred_at, n.actor_kind, n.actor_id, 'urn:automate-e:schema:' || n.type, n.payload, \
-         n.dedupe_key, n.correlation_id, n.causation_id, n.trace_id, n.source \
-         FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], \
-         $9::jsonb[], $10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[]) WITH ORDINALITY \
-         AS n (id, tenant_id, type, occurred_at, actor_kind, actor_id, payload, dedupe_key, \
-         correlation_id, causation_id, trace_id, source, ord) \
-         {filter} ORDER BY n.ord {on_conflict} RETURNING version"
-    );
-    let query = sqlx::query_scalar::<_, i64>(&sql)
-        .bind(stream)
-        .bind(expected)
-        .bind(&ids)
-        .bind(&tenants)
-        .bind(&types)
-        .bind(&occurred)
-        .bind(&actor_kinds)
-        .bind(&actor_ids)
-        .bind(&payloads)
-        .bind(&dedupe_keys)
-        .bind(&correlations)
-        .bind(&causations)
-        .bind(&trace_ids)
-        .bind(&sources);
-    let query = match gate {
-        Some(gate) => (gate.bind)(query),
-        None => query,
-    };
-    let versions = query.fetch_all(&mut *conn).await.map_err(|e| match &e {
+}
+use insert_events;
+
+/// The stream's version after an append: the highest version written, or
+/// `expected` when nothing was; the append's unique keys become their
+/// errors.
+fn newest(
+    appended: Result<Vec<i64>, sqlx::Error>,
+    stream: &str,
+    expected: i64,
+) -> Result<i64, StoreError> {
+    let versions = appended.map_err(|e| match &e {
         sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
             StoreError::VersionConflict {
                 stream: stream.to_owned(),
@@ -288,12 +300,10 @@ impl TenantTx {
 
     /// The last version of a stream (0 when empty).
     pub async fn stream_version(&mut self, stream: &str) -> Result<i64, StoreError> {
-        let version = sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT max(version) FROM events WHERE stream = $1",
-        )
-        .bind(stream)
-        .fetch_one(&mut **self)
-        .await?;
+        let version =
+            sqlx::query_scalar!("SELECT max(version) FROM events WHERE stream = $1", stream)
+                .fetch_one(&mut **self)
+                .await?;
         Ok(version.unwrap_or(0))
     }
 
@@ -303,13 +313,14 @@ impl TenantTx {
         stream: &str,
         types: &[&str],
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
-        let events = sqlx::query_as::<_, StoredEvent>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE stream = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2)) ORDER BY version"
-        ))
-        .bind(stream)
-        .bind(&types)
+        let events = sqlx::query_as!(
+            StoredEvent,
+            "SELECT id, stream, version, global_position, type AS type_name, actor_kind, actor_id, \
+             payload, correlation_id, trace_id, occurred_at FROM events \
+             WHERE stream = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2)) ORDER BY version",
+            stream,
+            types as _
+        )
         .fetch_all(&mut **self)
         .await?;
         Ok(events)
@@ -330,27 +341,44 @@ impl TenantTx {
     ) -> Result<StreamTail, StoreError> {
         // The newest rows read backwards along (stream, version); the last
         // event comes along whatever its type, for the version.
-        let rows = sqlx::query_as::<_, TailRow>(&format!(
-            "(SELECT {EVENT_COLUMNS}, false AS keyed FROM events WHERE stream = $1 \
-               AND (type = ANY($2) OR version = (SELECT max(version) FROM events WHERE stream = $1)) \
-               ORDER BY version DESC LIMIT $3) \
-             UNION ALL \
-             SELECT {EVENT_COLUMNS}, true FROM events \
-             WHERE dedupe_key = ANY($4) AND stream = $1"
-        ))
-        .bind(stream)
-        .bind(types)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-        .bind(keys)
+        let rows = sqlx::query!(
+            r#"(SELECT id AS "id!", stream AS "stream!", version AS "version!",
+                 global_position AS "global_position!", type AS "type!", actor_kind AS "actor_kind!",
+                 actor_id AS "actor_id!", payload AS "payload!", correlation_id, trace_id,
+                 occurred_at AS "occurred_at!", false AS "keyed!" FROM events WHERE stream = $1
+               AND (type = ANY($2) OR version = (SELECT max(version) FROM events WHERE stream = $1))
+               ORDER BY version DESC LIMIT $3)
+             UNION ALL
+             SELECT id, stream, version, global_position, type, actor_kind, actor_id, payload,
+                 correlation_id, trace_id, occurred_at, true FROM events
+             WHERE dedupe_key = ANY($4) AND stream = $1"#,
+            stream,
+            types as _,
+            i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1),
+            keys
+        )
         .fetch_all(&mut **self)
         .await?;
         let mut tail = StreamTail::default();
         for row in rows {
-            tail.version = tail.version.max(row.event.version);
+            let event = StoredEvent {
+                id: row.id,
+                stream: row.stream,
+                version: row.version,
+                global_position: row.global_position,
+                type_name: row.r#type,
+                actor_kind: row.actor_kind,
+                actor_id: row.actor_id,
+                payload: row.payload,
+                correlation_id: row.correlation_id,
+                trace_id: row.trace_id,
+                occurred_at: row.occurred_at,
+            };
+            tail.version = tail.version.max(event.version);
             if row.keyed {
-                tail.keyed.push(row.event);
-            } else if types.contains(&row.event.type_name.as_str()) {
-                tail.events.push(row.event);
+                tail.keyed.push(event);
+            } else if types.contains(&event.type_name.as_str()) {
+                tail.events.push(event);
             }
         }
         tail.events.sort_by_key(|e| std::cmp::Reverse(e.version));
@@ -370,14 +398,6 @@ pub struct StreamTail {
     pub keyed: Vec<StoredEvent>,
     /// The stream's last version (0 when empty).
     pub version: i64,
-}
-
-/// A row of [`TenantTx::read_stream_tail`].
-#[derive(sqlx::FromRow)]
-struct TailRow {
-    #[sqlx(flatten)]
-    event: StoredEvent,
-    keyed: bool,
 }
 
 in_own_transaction! {

@@ -19,19 +19,19 @@ impl TenantStore {
         conversation: ConversationId,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let stored = sqlx::query(
+        let stored = sqlx::query!(
             "INSERT INTO user_facts (tenant_id, platform, user_id, fact, conversation_id) \
              SELECT $1, $2, $3, $4, $5 \
              WHERE (SELECT count(*) FROM user_facts \
                     WHERE tenant_id = $1 AND platform = $2 AND user_id = $3) < $6 \
              ON CONFLICT DO NOTHING",
+            self.tenant as _,
+            platform as _,
+            user_id,
+            fact,
+            conversation as _,
+            MAX_FACTS_PER_USER
         )
-        .bind(self.tenant)
-        .bind(platform.as_str())
-        .bind(user_id)
-        .bind(fact)
-        .bind(conversation)
-        .bind(MAX_FACTS_PER_USER)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -49,15 +49,16 @@ impl TenantTx {
         since: Option<DateTime<Utc>>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut facts = sqlx::query_scalar::<_, String>(
+        let mut facts = sqlx::query_scalar!(
             "SELECT fact FROM user_facts WHERE tenant_id = $1 AND platform = $2 AND user_id = $3 \
-             AND ($4::timestamptz IS NULL OR learned_at >= $4) ORDER BY learned_at DESC, fact LIMIT $5",
+             AND ($4::timestamptz IS NULL OR learned_at >= $4) \
+             ORDER BY learned_at DESC, fact LIMIT $5",
+            self.tenant as _,
+            platform as _,
+            user_id,
+            since,
+            limit
         )
-        .bind(self.tenant)
-        .bind(platform.as_str())
-        .bind(user_id)
-        .bind(since)
-        .bind(limit)
         .fetch_all(&mut **self)
         .await?;
         facts.reverse();

@@ -39,7 +39,7 @@ pub struct NewMessageParams {
 }
 
 /// A conversation row.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationModel {
     /// The row.
     pub id: ConversationId,
@@ -72,7 +72,7 @@ pub enum RecordOutcome {
 }
 
 /// An inbox message with its conversation.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxModel {
     /// The row.
     pub id: InboxId,
@@ -82,8 +82,8 @@ pub struct InboxModel {
     pub conversation_id: ConversationId,
     /// Character of the conversation.
     pub character: String,
-    /// Platform name.
-    pub platform: String,
+    /// Platform.
+    pub platform: Platform,
     /// Chat.
     pub chat: String,
     /// Thread.
@@ -99,10 +99,6 @@ pub struct InboxModel {
     /// When its turn completed, if it did.
     pub processed_at: Option<DateTime<Utc>>,
 }
-
-/// Columns of [`InboxModel`] over `inbox i JOIN conversations c`.
-pub(super) const INBOX_COLUMNS: &str = "i.id, i.tenant_id, i.conversation_id, c.character, \
-     c.platform, c.chat, c.thread, i.author_id, i.text, i.attachments, i.received_at, i.processed_at";
 
 /// A conversation's key, with the character that answers it if it is new.
 struct ConversationKey<'a> {
@@ -184,35 +180,39 @@ async fn conversations_for(
         // planner from scanning all of the tenant's conversations), and
         // only the keys not found are inserted.
         let new_ids: Vec<uuid::Uuid> = missing.iter().map(|_| ConversationId::new_v7().0).collect();
-        let rows = sqlx::query_as::<_, (ConversationId, String, String, String)>(
-            "WITH k AS ( \
-                 SELECT DISTINCT ON (platform, chat, thread) id, platform, chat, thread, character \
-                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                     AS m (id, platform, chat, thread, character)), \
-             found AS ( \
-                 SELECT c.id, c.platform, c.chat, c.thread FROM k, \
-                 LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c \
-                     WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat \
-                     AND c.thread = k.thread LIMIT 1) c), \
-             inserted AS ( \
-                 INSERT INTO conversations (id, tenant_id, platform, chat, thread, character) \
-                 SELECT k.id, $1, k.platform, k.chat, k.thread, k.character FROM k \
-                 WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.platform = k.platform \
-                     AND f.chat = k.chat AND f.thread = k.thread) \
-                 ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING \
-                 RETURNING id, platform, chat, thread) \
-             SELECT id, platform, chat, thread FROM found \
-             UNION ALL SELECT id, platform, chat, thread FROM inserted",
+        let rows = sqlx::query!(
+            r#"WITH k AS (
+                 SELECT DISTINCT ON (platform, chat, thread) id, platform, chat, thread, character
+                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+                     AS m (id, platform, chat, thread, character)),
+             found AS (
+                 SELECT c.id, c.platform, c.chat, c.thread FROM k,
+                 LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c
+                     WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat
+                     AND c.thread = k.thread LIMIT 1) c),
+             inserted AS (
+                 INSERT INTO conversations (id, tenant_id, platform, chat, thread, character)
+                 SELECT k.id, $1, k.platform, k.chat, k.thread, k.character FROM k
+                 WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.platform = k.platform
+                     AND f.chat = k.chat AND f.thread = k.thread)
+                 ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING
+                 RETURNING id, platform, chat, thread)
+             SELECT id AS "id!: ConversationId", platform AS "platform!", chat AS "chat!",
+             thread AS "thread!" FROM found
+             UNION ALL SELECT id, platform, chat, thread FROM inserted"#,
+            tenant as _,
+            &new_ids,
+            &column(&missing, |k| k.platform),
+            &column(&missing, |k| k.chat),
+            &column(&missing, |k| k.thread),
+            &column(&missing, |k| k.character)
         )
-        .bind(tenant)
-        .bind(&new_ids)
-        .bind(column(&missing, |k| k.platform))
-        .bind(column(&missing, |k| k.chat))
-        .bind(column(&missing, |k| k.thread))
-        .bind(column(&missing, |k| k.character))
         .fetch_all(&mut *conn)
         .await?;
-        found.extend(rows.into_iter().map(|(id, p, c, t)| ((p, c, t), id)));
+        found.extend(
+            rows.into_iter()
+                .map(|r| ((r.platform, r.chat, r.thread), r.id)),
+        );
     }
     let ids: Option<Vec<ConversationId>> = keys
         .iter()
@@ -222,6 +222,30 @@ async fn conversations_for(
         return Ok(ids);
     }
     Err(StoreError::NotFound("conversation"))
+}
+
+/// Writes `text` to the outbox under `dedupe_key`, for delivery into
+/// conversation `conversation`; `None` when an item with that key exists.
+pub(super) async fn insert_outbox(
+    conn: &mut PgConnection,
+    id: OutboxId,
+    conversation: ConversationId,
+    dedupe_key: &str,
+    text: &str,
+) -> Result<Option<OutboxId>, StoreError> {
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text)
+           SELECT $1, c.tenant_id, c.id, $2, c.platform, c.chat, c.thread, $3 FROM conversations c
+           WHERE c.id = $4
+           ON CONFLICT (dedupe_key) DO NOTHING RETURNING id AS "id: OutboxId""#,
+        id as _,
+        dedupe_key,
+        text,
+        conversation as _
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(id)
 }
 
 impl TenantTx {
@@ -242,61 +266,55 @@ impl TenantTx {
             .iter()
             .map(|p| p.platform_message_id.as_str())
             .collect();
-        let inserted: HashSet<InboxId> = sqlx::query_scalar::<_, InboxId>(
-            "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
-             delivery_id, author_id, text, attachments, received_at) \
-             SELECT m.id, $1, m.conversation_id, m.platform, m.platform_message_id, m.delivery_id, \
-             m.author_id, m.text, m.attachments, m.received_at \
-             FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], \
-             $8::text[], $9::jsonb[], $10::timestamptz[]) AS m (id, conversation_id, platform, \
-             platform_message_id, delivery_id, author_id, text, attachments, received_at) \
-             ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id",
-        )
-        .bind(tenant)
-        .bind(&ids)
-        .bind(conversations.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(&platforms)
-        .bind(&message_ids)
-        .bind(
-            batch
+        let inserted: HashSet<InboxId> = sqlx::query_scalar!(
+            r#"INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id,
+             delivery_id, author_id, text, attachments, received_at)
+             SELECT m.id, $1, m.conversation_id, m.platform, m.platform_message_id, m.delivery_id,
+             m.author_id, m.text, m.attachments, m.received_at
+             FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+             $8::text[], $9::jsonb[], $10::timestamptz[]) AS m (id, conversation_id, platform,
+             platform_message_id, delivery_id, author_id, text, attachments, received_at)
+             ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id AS "id: InboxId""#,
+            tenant as _,
+            &ids,
+            &conversations.iter().map(|c| c.0).collect::<Vec<_>>(),
+            &platforms as _,
+            &message_ids as _,
+            &batch
                 .iter()
                 .map(|p| p.delivery_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
+                .collect::<Vec<_>>() as _,
+            &batch
                 .iter()
                 .map(|p| p.author_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(batch.iter().map(|p| p.text.as_str()).collect::<Vec<_>>())
-        .bind(
-            batch
+                .collect::<Vec<_>>() as _,
+            &batch.iter().map(|p| p.text.as_str()).collect::<Vec<_>>() as _,
+            &batch
                 .iter()
                 .map(|p| Json(&p.attachments))
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>() as _,
+            &batch.iter().map(|p| p.received_at).collect::<Vec<_>>()
         )
-        .bind(batch.iter().map(|p| p.received_at).collect::<Vec<_>>())
         .fetch_all(&mut **self)
         .await?
         .into_iter()
         .collect();
         let mut existing = HashMap::new();
         if inserted.len() < batch.len() {
-            let rows = sqlx::query_as::<_, (String, String, InboxId, bool)>(
-                "SELECT i.platform, i.platform_message_id, i.id, i.processed_at IS NOT NULL \
-                 FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS k (platform, message)) k, \
-                 LATERAL (SELECT i.platform, i.platform_message_id, i.id, i.processed_at FROM inbox i \
-                     WHERE i.platform = k.platform AND i.platform_message_id = k.message LIMIT 1) i",
+            let rows = sqlx::query!(
+                r#"SELECT i.platform AS "platform!", i.platform_message_id AS "message!",
+                   i.id AS "id!: InboxId", i.processed_at IS NOT NULL AS "processed!"
+                   FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS k (platform, message)) k,
+                   LATERAL (SELECT i.platform, i.platform_message_id, i.id, i.processed_at FROM inbox i
+                       WHERE i.platform = k.platform AND i.platform_message_id = k.message LIMIT 1) i"#,
+                &platforms as _,
+                &message_ids as _
             )
-            .bind(&platforms)
-            .bind(&message_ids)
             .fetch_all(&mut **self)
             .await?;
             existing.extend(
-                rows.into_iter().map(|(platform, message, id, processed)| {
-                    ((platform, message), (id, processed))
-                }),
+                rows.into_iter()
+                    .map(|r| ((r.platform, r.message), (r.id, r.processed))),
             );
         }
         batch
@@ -351,20 +369,7 @@ impl TenantStore {
         )
         .await?;
         let id = OutboxId::new_v7();
-        sqlx::query(
-            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id)
-        .bind(p.tenant_id)
-        .bind(conversation_id)
-        .bind(format!("notice:{id}"))
-        .bind(p.platform.as_str())
-        .bind(&p.chat)
-        .bind(&p.thread)
-        .bind(text)
-        .execute(&mut *tx)
-        .await?;
+        insert_outbox(&mut tx, id, conversation_id, &format!("notice:{id}"), text).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -377,12 +382,14 @@ impl TenantStore {
         thread: &str,
     ) -> Result<Option<ConversationModel>, StoreError> {
         let mut tx = self.begin().await?;
-        let conversation = sqlx::query_as::<_, ConversationModel>(
-            "SELECT id, tenant_id, chat, thread, character FROM conversations \
-             WHERE platform = $1 AND thread = $2 AND thread <> '' LIMIT 1",
+        let conversation = sqlx::query_as!(
+            ConversationModel,
+            r#"SELECT id AS "id: ConversationId", tenant_id AS "tenant_id: TenantId", chat, thread,
+               character FROM conversations WHERE platform = $1 AND thread = $2 AND thread <> ''
+               LIMIT 1"#,
+            platform as _,
+            thread
         )
-        .bind(platform.as_str())
-        .bind(thread)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -396,13 +403,13 @@ impl TenantStore {
         limit: i64,
     ) -> Result<Vec<InboxId>, StoreError> {
         let mut tx = self.begin().await?;
-        let ids = sqlx::query_scalar::<_, InboxId>(
-            "SELECT id FROM inbox WHERE tenant_id = $3 AND processed_at IS NULL AND received_at < $1 \
-             ORDER BY received_at LIMIT $2",
+        let ids = sqlx::query_scalar!(
+            r#"SELECT id AS "id: InboxId" FROM inbox WHERE tenant_id = $3 AND processed_at IS NULL
+               AND received_at < $1 ORDER BY received_at LIMIT $2"#,
+            before,
+            limit,
+            self.tenant as _
         )
-        .bind(before)
-        .bind(limit)
-        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -416,13 +423,13 @@ impl TenantStore {
     /// `outbox_failure_notices` index answer; the `LIKE` names that index.
     pub async fn reopen_failed_message(&self, id: InboxId) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let reopened = sqlx::query(
+        let reopened = sqlx::query!(
             "UPDATE inbox SET processed_at = NULL WHERE id = $1 AND processed_at IS NOT NULL \
              AND EXISTS (SELECT 1 FROM outbox WHERE dedupe_key LIKE 'turn-failed:%' \
                  AND dedupe_key ~>=~ ('turn-failed:' || $1::text || ':') \
                  AND dedupe_key ~<~ ('turn-failed:' || $1::text || ';'))",
+            id as _
         )
-        .bind(id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -434,11 +441,15 @@ impl TenantStore {
 impl TenantTx {
     /// An inbox message with its conversation.
     pub async fn inbox_message(&mut self, id: InboxId) -> Result<InboxModel, StoreError> {
-        sqlx::query_as::<_, InboxModel>(&format!(
-            "SELECT {INBOX_COLUMNS} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
-             WHERE i.id = $1"
-        ))
-        .bind(id)
+        sqlx::query_as!(
+            InboxModel,
+            r#"SELECT i.id AS "id: InboxId", i.tenant_id AS "tenant_id: TenantId",
+               i.conversation_id AS "conversation_id: ConversationId", c.character,
+               c.platform AS "platform: Platform", c.chat, c.thread, i.author_id, i.text,
+               i.attachments AS "attachments: Json<Vec<Attachment>>", i.received_at, i.processed_at
+               FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1"#,
+            id as _
+        )
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("inbox message"))

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use super::inbox::INBOX_COLUMNS;
+use sqlx::types::Json;
+
 use super::{InboxModel, StoreError, TenantStore, TenantTx, in_own_transaction};
-use crate::ids::{ConversationId, InboxId, ProposalId, TenantId};
+use crate::event::Attachment;
+use crate::ids::{ConversationId, InboxId, Platform, ProposalId, TenantId};
 
 /// A held conversation lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,35 +31,15 @@ fn millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Takes the lease of the conversations a statement's `WHERE` picks among
-/// those whose lease is free; `$2` is the holder, `$3` the time-to-live in
-/// milliseconds.
-const TAKE_FREE_LEASE: &str = "UPDATE conversations SET lease_fence = nextval('lease_fences'), \
-     lease_holder = $2, lease_until = now() + $3 * interval '1 millisecond' \
-     WHERE (lease_until IS NULL OR lease_until < now())";
-
-/// Gives the lease with fence `$2` of conversation `$1` back (a no-op when
-/// it was taken over, or `$2` is null).
-const RELEASE_LEASE: &str = "UPDATE conversations SET lease_until = NULL, lease_holder = NULL \
-     WHERE id = $1 AND lease_fence = $2";
-
-/// A message and, when it was taken, its conversation's lease.
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    #[sqlx(flatten)]
-    msg: InboxModel,
-    lease_fence: Option<i64>,
-}
-
 /// Fails with [`StoreError::LeaseLost`] unless `lease` is still the
 /// conversation's; holds a share lock on the conversation row until the
 /// transaction ends, so no one can take the lease over before it commits.
 pub(super) async fn check_fence(conn: &mut PgConnection, lease: &Lease) -> Result<(), StoreError> {
-    let held = sqlx::query_scalar::<_, i32>(
-        "SELECT 1 FROM conversations WHERE id = $1 AND lease_fence = $2 FOR SHARE",
+    let held = sqlx::query_scalar!(
+        "SELECT 1 AS held FROM conversations WHERE id = $1 AND lease_fence = $2 FOR SHARE",
+        lease.conversation_id as _,
+        lease.fence
     )
-    .bind(lease.conversation_id)
-    .bind(lease.fence)
     .fetch_optional(&mut *conn)
     .await?;
     held.map(|_| ()).ok_or(StoreError::LeaseLost)
@@ -65,19 +47,22 @@ pub(super) async fn check_fence(conn: &mut PgConnection, lease: &Lease) -> Resul
 
 impl TenantTx {
     /// Takes the conversation's lease for `ttl` unless another holder's lease
-    /// is still running.
+    /// is still running: sets its fence to a number never given before.
     pub async fn try_acquire_lease(
         &mut self,
         conversation: ConversationId,
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let fence = sqlx::query_scalar::<_, i64>(&format!(
-            "{TAKE_FREE_LEASE} AND id = $1 RETURNING lease_fence"
-        ))
-        .bind(conversation)
-        .bind(holder)
-        .bind(millis(ttl))
+        let fence = sqlx::query_scalar!(
+            r#"UPDATE conversations SET lease_fence = nextval('lease_fences'), lease_holder = $2,
+               lease_until = now() + $3::bigint * interval '1 millisecond'
+               WHERE (lease_until IS NULL OR lease_until < now()) AND id = $1
+               RETURNING lease_fence AS "lease_fence!""#,
+            conversation as _,
+            holder,
+            millis(ttl)
+        )
         .fetch_optional(&mut **self)
         .await?;
         Ok(self.hold(conversation, fence))
@@ -85,29 +70,52 @@ impl TenantTx {
 
     /// Reads an inbox message and, unless it was answered, tries to take
     /// its conversation's lease, in one statement: like
-    /// [`Self::inbox_message`] then [`Self::try_acquire_lease`].
+    /// [`Self::inbox_message`] then [`Self::try_acquire_lease`] (the same
+    /// update).
     pub async fn claim(
         &mut self,
         inbox_id: InboxId,
         holder: &str,
         ttl: Duration,
     ) -> Result<(InboxModel, Option<Lease>), StoreError> {
-        let claimed = sqlx::query_as::<_, Claimed>(&format!(
-            "WITH msg AS (SELECT {INBOX_COLUMNS} FROM inbox i \
-                 JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1), \
-             taken AS ({TAKE_FREE_LEASE} \
-                 AND id = (SELECT conversation_id FROM msg WHERE processed_at IS NULL) \
-                 RETURNING lease_fence) \
-             SELECT msg.*, (SELECT lease_fence FROM taken) FROM msg"
-        ))
-        .bind(inbox_id)
-        .bind(holder)
-        .bind(millis(ttl))
+        let row = sqlx::query!(
+            r#"WITH msg AS (SELECT i.id, i.tenant_id, i.conversation_id, c.character, c.platform,
+                 c.chat, c.thread, i.author_id, i.text, i.attachments, i.received_at, i.processed_at
+                 FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1),
+             taken AS (UPDATE conversations SET lease_fence = nextval('lease_fences'),
+                 lease_holder = $2, lease_until = now() + $3::bigint * interval '1 millisecond'
+                 WHERE (lease_until IS NULL OR lease_until < now())
+                 AND id = (SELECT conversation_id FROM msg WHERE processed_at IS NULL)
+                 RETURNING lease_fence)
+             SELECT id AS "id!: InboxId", tenant_id AS "tenant_id!: TenantId",
+                 conversation_id AS "conversation_id!: ConversationId", character AS "character!",
+                 platform AS "platform!: Platform", chat AS "chat!", thread AS "thread!",
+                 author_id AS "author_id!", text AS "text!",
+                 attachments AS "attachments!: Json<Vec<Attachment>>", received_at AS "received_at!",
+                 processed_at, (SELECT lease_fence FROM taken) FROM msg"#,
+            inbox_id as _,
+            holder,
+            millis(ttl)
+        )
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("inbox message"))?;
-        let lease = self.hold(claimed.msg.conversation_id, claimed.lease_fence);
-        Ok((claimed.msg, lease))
+        let msg = InboxModel {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            conversation_id: row.conversation_id,
+            character: row.character,
+            platform: row.platform,
+            chat: row.chat,
+            thread: row.thread,
+            author_id: row.author_id,
+            text: row.text,
+            attachments: row.attachments,
+            received_at: row.received_at,
+            processed_at: row.processed_at,
+        };
+        let lease = self.hold(msg.conversation_id, row.lease_fence);
+        Ok((msg, lease))
     }
 
     /// The lease `fence` stands for, if one was taken. The conversation's
@@ -127,13 +135,13 @@ impl TenantTx {
 
     /// Extends a held lease; `false` when it was taken over or released.
     pub async fn renew_lease(&mut self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let renewed = sqlx::query(
-            "UPDATE conversations SET lease_until = now() + $3 * interval '1 millisecond' \
+        let renewed = sqlx::query!(
+            "UPDATE conversations SET lease_until = now() + $3::bigint * interval '1 millisecond' \
              WHERE id = $1 AND lease_fence = $2 AND lease_until IS NOT NULL",
+            lease.conversation_id as _,
+            lease.fence,
+            millis(ttl)
         )
-        .bind(lease.conversation_id)
-        .bind(lease.fence)
-        .bind(millis(ttl))
         .execute(&mut **self)
         .await?
         .rows_affected();
@@ -142,11 +150,14 @@ impl TenantTx {
 
     /// Gives a lease back (a no-op when it was taken over).
     pub async fn release_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query(RELEASE_LEASE)
-            .bind(lease.conversation_id)
-            .bind(lease.fence)
-            .execute(&mut **self)
-            .await?;
+        sqlx::query!(
+            "UPDATE conversations SET lease_until = NULL, lease_holder = NULL \
+             WHERE id = $1 AND lease_fence = $2",
+            lease.conversation_id as _,
+            lease.fence
+        )
+        .execute(&mut **self)
+        .await?;
         Ok(())
     }
 
@@ -157,13 +168,15 @@ impl TenantTx {
         conversation: ConversationId,
         lease: Option<&Lease>,
     ) -> Result<Vec<ProposalId>, StoreError> {
-        let ids = sqlx::query_scalar::<_, ProposalId>(&format!(
-            "WITH released AS ({RELEASE_LEASE}) \
-             SELECT id FROM proposals WHERE conversation_id = $1 AND state = 'proposed' \
-             ORDER BY created_at"
-        ))
-        .bind(conversation)
-        .bind(lease.map(|l| l.fence))
+        // The release is a no-op without a lease (a null fence matches no row).
+        let ids = sqlx::query_scalar!(
+            r#"WITH released AS (UPDATE conversations SET lease_until = NULL, lease_holder = NULL
+                 WHERE id = $1 AND lease_fence = $2)
+             SELECT id AS "id: ProposalId" FROM proposals
+             WHERE conversation_id = $1 AND state = 'proposed' ORDER BY created_at"#,
+            conversation as _,
+            lease.map(|l| l.fence)
+        )
         .fetch_all(&mut **self)
         .await?;
         Ok(ids)
@@ -175,14 +188,18 @@ impl TenantTx {
         conversation: ConversationId,
         limit: i64,
     ) -> Result<Vec<InboxModel>, StoreError> {
-        let messages = sqlx::query_as::<_, InboxModel>(&format!(
-            "SELECT {} FROM inbox i JOIN conversations c ON c.id = i.conversation_id \
-             WHERE i.conversation_id = $1 AND i.processed_at IS NULL \
-             ORDER BY i.received_at, i.id LIMIT $2",
-            super::inbox::INBOX_COLUMNS
-        ))
-        .bind(conversation)
-        .bind(limit)
+        let messages = sqlx::query_as!(
+            InboxModel,
+            r#"SELECT i.id AS "id: InboxId", i.tenant_id AS "tenant_id: TenantId",
+               i.conversation_id AS "conversation_id: ConversationId", c.character,
+               c.platform AS "platform: Platform", c.chat, c.thread, i.author_id, i.text,
+               i.attachments AS "attachments: Json<Vec<Attachment>>", i.received_at, i.processed_at
+               FROM inbox i JOIN conversations c ON c.id = i.conversation_id
+               WHERE i.conversation_id = $1 AND i.processed_at IS NULL
+               ORDER BY i.received_at, i.id LIMIT $2"#,
+            conversation as _,
+            limit
+        )
         .fetch_all(&mut **self)
         .await?;
         Ok(messages)

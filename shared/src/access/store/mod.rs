@@ -26,8 +26,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::postgres::Postgres;
+use sqlx::postgres::{PgPoolOptions, Postgres};
 use sqlx::{PgConnection, PgPool, Transaction};
 
 use crate::config::DatabaseConfig;
@@ -127,7 +126,9 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query_scalar!("SELECT 1 AS ok")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -146,9 +147,12 @@ impl TenantStore {
     }
 
     /// Begins a transaction with the tenant set for row-level security, in
-    /// one round trip. The id is a UUID, so formatting it into the statement
-    /// cannot inject anything. `SET LOCAL` rather than `set_config`: a
-    /// utility statement is neither planned nor answered with a row.
+    /// one round trip. `SET LOCAL` rather than `set_config`: a utility
+    /// statement is neither planned nor answered with a row.
+    ///
+    /// Not a query macro: two statements in one round trip need the simple
+    /// protocol, which takes no parameters; the id is a UUID, so formatting
+    /// it in cannot inject anything.
     pub async fn begin(&self) -> Result<TenantTx, StoreError> {
         let begin = format!("BEGIN; SET LOCAL automate_e.tenant_id = '{}'", self.tenant);
         Ok(TenantTx {
@@ -156,33 +160,6 @@ impl TenantStore {
             tenant: self.tenant,
             fenced: None,
         })
-    }
-
-    /// Sets or clears `given_up_at` of row `id` of `table` while its work
-    /// is not done (`done` is null); `false` when there was nothing to
-    /// change. Both names are the caller's constants.
-    async fn set_given_up<I>(
-        &self,
-        table: &'static str,
-        done: &'static str,
-        id: I,
-        given_up: bool,
-    ) -> Result<bool, StoreError>
-    where
-        I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
-    {
-        let mut tx = self.begin().await?;
-        let changed = sqlx::query(&format!(
-            "UPDATE {table} SET given_up_at = CASE WHEN $2 THEN now() END \
-             WHERE id = $1 AND {done} IS NULL AND (given_up_at IS NULL) = $2"
-        ))
-        .bind(id)
-        .bind(given_up)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(changed == 1)
     }
 
     /// Begins a transaction that may write for the holder of `lease`: the

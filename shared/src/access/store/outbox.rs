@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Gate, NewEvent, append_new, append_new_gated};
+use super::events::{NewEvent, append_new, mark_delivered_with};
 use super::lease::{Lease, check_fence};
 use super::{StoreError, TenantStore, TenantTx};
-use crate::ids::{ConversationId, InboxId, OutboxId, TenantId};
+use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
 /// A reply that ends a turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +32,7 @@ pub struct ReplyParams {
 }
 
 /// An outbox row.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxModel {
     /// The row.
     pub id: OutboxId,
@@ -40,8 +40,8 @@ pub struct OutboxModel {
     pub tenant_id: TenantId,
     /// The conversation.
     pub conversation_id: ConversationId,
-    /// Platform name.
-    pub platform: String,
+    /// Platform.
+    pub platform: Platform,
     /// Chat.
     pub chat: String,
     /// Thread.
@@ -77,13 +77,13 @@ impl TenantStore {
         limit: i64,
     ) -> Result<Vec<OutboxId>, StoreError> {
         let mut tx = self.begin().await?;
-        let ids = sqlx::query_scalar::<_, OutboxId>(
-            "SELECT id FROM outbox WHERE tenant_id = $3 AND delivered_at IS NULL \
-             AND given_up_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+        let ids = sqlx::query_scalar!(
+            r#"SELECT id AS "id: OutboxId" FROM outbox WHERE tenant_id = $3 AND delivered_at IS NULL
+               AND given_up_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2"#,
+            before,
+            limit,
+            self.tenant as _
         )
-        .bind(before)
-        .bind(limit)
-        .bind(self.tenant)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -98,18 +98,30 @@ impl TenantStore {
         id: OutboxId,
         given_up: bool,
     ) -> Result<bool, StoreError> {
-        self.set_given_up("outbox", "delivered_at", id, given_up)
-            .await
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query!(
+            "UPDATE outbox SET given_up_at = CASE WHEN $2 THEN now() END \
+             WHERE id = $1 AND delivered_at IS NULL AND (given_up_at IS NULL) = $2",
+            id as _,
+            given_up
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
     }
 
     /// An outbox row.
     pub async fn outbox_item(&self, id: OutboxId) -> Result<OutboxModel, StoreError> {
         let mut tx = self.begin().await?;
-        let out = sqlx::query_as::<_, OutboxModel>(
-            "SELECT id, tenant_id, conversation_id, platform, chat, thread, text, chunks_delivered, \
-             delivered_at FROM outbox WHERE id = $1",
+        let out = sqlx::query_as!(
+            OutboxModel,
+            r#"SELECT id AS "id: OutboxId", tenant_id AS "tenant_id: TenantId",
+               conversation_id AS "conversation_id: ConversationId", platform AS "platform: Platform",
+               chat, thread, text, chunks_delivered, delivered_at FROM outbox WHERE id = $1"#,
+            id as _
         )
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("outbox item"));
@@ -124,11 +136,11 @@ impl TenantStore {
         count: i32,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE outbox SET chunks_delivered = greatest(chunks_delivered, $2) WHERE id = $1",
+            id as _,
+            count
         )
-        .bind(id)
-        .bind(count)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -148,20 +160,7 @@ impl TenantStore {
         // One statement: the row is marked and the event appended only when
         // the row was not delivered before (by a redelivered job: its event
         // is there).
-        let delivered_now = Gate {
-            sql: "UPDATE outbox SET delivered_at = now(), \
-                  chunks_delivered = greatest(chunks_delivered, $16) \
-                  WHERE id = $15 AND delivered_at IS NULL RETURNING id",
-            bind: Box::new(move |query| query.bind(id).bind(chunks)),
-        };
-        append_new_gated(
-            &mut tx,
-            stream,
-            0,
-            std::slice::from_ref(event),
-            delivered_now,
-        )
-        .await?;
+        mark_delivered_with(&mut tx, id, chunks, stream, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -191,10 +190,10 @@ impl TenantTx {
         // on every call, as it assumes ten ids where its cached plan is
         // compared with a plan for the real one or two.
         if !folded.is_empty() {
-            let answered = sqlx::query(
+            let answered = sqlx::query!(
                 "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
+                folded as _
             )
-            .bind(folded)
             .execute(&mut **self)
             .await?
             .rows_affected();
@@ -204,17 +203,17 @@ impl TenantTx {
         }
         // The lead is marked answered and the reply's outbox row written in
         // one statement, only when the lead was unanswered.
-        let written = sqlx::query(
+        let written = sqlx::query!(
             "WITH answered AS (UPDATE inbox SET processed_at = now() \
                  WHERE id = $1 AND processed_at IS NULL RETURNING tenant_id, conversation_id) \
              INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
              SELECT $2, a.tenant_id, a.conversation_id, $3, c.platform, c.chat, c.thread, $4 \
              FROM answered a JOIN conversations c ON c.id = a.conversation_id",
+            lead as _,
+            p.outbox_id as _,
+            p.dedupe_key,
+            p.text
         )
-        .bind(lead)
-        .bind(p.outbox_id)
-        .bind(&p.dedupe_key)
-        .bind(&p.text)
         .execute(&mut **self)
         .await?
         .rows_affected();

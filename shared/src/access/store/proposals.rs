@@ -5,6 +5,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
+use super::inbox::insert_outbox;
 use super::{StoreError, TenantStore};
 use crate::engine::review::ReviewCard;
 use crate::event::{Actor, Evidence, ProposalEvent, proposal_stream};
@@ -13,7 +14,7 @@ use crate::proposal::ProposalState;
 use crate::request::ToolRequest;
 
 /// A proposal row (the projection of its stream).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProposalModel {
     /// The proposal.
     pub id: ProposalId,
@@ -140,8 +141,21 @@ pub struct ProposalChanges {
     pub decided_by: Option<String>,
 }
 
-const COLUMNS: &str = "id, tenant_id, conversation_id, inbox_id, tool, request, payload_sha256, pattern_value, \
-     amount_minor, proposer, state, review_channel, review_ts, decided_by, stream_version";
+/// Reads proposals as [`ProposalModel`]s: the columns of one, and the rest
+/// of the statement after them (a literal, so the query is checked).
+macro_rules! select_proposals {
+    ($rest:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            ProposalModel,
+            r#"SELECT id AS "id: ProposalId", tenant_id AS "tenant_id: TenantId",
+               conversation_id AS "conversation_id: ConversationId", inbox_id AS "inbox_id: InboxId",
+               tool, request AS "request: Json<ToolRequest>", payload_sha256, pattern_value,
+               amount_minor, proposer, state, review_channel, review_ts, decided_by, stream_version "#
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
 
 /// A proposal locked for one change; dropped without commit, nothing changes.
 pub struct ProposalTx {
@@ -165,22 +179,34 @@ impl ProposalTx {
             std::slice::from_ref(event),
         )
         .await?;
-        let (channel, ts) = changes.review_message.unzip();
-        let updated = sqlx::query_as::<_, ProposalModel>(&format!(
+        let (channel, ts) = changes
+            .review_message
+            .as_ref()
+            .map(|(c, t)| (c.as_str(), t.as_str()))
+            .unzip();
+        sqlx::query!(
             "UPDATE proposals SET stream_version = $2, state = coalesce($3, state), \
              review_channel = coalesce($4, review_channel), review_ts = coalesce($5, review_ts), \
-             decided_by = coalesce($6, decided_by), decided_at = CASE WHEN $6 IS NULL THEN decided_at ELSE now() END, \
-             updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(self.proposal.id)
-        .bind(version)
-        .bind(changes.state.map(ProposalState::as_str))
-        .bind(channel)
-        .bind(ts)
-        .bind(changes.decided_by)
-        .fetch_one(&mut *self.tx)
+             decided_by = coalesce($6, decided_by), \
+             decided_at = CASE WHEN $6 IS NULL THEN decided_at ELSE now() END, \
+             updated_at = now() WHERE id = $1",
+            self.proposal.id as _,
+            version,
+            changes.state.map(ProposalState::as_str),
+            channel,
+            ts,
+            changes.decided_by
+        )
+        .execute(&mut *self.tx)
         .await?;
-        self.proposal = updated;
+        let p = &mut self.proposal;
+        p.stream_version = version;
+        if let Some(state) = changes.state {
+            state.as_str().clone_into(&mut p.state);
+        }
+        p.review_channel = channel.map(str::to_owned).or(p.review_channel.take());
+        p.review_ts = ts.map(str::to_owned).or(p.review_ts.take());
+        p.decided_by = changes.decided_by.clone().or(p.decided_by.take());
         Ok(())
     }
 
@@ -191,18 +217,14 @@ impl ProposalTx {
         dedupe_key: &str,
         text: &str,
     ) -> Result<Option<OutboxId>, StoreError> {
-        let id = sqlx::query_scalar::<_, OutboxId>(
-            "INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
-             SELECT $1, c.tenant_id, c.id, $2, c.platform, c.chat, c.thread, $3 FROM conversations c WHERE c.id = $4 \
-             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        insert_outbox(
+            &mut self.tx,
+            OutboxId::new_v7(),
+            self.proposal.conversation_id,
+            dedupe_key,
+            text,
         )
-        .bind(OutboxId::new_v7())
-        .bind(dedupe_key)
-        .bind(text)
-        .bind(self.proposal.conversation_id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        Ok(id)
+        .await
     }
 
     /// Commits the change.
@@ -218,15 +240,17 @@ impl TenantStore {
     pub async fn file_proposal(&self, p: &NewProposal) -> Result<ProposalModel, StoreError> {
         let mut tx = self.begin_fenced(&p.lease).await?;
         // Serializes concurrent filings of the same payload from one message.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("{}:{}", p.inbox_id, p.payload_sha256))
-            .execute(&mut *tx)
-            .await?;
-        let existing = sqlx::query_as::<_, ProposalModel>(&format!(
-            "SELECT {COLUMNS} FROM proposals WHERE inbox_id = $1 AND payload_sha256 = $2"
-        ))
-        .bind(p.inbox_id)
-        .bind(&p.payload_sha256)
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            format!("{}:{}", p.inbox_id, p.payload_sha256)
+        )
+        .execute(&mut *tx)
+        .await?;
+        let existing = select_proposals!(
+            "FROM proposals WHERE inbox_id = $1 AND payload_sha256 = $2",
+            p.inbox_id as _,
+            p.payload_sha256
+        )
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(existing) = existing {
@@ -239,38 +263,51 @@ impl TenantStore {
             std::slice::from_ref(&p.event),
         )
         .await?;
-        let proposal = sqlx::query_as::<_, ProposalModel>(&format!(
-            "INSERT INTO proposals (id, tenant_id, conversation_id, inbox_id, tool, request, payload_sha256, \
-             pattern_value, amount_minor, proposer, state, stream_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'proposed', $11) RETURNING {COLUMNS}"
-        ))
-        .bind(p.id)
-        .bind(p.tenant_id)
-        .bind(p.conversation_id)
-        .bind(p.inbox_id)
-        .bind(&p.request.tool)
-        .bind(Json(&p.request))
-        .bind(&p.payload_sha256)
-        .bind(&p.pattern_value)
-        .bind(p.amount_minor)
-        .bind(&p.proposer)
-        .bind(version)
-        .fetch_one(&mut *tx)
+        sqlx::query!(
+            "INSERT INTO proposals (id, tenant_id, conversation_id, inbox_id, tool, request, \
+             payload_sha256, pattern_value, amount_minor, proposer, state, stream_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'proposed', $11)",
+            p.id as _,
+            p.tenant_id as _,
+            p.conversation_id as _,
+            p.inbox_id as _,
+            p.request.tool,
+            Json(&p.request) as _,
+            p.payload_sha256,
+            p.pattern_value,
+            p.amount_minor,
+            p.proposer,
+            version
+        )
+        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(proposal)
+        Ok(ProposalModel {
+            id: p.id,
+            tenant_id: p.tenant_id,
+            conversation_id: p.conversation_id,
+            inbox_id: p.inbox_id,
+            tool: p.request.tool.clone(),
+            request: Json(p.request.clone()),
+            payload_sha256: p.payload_sha256.clone(),
+            pattern_value: p.pattern_value.clone(),
+            amount_minor: p.amount_minor,
+            proposer: p.proposer.clone(),
+            state: ProposalState::Proposed.as_str().to_owned(),
+            review_channel: None,
+            review_ts: None,
+            decided_by: None,
+            stream_version: version,
+        })
     }
 
     /// A proposal.
     pub async fn proposal(&self, id: ProposalId) -> Result<ProposalModel, StoreError> {
         let mut tx = self.begin().await?;
-        let out = sqlx::query_as::<_, ProposalModel>(&format!(
-            "SELECT {COLUMNS} FROM proposals WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("proposal"));
+        let out = select_proposals!("FROM proposals WHERE id = $1", id as _)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("proposal"));
         tx.commit().await?;
         out
     }
@@ -278,13 +315,10 @@ impl TenantStore {
     /// Locks a proposal for one change.
     pub async fn lock_proposal(&self, id: ProposalId) -> Result<ProposalTx, StoreError> {
         let mut tx = self.begin().await?;
-        let proposal = sqlx::query_as::<_, ProposalModel>(&format!(
-            "SELECT {COLUMNS} FROM proposals WHERE id = $1 FOR UPDATE"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("proposal"))?;
+        let proposal = select_proposals!("FROM proposals WHERE id = $1 FOR UPDATE", id as _)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("proposal"))?;
         Ok(ProposalTx { tx, proposal })
     }
 
@@ -295,11 +329,11 @@ impl TenantStore {
         ts: &str,
     ) -> Result<Option<ProposalModel>, StoreError> {
         let mut tx = self.begin().await?;
-        let proposal = sqlx::query_as::<_, ProposalModel>(&format!(
-            "SELECT {COLUMNS} FROM proposals WHERE review_channel = $1 AND review_ts = $2"
-        ))
-        .bind(channel)
-        .bind(ts)
+        let proposal = select_proposals!(
+            "FROM proposals WHERE review_channel = $1 AND review_ts = $2",
+            channel,
+            ts
+        )
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -309,24 +343,24 @@ impl TenantStore {
     /// The tenant's review channel, auto-approval limit and reviewers.
     pub async fn tenant_policy(&self) -> Result<TenantPolicy, StoreError> {
         let mut tx = self.begin().await?;
-        let (review_channel, auto_approve_limit_minor) =
-            sqlx::query_as::<_, (Option<String>, i64)>(
-                "SELECT review_channel, auto_approve_limit_minor FROM tenants WHERE id = $1",
-            )
-            .bind(self.tenant)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("tenant"))?;
-        let reviewers = sqlx::query_scalar::<_, String>(
-            "SELECT platform || ':' || user_id FROM tenant_reviewers WHERE tenant_id = $1 ORDER BY 1",
+        let tenant = sqlx::query!(
+            "SELECT review_channel, auto_approve_limit_minor FROM tenants WHERE id = $1",
+            self.tenant as _
         )
-        .bind(self.tenant)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))?;
+        let reviewers = sqlx::query_scalar!(
+            r#"SELECT platform || ':' || user_id AS "reviewer!" FROM tenant_reviewers
+               WHERE tenant_id = $1 ORDER BY 1"#,
+            self.tenant as _
+        )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(TenantPolicy {
-            review_channel,
-            auto_approve_limit_minor,
+            review_channel: tenant.review_channel,
+            auto_approve_limit_minor: tenant.auto_approve_limit_minor,
             reviewers,
         })
     }
@@ -340,15 +374,15 @@ impl TenantStore {
         limit: i64,
     ) -> Result<Vec<Value>, StoreError> {
         let mut tx = self.begin().await?;
-        let bodies = sqlx::query_scalar::<_, Value>(
-            "SELECT coalesce(request->'body', 'null'::jsonb) FROM proposals \
-             WHERE tenant_id = $1 AND tool = $2 AND pattern_value = $3 AND state = 'executed' \
-             ORDER BY created_at DESC LIMIT $4",
+        let bodies = sqlx::query_scalar!(
+            r#"SELECT coalesce(request->'body', 'null'::jsonb) AS "body!" FROM proposals
+               WHERE tenant_id = $1 AND tool = $2 AND pattern_value = $3 AND state = 'executed'
+               ORDER BY created_at DESC LIMIT $4"#,
+            self.tenant as _,
+            tool,
+            pattern_value,
+            limit
         )
-        .bind(self.tenant)
-        .bind(tool)
-        .bind(pattern_value)
-        .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -19,22 +19,23 @@ impl Store {
         workspace: &str,
         channel: &str,
     ) -> Result<Vec<Route>, StoreError> {
-        let rows = sqlx::query_as::<_, (String, TenantId, String, Option<i32>, Option<i32>)>(
-            "SELECT channel, tenant_id, character, user_per_minute, tenant_per_minute \
-             FROM automate_e_routes($1, $2, $3)",
+        let rows = sqlx::query!(
+            r#"SELECT channel AS "channel!", tenant_id AS "tenant_id!: TenantId",
+               character AS "character!", user_per_minute, tenant_per_minute
+               FROM automate_e_routes($1, $2, $3)"#,
+            platform as _,
+            workspace,
+            channel
         )
-        .bind(platform.as_str())
-        .bind(workspace)
-        .bind(channel)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(channel, tenant_id, character, user, tenant)| Route {
-                channel,
-                tenant_id,
-                character,
-                limits: TenantLimits::from_stored(user, tenant),
+            .map(|r| Route {
+                channel: r.channel,
+                tenant_id: r.tenant_id,
+                character: r.character,
+                limits: TenantLimits::from_stored(r.user_per_minute, r.tenant_per_minute),
             })
             .collect())
     }
@@ -45,38 +46,41 @@ impl Store {
         platform: Platform,
         thread: &str,
     ) -> Result<Option<TenantId>, StoreError> {
-        let tenant =
-            sqlx::query_scalar::<_, Option<TenantId>>("SELECT automate_e_thread_tenant($1, $2)")
-                .bind(platform.as_str())
-                .bind(thread)
-                .fetch_one(&self.pool)
-                .await?;
+        let tenant = sqlx::query_scalar!(
+            r#"SELECT automate_e_thread_tenant($1, $2) AS "tenant: TenantId""#,
+            platform as _,
+            thread
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(tenant)
     }
 
     /// The tenant whose review channel `channel` is.
     pub async fn review_tenant(&self, channel: &str) -> Result<Option<TenantId>, StoreError> {
-        let tenant =
-            sqlx::query_scalar::<_, Option<TenantId>>("SELECT automate_e_review_tenant($1)")
-                .bind(channel)
-                .fetch_one(&self.pool)
-                .await?;
+        let tenant = sqlx::query_scalar!(
+            r#"SELECT automate_e_review_tenant($1) AS "tenant: TenantId""#,
+            channel
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(tenant)
     }
 
     /// The tenant of a proposal.
     pub async fn proposal_tenant(&self, id: ProposalId) -> Result<Option<TenantId>, StoreError> {
-        let tenant =
-            sqlx::query_scalar::<_, Option<TenantId>>("SELECT automate_e_proposal_tenant($1)")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
+        let tenant = sqlx::query_scalar!(
+            r#"SELECT automate_e_proposal_tenant($1) AS "tenant: TenantId""#,
+            id as _
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(tenant)
     }
 
     /// Every tenant's id.
     pub async fn tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
-        let ids = sqlx::query_scalar::<_, TenantId>("SELECT automate_e_tenant_ids()")
+        let ids = sqlx::query_scalar!(r#"SELECT automate_e_tenant_ids() AS "id!: TenantId""#)
             .fetch_all(&self.pool)
             .await?;
         Ok(ids)

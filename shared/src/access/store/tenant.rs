@@ -3,7 +3,7 @@
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 
 /// What a tenant configured for its agents.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantSettings {
     /// Short stable name.
     pub slug: String,
@@ -22,10 +22,6 @@ pub struct TenantSettings {
     pub tenant_per_minute: Option<i32>,
 }
 
-/// The columns of [`TenantSettings`] from `tenants t`.
-pub(super) const SETTINGS_COLUMNS: &str = "t.slug, t.name, t.brief, t.accounting_base_url, \
-     t.accounting_credential, t.user_per_minute, t.tenant_per_minute";
-
 impl TenantSettings {
     /// The tenant's own inbound limits.
     pub fn limits(&self) -> crate::engine::route::TenantLimits {
@@ -39,10 +35,12 @@ impl TenantSettings {
 impl TenantTx {
     /// The tenant's settings.
     pub async fn settings(&mut self) -> Result<TenantSettings, StoreError> {
-        sqlx::query_as::<_, TenantSettings>(&format!(
-            "SELECT {SETTINGS_COLUMNS} FROM tenants t WHERE t.id = $1"
-        ))
-        .bind(self.tenant)
+        sqlx::query_as!(
+            TenantSettings,
+            "SELECT slug, name, brief, accounting_base_url, accounting_credential, \
+             user_per_minute, tenant_per_minute FROM tenants WHERE id = $1",
+            self.tenant as _
+        )
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("tenant"))

@@ -2,33 +2,16 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::tenant::SETTINGS_COLUMNS;
 use super::{StoreError, TenantSettings, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::cost::UsageLine;
 
 /// A tenant's LLM budget for one day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenBudget {
     /// Tokens allowed per day; `None` = unlimited.
-    #[sqlx(rename = "llm_tokens_per_day")]
     pub per_day: Option<i64>,
     /// Tokens used that day.
-    #[sqlx(rename = "tokens_used")]
     pub used: i64,
-}
-
-/// The columns of [`TokenBudget`] from `tenants t`, for the day `$2`.
-const BUDGET_COLUMNS: &str = "t.llm_tokens_per_day, \
-     (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u \
-      WHERE u.tenant_id = t.id AND u.day = $2) AS tokens_used";
-
-/// A tenant's settings with its budget.
-#[derive(sqlx::FromRow)]
-struct SettingsWithBudget {
-    #[sqlx(flatten)]
-    settings: TenantSettings,
-    #[sqlx(flatten)]
-    budget: TokenBudget,
 }
 
 impl TokenBudget {
@@ -50,61 +33,64 @@ impl TenantStore {
         let mut tx = self.begin().await?;
         // The types are written into the statements, not bound: the index
         // `events_usage` holds only events of these types (migration 12),
-        // and only a plan that sees them can use it.
-        let rows = sqlx::query_as::<_, (String, i64, i64, i64)>(&format!(
-            "SELECT coalesce(payload->>'model', 'unknown'), \
-             coalesce(sum((payload->>'input_tokens')::bigint), 0)::bigint, \
-             coalesce(sum((payload->>'output_tokens')::bigint), 0)::bigint, count(*) \
-             FROM events WHERE tenant_id = $1 \
-             AND type IN ('{LLM_CALLED}', '{AGENT_REVIEWED}', '{RUN_COMPLETED}') \
-             AND coalesce(payload->>'model', '') <> '' AND occurred_at >= $2 AND occurred_at < $3 \
-             GROUP BY 1 ORDER BY 1"
-        ))
-        .bind(self.tenant)
-        .bind(from)
-        .bind(to)
+        // and only a plan that sees them can use it. They are the types of
+        // `ConversationEvent::LLM_CALLED`, `ProposalEvent::AGENT_REVIEWED`,
+        // `RunEvent::RUN_COMPLETED` and `ConversationEvent::TOOL_CALLED`;
+        // the usage test records each through its constant.
+        let rows = sqlx::query!(
+            r#"SELECT coalesce(payload->>'model', 'unknown') AS "model!",
+               coalesce(sum((payload->>'input_tokens')::bigint), 0)::bigint AS "input!",
+               coalesce(sum((payload->>'output_tokens')::bigint), 0)::bigint AS "output!",
+               count(*) AS "calls!" FROM events WHERE tenant_id = $1
+               AND type IN ('automate_e.conversation.llm_called.v1',
+                   'automate_e.proposal.agent_reviewed.v1', 'automate_e.agent.run_completed.v1')
+               AND coalesce(payload->>'model', '') <> '' AND occurred_at >= $2 AND occurred_at < $3
+               GROUP BY 1 ORDER BY 1"#,
+            self.tenant as _,
+            from,
+            to
+        )
         .fetch_all(&mut *tx)
         .await?;
-        let tool_calls = sqlx::query_scalar::<_, i64>(&format!(
-            "SELECT count(*) FROM events WHERE tenant_id = $1 AND type = '{TOOL_CALLED}' \
-             AND payload->>'outcome' IN ('ok', 'http_error') \
-             AND jsonb_typeof(payload->'request') = 'object' \
-             AND occurred_at >= $2 AND occurred_at < $3"
-        ))
-        .bind(self.tenant)
-        .bind(from)
-        .bind(to)
+        let tool_calls = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM events WHERE tenant_id = $1
+               AND type = 'automate_e.conversation.tool_called.v1'
+               AND payload->>'outcome' IN ('ok', 'http_error')
+               AND jsonb_typeof(payload->'request') = 'object'
+               AND occurred_at >= $2 AND occurred_at < $3"#,
+            self.tenant as _,
+            from,
+            to
+        )
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
         let count = |v: i64| u64::try_from(v).unwrap_or(0);
         let lines = rows
             .into_iter()
-            .map(|(model, input, output, calls)| UsageLine {
-                model,
-                input_tokens: count(input),
-                output_tokens: count(output),
-                calls: count(calls),
+            .map(|r| UsageLine {
+                model: r.model,
+                input_tokens: count(r.input),
+                output_tokens: count(r.output),
+                calls: count(r.calls),
             })
             .collect();
         Ok((lines, count(tool_calls)))
     }
 }
 
-const LLM_CALLED: &str = crate::event::ConversationEvent::LLM_CALLED;
-const TOOL_CALLED: &str = crate::event::ConversationEvent::TOOL_CALLED;
-const AGENT_REVIEWED: &str = crate::event::ProposalEvent::AGENT_REVIEWED;
-/// An agent run's model usage, summed over its calls.
-const RUN_COMPLETED: &str = crate::event::RunEvent::RUN_COMPLETED;
-
 impl TenantTx {
     /// The tenant's budget and usage on `day`.
     pub async fn token_budget(&mut self, day: NaiveDate) -> Result<TokenBudget, StoreError> {
-        sqlx::query_as::<_, TokenBudget>(&format!(
-            "SELECT {BUDGET_COLUMNS} FROM tenants t WHERE t.id = $1"
-        ))
-        .bind(self.tenant)
-        .bind(day)
+        sqlx::query_as!(
+            TokenBudget,
+            r#"SELECT t.llm_tokens_per_day AS per_day,
+               (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u
+                WHERE u.tenant_id = t.id AND u.day = $2) AS "used!"
+               FROM tenants t WHERE t.id = $1"#,
+            self.tenant as _,
+            day
+        )
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("tenant"))
@@ -116,15 +102,32 @@ impl TenantTx {
         &mut self,
         day: NaiveDate,
     ) -> Result<(TenantSettings, TokenBudget), StoreError> {
-        let row = sqlx::query_as::<_, SettingsWithBudget>(&format!(
-            "SELECT {SETTINGS_COLUMNS}, {BUDGET_COLUMNS} FROM tenants t WHERE t.id = $1"
-        ))
-        .bind(self.tenant)
-        .bind(day)
+        let row = sqlx::query!(
+            r#"SELECT t.slug, t.name, t.brief, t.accounting_base_url, t.accounting_credential,
+               t.user_per_minute, t.tenant_per_minute, t.llm_tokens_per_day,
+               (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u
+                WHERE u.tenant_id = t.id AND u.day = $2) AS "used!"
+               FROM tenants t WHERE t.id = $1"#,
+            self.tenant as _,
+            day
+        )
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
-        Ok((row.settings, row.budget))
+        let settings = TenantSettings {
+            slug: row.slug,
+            name: row.name,
+            brief: row.brief,
+            accounting_base_url: row.accounting_base_url,
+            accounting_credential: row.accounting_credential,
+            user_per_minute: row.user_per_minute,
+            tenant_per_minute: row.tenant_per_minute,
+        };
+        let budget = TokenBudget {
+            per_day: row.llm_tokens_per_day,
+            used: row.used,
+        };
+        Ok((settings, budget))
     }
 
     /// Adds tokens to the tenant's usage on `day`; returns the budget with
@@ -142,15 +145,16 @@ impl TenantTx {
     /// concurrent turns do not queue on one row lock). The shard row stays
     /// locked until the commit: best the last statement of a transaction.
     pub async fn add_tokens(&mut self, day: NaiveDate, tokens: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO tenant_llm_usage (tenant_id, day, shard, tokens) \
              VALUES ($1, $2, floor(random() * $4)::smallint, $3) \
-             ON CONFLICT (tenant_id, day, shard) DO UPDATE SET tokens = tenant_llm_usage.tokens + EXCLUDED.tokens",
+             ON CONFLICT (tenant_id, day, shard) \
+             DO UPDATE SET tokens = tenant_llm_usage.tokens + EXCLUDED.tokens",
+            self.tenant as _,
+            day,
+            tokens,
+            USAGE_SHARDS
         )
-        .bind(self.tenant)
-        .bind(day)
-        .bind(tokens)
-        .bind(USAGE_SHARDS)
         .execute(&mut **self)
         .await?;
         Ok(())
