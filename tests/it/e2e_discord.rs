@@ -6,7 +6,7 @@ use gateway::manager::ingest::IngestOutcome;
 use serde_json::{Value, json};
 use tests::fake::discord::{DiscordPost, DiscordThread};
 use tests::fake::openai::Scripted;
-use tests::{DISCORD_CHANNEL, TestEnv, fixture};
+use tests::{DISCORD_CHANNEL, fixture, run_test};
 
 /// The MESSAGE_CREATE of the fixture: "Supa Hot" in the listened channel.
 const MESSAGE_ID: &str = "334385199974967042";
@@ -31,193 +31,199 @@ fn accepted(outcome: &IngestOutcome) -> bool {
 
 #[tokio::test]
 async fn a_listened_channel_message_gets_a_thread_and_follow_ups_continue_it() {
-    let t = TestEnv::start().await;
-    t.openai.script([
-        Scripted::Text("Hot indeed.".into()),
-        Scripted::Text("25 % MVA.".into()),
-    ]);
+    run_test(async |t| {
+        t.openai.script([
+            Scripted::Text("Hot indeed.".into()),
+            Scripted::Text("25 % MVA.".into()),
+        ]);
 
-    let mut first = message_create();
-    first["d"]["attachments"] = json!([{
-        "id": "1100000000000000001", "filename": "adobe-receipt.pdf", "size": 20480,
-        "url": "https://cdn.discordapp.com/attachments/1/2/adobe-receipt.pdf",
-        "proxy_url": "https://media.discordapp.net/attachments/1/2/adobe-receipt.pdf",
-        "content_type": "application/pdf"
-    }]);
-    assert!(accepted(&t.discord_message_create(&first).await));
-    t.wait_for_discord_posts(1).await;
-    assert_eq!(
-        t.discord.thread(MESSAGE_ID),
-        Some(DiscordThread {
-            parent: DISCORD_CHANNEL.into(),
-            id: MESSAGE_ID.into(),
-            name: "Supa Hot".into()
-        })
-    );
-    assert_eq!(
-        t.discord.take_posts(),
-        [DiscordPost {
-            channel: MESSAGE_ID.into(),
-            content: "Hot indeed.".into()
-        }]
-    );
-    let user = t.openai.requests()[0]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"]
-        .clone();
-    assert_eq!(
-        user,
-        "Supa Hot\n\nAttachments:\n- adobe-receipt.pdf (application/pdf, 20 KB): https://cdn.discordapp.com/attachments/1/2/adobe-receipt.pdf"
-    );
+        let mut first = message_create();
+        first["d"]["attachments"] = json!([{
+            "id": "1100000000000000001", "filename": "adobe-receipt.pdf", "size": 20480,
+            "url": "https://cdn.discordapp.com/attachments/1/2/adobe-receipt.pdf",
+            "proxy_url": "https://media.discordapp.net/attachments/1/2/adobe-receipt.pdf",
+            "content_type": "application/pdf"
+        }]);
+        assert!(accepted(&t.discord_message_create(&first).await));
+        t.wait_for_discord_posts(1).await;
+        assert_eq!(
+            t.discord.thread(MESSAGE_ID),
+            Some(DiscordThread {
+                parent: DISCORD_CHANNEL.into(),
+                id: MESSAGE_ID.into(),
+                name: "Supa Hot".into()
+            })
+        );
+        assert_eq!(
+            t.discord.take_posts(),
+            [DiscordPost {
+                channel: MESSAGE_ID.into(),
+                content: "Hot indeed.".into()
+            }]
+        );
+        let user = t.openai.requests()[0]["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"]
+            .clone();
+        assert_eq!(
+            user,
+            "Supa Hot\n\nAttachments:\n- adobe-receipt.pdf (application/pdf, 20 KB): https://cdn.discordapp.com/attachments/1/2/adobe-receipt.pdf"
+        );
 
-    assert!(accepted(
-        &t.discord_message_create(&follow_up("334385199974967100", "And the VAT?"))
-            .await
-    ));
-    t.wait_for_discord_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(
-        t.discord.take_posts(),
-        [DiscordPost {
-            channel: MESSAGE_ID.into(),
-            content: "25 % MVA.".into()
-        }]
-    );
-    let second = t.openai.requests()[1]["messages"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let roles: Vec<&str> = second.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["system", "user", "assistant", "user"]);
-    assert_eq!(second[2]["content"], "Hot indeed.");
-    assert_eq!(second[3]["content"], "And the VAT?");
-    assert_eq!(t.db.count("conversations").await, 1);
-    assert!(
-        t.discord.typing_count(MESSAGE_ID) >= 1,
-        "typing shown in the thread"
-    );
+        assert!(accepted(
+            &t.discord_message_create(&follow_up("334385199974967100", "And the VAT?"))
+                .await
+        ));
+        t.wait_for_discord_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(
+            t.discord.take_posts(),
+            [DiscordPost {
+                channel: MESSAGE_ID.into(),
+                content: "25 % MVA.".into()
+            }]
+        );
+        let second = t.openai.requests()[1]["messages"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let roles: Vec<&str> = second.iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        assert_eq!(second[2]["content"], "Hot indeed.");
+        assert_eq!(second[3]["content"], "And the VAT?");
+        assert_eq!(t.db.count("conversations").await, 1);
+        assert!(
+            t.discord.typing_count(MESSAGE_ID) >= 1,
+            "typing shown in the thread"
+        );
 
-    // The same event again (a gateway resume replays it): no second reply.
-    assert!(matches!(
-        t.discord_message_create(&first).await,
-        IngestOutcome::Duplicate(_)
-    ));
-    t.wait_idle().await;
-    t.finish().await;
+        // The same event again (a gateway resume replays it): no second reply.
+        assert!(matches!(
+            t.discord_message_create(&first).await,
+            IngestOutcome::Duplicate(_)
+        ));
+        t.wait_idle().await;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_5000_character_reply_arrives_as_ordered_chunks_in_the_thread() {
-    let t = TestEnv::start().await;
-    let long: String = (0..110)
-        .map(|i| format!("Linje {i:03}: kvittering mangler for transaksjonen.\n"))
-        .collect();
-    assert!(long.chars().count() >= 5000);
-    t.openai.script([Scripted::Text(long.clone())]);
-    assert!(accepted(&t.discord_message_create(&message_create()).await));
-    t.wait_for_discord_posts(3).await;
-    t.wait_idle().await;
-    let posts = t.discord.take_posts();
-    assert_eq!(posts.len(), 3);
-    assert!(
-        posts
-            .iter()
-            .all(|p| p.channel == MESSAGE_ID && p.content.chars().count() <= 2000)
-    );
-    assert_eq!(
-        posts.iter().map(|p| p.content.as_str()).collect::<String>(),
-        long.trim_end()
-    );
-    t.finish().await;
+    run_test(async |t| {
+        let long: String = (0..110)
+            .map(|i| format!("Linje {i:03}: kvittering mangler for transaksjonen.\n"))
+            .collect();
+        assert!(long.chars().count() >= 5000);
+        t.openai.script([Scripted::Text(long.clone())]);
+        assert!(accepted(&t.discord_message_create(&message_create()).await));
+        t.wait_for_discord_posts(3).await;
+        t.wait_idle().await;
+        let posts = t.discord.take_posts();
+        assert_eq!(posts.len(), 3);
+        assert!(
+            posts
+                .iter()
+                .all(|p| p.channel == MESSAGE_ID && p.content.chars().count() <= 2000)
+        );
+        assert_eq!(
+            posts.iter().map(|p| p.content.as_str()).collect::<String>(),
+            long.trim_end()
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn bots_are_ignored_and_unlistened_channels_are_unrouted() {
-    let t = TestEnv::start().await;
-    let mut bot = message_create();
-    bot["d"]["author"]["bot"] = json!(true);
-    assert_eq!(t.discord_message_create(&bot).await, IngestOutcome::Ignored);
-    let mut elsewhere = message_create();
-    elsewhere["d"]["channel_id"] = json!("290926798999357999");
-    assert_eq!(
-        t.discord_message_create(&elsewhere).await,
-        IngestOutcome::Unrouted
-    );
-    let mut system = message_create();
-    system["d"]["type"] = json!(18); // THREAD_CREATED
-    assert_eq!(
-        t.discord_message_create(&system).await,
-        IngestOutcome::Ignored
-    );
-    assert_eq!(t.db.count("inbox").await, 0);
-    t.finish().await;
+    run_test(async |t| {
+        let mut bot = message_create();
+        bot["d"]["author"]["bot"] = json!(true);
+        assert_eq!(t.discord_message_create(&bot).await, IngestOutcome::Ignored);
+        let mut elsewhere = message_create();
+        elsewhere["d"]["channel_id"] = json!("290926798999357999");
+        assert_eq!(
+            t.discord_message_create(&elsewhere).await,
+            IngestOutcome::Unrouted
+        );
+        let mut system = message_create();
+        system["d"]["type"] = json!(18); // THREAD_CREATED
+        assert_eq!(
+            t.discord_message_create(&system).await,
+            IngestOutcome::Ignored
+        );
+        assert_eq!(t.db.count("inbox").await, 0);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_direct_message_is_answered_in_the_dm_without_a_thread() {
-    let t = TestEnv::start().await;
-    let tenant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants")
-        .fetch_one(&t.db.owner)
-        .await
-        .unwrap();
-    t.db.seed_route(tenant, "discord", "@dm", "*", "book-e")
-        .await;
-    t.openai.script([Scripted::Text("Hei i DM.".into())]);
-    let mut dm = message_create();
-    dm["d"].as_object_mut().unwrap().remove("guild_id");
-    dm["d"].as_object_mut().unwrap().remove("member");
-    dm["d"]["channel_id"] = json!("555000000000000001");
-    assert!(accepted(&t.discord_message_create(&dm).await));
-    t.wait_for_discord_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(
-        t.discord.take_posts(),
-        [DiscordPost {
-            channel: "555000000000000001".into(),
-            content: "Hei i DM.".into()
-        }]
-    );
-    assert_eq!(t.discord.thread(MESSAGE_ID), None);
-    t.finish().await;
+    run_test(async |t| {
+        let tenant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants")
+            .fetch_one(&t.db.owner)
+            .await
+            .unwrap();
+        t.db.seed_route(tenant, "discord", "@dm", "*", "book-e")
+            .await;
+        t.openai.script([Scripted::Text("Hei i DM.".into())]);
+        let mut dm = message_create();
+        dm["d"].as_object_mut().unwrap().remove("guild_id");
+        dm["d"].as_object_mut().unwrap().remove("member");
+        dm["d"]["channel_id"] = json!("555000000000000001");
+        assert!(accepted(&t.discord_message_create(&dm).await));
+        t.wait_for_discord_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(
+            t.discord.take_posts(),
+            [DiscordPost {
+                channel: "555000000000000001".into(),
+                content: "Hei i DM.".into()
+            }]
+        );
+        assert_eq!(t.discord.thread(MESSAGE_ID), None);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_rate_limited_post_is_retried_and_arrives_once() {
-    let t = TestEnv::start().await;
-    t.discord.rate_limit_next(2);
-    t.openai.script([Scripted::Text("Etter pausen.".into())]);
-    assert!(accepted(&t.discord_message_create(&message_create()).await));
-    t.wait_for_discord_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(t.discord.take_posts().len(), 1);
-    t.finish().await;
+    run_test(async |t| {
+        t.discord.rate_limit_next(2);
+        t.openai.script([Scripted::Text("Etter pausen.".into())]);
+        assert!(accepted(&t.discord_message_create(&message_create()).await));
+        t.wait_for_discord_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.discord.take_posts().len(), 1);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_message_in_a_thread_we_did_not_start_is_answered_in_that_thread() {
-    let t = TestEnv::start().await;
-    let tenant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants")
-        .fetch_one(&t.db.owner)
-        .await
-        .unwrap();
-    t.db.seed_route(tenant, "discord", tests::DISCORD_GUILD, "*", "book-e")
-        .await;
-    let foreign = "777000000000000001";
-    t.discord.add_foreign_thread(foreign);
-    t.openai.script([Scripted::Text("Svar i tråden.".into())]);
-    let mut dispatch = message_create();
-    dispatch["d"]["channel_id"] = json!(foreign);
-    assert!(accepted(&t.discord_message_create(&dispatch).await));
-    t.wait_for_discord_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(
-        t.discord.take_posts(),
-        [DiscordPost {
-            channel: foreign.into(),
-            content: "Svar i tråden.".into()
-        }]
-    );
-    t.finish().await;
+    run_test(async |t| {
+        let tenant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants")
+            .fetch_one(&t.db.owner)
+            .await
+            .unwrap();
+        t.db.seed_route(tenant, "discord", tests::DISCORD_GUILD, "*", "book-e")
+            .await;
+        let foreign = "777000000000000001";
+        t.discord.add_foreign_thread(foreign);
+        t.openai.script([Scripted::Text("Svar i tråden.".into())]);
+        let mut dispatch = message_create();
+        dispatch["d"]["channel_id"] = json!(foreign);
+        assert!(accepted(&t.discord_message_create(&dispatch).await));
+        t.wait_for_discord_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(
+            t.discord.take_posts(),
+            [DiscordPost {
+                channel: foreign.into(),
+                content: "Svar i tråden.".into()
+            }]
+        );
+    })
+    .await;
 }

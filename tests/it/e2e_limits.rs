@@ -10,83 +10,87 @@ use shared::engine::turn::TURN_FAILED_REPLY;
 use shared::job::JobFailure;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
-use tests::{FIXTURE_CHANNEL, FIXTURE_TEAM, LLM_API_KEY, TestEnv, TestOptions, fixture};
+use tests::{
+    FIXTURE_CHANNEL, FIXTURE_TEAM, LLM_API_KEY, ServiceSettings, TestEnv, TestOptions, fixture,
+    run_test, run_test_with,
+};
 use worker::config::RelayConfig;
 use worker::manager::relay::Relay;
 
 #[tokio::test]
 async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
-    let t = TestEnv::start().await;
-    // The test worker makes 3 attempts.
-    t.openai.script([
-        Scripted::Error(500),
-        Scripted::Error(502),
-        Scripted::Error(500),
-    ]);
-    assert_eq!(
-        t.post_slack_event(&fixture("slack/event_callback.message.json"))
-            .await,
-        200
-    );
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
-    let failed =
-        t.db.event_payloads("automate_e.conversation.turn_failed.v1")
-            .await;
-    assert_eq!(failed.len(), 1);
-    assert!(failed[0]["reason"].as_str().unwrap().contains("HTTP 500"));
+    run_test(async |t| {
+        // The test worker makes 3 attempts.
+        t.openai.script([
+            Scripted::Error(500),
+            Scripted::Error(502),
+            Scripted::Error(500),
+        ]);
+        assert_eq!(
+            t.post_slack_event(&fixture("slack/event_callback.message.json"))
+                .await,
+            200
+        );
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
+        let failed =
+            t.db.event_payloads("automate_e.conversation.turn_failed.v1")
+                .await;
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0]["reason"].as_str().unwrap().contains("HTTP 500"));
 
-    let store = t.db.service_store().await;
-    let listed = worker::dead_jobs::command(&store, &t.queue, &["list".to_owned()])
-        .await
-        .unwrap();
-    let dead = store.dead_jobs(true, 10).await.unwrap();
-    assert_eq!(dead.len(), 1, "{listed}");
-    let id = dead[0].id.to_string();
-    assert!(listed.contains(&id) && listed.contains("turn"), "{listed}");
-    let shown = worker::dead_jobs::command(&store, &t.queue, &["show".to_owned(), id.clone()])
-        .await
-        .unwrap();
-    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
-    assert_eq!(shown["kind"], "turn");
-    assert_eq!(shown["attempts"], 3);
-    assert_eq!(shown["job"]["type"], "TurnV1");
+        let store = t.db.service_store().await;
+        let listed = worker::dead_jobs::command(&store, &t.queue, &["list".to_owned()])
+            .await
+            .unwrap();
+        let dead = store.dead_jobs(true, 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{listed}");
+        let id = dead[0].id.to_string();
+        assert!(listed.contains(&id) && listed.contains("turn"), "{listed}");
+        let shown = worker::dead_jobs::command(&store, &t.queue, &["show".to_owned(), id.clone()])
+            .await
+            .unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(shown["kind"], "turn");
+        assert_eq!(shown["attempts"], 3);
+        assert_eq!(shown["job"]["type"], "TurnV1");
 
-    // The model is back; two operators replay the turn at once: one replay
-    // goes on.
-    t.openai.script([Scripted::Text("Her er svaret.".into())]);
-    let replay = ["replay".to_owned(), id.clone()];
-    let (first, second) = tokio::join!(
-        worker::dead_jobs::command(&store, &t.queue, &replay),
-        worker::dead_jobs::command(&store, &t.queue, &replay)
-    );
-    let (replayed, refused) = match (first, second) {
-        (Ok(replayed), Err(refused)) | (Err(refused), Ok(replayed)) => (replayed, refused),
-        other => panic!("one replay of two at once goes on: {other:?}"),
-    };
-    assert!(replayed.contains("~replay-"), "{replayed}");
-    assert!(
-        refused.to_string().contains("replayed already"),
-        "{refused}"
-    );
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
-    // The message is recorded once.
-    assert_eq!(
-        t.db.event_types("conversation-").await,
-        [
-            "automate_e.conversation.message_received.v1",
-            "automate_e.conversation.turn_failed.v1",
-            "automate_e.conversation.llm_called.v1",
-            "automate_e.conversation.reply_composed.v1",
-        ]
-    );
-    let again = worker::dead_jobs::command(&store, &t.queue, &["replay".to_owned(), id]).await;
-    assert!(again.unwrap_err().to_string().contains("replayed"));
-    assert!(store.dead_jobs(true, 10).await.unwrap().is_empty());
-    t.finish().await;
+        // The model is back; two operators replay the turn at once: one replay
+        // goes on.
+        t.openai.script([Scripted::Text("Her er svaret.".into())]);
+        let replay = ["replay".to_owned(), id.clone()];
+        let (first, second) = tokio::join!(
+            worker::dead_jobs::command(&store, &t.queue, &replay),
+            worker::dead_jobs::command(&store, &t.queue, &replay)
+        );
+        let (replayed, refused) = match (first, second) {
+            (Ok(replayed), Err(refused)) | (Err(refused), Ok(replayed)) => (replayed, refused),
+            other => panic!("one replay of two at once goes on: {other:?}"),
+        };
+        assert!(replayed.contains("~replay-"), "{replayed}");
+        assert!(
+            refused.to_string().contains("replayed already"),
+            "{refused}"
+        );
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+        // The message is recorded once.
+        assert_eq!(
+            t.db.event_types("conversation-").await,
+            [
+                "automate_e.conversation.message_received.v1",
+                "automate_e.conversation.turn_failed.v1",
+                "automate_e.conversation.llm_called.v1",
+                "automate_e.conversation.reply_composed.v1",
+            ]
+        );
+        let again = worker::dead_jobs::command(&store, &t.queue, &["replay".to_owned(), id]).await;
+        assert!(again.unwrap_err().to_string().contains("replayed"));
+        assert!(store.dead_jobs(true, 10).await.unwrap().is_empty());
+    })
+    .await;
 }
 
 /// A reply whose channel is gone is dead-lettered and leaves the relay's
@@ -95,50 +99,51 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
 /// a replay brings it back.
 #[tokio::test]
 async fn a_reply_that_cannot_be_delivered_leaves_the_relay_until_it_is_replayed() {
-    let t = TestEnv::start().await;
-    t.slack.set_channel_gone(FIXTURE_CHANNEL, true);
-    t.openai.script([Scripted::Text("Her er svaret.".into())]);
-    assert_eq!(
-        t.post_slack_event(&fixture("slack/event_callback.message.json"))
-            .await,
-        200
-    );
-    t.wait_idle().await;
-    let store = t.db.service_store().await;
-    let dead = store.dead_jobs(true, 10).await.unwrap();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].kind, "deliver");
-    let relay = Relay::new(
-        store.clone(),
-        t.queue.clone(),
-        RelayConfig {
-            grace_ms: 0,
-            ..RelayConfig::default()
-        },
-    );
-    assert_eq!(given_up_replies(&t).await, 1);
-    assert_eq!(
-        relay.sweep().await.unwrap().deliveries,
-        0,
-        "a reply given up is not re-queued"
-    );
+    run_test(async |t| {
+        t.slack.set_channel_gone(FIXTURE_CHANNEL, true);
+        t.openai.script([Scripted::Text("Her er svaret.".into())]);
+        assert_eq!(
+            t.post_slack_event(&fixture("slack/event_callback.message.json"))
+                .await,
+            200
+        );
+        t.wait_idle().await;
+        let store = t.db.service_store().await;
+        let dead = store.dead_jobs(true, 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].kind, "deliver");
+        let relay = Relay::new(
+            store.clone(),
+            t.queue.clone(),
+            RelayConfig {
+                grace_ms: 0,
+                ..RelayConfig::default()
+            },
+        );
+        assert_eq!(given_up_replies(t).await, 1);
+        assert_eq!(
+            relay.sweep().await.unwrap().deliveries,
+            0,
+            "a reply given up is not re-queued"
+        );
 
-    // The bot is back in the channel; the operator replays the delivery.
-    t.slack.set_channel_gone(FIXTURE_CHANNEL, false);
-    let replay = ["replay".to_owned(), dead[0].id.to_string()];
-    worker::dead_jobs::command(&store, &t.queue, &replay)
-        .await
-        .unwrap();
-    assert_eq!(
-        given_up_replies(&t).await,
-        0,
-        "reopened before it was pushed: the relay covers it again"
-    );
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
-    assert_eq!(relay.sweep().await.unwrap().deliveries, 0, "delivered");
-    t.finish().await;
+        // The bot is back in the channel; the operator replays the delivery.
+        t.slack.set_channel_gone(FIXTURE_CHANNEL, false);
+        let replay = ["replay".to_owned(), dead[0].id.to_string()];
+        worker::dead_jobs::command(&store, &t.queue, &replay)
+            .await
+            .unwrap();
+        assert_eq!(
+            given_up_replies(t).await,
+            0,
+            "reopened before it was pushed: the relay covers it again"
+        );
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+        assert_eq!(relay.sweep().await.unwrap().deliveries, 0, "delivered");
+    })
+    .await;
 }
 
 async fn given_up_replies(t: &TestEnv) -> i64 {
@@ -153,54 +158,56 @@ async fn given_up_replies(t: &TestEnv) -> i64 {
 /// and the failure both in the log.
 #[tokio::test]
 async fn a_turn_given_up_before_it_recorded_anything_records_the_message() {
-    let t = TestEnv::start().await;
-    let acme = t.db.tenant_id("acme").await;
-    t.db.seed_route(acme, "slack", FIXTURE_TEAM, "CNOCHAT", "review-e")
-        .await;
-    let body = fixture("slack/event_callback.message.json").replace(FIXTURE_CHANNEL, "CNOCHAT");
-    assert_eq!(t.post_slack_event(&body).await, 200);
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
-    assert!(t.openai.requests().is_empty());
-    assert_eq!(
-        t.db.event_types("conversation-").await,
-        [
-            "automate_e.conversation.message_received.v1",
-            "automate_e.conversation.turn_failed.v1",
-        ]
-    );
-    t.finish().await;
+    run_test(async |t| {
+        let acme = t.db.tenant_id("acme").await;
+        t.db.seed_route(acme, "slack", FIXTURE_TEAM, "CNOCHAT", "review-e")
+            .await;
+        let body = fixture("slack/event_callback.message.json").replace(FIXTURE_CHANNEL, "CNOCHAT");
+        assert_eq!(t.post_slack_event(&body).await, 200);
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
+        assert!(t.openai.requests().is_empty());
+        assert_eq!(
+            t.db.event_types("conversation-").await,
+            [
+                "automate_e.conversation.message_received.v1",
+                "automate_e.conversation.turn_failed.v1",
+            ]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_model_asking_to_wait_carries_its_retry_after_into_the_job_backoff() {
-    let t = TestEnv::start().await;
-    t.openai.script([Scripted::RateLimited(7)]);
-    let llm = LlmClient::new(
-        &t.openai.base_url,
-        &LLM_API_KEY.to_owned().into(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let error = llm
-        .complete(&CompletionRequest {
-            model: "gpt-test",
-            messages: &[],
-            functions: &[],
-            temperature: None,
-            max_output_tokens: None,
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, LlmError::Api { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(7)),
-        "{error:?}"
-    );
-    let failure = JobFailure::from(error);
-    assert!(matches!(failure, JobFailure::Retryable { .. }));
-    assert_eq!(failure.retry_after(), Some(Duration::from_secs(7)));
-    t.finish().await;
+    run_test(async |t| {
+        t.openai.script([Scripted::RateLimited(7)]);
+        let llm = LlmClient::new(
+            &t.openai.base_url,
+            &LLM_API_KEY.to_owned().into(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let error = llm
+            .complete(&CompletionRequest {
+                model: "gpt-test",
+                messages: &[],
+                functions: &[],
+                temperature: None,
+                max_output_tokens: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LlmError::Api { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+            "{error:?}"
+        );
+        let failure = JobFailure::from(error);
+        assert!(matches!(failure, JobFailure::Retryable { .. }));
+        assert_eq!(failure.retry_after(), Some(Duration::from_secs(7)));
+    })
+    .await;
 }
 
 async fn limit_tokens_per_day(t: &TestEnv, tokens: i64) {
@@ -221,83 +228,91 @@ async fn tokens_used(t: &TestEnv) -> i64 {
 
 #[tokio::test]
 async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
-    let t = TestEnv::start().await;
-    limit_tokens_per_day(&t, 100).await;
-    t.openai.script([Scripted::Text("Første svar.".into())]);
-    assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
-    t.wait_for_posts(1).await;
-    assert_eq!(t.post_slack_event(&SlackLoad::event(1, 0)).await, 200);
-    t.wait_for_posts(2).await;
-    t.wait_idle().await;
+    run_test(async |t| {
+        limit_tokens_per_day(t, 100).await;
+        t.openai.script([Scripted::Text("Første svar.".into())]);
+        assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
+        t.wait_for_posts(1).await;
+        assert_eq!(t.post_slack_event(&SlackLoad::event(1, 0)).await, 200);
+        t.wait_for_posts(2).await;
+        t.wait_idle().await;
 
-    let posted = t.slack.take_posted();
-    assert_eq!(posted[0].text, "Første svar.");
-    let tomorrow = chrono::Utc::now().date_naive().succ_opt().unwrap();
-    assert!(
-        posted[1]
-            .text
-            .contains(&format!("on a break until {tomorrow}")),
-        "{}",
-        posted[1].text
-    );
-    assert_eq!(t.openai.requests().len(), 1, "no model call once spent");
-    let used = tokens_used(&t).await;
-    assert_eq!(used, 150, "the fake model reports 120 + 30 tokens");
-    t.finish().await;
+        let posted = t.slack.take_posted();
+        assert_eq!(posted[0].text, "Første svar.");
+        let tomorrow = chrono::Utc::now().date_naive().succ_opt().unwrap();
+        assert!(
+            posted[1]
+                .text
+                .contains(&format!("on a break until {tomorrow}")),
+            "{}",
+            posted[1].text
+        );
+        assert_eq!(t.openai.requests().len(), 1, "no model call once spent");
+        let used = tokens_used(t).await;
+        assert_eq!(used, 150, "the fake model reports 120 + 30 tokens");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_budget_spent_by_the_turns_own_first_call_stops_its_next_round() {
-    let t = TestEnv::start().await;
-    limit_tokens_per_day(&t, 100).await;
-    t.openai
-        .script([Scripted::ToolThenEcho("get_bank_balances".into())]);
-    assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
+    run_test(async |t| {
+        limit_tokens_per_day(t, 100).await;
+        t.openai
+            .script([Scripted::ToolThenEcho("get_bank_balances".into())]);
+        assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
 
-    let posted = t.slack.take_posted();
-    assert!(
-        posted[0].text.contains("on a break until"),
-        "{}",
-        posted[0].text
-    );
-    assert_eq!(
-        t.openai.requests().len(),
-        1,
-        "the tool round's 150 tokens spend the budget of 100 within the turn"
-    );
-    let used = tokens_used(&t).await;
-    assert_eq!(used, 150, "added with the turn's end");
-    t.finish().await;
+        let posted = t.slack.take_posted();
+        assert!(
+            posted[0].text.contains("on a break until"),
+            "{}",
+            posted[0].text
+        );
+        assert_eq!(
+            t.openai.requests().len(),
+            1,
+            "the tool round's 150 tokens spend the budget of 100 within the turn"
+        );
+        let used = tokens_used(t).await;
+        assert_eq!(used, 150, "added with the turn's end");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_user_over_the_inbound_limit_is_told_once_and_nothing_is_recorded() {
-    let t = TestEnv::start_with(TestOptions {
-        user_per_minute: Some(2),
-        ..Default::default()
-    })
-    .await;
-    t.openai
-        .script([Scripted::Text("En.".into()), Scripted::Text("To.".into())]);
-    for c in 0..4 {
-        assert_eq!(t.post_slack_event(&SlackLoad::event(c, 0)).await, 200);
-    }
-    t.wait_for_posts(3).await;
-    t.wait_idle().await;
+    run_test_with(
+        TestOptions {
+            settings: ServiceSettings {
+                user_per_minute: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        async |t| {
+            t.openai
+                .script([Scripted::Text("En.".into()), Scripted::Text("To.".into())]);
+            for c in 0..4 {
+                assert_eq!(t.post_slack_event(&SlackLoad::event(c, 0)).await, 200);
+            }
+            t.wait_for_posts(3).await;
+            t.wait_idle().await;
 
-    assert_eq!(
-        t.db.count("inbox").await,
-        2,
-        "messages over the limit are not recorded"
-    );
-    let posted = t.slack.take_posted();
-    let notices = posted
-        .iter()
-        .filter(|p| p.text == RATE_LIMITED_REPLY)
-        .count();
-    assert_eq!(notices, 1, "told once, not per message: {posted:?}");
-    assert_eq!(posted.len(), 3);
-    t.finish().await;
+            assert_eq!(
+                t.db.count("inbox").await,
+                2,
+                "messages over the limit are not recorded"
+            );
+            let posted = t.slack.take_posted();
+            let notices = posted
+                .iter()
+                .filter(|p| p.text == RATE_LIMITED_REPLY)
+                .count();
+            assert_eq!(notices, 1, "told once, not per message: {posted:?}");
+            assert_eq!(posted.len(), 3);
+        },
+    )
+    .await;
 }

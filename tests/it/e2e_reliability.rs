@@ -4,77 +4,86 @@
 use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
-use tests::{TestEnv, TestOptions, fixture};
+use tests::{ServiceSettings, TestEnv, TestOptions, fixture, run_test_with};
 
 #[tokio::test]
 async fn a_message_accepted_before_redis_lost_its_queue_is_answered_once() {
-    let mut t = TestEnv::start_with(TestOptions {
-        worker_later: true,
-        relay_grace_ms: Some(0),
-        ..Default::default()
-    })
+    run_test_with(
+        TestOptions {
+            worker_later: true,
+            settings: ServiceSettings {
+                relay_grace_ms: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        async |t| {
+            t.openai.script([Scripted::Text("Fortsatt her.".into())]);
+            assert_eq!(
+                t.post_slack_event(&fixture("slack/event_callback.message.json"))
+                    .await,
+                200
+            );
+            let depth = t.queue.depth(QueueName::Worker).await.unwrap();
+            assert_eq!(depth.backlog(), 1, "the accepted message's job is queued");
+
+            // Redis restarts without persistence before any worker took the job.
+            t.wipe_redis().await;
+            assert_eq!(t.queue.depth(QueueName::Worker).await.unwrap().backlog(), 0);
+
+            t.start_worker().await;
+            t.wait_for_posts(1).await;
+            t.wait_idle().await;
+            assert_eq!(t.slack.take_posted()[0].text, "Fortsatt her.");
+            assert_eq!(t.openai.requests().len(), 1, "one turn");
+        },
+    )
     .await;
-    t.openai.script([Scripted::Text("Fortsatt her.".into())]);
-    assert_eq!(
-        t.post_slack_event(&fixture("slack/event_callback.message.json"))
-            .await,
-        200
-    );
-    let depth = t.queue.depth(QueueName::Worker).await.unwrap();
-    assert_eq!(depth.backlog(), 1, "the accepted message's job is queued");
-
-    // Redis restarts without persistence before any worker took the job.
-    t.wipe_redis().await;
-    assert_eq!(t.queue.depth(QueueName::Worker).await.unwrap().backlog(), 0);
-
-    t.start_worker().await;
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
-    assert_eq!(t.slack.take_posted()[0].text, "Fortsatt her.");
-    assert_eq!(t.openai.requests().len(), 1, "one turn");
-    t.finish().await;
 }
 
 #[tokio::test]
 async fn rapid_messages_of_one_author_are_folded_into_one_turn_in_order() {
-    let mut t = TestEnv::start_with(TestOptions {
-        worker_later: true,
-        ..Default::default()
-    })
-    .await;
-    t.openai.script([Scripted::Text("Alt i ett svar.".into())]);
-    // Three quick messages from one author in one thread (arrival order 0, 2, 4;
-    // messages 1 and 3 would be the other author's, and are not sent).
-    for m in [0, 2, 4] {
-        assert_eq!(t.post_slack_event(&SlackLoad::event(0, m)).await, 200);
-    }
-    t.start_worker().await;
-    t.wait_for_posts(1).await;
-    t.wait_idle().await;
+    run_test_with(
+        TestOptions {
+            worker_later: true,
+            ..Default::default()
+        },
+        async |t| {
+            t.openai.script([Scripted::Text("Alt i ett svar.".into())]);
+            // Three quick messages from one author in one thread (arrival order 0, 2, 4;
+            // messages 1 and 3 would be the other author's, and are not sent).
+            for m in [0, 2, 4] {
+                assert_eq!(t.post_slack_event(&SlackLoad::event(0, m)).await, 200);
+            }
+            t.start_worker().await;
+            t.wait_for_posts(1).await;
+            t.wait_idle().await;
 
-    assert_eq!(t.slack.take_posted()[0].text, "Alt i ett svar.");
-    let requests = t.openai.requests();
-    assert_eq!(requests.len(), 1, "one turn for the three messages");
-    let asked = requests[0]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let expected = [0, 2, 4].map(|m| SlackLoad::text(0, m)).join("\n\n");
-    assert_eq!(asked, expected, "folded in arrival order");
-    let received =
-        t.db.conversation_texts("automate_e.conversation.message_received.v1")
-            .await;
-    assert_eq!(
-        received[&SlackLoad::root_ts(0)],
-        [0, 2, 4].map(|m| SlackLoad::text(0, m))
-    );
-    t.finish().await;
+            assert_eq!(t.slack.take_posted()[0].text, "Alt i ett svar.");
+            let requests = t.openai.requests();
+            assert_eq!(requests.len(), 1, "one turn for the three messages");
+            let asked = requests[0]["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|m| m["role"] == "user")
+                .unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let expected = [0, 2, 4].map(|m| SlackLoad::text(0, m)).join("\n\n");
+            assert_eq!(asked, expected, "folded in arrival order");
+            let received =
+                t.db.conversation_texts("automate_e.conversation.message_received.v1")
+                    .await;
+            assert_eq!(
+                received[&SlackLoad::root_ts(0)],
+                [0, 2, 4].map(|m| SlackLoad::text(0, m))
+            );
+        },
+    )
+    .await;
 }
 
 /// The bearer token KEDA's TriggerAuthentication sends.
@@ -94,53 +103,56 @@ async fn queue_depth(t: &TestEnv) -> serde_json::Value {
 
 #[tokio::test]
 async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight() {
-    let mut t = TestEnv::start_with(TestOptions {
-        worker_later: true,
-        queue_depth_token: Some(QUEUE_DEPTH_TOKEN),
-        ..Default::default()
-    })
-    .await;
-    t.openai.when_empty(Scripted::Echo);
-    t.openai.set_latency(std::time::Duration::from_millis(1500));
-    for c in 0..3 {
-        assert_eq!(t.post_slack_event(&SlackLoad::event(c, 0)).await, 200);
-    }
-    let pending = queue_depth(&t).await;
-    assert_eq!(pending["worker"]["backlog"], 3, "{pending}");
-    assert_eq!(pending["worker"]["due"], 3, "{pending}");
-    // Prometheus sees the same backlog.
-    let metrics = t.metrics_of(&t.gateway_url).await;
-    assert!(
-        metrics.contains(r#"automate_e_queue_depth{queue="worker"} 3"#),
-        "{metrics}"
-    );
-    // Without the token, or with another, the depth is not told.
-    let url = format!("{}/queue-depth", t.gateway_url);
-    for request in [
-        t.http.get(&url),
-        t.http.get(&url).bearer_auth("not-the-token"),
-    ] {
-        assert_eq!(request.send().await.unwrap().status(), 401);
-    }
+    run_test_with(
+        TestOptions {
+            worker_later: true,
+            queue_depth_token: Some(QUEUE_DEPTH_TOKEN),
+            ..Default::default()
+        },
+        async |t| {
+            t.openai.when_empty(Scripted::Echo);
+            t.openai.set_latency(std::time::Duration::from_millis(1500));
+            for c in 0..3 {
+                assert_eq!(t.post_slack_event(&SlackLoad::event(c, 0)).await, 200);
+            }
+            let pending = queue_depth(t).await;
+            assert_eq!(pending["worker"]["backlog"], 3, "{pending}");
+            assert_eq!(pending["worker"]["due"], 3, "{pending}");
+            // Prometheus sees the same backlog.
+            let metrics = t.metrics_of(&t.gateway_url).await;
+            assert!(
+                metrics.contains(r#"automate_e_queue_depth{queue="worker"} 3"#),
+                "{metrics}"
+            );
+            // Without the token, or with another, the depth is not told.
+            let url = format!("{}/queue-depth", t.gateway_url);
+            for request in [
+                t.http.get(&url),
+                t.http.get(&url).bearer_auth("not-the-token"),
+            ] {
+                assert_eq!(request.send().await.unwrap().status(), 401);
+            }
 
-    t.start_worker().await;
-    t.wait_until("every turn running", || async {
-        t.openai.requests().len() >= 3
-    })
-    .await;
-    let running = queue_depth(&t).await;
-    assert_eq!(running["worker"]["backlog"], 3, "{running}");
-    assert_eq!(running["worker"]["in_flight"], 3, "{running}");
-    let direct = t.queue.depth(QueueName::Worker).await.unwrap();
-    assert_eq!(running["worker"]["backlog"], direct.backlog());
+            t.start_worker().await;
+            t.wait_until("every turn running", || async {
+                t.openai.requests().len() >= 3
+            })
+            .await;
+            let running = queue_depth(t).await;
+            assert_eq!(running["worker"]["backlog"], 3, "{running}");
+            assert_eq!(running["worker"]["in_flight"], 3, "{running}");
+            let direct = t.queue.depth(QueueName::Worker).await.unwrap();
+            assert_eq!(running["worker"]["backlog"], direct.backlog());
 
-    t.wait_for_posts(3).await;
-    t.wait_idle().await;
-    let idle = queue_depth(&t).await;
-    assert_eq!(idle["worker"]["backlog"], 0, "{idle}");
-    assert_eq!(idle["delivery"]["backlog"], 0, "{idle}");
-    t.slack.take_posted();
-    t.finish().await;
+            t.wait_for_posts(3).await;
+            t.wait_idle().await;
+            let idle = queue_depth(t).await;
+            assert_eq!(idle["worker"]["backlog"], 0, "{idle}");
+            assert_eq!(idle["delivery"]["backlog"], 0, "{idle}");
+            t.slack.take_posted();
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -148,27 +160,30 @@ async fn turn_jobs_pushed_together_are_each_queued_once() {
     use shared::ids::{InboxId, TenantId};
     use shared::job::{Job, WorkerJob};
 
-    let t = TestEnv::start_with(TestOptions {
-        worker_later: true,
-        ..Default::default()
-    })
+    run_test_with(
+        TestOptions {
+            worker_later: true,
+            ..Default::default()
+        },
+        async |t| {
+            let turn = |n: u128| {
+                Job::new(
+                    TenantId(uuid::Uuid::from_u128(99)),
+                    "",
+                    WorkerJob::TurnV1 {
+                        inbox_id: InboxId(uuid::Uuid::from_u128(n)),
+                    },
+                )
+            };
+            t.queue.enqueue(turn(1)).await.unwrap();
+            // One push: a job already queued, two new ones, one of them twice.
+            t.queue
+                .enqueue_all(vec![turn(1), turn(2), turn(3), turn(3)])
+                .await
+                .unwrap();
+            let depth = t.queue.depth(QueueName::Worker).await.unwrap();
+            assert_eq!(depth.backlog(), 3, "{depth:?}");
+        },
+    )
     .await;
-    let turn = |n: u128| {
-        Job::new(
-            TenantId(uuid::Uuid::from_u128(99)),
-            "",
-            WorkerJob::TurnV1 {
-                inbox_id: InboxId(uuid::Uuid::from_u128(n)),
-            },
-        )
-    };
-    t.queue.enqueue(turn(1)).await.unwrap();
-    // One push: a job already queued, two new ones, one of them twice.
-    t.queue
-        .enqueue_all(vec![turn(1), turn(2), turn(3), turn(3)])
-        .await
-        .unwrap();
-    let depth = t.queue.depth(QueueName::Worker).await.unwrap();
-    assert_eq!(depth.backlog(), 3, "{depth:?}");
-    t.finish().await;
 }

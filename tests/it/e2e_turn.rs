@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 use shared::engine::turn::ROUND_LIMIT_REPLY;
+use shared::job::QueueName;
 use tests::fake::openai::Scripted;
-use tests::{TestEnv, TestOptions, fixture};
+use tests::{ServiceSettings, TestEnv, TestOptions, fixture, run_test, run_test_with};
 
 /// The tool results the model was given in its `n`-th request.
 fn tool_results(t: &TestEnv, n: usize) -> Vec<Value> {
@@ -35,105 +36,108 @@ async fn ask(t: &TestEnv) {
 
 #[tokio::test]
 async fn tool_errors_are_fed_back_to_the_model() {
-    let t = TestEnv::start().await;
-    t.accounting
-        .respond_next(500, r#"{"error":"database down"}"#.into());
-    t.accounting
-        .respond_next(200, format!("[\"{}\"]", "x".repeat(2 * 1024 * 1024)));
-    t.openai.script([
-        Scripted::tool_call("list_bank_transactions", r#"{"fromDate": 20261101}"#),
-        Scripted::tool_call("list_invoices", "{}"),
-        Scripted::tool_call("list_purchases", "{}"),
-        Scripted::tool_call("delete_everything", "{}"),
-        Scripted::Text("Beklager, regnskapet svarer ikke nå.".into()),
-    ]);
-    ask(&t).await;
+    run_test(async |t| {
+        t.accounting
+            .respond_next(500, r#"{"error":"database down"}"#.into());
+        t.accounting
+            .respond_next(200, format!("[\"{}\"]", "x".repeat(2 * 1024 * 1024)));
+        t.openai.script([
+            Scripted::tool_call("list_bank_transactions", r#"{"fromDate": 20261101}"#),
+            Scripted::tool_call("list_invoices", "{}"),
+            Scripted::tool_call("list_purchases", "{}"),
+            Scripted::tool_call("delete_everything", "{}"),
+            Scripted::Text("Beklager, regnskapet svarer ikke nå.".into()),
+        ]);
+        ask(t).await;
 
-    let results = tool_results(&t, 4);
-    assert_eq!(results.len(), 4);
-    assert!(
-        results[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("`fromDate` must be of type string"),
-        "{}",
-        results[0]
-    );
-    assert_eq!(results[1]["status"], 500);
-    assert!(results[1]["error"].is_string());
-    assert!(
-        results[2]["error"]
-            .as_str()
-            .unwrap()
-            .contains("larger than"),
-        "{}",
-        results[2]
-    );
-    assert!(
-        results[3]["error"]
-            .as_str()
-            .unwrap()
-            .contains("no tool named `delete_everything`")
-    );
-    let calls = t.accounting.take_requests();
-    assert_eq!(
-        calls.iter().map(|c| c.uri.as_str()).collect::<Vec<_>>(),
-        [
-            "/companies/fake-company/invoices",
-            "/companies/fake-company/purchases"
-        ]
-    );
-    let outcomes: Vec<Value> =
-        t.db.event_payloads("automate_e.conversation.tool_called.v1")
-            .await
-            .into_iter()
-            .map(|p| p["outcome"].clone())
-            .collect();
-    assert_eq!(outcomes, ["refused", "http_error", "failed", "refused"]);
-    assert_eq!(
-        t.slack.take_posted()[0].text,
-        "Beklager, regnskapet svarer ikke nå."
-    );
-    t.finish().await;
+        let results = tool_results(t, 4);
+        assert_eq!(results.len(), 4);
+        assert!(
+            results[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("`fromDate` must be of type string"),
+            "{}",
+            results[0]
+        );
+        assert_eq!(results[1]["status"], 500);
+        assert!(results[1]["error"].is_string());
+        assert!(
+            results[2]["error"]
+                .as_str()
+                .unwrap()
+                .contains("larger than"),
+            "{}",
+            results[2]
+        );
+        assert!(
+            results[3]["error"]
+                .as_str()
+                .unwrap()
+                .contains("no tool named `delete_everything`")
+        );
+        let calls = t.accounting.take_requests();
+        assert_eq!(
+            calls.iter().map(|c| c.uri.as_str()).collect::<Vec<_>>(),
+            [
+                "/companies/fake-company/invoices",
+                "/companies/fake-company/purchases"
+            ]
+        );
+        let outcomes: Vec<Value> =
+            t.db.event_payloads("automate_e.conversation.tool_called.v1")
+                .await
+                .into_iter()
+                .map(|p| p["outcome"].clone())
+                .collect();
+        assert_eq!(outcomes, ["refused", "http_error", "failed", "refused"]);
+        assert_eq!(
+            t.slack.take_posted()[0].text,
+            "Beklager, regnskapet svarer ikke nå."
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn tool_rounds_are_bounded() {
-    let t = TestEnv::start().await;
-    // Book-E allows 5 model rounds; the model asks for a tool every time.
-    t.openai
-        .script((0..5).map(|_| Scripted::tool_call("get_bank_balances", "{}")));
-    ask(&t).await;
-    assert_eq!(t.slack.take_posted()[0].text, ROUND_LIMIT_REPLY);
-    assert_eq!(t.openai.requests().len(), 5);
-    assert_eq!(
-        t.accounting.take_requests().len(),
-        4,
-        "the last round's calls are not run"
-    );
-    t.finish().await;
+    run_test(async |t| {
+        // Book-E allows 5 model rounds; the model asks for a tool every time.
+        t.openai
+            .script((0..5).map(|_| Scripted::tool_call("get_bank_balances", "{}")));
+        ask(t).await;
+        assert_eq!(t.slack.take_posted()[0].text, ROUND_LIMIT_REPLY);
+        assert_eq!(t.openai.requests().len(), 5);
+        assert_eq!(
+            t.accounting.take_requests().len(),
+            4,
+            "the last round's calls are not run"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_model_outage_is_retried_and_the_message_answered_once() {
-    let t = TestEnv::start().await;
-    t.openai.script([
-        Scripted::Error(503),
-        Scripted::Error(429),
-        Scripted::Text("Der er jeg.".into()),
-    ]);
-    ask(&t).await;
-    assert_eq!(t.slack.take_posted()[0].text, "Der er jeg.");
-    assert_eq!(t.openai.requests().len(), 3);
-    assert_eq!(
-        t.db.event_types("conversation-").await,
-        [
-            "automate_e.conversation.message_received.v1",
-            "automate_e.conversation.llm_called.v1",
-            "automate_e.conversation.reply_composed.v1",
-        ]
-    );
-    t.finish().await;
+    run_test(async |t| {
+        t.openai.script([
+            Scripted::Error(503),
+            Scripted::Error(429),
+            Scripted::Text("Der er jeg.".into()),
+        ]);
+        ask(t).await;
+        assert_eq!(t.slack.take_posted()[0].text, "Der er jeg.");
+        assert_eq!(t.openai.requests().len(), 3);
+        assert_eq!(
+            t.db.event_types("conversation-").await,
+            [
+                "automate_e.conversation.message_received.v1",
+                "automate_e.conversation.llm_called.v1",
+                "automate_e.conversation.reply_composed.v1",
+            ]
+        );
+    })
+    .await;
 }
 
 /// A read's model call is recorded with the turn's end; a turn that fails
@@ -141,49 +145,51 @@ async fn a_model_outage_is_retried_and_the_message_answered_once() {
 /// attempt's call and read, and the retried turn records the message once.
 #[tokio::test]
 async fn a_turn_that_fails_after_a_read_keeps_its_steps_in_the_log() {
-    let t = TestEnv::start().await;
-    t.openai.script([
-        Scripted::tool_call("get_bank_balances", "{}"),
-        Scripted::Error(503),
-        Scripted::Text("Saldoen er 100 kr.".into()),
-    ]);
-    ask(&t).await;
-    assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
-    assert_eq!(t.accounting.take_requests().len(), 1);
-    assert_eq!(
-        t.db.event_types("conversation-").await,
-        tests::ONE_READ_TURN_EVENTS
-    );
-    t.finish().await;
+    run_test(async |t| {
+        t.openai.script([
+            Scripted::tool_call("get_bank_balances", "{}"),
+            Scripted::Error(503),
+            Scripted::Text("Saldoen er 100 kr.".into()),
+        ]);
+        ask(t).await;
+        assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
+        assert_eq!(t.accounting.take_requests().len(), 1);
+        assert_eq!(
+            t.db.event_types("conversation-").await,
+            tests::ONE_READ_TURN_EVENTS
+        );
+    })
+    .await;
 }
 
 /// A turn whose message is answered by another writer while it runs ends
 /// without a reply, and still records what it did.
 #[tokio::test]
 async fn a_turn_whose_message_was_answered_meanwhile_keeps_its_steps_in_the_log() {
-    let t = TestEnv::start().await;
-    t.openai.set_latency(std::time::Duration::from_millis(1500));
-    t.openai.script([
-        Scripted::tool_call("get_bank_balances", "{}"),
-        Scripted::Text("Saldoen er 100 kr.".into()),
-    ]);
-    send(&t).await;
-    // The second model call has begun: the message is answered elsewhere.
-    t.wait_until("the second model call", || async {
-        t.openai.requests().len() == 2
+    run_test(async |t| {
+        t.openai.set_latency(std::time::Duration::from_millis(1500));
+        t.openai.script([
+            Scripted::tool_call("get_bank_balances", "{}"),
+            Scripted::Text("Saldoen er 100 kr.".into()),
+        ]);
+        send(t).await;
+        // The second model call has begun: the message is answered elsewhere.
+        t.wait_until("the second model call", || async {
+            t.openai.requests().len() == 2
+        })
+        .await;
+        sqlx::query("UPDATE inbox SET processed_at = now()")
+            .execute(&t.db.owner)
+            .await
+            .unwrap();
+        t.wait_idle().await;
+        assert!(t.slack.take_posted().is_empty());
+        assert_eq!(
+            t.db.event_types("conversation-").await,
+            tests::ONE_READ_TURN_EVENTS[..4]
+        );
     })
     .await;
-    sqlx::query("UPDATE inbox SET processed_at = now()")
-        .execute(&t.db.owner)
-        .await
-        .unwrap();
-    t.wait_idle().await;
-    assert!(t.slack.take_posted().is_empty());
-    assert_eq!(
-        t.db.event_types("conversation-").await,
-        tests::ONE_READ_TURN_EVENTS[..4]
-    );
-    t.finish().await;
 }
 
 /// A turn whose lease was taken over stops before its next model call
@@ -191,64 +197,75 @@ async fn a_turn_whose_message_was_answered_meanwhile_keeps_its_steps_in_the_log(
 /// job answers once the lease is free again.
 #[tokio::test]
 async fn a_turn_whose_lease_was_taken_over_stops_calling_the_model() {
-    let t = TestEnv::start_with(TestOptions {
-        lease_ttl_ms: Some(1_500),
-        ..Default::default()
-    })
-    .await;
-    t.openai.set_latency(std::time::Duration::from_millis(700));
-    t.openai.script(
-        (0..4)
-            .map(|_| Scripted::tool_call("get_bank_balances", "{}"))
-            .chain([Scripted::Text("Saldoen er 100 kr.".into())]),
-    );
-    send(&t).await;
-    t.wait_until("the first model call", || async {
-        !t.openai.requests().is_empty()
-    })
-    .await;
-    let take_over = "UPDATE conversations SET lease_fence = nextval('lease_fences'), \
-                     lease_holder = 'another-worker', lease_until = now() + interval '1 hour'";
-    sqlx::query(take_over).execute(&t.db.owner).await.unwrap();
-    // Five rounds would take 3.5 s; the renewal notices within 0.5 s.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    let calls = t.openai.requests().len();
-    assert!(calls <= 3, "{calls} model calls under a lost lease");
-    assert!(t.slack.take_posted().is_empty());
+    run_test_with(
+        TestOptions {
+            settings: ServiceSettings {
+                lease_ttl_ms: 1_500,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        async |t| {
+            t.openai.set_latency(std::time::Duration::from_millis(700));
+            t.openai.script(
+                (0..4)
+                    .map(|_| Scripted::tool_call("get_bank_balances", "{}"))
+                    .chain([Scripted::Text("Saldoen er 100 kr.".into())]),
+            );
+            send(t).await;
+            t.wait_until("the first model call", || async {
+                !t.openai.requests().is_empty()
+            })
+            .await;
+            let take_over = "UPDATE conversations SET lease_fence = nextval('lease_fences'), \
+                         lease_holder = 'another-worker', lease_until = now() + interval '1 hour'";
+            sqlx::query(take_over).execute(&t.db.owner).await.unwrap();
+            // Five rounds would take 3.5 s; the renewal notices within 0.5 s,
+            // and the job goes back to the queue for a later attempt.
+            t.wait_until("the turn to hand its job back", || async {
+                t.queue.depth(QueueName::Worker).await.unwrap().delayed == 1
+            })
+            .await;
+            let calls = t.openai.requests().len();
+            assert!(calls <= 3, "{calls} model calls under a lost lease");
+            assert!(t.slack.take_posted().is_empty());
 
-    sqlx::query("UPDATE conversations SET lease_until = NULL, lease_holder = NULL")
-        .execute(&t.db.owner)
-        .await
-        .unwrap();
-    t.wait_for_posts(1).await;
-    assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
-    t.finish().await;
+            sqlx::query("UPDATE conversations SET lease_until = NULL, lease_holder = NULL")
+                .execute(&t.db.owner)
+                .await
+                .unwrap();
+            t.wait_for_posts(1).await;
+            assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
-    let t = TestEnv::start().await;
-    t.openai.script([Scripted::Text("Hei.".into())]);
-    ask(&t).await;
-    t.slack.take_posted();
-    for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
-        let response = t
-            .http
-            .get(format!("{}{path}", t.gateway_url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        assert_eq!(response.text().await.unwrap(), expected);
-    }
-    let metrics = t.metrics_of(&t.gateway_url).await;
-    assert!(
-        metrics.contains("automate_e_messages_total{channel=\"slack\",outcome=\"accepted\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("automate_e_replies_delivered_total"),
-        "{metrics}"
-    );
-    t.finish().await;
+    run_test(async |t| {
+        t.openai.script([Scripted::Text("Hei.".into())]);
+        ask(t).await;
+        t.slack.take_posted();
+        for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
+            let response = t
+                .http
+                .get(format!("{}{path}", t.gateway_url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(response.text().await.unwrap(), expected);
+        }
+        let metrics = t.metrics_of(&t.gateway_url).await;
+        assert!(
+            metrics.contains("automate_e_messages_total{channel=\"slack\",outcome=\"accepted\"}"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("automate_e_replies_delivered_total"),
+            "{metrics}"
+        );
+    })
+    .await;
 }

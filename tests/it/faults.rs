@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
-use tests::{TestEnv, TestOptions};
+use tests::{ServiceSettings, TestEnv, TestOptions, run_test_with};
 
 /// Recovery waits out heartbeats (15 s), leases and backoff.
 const RECOVERY: Duration = Duration::from_secs(90);
@@ -16,15 +16,20 @@ const LOAD: SlackLoad = SlackLoad {
     per_conversation: 4,
 };
 
-async fn start() -> TestEnv {
-    let t = TestEnv::start_with(TestOptions {
+/// Runs a fault test: the gateway a process, the workers started by the
+/// test, services that ride out faults, and a model that echoes.
+async fn fault_test(test: impl AsyncFnOnce(&mut TestEnv)) {
+    let options = TestOptions {
         worker_later: true,
         gateway_process: true,
+        settings: ServiceSettings::riding_out_faults(),
         ..Default::default()
+    };
+    run_test_with(options, async |t| {
+        t.openai.when_empty(Scripted::Echo);
+        test(t).await;
     })
     .await;
-    t.openai.when_empty(Scripted::Echo);
-    t
 }
 
 async fn wait_all_answered(t: &TestEnv, load: SlackLoad) {
@@ -37,102 +42,106 @@ async fn wait_all_answered(t: &TestEnv, load: SlackLoad) {
 
 #[tokio::test]
 async fn a_worker_killed_mid_turn_under_load_loses_and_repeats_nothing() {
-    let t = start().await;
-    t.openai.set_latency(Duration::from_millis(400));
-    let doomed = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
-    let survivor = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
-    LOAD.post_all(&t).await;
-    t.wait_until("some turns in progress", || async {
-        t.openai.requests().len() >= 6
+    fault_test(async |t| {
+        t.openai.set_latency(Duration::from_millis(400));
+        let doomed = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
+        let survivor = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
+        LOAD.post_all(t).await;
+        t.wait_until("some turns in progress", || async {
+            t.openai.requests().len() >= 6
+        })
+        .await;
+        doomed.kill().await;
+
+        wait_all_answered(t, LOAD).await;
+        LOAD.assert_answered_once_in_order(t).await;
+        assert_eq!(
+            t.openai.max_concurrent_per_conversation(),
+            1,
+            "one turn at a time per conversation"
+        );
+        drop(survivor);
     })
     .await;
-    doomed.kill().await;
-
-    wait_all_answered(&t, LOAD).await;
-    LOAD.assert_answered_once_in_order(&t).await;
-    assert_eq!(
-        t.openai.max_concurrent_per_conversation(),
-        1,
-        "one turn at a time per conversation"
-    );
-    drop(survivor);
-    t.finish().await;
 }
 
 #[tokio::test]
 async fn redis_restarting_empty_under_load_loses_nothing() {
-    let t = start().await;
-    t.openai.set_latency(Duration::from_millis(200));
-    let _worker = t.start_worker_process(&[]).await;
-    LOAD.post_round(&t, 0).await;
-    LOAD.post_round(&t, 1).await;
+    fault_test(async |t| {
+        t.openai.set_latency(Duration::from_millis(200));
+        let _worker = t.start_worker_process(&[]).await;
+        LOAD.post_round(t, 0).await;
+        LOAD.post_round(t, 1).await;
 
-    // Redis goes away and comes back empty, as a restart without persistence.
-    let redis = t.redis_proxy.as_ref().unwrap();
-    redis.set_up(false);
-    t.wipe_redis().await;
-    let resend = async {
-        LOAD.post_round(&t, 2).await;
-        LOAD.post_round(&t, 3).await;
-    };
-    let restart = async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        redis.set_up(true);
-    };
-    tokio::join!(resend, restart);
+        // Redis goes away and comes back empty, as a restart without persistence.
+        let redis = t.redis_proxy.as_ref().unwrap();
+        redis.set_up(false);
+        t.wipe_redis().await;
+        let resend = async {
+            LOAD.post_round(t, 2).await;
+            LOAD.post_round(t, 3).await;
+        };
+        let restart = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            redis.set_up(true);
+        };
+        tokio::join!(resend, restart);
 
-    wait_all_answered(&t, LOAD).await;
-    LOAD.assert_answered_once_in_order(&t).await;
-    t.finish().await;
+        wait_all_answered(t, LOAD).await;
+        LOAD.assert_answered_once_in_order(t).await;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_failing_model_delays_but_loses_and_repeats_nothing() {
-    let t = start().await;
-    t.openai.script([
-        Scripted::Error(500),
-        Scripted::RateLimited(1),
-        Scripted::Hang(Duration::from_secs(3)),
-        Scripted::Error(503),
-        Scripted::Error(502),
-        Scripted::RateLimited(2),
-    ]);
-    let _worker = t.start_worker_process(&[]).await;
-    LOAD.post_all(&t).await;
+    fault_test(async |t| {
+        t.openai.script([
+            Scripted::Error(500),
+            Scripted::RateLimited(1),
+            Scripted::Hang(Duration::from_secs(3)),
+            Scripted::Error(503),
+            Scripted::Error(502),
+            Scripted::RateLimited(2),
+        ]);
+        let _worker = t.start_worker_process(&[]).await;
+        LOAD.post_all(t).await;
 
-    wait_all_answered(&t, LOAD).await;
-    LOAD.assert_answered_once_in_order(&t).await;
-    assert_eq!(
-        t.db.count("dead_jobs").await,
-        0,
-        "transient failures are retried, not dead-lettered"
-    );
-    t.finish().await;
+        wait_all_answered(t, LOAD).await;
+        LOAD.assert_answered_once_in_order(t).await;
+        assert_eq!(
+            t.db.count("dead_jobs").await,
+            0,
+            "transient failures are retried, not dead-lettered"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn postgres_unreachable_for_a_while_loses_nothing() {
-    let t = start().await;
-    t.openai.set_latency(Duration::from_millis(200));
-    let _worker = t.start_worker_process(&[]).await;
-    LOAD.post_round(&t, 0).await;
-    LOAD.post_round(&t, 1).await;
+    fault_test(async |t| {
+        t.openai.set_latency(Duration::from_millis(200));
+        let _worker = t.start_worker_process(&[]).await;
+        LOAD.post_round(t, 0).await;
+        LOAD.post_round(t, 1).await;
 
-    let postgres = t.postgres_proxy.as_ref().unwrap();
-    postgres.set_up(false);
-    let resend = async {
-        LOAD.post_round(&t, 2).await;
-        LOAD.post_round(&t, 3).await;
-    };
-    let back = async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        postgres.set_up(true);
-    };
-    tokio::join!(resend, back);
+        let postgres = t.postgres_proxy.as_ref().unwrap();
+        postgres.set_up(false);
+        let resend = async {
+            LOAD.post_round(t, 2).await;
+            LOAD.post_round(t, 3).await;
+        };
+        let back = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            postgres.set_up(true);
+        };
+        tokio::join!(resend, back);
 
-    wait_all_answered(&t, LOAD).await;
-    LOAD.assert_answered_once_in_order(&t).await;
-    t.finish().await;
+        wait_all_answered(t, LOAD).await;
+        LOAD.assert_answered_once_in_order(t).await;
+    })
+    .await;
 }
 
 /// Starts a worker with `grace_ms` of shutdown grace, sends it `load` with
@@ -156,40 +165,42 @@ async fn sigterm_mid_turn(t: &TestEnv, load: SlackLoad, grace_ms: &str) -> Durat
 
 #[tokio::test]
 async fn sigterm_finishes_running_turns_within_the_grace_period_and_exits_zero() {
-    let t = start().await;
-    let load = SlackLoad {
-        conversations: 4,
-        per_conversation: 1,
-    };
-    sigterm_mid_turn(&t, load, "10000").await;
-    // The turns were finished, not abandoned: no other worker is running.
-    t.wait_until("every reply posted", || async {
-        t.slack.posted_count() >= load.total()
+    fault_test(async |t| {
+        let load = SlackLoad {
+            conversations: 4,
+            per_conversation: 1,
+        };
+        sigterm_mid_turn(t, load, "10000").await;
+        // The turns were finished, not abandoned: no other worker is running.
+        t.wait_until("every reply posted", || async {
+            t.slack.posted_count() >= load.total()
+        })
+        .await;
+        t.wait_idle().await;
+        load.assert_answered_once_in_order(t).await;
+        assert_eq!(t.openai.requests().len(), load.total(), "no turn ran twice");
     })
     .await;
-    t.wait_idle().await;
-    load.assert_answered_once_in_order(&t).await;
-    assert_eq!(t.openai.requests().len(), load.total(), "no turn ran twice");
-    t.finish().await;
 }
 
 #[tokio::test]
 async fn sigterm_hands_back_turns_that_outlast_the_grace_period() {
-    let t = start().await;
-    let load = SlackLoad {
-        conversations: 2,
-        per_conversation: 1,
-    };
-    let stopped_in = sigterm_mid_turn(&t, load, "200").await;
-    assert!(
-        stopped_in < Duration::from_millis(1200),
-        "the worker did not wait for the model past its grace period"
-    );
-    assert_eq!(t.slack.posted_count(), 0, "nothing answered yet");
+    fault_test(async |t| {
+        let load = SlackLoad {
+            conversations: 2,
+            per_conversation: 1,
+        };
+        let stopped_in = sigterm_mid_turn(t, load, "200").await;
+        assert!(
+            stopped_in < Duration::from_millis(1200),
+            "the worker did not wait for the model past its grace period"
+        );
+        assert_eq!(t.slack.posted_count(), 0, "nothing answered yet");
 
-    let _next = t.start_worker_process(&[]).await;
-    t.openai.set_latency(Duration::ZERO);
-    wait_all_answered(&t, load).await;
-    load.assert_answered_once_in_order(&t).await;
-    t.finish().await;
+        let _next = t.start_worker_process(&[]).await;
+        t.openai.set_latency(Duration::ZERO);
+        wait_all_answered(t, load).await;
+        load.assert_answered_once_in_order(t).await;
+    })
+    .await;
 }

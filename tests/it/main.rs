@@ -10,6 +10,7 @@ mod e2e_slack_rejects;
 mod e2e_telegram;
 mod e2e_turn;
 mod faults;
+mod harness;
 mod observability;
 mod store;
 mod tenants;

@@ -33,7 +33,7 @@ use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, action_value, reject
 use shared::ids::ProposalId;
 use shared::job::QueueName;
 use tests::signing::slack_signature;
-use tests::{FIXTURE_TEAM, SLACK_SIGNING_SECRET, TELEGRAM_SECRET, TestEnv, fixture};
+use tests::{FIXTURE_TEAM, SLACK_SIGNING_SECRET, TELEGRAM_SECRET, TestEnv, fixture, run_test};
 
 /// Seed of the corpus: the same requests on every run.
 const SEED: u64 = 0x7E57_C0DE_5EED_0007;
@@ -838,70 +838,71 @@ async fn a_generated_corpus_of_bad_webhooks_is_rejected_and_nothing_is_enqueued(
     let (ts, body) = ("1700000000", "{\"a\":1}");
     let raw = hmac_v0(format!("v0:{ts}:{body}").as_bytes());
     assert_eq!(raw, slack_signature(SLACK_SIGNING_SECRET, ts, body));
-    let t = TestEnv::start().await;
-    let body_limit = gateway::GatewayConfig::default().slack.max_body_bytes;
-    let cases = Arc::new(Corpus::new(body_limit).build());
-    assert!(cases.len() >= MIN_CORPUS, "corpus of {}", cases.len());
+    run_test(async |t| {
+        let body_limit = gateway::GatewayConfig::default().slack.max_body_bytes;
+        let cases = Arc::new(Corpus::new(body_limit).build());
+        assert!(cases.len() >= MIN_CORPUS, "corpus of {}", cases.len());
 
-    let mut per_category: BTreeMap<(&str, &str, u16), usize> = BTreeMap::new();
-    for case in cases.iter() {
-        let key = (case.path, case.category, case.expect);
-        *per_category.entry(key).or_default() += 1;
-    }
-    let (built, size) = (started.elapsed(), cases.len());
-    let seed = format!("seed {SEED:#x}, body limit {body_limit} bytes");
-    eprintln!("webhook corpus: {size} requests ({seed}), built in {built:?}");
-    for ((path, category, expect), count) in &per_category {
-        eprintln!("  {count:>5}  {path:<21} {expect}  {category}");
-    }
+        let mut per_category: BTreeMap<(&str, &str, u16), usize> = BTreeMap::new();
+        for case in cases.iter() {
+            let key = (case.path, case.category, case.expect);
+            *per_category.entry(key).or_default() += 1;
+        }
+        let (built, size) = (started.elapsed(), cases.len());
+        let seed = format!("seed {SEED:#x}, body limit {body_limit} bytes");
+        eprintln!("webhook corpus: {size} requests ({seed}), built in {built:?}");
+        for ((path, category, expect), count) in &per_category {
+            eprintln!("  {count:>5}  {path:<21} {expect}  {category}");
+        }
 
-    let sending = Instant::now();
-    let answers = send_all(&t, &cases).await;
-    let (answered, took) = (answers.len(), sending.elapsed());
-    eprintln!("webhook corpus: {answered} answers in {took:?}");
+        let sending = Instant::now();
+        let answers = send_all(t, &cases).await;
+        let (answered, took) = (answers.len(), sending.elapsed());
+        eprintln!("webhook corpus: {answered} answers in {took:?}");
 
-    let mut wrong: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    let mut examples = Vec::new();
-    for (case, answer) in cases.iter().zip(&answers) {
-        if let Some(why) = mismatch(case, answer) {
-            *wrong.entry((case.path, case.category)).or_default() += 1;
-            if examples.len() < 8 {
-                examples.push(format!("{why}\n    request: {}", case.describe()));
+        let mut wrong: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut examples = Vec::new();
+        for (case, answer) in cases.iter().zip(&answers) {
+            if let Some(why) = mismatch(case, answer) {
+                *wrong.entry((case.path, case.category)).or_default() += 1;
+                if examples.len() < 8 {
+                    examples.push(format!("{why}\n    request: {}", case.describe()));
+                }
             }
         }
-    }
-    let (count, examples) = (wrong.values().sum::<usize>(), examples.join("\n  "));
-    assert!(
-        wrong.is_empty(),
-        "{count} of {size} requests got the wrong answer; per category: {wrong:#?}\nfirst ones:\n  {examples}"
-    );
+        let (count, examples) = (wrong.values().sum::<usize>(), examples.join("\n  "));
+        assert!(
+            wrong.is_empty(),
+            "{count} of {size} requests got the wrong answer; per category: {wrong:#?}\nfirst ones:\n  {examples}"
+        );
 
-    // Still alive and still serving.
-    let health = t.http.get(format!("{}/healthz", t.gateway_url)).send();
-    let health = health.await;
-    assert_eq!(health.expect("gateway answers /healthz").status(), 200);
-    // Anything accepted by mistake would show within moments (presence, turn).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+        // Still alive and still serving.
+        let health = t.http.get(format!("{}/healthz", t.gateway_url)).send();
+        let health = health.await;
+        assert_eq!(health.expect("gateway answers /healthz").status(), 200);
+        // Anything accepted by mistake would show within moments (presence, turn).
+        tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Nothing recorded, enqueued or posted.
-    for table in ["inbox", "outbox", "events", "proposals"] {
-        assert_eq!(t.db.count(table).await, 0, "rows in {table}");
-    }
-    for queue in [QueueName::Worker, QueueName::Delivery] {
-        let depth = t.queue.depth(queue).await.expect("queue depth");
-        let queued = depth.backlog() + depth.delayed;
-        assert_eq!(queued, 0, "{queue:?} queue: {depth:?}");
-    }
-    assert_eq!(t.slack.posted_count(), 0, "Slack posts");
-    assert!(t.slack.cards().is_empty(), "Slack review cards");
-    assert!(t.slack.updates().is_empty(), "Slack card updates");
-    assert!(t.slack.ephemerals().is_empty(), "Slack ephemerals");
-    assert!(t.slack.views().is_empty(), "Slack modals");
-    assert_eq!(t.telegram.post_count(), 0, "Telegram posts");
-    assert_eq!(t.telegram.chat_actions(), 0, "Telegram typing");
-    assert_eq!(t.discord.post_count(), 0, "Discord posts");
-    assert!(t.openai.requests().is_empty(), "model calls");
-    t.finish().await;
+        // Nothing recorded, enqueued or posted.
+        for table in ["inbox", "outbox", "events", "proposals"] {
+            assert_eq!(t.db.count(table).await, 0, "rows in {table}");
+        }
+        for queue in [QueueName::Worker, QueueName::Delivery] {
+            let depth = t.queue.depth(queue).await.expect("queue depth");
+            let queued = depth.backlog() + depth.delayed;
+            assert_eq!(queued, 0, "{queue:?} queue: {depth:?}");
+        }
+        assert_eq!(t.slack.posted_count(), 0, "Slack posts");
+        assert!(t.slack.cards().is_empty(), "Slack review cards");
+        assert!(t.slack.updates().is_empty(), "Slack card updates");
+        assert!(t.slack.ephemerals().is_empty(), "Slack ephemerals");
+        assert!(t.slack.views().is_empty(), "Slack modals");
+        assert_eq!(t.telegram.post_count(), 0, "Telegram posts");
+        assert_eq!(t.telegram.chat_actions(), 0, "Telegram typing");
+        assert_eq!(t.discord.post_count(), 0, "Discord posts");
+        assert!(t.openai.requests().is_empty(), "model calls");
+    })
+    .await;
     eprintln!("webhook corpus: done in {:?}", started.elapsed());
 }
 
@@ -909,20 +910,21 @@ async fn a_generated_corpus_of_bad_webhooks_is_rejected_and_nothing_is_enqueued(
 /// answered 401 and nothing is recorded.
 #[tokio::test]
 async fn a_signed_timestamp_near_i64_min_is_answered_401() {
-    let t = TestEnv::start().await;
-    let body = fixture("slack/event_callback.message.json");
-    let mut unanswered = Vec::new();
-    for ts in OVERFLOWING_TIMESTAMPS.split(' ') {
-        let signature = slack_signature(SLACK_SIGNING_SECRET, ts, &body);
-        let request = t.http.post(format!("{}{EVENTS}", t.gateway_url));
-        let request = request.header(SLACK_TIMESTAMP, ts);
-        let request = request.header(SLACK_SIGNATURE, signature);
-        match request.body(body.clone()).send().await {
-            Ok(response) if response.status() == 401 => {}
-            other => unanswered.push(format!("{ts}: {other:?}")),
+    run_test(async |t| {
+        let body = fixture("slack/event_callback.message.json");
+        let mut unanswered = Vec::new();
+        for ts in OVERFLOWING_TIMESTAMPS.split(' ') {
+            let signature = slack_signature(SLACK_SIGNING_SECRET, ts, &body);
+            let request = t.http.post(format!("{}{EVENTS}", t.gateway_url));
+            let request = request.header(SLACK_TIMESTAMP, ts);
+            let request = request.header(SLACK_SIGNATURE, signature);
+            match request.body(body.clone()).send().await {
+                Ok(response) if response.status() == 401 => {}
+                other => unanswered.push(format!("{ts}: {other:?}")),
+            }
         }
-    }
-    assert!(unanswered.is_empty(), "not answered 401: {unanswered:#?}");
-    assert_eq!(t.db.count("inbox").await, 0);
-    t.finish().await;
+        assert!(unanswered.is_empty(), "not answered 401: {unanswered:#?}");
+        assert_eq!(t.db.count("inbox").await, 0);
+    })
+    .await;
 }

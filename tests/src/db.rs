@@ -81,6 +81,24 @@ impl TestDb {
         Self { name, owner }
     }
 
+    /// Runs `test` on a fresh database ([`Self::create`]) and drops it
+    /// afterwards, whether the test passed or panicked.
+    pub async fn run(test: impl AsyncFnOnce(&Self)) {
+        use futures::FutureExt;
+
+        let db = Self::create().await;
+        let ran = std::panic::AssertUnwindSafe(test(&db)).catch_unwind().await;
+        db.drop().await;
+        if let Err(failure) = ran {
+            std::panic::resume_unwind(failure);
+        }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// URL for the services: the service login role on this database.
     pub fn service_url(&self) -> String {
         with_database(&admin_url(), Some(SERVICE_LOGIN_ROLE), &self.name)

@@ -1,13 +1,15 @@
 //! End-to-end harness: the real gateway and worker against real Postgres and
 //! Redis (an own database and key namespace per test) and fake external
-//! services over HTTP.
+//! services over HTTP. [`run_test`] starts them, runs the test, and always
+//! cleans up, whether the test passed, panicked or timed out.
 //!
 //! ```no_run
 //! # async fn example() {
-//! let t = tests::TestEnv::start().await;
-//! let status = t.post_slack_event(&tests::fixture("slack/event_callback.message.json")).await;
-//! assert_eq!(status, 200);
-//! t.finish().await;
+//! tests::run_test(async |t| {
+//!     let status = t.post_slack_event(&tests::fixture("slack/event_callback.message.json")).await;
+//!     assert_eq!(status, 200);
+//! })
+//! .await;
 //! # }
 //! ```
 
@@ -42,6 +44,10 @@ use crate::proxy::TcpProxy;
 
 /// Longest any wait in a test may take.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a whole test may take (nextest ends a test process after three
+/// minutes; this fails it first, with the database dropped).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// How often a bounded wait checks its condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -104,20 +110,131 @@ pub fn fixture(name: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
+/// The settings of the services under test, in one place: the in-process
+/// services and the service processes are configured from the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Attempts of a worker job and of a delivery job before the dead letter.
+    pub max_attempts: usize,
+    /// Backoff before the second attempt, in milliseconds.
+    pub retry_base_ms: u64,
+    /// Longest backoff, in milliseconds.
+    pub retry_max_ms: u64,
+    /// How often the relay sweeps, in milliseconds.
+    pub relay_interval_ms: u64,
+    /// How old unanswered or undelivered work must be before the relay
+    /// re-queues it, in milliseconds.
+    pub relay_grace_ms: u64,
+    /// Time-to-live of a conversation lease, in milliseconds.
+    pub lease_ttl_ms: u64,
+    /// Timeout of one model call, in seconds.
+    pub llm_timeout_secs: u64,
+    /// Model rounds for characters that set none.
+    pub max_tool_rounds: u32,
+    /// The gateway's inbound limit per user, messages a minute.
+    pub user_per_minute: u32,
+}
+
+impl Default for ServiceSettings {
+    /// Fast retries, a relay that stays idle (its grace outlasts a test),
+    /// the worker's own lease, model timeout and round limit.
+    fn default() -> Self {
+        let worker = worker::WorkerConfig::default();
+        Self {
+            max_attempts: 3,
+            retry_base_ms: 200,
+            retry_max_ms: 1_000,
+            relay_interval_ms: 200,
+            relay_grace_ms: 60_000,
+            lease_ttl_ms: worker.lease_ttl_ms,
+            llm_timeout_secs: worker.llm.timeout_secs,
+            max_tool_rounds: worker.llm.max_tool_rounds,
+            user_per_minute: gateway::GatewayConfig::default().limits.user_per_minute,
+        }
+    }
+}
+
+impl ServiceSettings {
+    /// Services that ride out killed workers and outages: more attempts, a
+    /// short lease and model timeout, the relay sweeping after 5 s.
+    pub fn riding_out_faults() -> Self {
+        Self {
+            max_attempts: 8,
+            relay_interval_ms: 500,
+            relay_grace_ms: 5_000,
+            lease_ttl_ms: 3_000,
+            llm_timeout_secs: 2,
+            ..Self::default()
+        }
+    }
+
+    /// The worker's settings as `AE_*` variables.
+    fn worker_env(&self) -> ProcessEnv {
+        [
+            ("AE_MAX_ATTEMPTS", self.max_attempts.to_string()),
+            ("AE_RETRY__BASE_MS", self.retry_base_ms.to_string()),
+            ("AE_RETRY__MAX_MS", self.retry_max_ms.to_string()),
+            ("AE_RELAY__INTERVAL_MS", self.relay_interval_ms.to_string()),
+            ("AE_RELAY__GRACE_MS", self.relay_grace_ms.to_string()),
+            ("AE_LEASE_TTL_MS", self.lease_ttl_ms.to_string()),
+            ("AE_LLM__TIMEOUT_SECS", self.llm_timeout_secs.to_string()),
+            ("AE_LLM__MAX_TOOL_ROUNDS", self.max_tool_rounds.to_string()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    }
+
+    /// The worker's settings applied to an in-process worker's config.
+    fn apply_to_worker(&self, cfg: &mut worker::WorkerConfig) {
+        cfg.max_attempts = self.max_attempts;
+        cfg.retry.base_ms = self.retry_base_ms;
+        cfg.retry.max_ms = self.retry_max_ms;
+        cfg.relay.interval_ms = self.relay_interval_ms;
+        cfg.relay.grace_ms = self.relay_grace_ms;
+        cfg.lease_ttl_ms = self.lease_ttl_ms;
+        cfg.llm.timeout_secs = self.llm_timeout_secs;
+        cfg.llm.max_tool_rounds = self.max_tool_rounds;
+    }
+
+    /// The gateway's settings as `AE_*` variables.
+    fn gateway_env(&self) -> ProcessEnv {
+        [
+            ("AE_DELIVERY__MAX_ATTEMPTS", self.max_attempts.to_string()),
+            (
+                "AE_DELIVERY__RETRY__BASE_MS",
+                self.retry_base_ms.to_string(),
+            ),
+            ("AE_DELIVERY__RETRY__MAX_MS", self.retry_max_ms.to_string()),
+            (
+                "AE_LIMITS__USER_PER_MINUTE",
+                self.user_per_minute.to_string(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into()
+    }
+
+    /// The gateway's settings applied to an in-process gateway's config.
+    fn apply_to_gateway(&self, cfg: &mut gateway::GatewayConfig) {
+        cfg.delivery.max_attempts = self.max_attempts;
+        cfg.delivery.retry.base_ms = self.retry_base_ms;
+        cfg.delivery.retry.max_ms = self.retry_max_ms;
+        cfg.limits.user_per_minute = self.user_per_minute;
+    }
+}
+
 /// Choices a test makes about the deployment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TestOptions {
+    /// The services' settings.
+    pub settings: ServiceSettings,
     /// Telegram by long polling instead of the webhook.
     pub telegram_polling: bool,
     /// Do not start the worker; the test calls [`TestEnv::start_worker`].
     pub worker_later: bool,
-    /// The relay's grace period (default: a minute, i.e. idle in tests).
-    pub relay_grace_ms: Option<u64>,
     /// Run the gateway as a real process (the `gateway` binary) instead of
     /// in the test; Postgres and Redis reached through [`TcpProxy`]s.
     pub gateway_process: bool,
-    /// The gateway's per-user inbound limit (messages a minute).
-    pub user_per_minute: Option<u32>,
     /// Service processes log JSON at `info` and export their spans to a
     /// [`FakeCollector`] ([`TestEnv::collector`]).
     pub collect_traces: bool,
@@ -128,12 +245,8 @@ pub struct TestOptions {
     pub direct_connections: bool,
     /// More `AE_*` settings of the gateway process (they override).
     pub gateway_env: &'static [(&'static str, &'static str)],
-    /// The in-process worker's conversation lease time-to-live (default:
-    /// the worker's).
-    pub lease_ttl_ms: Option<u64>,
-    /// The in-process worker's model rounds for characters that set none
-    /// (default: the worker's).
-    pub max_tool_rounds: Option<u32>,
+    /// Longest the test may take (default [`TEST_TIMEOUT`]).
+    pub timeout: Option<Duration>,
 }
 
 /// Settings of a service process, as `AE_*` variables.
@@ -172,6 +285,8 @@ pub struct TestEnv {
     options: TestOptions,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Cancelled when a service task ends before the test does.
+    service_ended: CancellationToken,
     /// Proxies to Postgres and Redis for service processes.
     pub postgres_proxy: Option<TcpProxy>,
     /// See [`Self::postgres_proxy`].
@@ -237,6 +352,7 @@ impl TestEnv {
             options,
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
+            service_ended: CancellationToken::new(),
             postgres_proxy: None,
             redis_proxy: None,
             processes: Vec::new(),
@@ -279,10 +395,7 @@ impl TestEnv {
         cfg.slack.signing_secret = SecretString::from(SLACK_SIGNING_SECRET);
         cfg.slack.bot_token = SecretString::from(SLACK_BOT_TOKEN);
         cfg.slack.api_base_url = self.slack.base_url.clone();
-        cfg.delivery.max_attempts = 3;
-        if let Some(limit) = options.user_per_minute {
-            cfg.limits.user_per_minute = limit;
-        }
+        options.settings.apply_to_gateway(&mut cfg);
         cfg.queue_depth_token = options.queue_depth_token.map(SecretString::from);
         cfg.discord.token = SecretString::from(DISCORD_TOKEN);
         cfg.discord.api_base_url = Some(self.discord.base_url.clone());
@@ -301,8 +414,7 @@ impl TestEnv {
             .expect("build gateway");
         let url = format!("http://127.0.0.1:{}", app.port());
         self.discord_edge = app.discord_edge();
-        self.tasks
-            .push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+        self.spawn_service(app.run_until_stopped(self.shutdown.clone()));
         url
     }
 
@@ -327,25 +439,26 @@ impl TestEnv {
                 output_per_million_micros: TEST_OUTPUT_PRICE,
             },
         );
-        cfg.max_attempts = 3;
-        cfg.retry.base_ms = 200;
-        cfg.retry.max_ms = 1000;
-        cfg.relay.interval_ms = 200;
-        if let Some(grace) = self.options.relay_grace_ms {
-            cfg.relay.grace_ms = grace;
-        }
-        if let Some(ttl) = self.options.lease_ttl_ms {
-            cfg.lease_ttl_ms = ttl;
-        }
-        if let Some(rounds) = self.options.max_tool_rounds {
-            cfg.llm.max_tool_rounds = rounds;
-        }
+        self.options.settings.apply_to_worker(&mut cfg);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind worker");
         let app = worker::App::build(cfg, Some(listener))
             .await
             .expect("build worker");
-        self.tasks
-            .push(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+        self.spawn_service(app.run_until_stopped(self.shutdown.clone()));
+    }
+
+    /// Runs an in-process service until the test's shutdown: a service that
+    /// ends before then fails the test ([`run_test`]).
+    pub fn spawn_service<F>(&mut self, service: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let ended = self.service_ended.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let result = service.await;
+            ended.cancel();
+            result
+        }));
     }
 
     /// Settings both service processes share: the database and Redis
@@ -388,12 +501,10 @@ impl TestEnv {
                 ("AE_SLACK__SIGNING_SECRET", SLACK_SIGNING_SECRET.to_owned()),
                 ("AE_SLACK__BOT_TOKEN", SLACK_BOT_TOKEN.to_owned()),
                 ("AE_SLACK__API_BASE_URL", self.slack.base_url.clone()),
-                ("AE_DELIVERY__MAX_ATTEMPTS", "8".to_owned()),
-                ("AE_DELIVERY__RETRY__BASE_MS", "200".to_owned()),
-                ("AE_DELIVERY__RETRY__MAX_MS", "1000".to_owned()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
+        env.extend(self.options.settings.gateway_env());
         if let Some(token) = self.options.queue_depth_token {
             env.push(("AE_QUEUE_DEPTH_TOKEN".to_owned(), token.to_owned()));
         }
@@ -404,6 +515,17 @@ impl TestEnv {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         env
+    }
+
+    /// The value of a counter without labels that the in-process services
+    /// recorded (they share this process's metrics recorder); 0 before the
+    /// first increment.
+    pub fn counter(&self, name: &str) -> u64 {
+        shared::telemetry::metrics_handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// What `url`'s `/metrics` renders now.
@@ -425,30 +547,23 @@ impl TestEnv {
             .expect("started with gateway_process")
     }
 
-    /// Settings of a worker process like [`Self::start_worker`]'s, with fast
-    /// retries and a short lease (so a killed worker's conversation frees
-    /// quickly); `extra` overrides.
+    /// Settings of a worker process like [`Self::start_worker`]'s; `extra`
+    /// overrides.
     pub fn worker_env(&self, extra: &[(&str, &str)]) -> ProcessEnv {
         let mut env = self.process_env();
-        let characters = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../characters");
+        let characters = &self.characters_dir;
         env.extend(
             [
                 ("AE_LLM__BASE_URL", self.openai.base_url.clone()),
                 ("AE_LLM__API_KEY", LLM_API_KEY.to_owned()),
                 ("AE_LLM__MODEL", "gpt-test".to_owned()),
-                ("AE_LLM__TIMEOUT_SECS", "2".to_owned()),
                 ("AE_ACCOUNTING__BASE_URL", self.accounting.base_url.clone()),
                 ("AE_ACCOUNTING__TOKEN", ACCOUNTING_TOKEN.to_owned()),
                 ("AE_CHARACTERS_DIR", characters.display().to_string()),
-                ("AE_MAX_ATTEMPTS", "8".to_owned()),
-                ("AE_RETRY__BASE_MS", "200".to_owned()),
-                ("AE_RETRY__MAX_MS", "1000".to_owned()),
-                ("AE_LEASE_TTL_MS", "3000".to_owned()),
-                ("AE_RELAY__INTERVAL_MS", "500".to_owned()),
-                ("AE_RELAY__GRACE_MS", "5000".to_owned()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
+        env.extend(self.options.settings.worker_env());
         env.extend(
             extra
                 .iter()
@@ -699,35 +814,95 @@ impl TestEnv {
     }
 
     /// Stops the services, checks nothing was left unconsumed (extra replies
-    /// or unused model answers fail the test) and drops the database.
+    /// or unused model answers fail the test) and cleans up; [`run_test`]
+    /// calls it after a test that passed.
     pub async fn finish(mut self) {
+        let mut problems = self.stop_services().await;
+        let extra = self.slack.take_posted();
+        if !extra.is_empty() {
+            problems.push(format!("unexpected Slack posts: {extra:?}"));
+        }
+        let extra = self.discord.take_posts();
+        if !extra.is_empty() {
+            problems.push(format!("unexpected Discord posts: {extra:?}"));
+        }
+        let extra = self.telegram.take_posts();
+        if !extra.is_empty() {
+            problems.push(format!("unexpected Telegram posts: {extra:?}"));
+        }
+        let unused = self.openai.unused_script();
+        if unused > 0 {
+            problems.push(format!("{unused} scripted model answers were not used"));
+        }
+        self.clean_up().await;
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// Stops every service; what went wrong while they ran or stopped.
+    async fn stop_services(&mut self) -> Vec<String> {
         self.shutdown.cancel();
+        let mut problems = Vec::new();
         for process in std::mem::take(&mut self.processes) {
             let status = process.terminate(Duration::from_secs(30)).await;
-            assert!(status.success(), "a service process exited with {status}");
+            if !status.success() {
+                problems.push(format!("a service process exited with {status}"));
+            }
         }
         for task in std::mem::take(&mut self.tasks) {
-            task.await
-                .expect("service task panicked")
-                .expect("service failed");
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => problems.push(format!("a service failed: {e:#}")),
+                Err(e) => problems.push(format!("a service panicked: {e}")),
+            }
         }
-        let extra = self.slack.take_posted();
-        assert!(extra.is_empty(), "unexpected Slack posts: {extra:?}");
-        let extra = self.discord.take_posts();
-        assert!(extra.is_empty(), "unexpected Discord posts: {extra:?}");
-        let extra = self.telegram.take_posts();
-        assert!(extra.is_empty(), "unexpected Telegram posts: {extra:?}");
-        assert_eq!(
-            self.openai.unused_script(),
-            0,
-            "scripted model answers were not used"
-        );
+        problems
+    }
+
+    /// Deletes the test's Redis keys and drops its database.
+    async fn clean_up(self) {
         self.wipe_redis().await;
         self.db.drop().await;
     }
 }
 
+/// Runs `test` against a fresh deployment ([`TestEnv::start`]), then
+/// [`TestEnv::finish`]es it. Whatever happens — the test panics, a service
+/// ends early, [`TEST_TIMEOUT`] passes — the services are stopped, the Redis
+/// keys deleted and the database dropped before the test fails.
+pub async fn run_test(test: impl AsyncFnOnce(&mut TestEnv)) {
+    run_test_with(TestOptions::default(), test).await;
+}
+
+/// [`run_test`] with options.
+pub async fn run_test_with(options: TestOptions, test: impl AsyncFnOnce(&mut TestEnv)) {
+    use futures::FutureExt;
+
+    let mut env = TestEnv::start_with(options).await;
+    let ended = env.service_ended.clone();
+    let timeout = options.timeout.unwrap_or(TEST_TIMEOUT);
+    let outcome = tokio::select! {
+        ran = std::panic::AssertUnwindSafe(test(&mut env)).catch_unwind() => ran.err(),
+        () = ended.cancelled() => Some(Box::new("a service stopped while the test ran".to_owned()) as _),
+        () = tokio::time::sleep(timeout) => Some(Box::new(format!("the test timed out after {timeout:?}")) as _),
+    };
+    let Some(failure) = outcome else {
+        env.finish().await;
+        return;
+    };
+    let problems = env.stop_services().await;
+    env.clean_up().await;
+    for problem in problems {
+        eprintln!("while stopping after the failure: {problem}");
+    }
+    std::panic::resume_unwind(failure);
+}
+
 impl TestEnv {
+    /// The prefix of every Redis key of the test.
+    pub fn redis_namespace(&self) -> &str {
+        &self.redis_namespace
+    }
+
     /// Deletes every key of the test's Redis namespace, as a Redis restart
     /// without persistence would.
     pub async fn wipe_redis(&self) {

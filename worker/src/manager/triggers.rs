@@ -64,6 +64,7 @@ impl Triggers {
             if let Err(e) = self.tick(Utc::now()).await {
                 tracing::warn!(error = %e, "Trigger tick failed");
             }
+            metrics::counter!("automate_e_trigger_ticks_total").increment(1);
         }
     }
 
