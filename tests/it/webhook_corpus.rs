@@ -753,7 +753,11 @@ impl Corpus {
 
     /// A submitted reject-reason modal (form body), as `TestEnv::submit_modal` builds it.
     fn reject_submission(&mut self, metadata: &str, ours: bool, reason: &str) -> Vec<u8> {
-        let mut view = reject_modal(ProposalId::from(uuid::Uuid::nil()), &"0".repeat(64));
+        let mut view = serde_json::to_value(reject_modal(
+            ProposalId::from(uuid::Uuid::nil()),
+            &"0".repeat(64),
+        ))
+        .unwrap();
         view["private_metadata"] = json!(metadata);
         if !ours {
             view["callback_id"] = json!(format!("other_{}", self.rng.hex(4)));

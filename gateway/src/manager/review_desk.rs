@@ -95,7 +95,7 @@ impl ReviewDesk {
         let history = Self::history(&store, id).await?;
         let card = proposal.review_card(&history.reason, &history.evidence);
         let (text, blocks) = review_card(&card);
-        let ts = self.slack.post_blocks(&channel, &text, &blocks).await?;
+        let ts = self.slack.post_blocks(&channel, &text, blocks).await?;
         let mut tx = store.lock_proposal(id).await?;
         let posted = ProposalEvent::ReviewPosted(ReviewPosted {
             channel: channel.clone(),
@@ -147,7 +147,7 @@ impl ReviewDesk {
         match may_decide(&proposal, &reviewers, &reviewer, &sha) {
             Ok(()) => Ok(self
                 .slack
-                .open_view(trigger_id, &reject_modal(id, &sha))
+                .open_view(trigger_id, reject_modal(id, &sha))
                 .await?),
             Err(refusal) => {
                 self.tell_reviewer(click, &refusal);
@@ -275,7 +275,7 @@ impl ReviewDesk {
         };
         let card = proposal.review_card(&history.reason, &history.evidence);
         let (text, blocks) = decided_card(&card, &decision);
-        if let Err(e) = self.slack.update_message(channel, ts, &text, &blocks).await {
+        if let Err(e) = self.slack.update_message(channel, ts, &text, blocks).await {
             tracing::warn!(error = %e, "Cannot update the review card");
         }
     }

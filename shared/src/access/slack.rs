@@ -1,12 +1,17 @@
-//! Slack Web API client (chat.postMessage), using slack-morphism's models.
+//! Slack Web API client (`chat.postMessage`, `chat.update`,
+//! `chat.postEphemeral`, `views.open`), with slack-morphism's request models
+//! and Block Kit types.
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use slack_morphism::api::SlackApiChatPostMessageRequest;
-use slack_morphism::{SlackChannelId, SlackMessageContent, SlackTs};
+use serde::{Deserialize, Serialize};
+use slack_morphism::api::{
+    SlackApiChatPostEphemeralRequest, SlackApiChatPostMessageRequest, SlackApiChatUpdateRequest,
+    SlackApiViewsOpenRequest,
+};
+use slack_morphism::prelude::{SlackBlock, SlackView};
+use slack_morphism::{SlackChannelId, SlackMessageContent, SlackTriggerId, SlackTs, SlackUserId};
 
 /// Errors of the Slack Web API.
 #[derive(Debug, thiserror::Error)]
@@ -114,11 +119,7 @@ impl SlackClient {
             SlackMessageContent::new().with_text(text.to_owned()),
         )
         .opt_thread_ts(thread_ts.map(|ts| SlackTs::new(ts.to_owned())));
-        let body = serde_json::to_value(&request).expect("a Slack request always serializes");
-        self.call("chat.postMessage", &body)
-            .await?
-            .ts
-            .ok_or_else(|| SlackError::Api("missing_ts".to_owned()))
+        self.posted("chat.postMessage", &request).await
     }
 
     /// Posts a Block Kit message (`text` is the notification fallback);
@@ -127,13 +128,15 @@ impl SlackClient {
         &self,
         channel: &str,
         text: &str,
-        blocks: &Value,
+        blocks: Vec<SlackBlock>,
     ) -> Result<String, SlackError> {
-        let body = json!({ "channel": channel, "text": text, "blocks": blocks });
-        self.call("chat.postMessage", &body)
-            .await?
-            .ts
-            .ok_or_else(|| SlackError::Api("missing_ts".to_owned()))
+        let request = SlackApiChatPostMessageRequest::new(
+            SlackChannelId::new(channel.to_owned()),
+            SlackMessageContent::new()
+                .with_text(text.to_owned())
+                .with_blocks(blocks),
+        );
+        self.posted("chat.postMessage", &request).await
     }
 
     /// Replaces a message's text and blocks (`chat.update`).
@@ -142,10 +145,16 @@ impl SlackClient {
         channel: &str,
         ts: &str,
         text: &str,
-        blocks: &Value,
+        blocks: Vec<SlackBlock>,
     ) -> Result<(), SlackError> {
-        let body = json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
-        self.call("chat.update", &body).await.map(drop)
+        let request = SlackApiChatUpdateRequest::new(
+            SlackChannelId::new(channel.to_owned()),
+            SlackMessageContent::new()
+                .with_text(text.to_owned())
+                .with_blocks(blocks),
+            SlackTs::new(ts.to_owned()),
+        );
+        self.call("chat.update", &request).await.map(drop)
     }
 
     /// Shows `text` to one user only (`chat.postEphemeral`).
@@ -155,18 +164,31 @@ impl SlackClient {
         user: &str,
         text: &str,
     ) -> Result<(), SlackError> {
-        let body = json!({ "channel": channel, "user": user, "text": text });
-        self.call("chat.postEphemeral", &body).await.map(drop)
+        let request = SlackApiChatPostEphemeralRequest::new(
+            SlackChannelId::new(channel.to_owned()),
+            SlackUserId::new(user.to_owned()),
+            SlackMessageContent::new().with_text(text.to_owned()),
+        );
+        self.call("chat.postEphemeral", &request).await.map(drop)
     }
 
     /// Opens a modal for the user who triggered `trigger_id` (`views.open`).
-    pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
-        let body = json!({ "trigger_id": trigger_id, "view": view });
-        self.call("views.open", &body).await.map(drop)
+    pub async fn open_view(&self, trigger_id: &str, view: SlackView) -> Result<(), SlackError> {
+        let request =
+            SlackApiViewsOpenRequest::new(SlackTriggerId::new(trigger_id.to_owned()), view);
+        self.call("views.open", &request).await.map(drop)
+    }
+
+    /// Calls a method that posts a message; returns the message's `ts`.
+    async fn posted<R: Serialize>(&self, method: &str, request: &R) -> Result<String, SlackError> {
+        self.call(method, request)
+            .await?
+            .ts
+            .ok_or_else(|| SlackError::Api("missing_ts".to_owned()))
     }
 
     /// Calls a Web API method with a JSON body.
-    async fn call(&self, method: &str, body: &Value) -> Result<Envelope, SlackError> {
+    async fn call<R: Serialize>(&self, method: &str, request: &R) -> Result<Envelope, SlackError> {
         let response = self
             .http
             .post(format!("{}/{method}", self.api_base_url))
@@ -175,7 +197,7 @@ impl SlackClient {
                 reqwest::header::CONTENT_TYPE,
                 "application/json; charset=utf-8",
             )
-            .body(serde_json::to_vec(body).expect("a JSON value always serializes"))
+            .body(serde_json::to_vec(request).expect("a Slack request always serializes"))
             .send()
             .await?;
         let status = response.status();

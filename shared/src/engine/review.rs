@@ -3,7 +3,13 @@
 //! reviewer's brief, and the notices in the owner's conversation.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
+use slack_morphism::prelude::{
+    SlackActionBlockElement, SlackActionId, SlackActionsBlock, SlackBlock, SlackBlockButtonElement,
+    SlackBlockButtonStyle, SlackBlockId, SlackBlockMarkDownText, SlackBlockPlainTextInputElement,
+    SlackCallbackId, SlackContextBlock, SlackContextBlockElement, SlackHeaderBlock,
+    SlackInputBlock, SlackModalView, SlackSectionBlock, SlackView,
+};
 
 use crate::event::Evidence;
 use crate::ids::ProposalId;
@@ -129,36 +135,73 @@ fn evidence_text(evidence: &[Evidence]) -> String {
         .join("\n")
 }
 
-fn card_blocks(card: &ReviewCard<'_>) -> Vec<Value> {
+/// A section of Slack markdown.
+fn section(text: String) -> SlackBlock {
+    SlackSectionBlock::new()
+        .with_text(SlackBlockMarkDownText::new(text).into())
+        .into()
+}
+
+fn card_blocks(card: &ReviewCard<'_>) -> Vec<SlackBlock> {
+    let context = format!(
+        "Asked by {} · why review: {} · id {}",
+        card.proposer, card.reason, card.proposal_id
+    );
     vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": summary(card).replace('`', "")}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": fields(card)}}),
-        json!({"type": "context", "elements": [{"type": "mrkdwn",
-            "text": format!("Asked by {} · why review: {} · id {}", card.proposer, card.reason, card.proposal_id)}]}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Evidence*\n{}", evidence_text(card.evidence))}}),
+        SlackHeaderBlock::new(summary(card).replace('`', "").into()).into(),
+        section(fields(card)),
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(context),
+        )])
+        .into(),
+        section(format!("*Evidence*\n{}", evidence_text(card.evidence))),
     ]
 }
 
+/// A button of the review card that carries `value`.
+fn decision_button(
+    action: &str,
+    text: &str,
+    style: SlackBlockButtonStyle,
+    value: &str,
+) -> SlackActionBlockElement {
+    SlackBlockButtonElement::new(text.into())
+        .with_action_id(SlackActionId(action.to_owned()))
+        .with_style(style)
+        .with_value(value.to_owned())
+        .into()
+}
+
 /// The review message: the proposal, its evidence, and Approve / Reject.
-pub fn review_card(card: &ReviewCard<'_>) -> (String, Value) {
+pub fn review_card(card: &ReviewCard<'_>) -> (String, Vec<SlackBlock>) {
     let value = action_value(card.proposal_id, card.payload_sha256);
     let mut blocks = card_blocks(card);
     blocks.push(
-        json!({"type": "actions", "block_id": "decision", "elements": [
-            {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": value,
-             "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": "Reject"}}
-        ]}),
+        SlackActionsBlock::new(vec![
+            decision_button(
+                APPROVE_ACTION,
+                "Approve",
+                SlackBlockButtonStyle::Primary,
+                &value,
+            ),
+            decision_button(
+                REJECT_ACTION,
+                "Reject",
+                SlackBlockButtonStyle::Danger,
+                &value,
+            ),
+        ])
+        .with_block_id(SlackBlockId("decision".to_owned()))
+        .into(),
     );
-    (
-        format!("{} needs review", summary(card)),
-        Value::Array(blocks),
-    )
+    (format!("{} needs review", summary(card)), blocks)
 }
 
 /// The review message once decided: no buttons, who decided and when.
-pub fn decided_card(card: &ReviewCard<'_>, decision: &DecisionView<'_>) -> (String, Value) {
+pub fn decided_card(
+    card: &ReviewCard<'_>,
+    decision: &DecisionView<'_>,
+) -> (String, Vec<SlackBlock>) {
     let at = decision.at.format("%Y-%m-%d %H:%M UTC");
     let line = if decision.approved {
         format!(
@@ -170,26 +213,26 @@ pub fn decided_card(card: &ReviewCard<'_>, decision: &DecisionView<'_>) -> (Stri
         format!(":x: Rejected by <@{}> at {at}: {reason}", decision.reviewer)
     };
     let mut blocks = card_blocks(card);
-    blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": line}}));
-    (format!("{}: {}", summary(card), line), Value::Array(blocks))
+    let summary = format!("{}: {}", summary(card), line);
+    blocks.push(section(line));
+    (summary, blocks)
 }
 
 /// The modal asking a reviewer why they reject.
-pub fn reject_modal(id: ProposalId, payload_sha256: &str) -> Value {
-    json!({
-        "type": "modal",
-        "callback_id": REJECT_CALLBACK,
-        "private_metadata": action_value(id, payload_sha256),
-        "title": {"type": "plain_text", "text": "Reject proposal"},
-        "submit": {"type": "plain_text", "text": "Reject"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [{
-            "type": "input", "block_id": REASON_BLOCK,
-            "label": {"type": "plain_text", "text": "Why?"},
-            "element": {"type": "plain_text_input", "action_id": REASON_ACTION, "multiline": true,
-                        "max_length": MAX_REASON_CHARS}
-        }]
-    })
+pub fn reject_modal(id: ProposalId, payload_sha256: &str) -> SlackView {
+    let reason = SlackBlockPlainTextInputElement::new()
+        .with_action_id(SlackActionId(REASON_ACTION.to_owned()))
+        .with_multiline(true)
+        .with_max_length(MAX_REASON_CHARS as u64);
+    let input = SlackInputBlock::new("Why?".into(), reason.into())
+        .with_block_id(SlackBlockId(REASON_BLOCK.to_owned()));
+    SlackView::Modal(
+        SlackModalView::new("Reject proposal".into(), vec![input.into()])
+            .with_callback_id(SlackCallbackId(REJECT_CALLBACK.to_owned()))
+            .with_private_metadata(action_value(id, payload_sha256))
+            .with_submit("Reject".into())
+            .with_close("Cancel".into()),
+    )
 }
 
 /// The note in a review thread that shows an agent reviewer's verdict.
@@ -289,6 +332,7 @@ mod tests {
             excerpt: "[{\"amount\":-19900}]".into(),
         }];
         let (text, blocks) = review_card(&card(&body, &evidence));
+        let blocks = serde_json::to_value(blocks).unwrap();
         assert!(text.contains("19 900,50 kr"), "{text}");
         let actions = &blocks.as_array().unwrap().last().unwrap()["elements"];
         assert_eq!(actions[0]["action_id"], APPROVE_ACTION);
@@ -317,6 +361,7 @@ mod tests {
                 reason: Some("Wrong account"),
             },
         );
+        let blocks = serde_json::to_value(blocks).unwrap();
         assert!(!blocks.to_string().contains(APPROVE_ACTION));
         assert!(
             text.contains("Rejected by <@W222> at 2026-11-23 10:15 UTC: Wrong account"),
