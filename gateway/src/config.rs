@@ -16,7 +16,6 @@ pub struct GatewayConfig {
     pub listen_addr: ListenAddr,
     /// Postgres.
     pub database: DatabaseConfig,
-    /// Redis.
     pub redis: RedisConfig,
     /// Logging.
     pub log: LogConfig,

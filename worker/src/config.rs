@@ -22,7 +22,6 @@ pub struct WorkerConfig {
     pub listen_addr: String,
     /// Postgres.
     pub database: DatabaseConfig,
-    /// Redis.
     pub redis: RedisConfig,
     /// Logging.
     pub log: LogConfig,

@@ -22,7 +22,6 @@ use super::presence::{Presence, Working};
 /// An inbound chat message, normalized from any platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
-    /// Platform.
     pub platform: Platform,
     /// Workspace (Slack team, Discord guild) used for routing.
     pub workspace: String,
@@ -49,7 +48,6 @@ pub struct InboundMessage {
 pub struct Accepted {
     /// The new inbox row.
     pub inbox_id: InboxId,
-    /// Its tenant.
     pub tenant_id: TenantId,
     /// The conversation's chat.
     pub chat: String,

@@ -19,7 +19,6 @@ const TYPING_TIMEOUT: Duration = Duration::from_secs(120);
 /// A conversation that just accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Working {
-    /// Platform.
     pub platform: Platform,
     /// The conversation's chat.
     pub chat: String,
@@ -27,7 +26,6 @@ pub struct Working {
     pub thread: String,
     /// The message being answered.
     pub inbox_id: InboxId,
-    /// Its tenant.
     pub tenant_id: TenantId,
     /// Name for a new Discord thread.
     pub thread_name: String,

@@ -96,7 +96,6 @@ pub struct CompletionRequest<'a> {
 /// The model's answer and what it cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    /// The answer.
     pub answer: ModelAnswer,
     /// Provider's response id.
     pub response_id: String,

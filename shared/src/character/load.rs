@@ -67,14 +67,7 @@ impl Characters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::character::{Builtin, Effect, PostTo};
-
-    const MINIMAL: &str = r#"
-        name = "book-e"
-        display_name = "Book-E"
-        language = "en"
-        persona = "An accountant."
-    "#;
+    use crate::character::{Builtin, Effect, MINIMAL, PostTo};
 
     #[test]
     fn shipped_characters_load() {

@@ -453,3 +453,12 @@ impl Character {
         self.tools.iter().find(|t| t.name == name)
     }
 }
+
+/// The smallest valid character file, for tests.
+#[cfg(test)]
+const MINIMAL: &str = r#"
+    name = "book-e"
+    display_name = "Book-E"
+    language = "en"
+    persona = "An accountant."
+"#;

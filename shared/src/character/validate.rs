@@ -283,14 +283,7 @@ fn is_slug(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::character::{Builtin, HttpMethod, MemorySettings};
-
-    const MINIMAL: &str = r#"
-        name = "book-e"
-        display_name = "Book-E"
-        language = "en"
-        persona = "An accountant."
-    "#;
+    use crate::character::{Builtin, HttpMethod, MINIMAL, MemorySettings};
 
     fn parse(extra: &str) -> Result<Character, CharacterError> {
         Character::parse(&format!("{MINIMAL}\n{extra}"), Path::new("x.toml"))

@@ -32,7 +32,6 @@ pub const MAX_REASON_CHARS: usize = 1000;
 /// What a review card shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReviewCard<'a> {
-    /// The proposal.
     pub proposal_id: ProposalId,
     /// The write tool.
     pub tool: &'a str,

@@ -37,9 +37,7 @@ pub struct TurnFailed {
 /// A user's message, as the agent received it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageReceived {
-    /// The inbox row.
     pub inbox_id: InboxId,
-    /// The conversation.
     pub conversation_id: ConversationId,
     /// The message text.
     pub text: String,

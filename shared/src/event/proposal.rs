@@ -49,7 +49,6 @@ pub enum ProposalEvent {
 /// A filed write: the exact request and what it is bound by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposed {
-    /// The proposal.
     pub proposal_id: ProposalId,
     /// The conversation it came from.
     pub conversation_id: ConversationId,
@@ -72,7 +71,6 @@ pub struct Proposed {
 /// An agent reviewer's verdict on a proposal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentReviewed {
-    /// The agent.
     pub agent: String,
     /// The model that answered.
     pub model: String,
@@ -80,7 +78,6 @@ pub struct AgentReviewed {
     pub input_tokens: u32,
     /// Completion tokens.
     pub output_tokens: u32,
-    /// Its verdict.
     pub verdict: AgentVerdict,
     /// Its notes for the humans.
     pub notes: String,

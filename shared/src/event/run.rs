@@ -18,9 +18,7 @@ pub enum RunEvent {
 /// An agent run ended: why it ran and what its model calls cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunCompleted {
-    /// The run.
     pub run_id: AgentRunId,
-    /// The agent.
     pub agent: String,
     /// Its trigger.
     pub reason: RunReason,
@@ -66,7 +64,6 @@ pub enum DeliveryEvent {
 /// A reply is posted, in these platform messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyDelivered {
-    /// The outbox row.
     pub outbox_id: OutboxId,
     /// The platform's ids of the posted messages, one per chunk.
     pub platform_message_ids: Vec<String>,

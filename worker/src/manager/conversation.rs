@@ -1,18 +1,9 @@
 //! ConversationManager: answers a conversation's messages, one turn at a
 //! time across all workers and in arrival order, under a conversation lease
 //! (see `store::lease`). A turn answers the oldest pending message, folded
-//! with the same author's rapid follow-ups: history, prompt, model rounds
-//! with read tools, events, reply to the outbox, and the reply's delivery.
-//!
-//! A turn writes in few transactions: the one that takes the lease goes on
-//! to read the turn's context; one follows each model call that asks for a
-//! write (filed as a proposal) or a builtin (which works on the tenant's
-//! records), so the call is recorded before that tool acts; one ends the
-//! turn (the last events, the reply, the outbox, the tokens and, for the
-//! job's own message, the lease given back). Everything else (the messages'
-//! `message_received`, calls that only asked for reads, tool results) is
-//! recorded with the turn's next write; a turn that fails records them and
-//! its tokens on its own.
+//! with the same author's rapid follow-ups, and writes in as few
+//! transactions as its guarantees allow (`docs/design.md`, "A turn's
+//! writes").
 
 use std::time::{Duration, Instant};
 

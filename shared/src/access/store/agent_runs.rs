@@ -41,7 +41,6 @@ pub struct AgentRunModel {
 /// Where a run's answer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDestination {
-    /// Platform.
     pub platform: Platform,
     /// Chat (channel) id.
     pub chat: String,
@@ -52,7 +51,6 @@ pub struct RunDestination {
 /// The end of a run, written at once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunCompletion<'a> {
-    /// The run.
     pub run: AgentRunId,
     /// The agent.
     pub character: &'a str,

@@ -30,7 +30,6 @@ pub struct NewDeadJob {
 pub struct DeadJobModel {
     /// The record.
     pub id: uuid::Uuid,
-    /// Queue.
     pub queue: String,
     /// Queue task id.
     pub task_id: String,
@@ -48,7 +47,6 @@ pub struct DeadJobModel {
     pub dead_at: DateTime<Utc>,
     /// When an operator replayed it.
     pub replayed_at: Option<DateTime<Utc>>,
-    /// The task id of the replay.
     pub replay_task_id: Option<String>,
 }
 

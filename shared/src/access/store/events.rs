@@ -11,7 +11,6 @@ use crate::ids::{EventId, OutboxId, TenantId};
 /// An event to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    /// Owning tenant.
     pub tenant_id: TenantId,
     /// `automate_e.<context>.<action>.v<N>`.
     pub type_name: &'static str,
@@ -44,17 +43,12 @@ pub struct StoredEvent {
     pub version: i64,
     /// Position in the whole log.
     pub global_position: i64,
-    /// Type name.
     pub type_name: String,
-    /// Actor kind.
     pub actor_kind: String,
-    /// Actor id.
     pub actor_id: String,
     /// The facts.
     pub payload: Value,
-    /// Correlation id.
     pub correlation_id: Option<uuid::Uuid>,
-    /// Trace id.
     pub trace_id: Option<String>,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
@@ -92,12 +86,8 @@ pub(super) async fn append(
 /// Like [`append`], for events the caller knows are not in the log (its own
 /// check in the same transaction rules a repeat out, such as a row it just
 /// flipped from unprocessed): an event whose dedupe key is there fails the
-/// append ([`StoreError::AlreadyRecorded`]) instead of being skipped.
-///
-/// Skipping needs a look-up per event in the statement, and Postgres then
-/// plans that statement anew on every call (0.25 ms): its cached plan
-/// assumes ten events where a turn passes one or two, so it looks costlier
-/// than a fresh one. Without it the cached plan is used.
+/// append ([`StoreError::AlreadyRecorded`]) instead of being skipped. Without
+/// the per-event look-up Postgres keeps its cached plan of the statement.
 pub(super) async fn append_new(
     conn: &mut PgConnection,
     stream: &str,

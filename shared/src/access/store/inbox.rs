@@ -14,11 +14,9 @@ use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 /// A normalized inbound message to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessageParams {
-    /// Owning tenant.
     pub tenant_id: TenantId,
     /// Character that answers.
     pub character: String,
-    /// Platform.
     pub platform: Platform,
     /// Chat (Slack channel, Discord channel, Telegram chat).
     pub chat: String,
@@ -41,11 +39,8 @@ pub struct NewMessageParams {
 /// A conversation row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationModel {
-    /// The row.
     pub id: ConversationId,
-    /// Owning tenant.
     pub tenant_id: TenantId,
-    /// Chat.
     pub chat: String,
     /// Thread within the chat.
     pub thread: String,
@@ -74,19 +69,13 @@ pub enum RecordOutcome {
 /// An inbox message with its conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxModel {
-    /// The row.
     pub id: InboxId,
-    /// Owning tenant.
     pub tenant_id: TenantId,
-    /// The conversation.
     pub conversation_id: ConversationId,
     /// Character of the conversation.
     pub character: String,
-    /// Platform.
     pub platform: Platform,
-    /// Chat.
     pub chat: String,
-    /// Thread.
     pub thread: String,
     /// Author's platform user id.
     pub author_id: String,

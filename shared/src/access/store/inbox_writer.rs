@@ -1,15 +1,10 @@
 //! Group commit for the inbox: messages that arrive together are recorded
-//! together, one transaction per tenant (a round's tenants written side by
-//! side), by one writer task (a [`Batcher`]). Under a burst of
-//! webhooks that is a few commits instead of one per message; a lone
-//! message is written at once. Each caller still gets its own outcome only
-//! after its transaction committed.
-//!
-//! One round at a time, not several: measured, 2–4 writer tasks made
-//! smaller batches, more Postgres work per message and no more throughput
-//! (BENCHMARKS.md). The cost: a round that waits on a lock (another
-//! gateway inserting the same conversation or the same message) holds the
-//! next one back until that transaction ends.
+//! together, one transaction per tenant, by one writer task (a
+//! [`Batcher`]): under a burst of webhooks a few commits instead of one per
+//! message, a lone message at once. Each caller gets its outcome only after
+//! its transaction committed. One round at a time: more writers made smaller
+//! batches and no more throughput; a round that waits on a lock holds the
+//! next one back.
 
 use std::collections::HashMap;
 

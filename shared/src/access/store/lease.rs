@@ -21,7 +21,6 @@ use crate::ids::{ConversationId, InboxId, Platform, ProposalId, TenantId};
 pub struct Lease {
     /// The conversation's tenant.
     pub tenant_id: TenantId,
-    /// The conversation.
     pub conversation_id: ConversationId,
     /// The fencing token: the conversation's fence when the lease was taken.
     pub fence: i64,

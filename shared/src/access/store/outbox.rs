@@ -34,17 +34,11 @@ pub struct ReplyParams {
 /// An outbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxModel {
-    /// The row.
     pub id: OutboxId,
-    /// Owning tenant.
     pub tenant_id: TenantId,
-    /// The conversation.
     pub conversation_id: ConversationId,
-    /// Platform.
     pub platform: Platform,
-    /// Chat.
     pub chat: String,
-    /// Thread.
     pub thread: String,
     /// Reply text.
     pub text: String,

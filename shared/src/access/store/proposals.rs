@@ -18,7 +18,6 @@ use crate::request::ToolRequest;
 pub struct ProposalModel {
     /// The proposal.
     pub id: ProposalId,
-    /// Owning tenant.
     pub tenant_id: TenantId,
     /// The conversation it came from.
     pub conversation_id: ConversationId,
@@ -95,11 +94,8 @@ impl ProposalModel {
 /// A new proposal and its `proposed` event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewProposal {
-    /// Its id.
     pub id: ProposalId,
-    /// Owning tenant.
     pub tenant_id: TenantId,
-    /// Conversation.
     pub conversation_id: ConversationId,
     /// Message whose turn filed it.
     pub inbox_id: InboxId,
