@@ -184,7 +184,7 @@ impl App {
             role: "gateway-delivery",
             concurrency: self.cfg.delivery.concurrency,
             max_attempts: self.cfg.delivery.max_attempts,
-            backoff: self.cfg.delivery.retry.backoff(),
+            retry: self.cfg.delivery.retry.clone(),
             shutdown_grace: None,
         };
         let store = self.delivery.store.clone();

@@ -197,13 +197,3 @@ impl Default for RetryConfig {
         }
     }
 }
-
-impl RetryConfig {
-    /// As the backoff engine's terms.
-    pub fn backoff(&self) -> crate::engine::retry::Backoff {
-        crate::engine::retry::Backoff {
-            base: std::time::Duration::from_millis(self.base_ms),
-            max: std::time::Duration::from_millis(self.max_ms),
-        }
-    }
-}

@@ -1,4 +1,5 @@
-//! Identifier newtypes, so a conversation id can never be passed as a tenant id.
+//! Identifier newtypes, so a conversation id can never be passed as a tenant
+//! id, and the names of platforms and event types.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -48,6 +49,9 @@ uuid_id!(
     /// One run of an agent for an event or a schedule period.
     AgentRunId,
 );
+
+/// What every event type starts with (`automate_e.<context>.<action>.v<N>`).
+pub const EVENT_TYPE_PREFIX: &str = "automate_e.";
 
 /// The chat platforms Automate-E talks on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

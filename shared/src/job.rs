@@ -64,25 +64,6 @@ impl<K> Job<K> {
     }
 }
 
-impl<K: JobKind> Job<K> {
-    /// The span a job runs in: a child of the span that enqueued it,
-    /// carrying its kind, subject, attempt and trace id.
-    pub fn span(&self, attempt: usize) -> tracing::Span {
-        let span = tracing::info_span!(
-            "job",
-            job.kind = self.kind.name(),
-            job.subject = tracing::field::Empty,
-            attempt,
-            trace_id = tracing::field::Empty,
-        );
-        if let Some(subject) = self.kind.subject() {
-            span.record("job.subject", tracing::field::display(subject));
-        }
-        crate::telemetry::continue_trace(&span, &self.traceparent);
-        span
-    }
-}
-
 /// What the kinds of job of one queue tell about themselves.
 pub trait JobKind:
     Serialize + DeserializeOwned + std::fmt::Debug + Clone + Unpin + Send + Sync + 'static

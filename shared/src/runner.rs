@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::access::queue::{JobQueue, POLL_INTERVAL};
 use crate::access::store::{NewDeadJob, Store};
+use crate::config::RetryConfig;
 use crate::engine::retry::{Backoff, gives_up};
 use crate::job::{Job, JobFailure, JobKind};
 
@@ -49,7 +50,7 @@ pub struct ConsumerSettings {
     /// Attempts before a job is given up.
     pub max_attempts: usize,
     /// Spacing of attempts.
-    pub backoff: Backoff,
+    pub retry: RetryConfig,
     /// How long running jobs may go on after SIGTERM before they are handed
     /// back to the queue; `None` lets them finish.
     pub shutdown_grace: Option<Duration>,
@@ -133,7 +134,7 @@ where
     K: JobKind,
     H: JobHandler<K>,
 {
-    let span = job.span(attempt.current());
+    let span = job_span(&job, attempt.current());
     consumer
         .run_one(&job, attempt.current(), task_id.to_string())
         .instrument(span)
@@ -188,10 +189,12 @@ impl<H> Consumer<H> {
         if self.shutdown.is_cancelled() {
             return;
         }
-        let delay = self
-            .settings
-            .backoff
-            .delay(attempt, failure.retry_after(), fastrand::f64());
+        let retry = &self.settings.retry;
+        let backoff = Backoff {
+            base: Duration::from_millis(retry.base_ms),
+            max: Duration::from_millis(retry.max_ms),
+        };
+        let delay = backoff.delay(attempt, failure.retry_after(), fastrand::f64());
         tokio::select! {
             () = self.shutdown.cancelled() => {}
             () = tokio::time::sleep(delay) => {}
@@ -227,6 +230,23 @@ impl<H> Consumer<H> {
         }
         metrics::counter!("automate_e_dead_jobs_total", "queue" => queue).increment(1);
     }
+}
+
+/// The span a job runs in: a child of the span that enqueued it (its
+/// `traceparent`), carrying its kind, subject, attempt and trace id.
+fn job_span<K: JobKind>(job: &Job<K>, attempt: usize) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        job.kind = job.kind.name(),
+        job.subject = tracing::field::Empty,
+        attempt,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(subject) = job.kind.subject() {
+        span.record("job.subject", tracing::field::display(subject));
+    }
+    crate::telemetry::continue_trace(&span, &job.traceparent);
+    span
 }
 
 /// Completes `grace` after `shutdown` is cancelled; never without a grace.

@@ -20,7 +20,7 @@ use shared::access::llm::LlmClient;
 use shared::access::queue::JobQueue;
 use shared::access::store::Store;
 use shared::character::Characters;
-use shared::engine::retry::Backoff;
+use shared::config::RetryConfig;
 use shared::job::{Job, JobFailure, WorkerJob};
 use shared::runner::{ConsumerSettings, JobHandler, consume};
 use shared::telemetry::current_traceparent;
@@ -49,7 +49,7 @@ pub struct App {
     triggers: Triggers,
     concurrency: usize,
     max_attempts: usize,
-    backoff: Backoff,
+    retry: RetryConfig,
     shutdown_grace: Duration,
 }
 
@@ -157,7 +157,7 @@ impl App {
             }),
             concurrency: cfg.concurrency,
             max_attempts: cfg.max_attempts,
-            backoff: cfg.retry.backoff(),
+            retry: cfg.retry.clone(),
             shutdown_grace: Duration::from_millis(cfg.shutdown_grace_ms),
         })
     }
@@ -185,7 +185,7 @@ impl App {
             role: "worker",
             concurrency: self.concurrency,
             max_attempts: self.max_attempts,
-            backoff: self.backoff,
+            retry: self.retry,
             shutdown_grace: Some(self.shutdown_grace),
         };
         let jobs = consume(self.queue, self.store, self.managers, settings, shutdown);

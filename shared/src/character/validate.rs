@@ -9,7 +9,7 @@ use super::{
     Character, CharacterError, CronSchedule, Effect, MAX_FACTS, MAX_HISTORY_MESSAGES, PostTo,
     ToolDef, Trigger, is_proposal_event,
 };
-use crate::event::EVENT_TYPE_PREFIX;
+use crate::ids::EVENT_TYPE_PREFIX;
 
 impl Character {
     /// Parses and validates a character from TOML text.

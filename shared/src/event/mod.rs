@@ -18,10 +18,7 @@ pub use proposal::{
 };
 pub use run::{DeliveryEvent, ReplyDelivered, RunCompleted, RunEvent};
 
-use crate::ids::{AgentRunId, ConversationId, OutboxId, ProposalId};
-
-/// What every event type starts with.
-pub const EVENT_TYPE_PREFIX: &str = "automate_e.";
+use crate::ids::{AgentRunId, ConversationId, EVENT_TYPE_PREFIX, OutboxId, ProposalId};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -379,7 +379,7 @@ async fn finish_run(conn: &mut PgConnection, id: AgentRunId) -> Result<bool, Sto
 /// `%`, `_` and `\` in the name are escaped, so they match literally.
 fn event_type_pattern(name: &str) -> String {
     let mut pattern = String::new();
-    for c in crate::event::EVENT_TYPE_PREFIX.chars().chain(name.chars()) {
+    for c in crate::ids::EVENT_TYPE_PREFIX.chars().chain(name.chars()) {
         if matches!(c, '\\' | '%' | '_') {
             pattern.push('\\');
         }
