@@ -8,11 +8,13 @@ use uuid::Uuid;
 /// Login role the services use in tests: not a superuser, not an owner.
 pub const SERVICE_LOGIN_ROLE: &str = "automate_e_test_svc";
 
-/// One test's database.
+/// One test's database; dropped with [`Self::drop`], or when the value is
+/// dropped without it (a test that failed before its clean-up).
 pub struct TestDb {
     name: String,
     /// The owner's pool (for seeding and assertions).
     pub owner: PgPool,
+    dropped: bool,
 }
 
 /// The admin URL of the test machine's Postgres (must be able to create databases).
@@ -78,7 +80,11 @@ impl TestDb {
             .execute(format!("GRANT CONNECT ON DATABASE {name} TO {SERVICE_LOGIN_ROLE}").as_str())
             .await
             .expect("grant connect");
-        Self { name, owner }
+        Self {
+            name,
+            owner,
+            dropped: false,
+        }
     }
 
     /// Runs `test` on a fresh database ([`Self::create`]) and drops it
@@ -401,16 +407,42 @@ impl TestDb {
     }
 
     /// Drops the database.
-    pub async fn drop(self) {
+    pub async fn drop(mut self) {
         self.owner.close().await;
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin_url())
-            .await
-            .expect("connect admin");
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
-            .await
-            .expect("drop test database");
+        drop_database(&self.name).await;
+        self.dropped = true;
+    }
+}
+
+async fn drop_database(name: &str) {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url())
+        .await
+        .expect("connect admin");
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .expect("drop test database");
+}
+
+impl Drop for TestDb {
+    /// The safety net: a database nobody dropped is dropped on a thread of
+    /// its own (this may run inside an async runtime that is unwinding).
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| runtime.block_on(drop_database(&name)))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
     }
 }

@@ -47,7 +47,10 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest a whole test may take (nextest ends a test process after three
 /// minutes; this fails it first, with the database dropped).
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Longest a service may take to stop once the test is over.
+const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How often a bounded wait checks its condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -133,6 +136,9 @@ pub struct ServiceSettings {
     pub max_tool_rounds: u32,
     /// The gateway's inbound limit per user, messages a minute.
     pub user_per_minute: u32,
+    /// How long a stopping worker lets its running jobs go on, in
+    /// milliseconds.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServiceSettings {
@@ -150,6 +156,7 @@ impl Default for ServiceSettings {
             llm_timeout_secs: worker.llm.timeout_secs,
             max_tool_rounds: worker.llm.max_tool_rounds,
             user_per_minute: gateway::GatewayConfig::default().limits.user_per_minute,
+            shutdown_grace_ms: 2_000,
         }
     }
 }
@@ -179,6 +186,7 @@ impl ServiceSettings {
             ("AE_LEASE_TTL_MS", self.lease_ttl_ms.to_string()),
             ("AE_LLM__TIMEOUT_SECS", self.llm_timeout_secs.to_string()),
             ("AE_LLM__MAX_TOOL_ROUNDS", self.max_tool_rounds.to_string()),
+            ("AE_SHUTDOWN_GRACE_MS", self.shutdown_grace_ms.to_string()),
         ]
         .map(|(k, v)| (k.to_owned(), v))
         .into()
@@ -194,6 +202,7 @@ impl ServiceSettings {
         cfg.lease_ttl_ms = self.lease_ttl_ms;
         cfg.llm.timeout_secs = self.llm_timeout_secs;
         cfg.llm.max_tool_rounds = self.max_tool_rounds;
+        cfg.shutdown_grace_ms = self.shutdown_grace_ms;
     }
 
     /// The gateway's settings as `AE_*` variables.
@@ -843,16 +852,23 @@ impl TestEnv {
         self.shutdown.cancel();
         let mut problems = Vec::new();
         for process in std::mem::take(&mut self.processes) {
-            let status = process.terminate(Duration::from_secs(30)).await;
-            if !status.success() {
-                problems.push(format!("a service process exited with {status}"));
+            match process.stop(SERVICE_STOP_TIMEOUT).await {
+                Ok(status) if status.success() => {}
+                Ok(status) => problems.push(format!("a service process exited with {status}")),
+                Err(problem) => problems.push(problem),
             }
         }
-        for task in std::mem::take(&mut self.tasks) {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => problems.push(format!("a service failed: {e:#}")),
-                Err(e) => problems.push(format!("a service panicked: {e}")),
+        for mut task in std::mem::take(&mut self.tasks) {
+            match tokio::time::timeout(SERVICE_STOP_TIMEOUT, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => problems.push(format!("a service failed: {e:#}")),
+                Ok(Err(e)) => problems.push(format!("a service panicked: {e}")),
+                Err(_) => {
+                    task.abort();
+                    problems.push(format!(
+                        "a service did not stop within {SERVICE_STOP_TIMEOUT:?}"
+                    ));
+                }
             }
         }
         problems

@@ -110,17 +110,34 @@ impl ServiceProcess {
     }
 
     /// Sends SIGTERM and waits for the exit, at most `limit`.
-    pub async fn terminate(mut self, limit: Duration) -> ExitStatus {
-        let pid = self.child.id().expect("process is running");
+    pub async fn terminate(self, limit: Duration) -> ExitStatus {
+        self.stop(limit)
+            .await
+            .unwrap_or_else(|problem| panic!("{problem}"))
+    }
+
+    /// Like [`Self::terminate`], telling what went wrong instead of
+    /// panicking; a process that outlives `limit` is killed.
+    pub async fn stop(mut self, limit: Duration) -> Result<ExitStatus, String> {
+        let name = self.name;
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| format!("{name} had exited already"))?;
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not exit within {limit:?} of SIGTERM", self.name))
-            .expect("wait for the process")
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {pid} ({name}) failed"));
+        }
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.map_err(|e| format!("cannot wait for {name}: {e}")),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(format!("{name} did not exit within {limit:?} of SIGTERM"))
+            }
+        }
     }
 }
 

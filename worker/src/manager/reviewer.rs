@@ -100,10 +100,16 @@ impl AgentReviewer {
             Stop::Answered | Stop::RoundLimit => parse_verdict(&end.text),
         };
         let tokens = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        // No model was called: the usage report counts reviews with a model.
+        let model = if end.llm_calls == 0 {
+            String::new()
+        } else {
+            end.model
+        };
         Ok(Some(AgentReview {
             verdict,
             notes,
-            model: end.model,
+            model,
             input_tokens: tokens(end.input_tokens),
             output_tokens: tokens(end.output_tokens),
         }))

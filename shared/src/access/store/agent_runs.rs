@@ -184,7 +184,9 @@ impl TenantStore {
         )
         .await?;
         let key = format!("agent-run:{}", c.run);
-        insert_outbox(&mut tx, c.outbox_id, conversation, &key, c.text).await?;
+        insert_outbox(&mut tx, c.outbox_id, conversation, &key, c.text)
+            .await?
+            .ok_or(StoreError::NotFound("run's conversation"))?;
         tx.commit().await?;
         Ok(true)
     }

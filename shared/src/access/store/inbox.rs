@@ -358,7 +358,9 @@ impl TenantStore {
         )
         .await?;
         let id = OutboxId::new_v7();
-        insert_outbox(&mut tx, id, conversation_id, &format!("notice:{id}"), text).await?;
+        insert_outbox(&mut tx, id, conversation_id, &format!("notice:{id}"), text)
+            .await?
+            .ok_or(StoreError::NotFound("notice's conversation"))?;
         tx.commit().await?;
         Ok(id)
     }
