@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod ids;
 pub mod job;
+pub mod openapi;
 pub mod pacer;
 pub mod proposal;
 pub mod request;

@@ -6,6 +6,7 @@ use gateway::manager::ingest::IngestOutcome;
 use serde_json::{Value, json};
 use tests::fake::discord::{DiscordPost, DiscordThread};
 use tests::fake::openai::Scripted;
+use tests::fake::rate_limits_waited_out;
 use tests::{DISCORD_CHANNEL, fixture, run_test};
 
 /// The MESSAGE_CREATE of the fixture: "Supa Hot" in the listened channel.
@@ -136,6 +137,39 @@ async fn a_5000_character_reply_arrives_as_ordered_chunks_in_the_thread() {
 }
 
 #[tokio::test]
+async fn a_reply_longer_than_the_channels_bucket_is_paced_without_a_429() {
+    run_test(async |t| {
+        // Seven chunks: two more than a channel's 5 messages per 5 s.
+        let long: String = (0..7)
+            .map(|i| format!("{}\n", char::from(b'a' + i).to_string().repeat(1_990)))
+            .collect();
+        t.openai.script([Scripted::Text(long.clone())]);
+        assert!(accepted(&t.discord_message_create(&message_create()).await));
+        t.wait_until_within(
+            "seven chunks",
+            std::time::Duration::from_secs(60),
+            || async { t.discord.post_count() >= 7 },
+        )
+        .await;
+        t.wait_idle().await;
+        let posts = t.discord.take_posts();
+        assert_eq!(posts.len(), 7);
+        assert_eq!(
+            posts.iter().map(|p| p.content.as_str()).collect::<String>(),
+            long.trim_end()
+        );
+        assert_eq!(t.discord.rate_limited(), (0, 0), "no post past the bucket");
+        let attempts = t.discord.post_attempts();
+        let span = attempts[6].at.duration_since(attempts[0].at);
+        assert!(
+            span >= std::time::Duration::from_secs(5),
+            "the sixth waited for a new window: {span:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn bots_are_ignored_and_unlistened_channels_are_unrouted() {
     run_test(async |t| {
         let mut bot = message_create();
@@ -195,7 +229,19 @@ async fn a_rate_limited_post_is_retried_and_arrives_once() {
         assert!(accepted(&t.discord_message_create(&message_create()).await));
         t.wait_for_discord_posts(1).await;
         t.wait_idle().await;
-        assert_eq!(t.discord.take_posts().len(), 1);
+        assert_eq!(
+            t.discord.take_posts(),
+            [DiscordPost {
+                channel: MESSAGE_ID.into(),
+                content: "Etter pausen.".into()
+            }]
+        );
+        let attempts = t.discord.post_attempts();
+        assert_eq!(
+            rate_limits_waited_out(&attempts),
+            (2, true),
+            "two 429s, each Retry-After waited: {attempts:?}"
+        );
     })
     .await;
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use shared::access::llm::{CompletionRequest, LlmClient, LlmError};
 use shared::engine::pace::RATE_LIMITED_REPLY;
+use shared::engine::prompt::ChatMessage;
 use shared::engine::turn::TURN_FAILED_REPLY;
 use shared::job::JobFailure;
 use tests::fake::openai::Scripted;
@@ -33,7 +34,7 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
         );
         t.wait_for_posts(1).await;
         t.wait_idle().await;
-        assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
+        assert_eq!(t.slack.take_texts(), [TURN_FAILED_REPLY]);
         let failed =
             t.db.event_payloads("automate_e.conversation.turn_failed.v1")
                 .await;
@@ -75,7 +76,7 @@ async fn a_turn_out_of_attempts_tells_the_user_and_an_operator_can_replay_it() {
         );
         t.wait_for_posts(1).await;
         t.wait_idle().await;
-        assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+        assert_eq!(t.slack.take_texts(), ["Her er svaret."]);
         // The message is recorded once.
         assert_eq!(
             t.db.event_types("conversation-").await,
@@ -140,7 +141,7 @@ async fn a_reply_that_cannot_be_delivered_leaves_the_relay_until_it_is_replayed(
         );
         t.wait_for_posts(1).await;
         t.wait_idle().await;
-        assert_eq!(t.slack.take_posted()[0].text, "Her er svaret.");
+        assert_eq!(t.slack.take_texts(), ["Her er svaret."]);
         assert_eq!(relay.sweep().await.unwrap().deliveries, 0, "delivered");
     })
     .await;
@@ -166,7 +167,7 @@ async fn a_turn_given_up_before_it_recorded_anything_records_the_message() {
         assert_eq!(t.post_slack_event(&body).await, 200);
         t.wait_for_posts(1).await;
         t.wait_idle().await;
-        assert_eq!(t.slack.take_posted()[0].text, TURN_FAILED_REPLY);
+        assert_eq!(t.slack.take_texts(), [TURN_FAILED_REPLY]);
         assert!(t.openai.requests().is_empty());
         assert_eq!(
             t.db.event_types("conversation-").await,
@@ -192,7 +193,9 @@ async fn the_model_asking_to_wait_carries_its_retry_after_into_the_job_backoff()
         let error = llm
             .complete(&CompletionRequest {
                 model: "gpt-test",
-                messages: &[],
+                messages: &[ChatMessage::User {
+                    content: "hi".into(),
+                }],
                 functions: &[],
                 temperature: None,
                 max_output_tokens: None,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, parse_action_value};
 use tests::fake::openai::Scripted;
-use tests::fake::slack::PostedMessage;
+use tests::fake::slack::{PostedCard, PostedMessage};
 use tests::{FIXTURE_CHANNEL, REVIEW_CHANNEL, TestEnv, fixture, run_test};
 
 const OWNER_THREAD: &str = "1596183880.004200";
@@ -33,12 +33,13 @@ async fn propose(t: &TestEnv, message_ts: &str, review_e: &str) {
 const REVIEW_E_OK: &str = r#"{"verdict": "approve", "notes": "Matches the Adobe subscription."}"#;
 
 /// Waits for the review card, Book-E's reply to the owner and Review-E's
-/// note in the card's thread; takes those two posts.
-async fn card_posted(t: &TestEnv) -> Vec<PostedMessage> {
+/// note in the card's thread; takes the card (the only one) and those two
+/// posts.
+async fn card_posted(t: &TestEnv) -> (PostedCard, Vec<PostedMessage>) {
     t.wait_for_cards(1).await;
     t.wait_for_posts(2).await;
     let posted = t.slack.take_posted();
-    let card = &t.slack.cards()[0];
+    let card = one_card(t);
     assert!(
         posted
             .iter()
@@ -51,12 +52,18 @@ async fn card_posted(t: &TestEnv) -> Vec<PostedMessage> {
             && p.text.starts_with("Review-E (")),
         "{posted:?}"
     );
-    posted
+    (card, posted)
 }
 
-/// The Approve button's value on the newest card.
-fn card_value(t: &TestEnv) -> String {
-    let card = t.slack.cards().last().cloned().expect("a review card");
+/// Takes the one review card posted.
+fn one_card(t: &TestEnv) -> PostedCard {
+    let mut cards = t.slack.take_cards();
+    assert_eq!(cards.len(), 1, "{cards:?}");
+    cards.remove(0)
+}
+
+/// The Approve button's value on a card.
+fn card_value(card: &PostedCard) -> String {
     let actions = card
         .blocks
         .as_array()
@@ -76,7 +83,7 @@ async fn event_types(t: &TestEnv) -> Vec<String> {
 async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
-        card_posted(t).await;
+        let (card, _) = card_posted(t).await;
 
         // The model call that asked for the write was recorded before the
         // proposal was filed.
@@ -108,14 +115,13 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
         );
 
         // The card is in the review channel with the evidence and Review-E's notes.
-        let card = &t.slack.cards()[0];
         assert_eq!(card.channel, REVIEW_CHANNEL);
         assert!(
             card.text.contains("register_expense") && card.text.contains("199,00 kr"),
             "{}",
             card.text
         );
-        let value = card_value(t);
+        let value = card_value(&card);
         assert_eq!(parse_action_value(&value).unwrap().0.0, id);
 
         // W222 approves; the write is made once, with the proposal id as key.
@@ -153,7 +159,9 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
             "{}",
             done[0].text
         );
-        let update = t.slack.updates().last().cloned().expect("card updated");
+        let mut updates = t.slack.take_updates();
+        assert_eq!(updates.len(), 1, "the card is updated once");
+        let update = updates.remove(0);
         assert!(
             update.text.contains("Approved by <@W222>"),
             "{}",
@@ -170,11 +178,13 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
             .await;
         t.wait_idle().await;
         assert_eq!(t.accounting.writes().len(), 1);
-        assert!(
-            t.slack.ephemerals()[0].2.contains("already"),
-            "{:?}",
-            t.slack.ephemerals()
+        let told = t.slack.take_ephemerals();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert_eq!(
+            (told[0].0.as_str(), told[0].1.as_str()),
+            (REVIEW_CHANNEL, "W222")
         );
+        assert!(told[0].2.contains("already"), "{told:?}");
         assert_eq!(
             event_types(t).await,
             [
@@ -205,8 +215,8 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
 async fn strangers_the_proposer_and_tampered_payloads_cannot_approve() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
-        card_posted(t).await;
-        let value = card_value(t);
+        let (card, _) = card_posted(t).await;
+        let value = card_value(&card);
         let (id, _) = parse_action_value(&value).unwrap();
         let tampered = format!("{id}:{}", "0".repeat(64));
 
@@ -239,6 +249,18 @@ async fn strangers_the_proposer_and_tampered_payloads_cannot_approve() {
         assert_eq!(t.proposals().await[0].1, "review_requested");
         assert!(t.accounting.writes().is_empty());
         assert!(t.slack.views().is_empty(), "no reject modal for a stranger");
+        let mut told: Vec<String> = t
+            .slack
+            .take_ephemerals()
+            .into_iter()
+            .map(|(_, user, _)| user)
+            .collect();
+        told.sort();
+        assert_eq!(
+            told,
+            ["W111", "W222", "W999", "W999"],
+            "each clicker is told, once"
+        );
         let refusals: Vec<String> =
             t.db.event_payloads("automate_e.proposal.decision_refused.v1")
                 .await
@@ -267,8 +289,8 @@ async fn strangers_the_proposer_and_tampered_payloads_cannot_approve() {
 async fn two_reviewers_approving_at_once_execute_it_once() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
-        card_posted(t).await;
-        let value = card_value(t);
+        let (card, _) = card_posted(t).await;
+        let value = card_value(&card);
         let (a, b) = tokio::join!(
             t.click("W222", APPROVE_ACTION, &value),
             t.click("W333", APPROVE_ACTION, &value)
@@ -297,6 +319,12 @@ async fn two_reviewers_approving_at_once_execute_it_once() {
             1
         );
         assert_eq!(t.slack.take_posted().len(), 1, "the owner is told once");
+        assert_eq!(t.slack.take_updates().len(), 1, "the card is updated once");
+        assert_eq!(
+            t.slack.take_ephemerals().len(),
+            1,
+            "the second click is refused"
+        );
     })
     .await;
 }
@@ -311,8 +339,7 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
         )
         .await;
         // Review-E's notes went into the card's thread; Book-E answered the owner.
-        let posted = card_posted(t).await;
-        let card = t.slack.cards()[0].clone();
+        let (card, posted) = card_posted(t).await;
         assert!(
             posted.iter().any(|p| p.channel == REVIEW_CHANNEL
                 && p.thread_ts.as_deref() == Some(card.ts.as_str())
@@ -321,10 +348,13 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
             "{posted:?}"
         );
 
-        assert_eq!(t.click("W222", REJECT_ACTION, &card_value(t)).await, 200);
-        let views = t.slack.views();
+        assert_eq!(
+            t.click("W222", REJECT_ACTION, &card_value(&card)).await,
+            200
+        );
+        let views = t.slack.take_views();
         assert_eq!(views.len(), 1);
-        assert_eq!(views[0].0, "trigger-W222");
+        assert!(views[0].0.starts_with("trigger-W222-"), "{}", views[0].0);
         let empty = t.submit_modal("W222", &views[0].1, "   ").await;
         let errors: Value = empty.json().await.unwrap();
         assert_eq!(errors["response_action"], "errors", "a reason is required");
@@ -345,14 +375,9 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
             "{}",
             told[0].text
         );
-        assert!(
-            t.slack
-                .updates()
-                .last()
-                .unwrap()
-                .text
-                .contains("Rejected by <@W222>")
-        );
+        let updates = t.slack.take_updates();
+        assert_eq!(updates.len(), 1, "the card is updated once");
+        assert!(updates[0].text.contains("Rejected by <@W222>"));
         assert!(t.accounting.writes().is_empty());
         let rejected = t.db.event_payloads("automate_e.proposal.rejected.v1").await;
         assert_eq!(
@@ -367,8 +392,7 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
 async fn a_question_in_the_review_thread_reaches_the_owner() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
-        card_posted(t).await;
-        let card = t.slack.cards()[0].clone();
+        let (card, _) = card_posted(t).await;
         let mut reply: Value =
             serde_json::from_str(&fixture("slack/event_callback.message.thread_reply.json"))
                 .unwrap();
@@ -396,7 +420,7 @@ async fn a_known_merchant_is_auto_approved_after_enough_approvals() {
     run_test(async |t| {
         for n in 0..3 {
             propose(t, &format!("1596183880.00430{n}"), REVIEW_E_OK).await;
-            t.wait_for_cards(n + 1).await;
+            t.wait_for_cards(1).await;
             // Review-E reacts to the review request before the human decides.
             t.wait_until("Review-E's review", || async {
                 t.db.event_payloads("automate_e.proposal.agent_reviewed.v1")
@@ -405,7 +429,11 @@ async fn a_known_merchant_is_auto_approved_after_enough_approvals() {
                     == n + 1
             })
             .await;
-            assert_eq!(t.click("W222", APPROVE_ACTION, &card_value(t)).await, 200);
+            let card = one_card(t);
+            assert_eq!(
+                t.click("W222", APPROVE_ACTION, &card_value(&card)).await,
+                200
+            );
             t.wait_until("the approval executed", || async {
                 t.proposals()
                     .await
@@ -427,7 +455,11 @@ async fn a_known_merchant_is_auto_approved_after_enough_approvals() {
         })
         .await;
         t.wait_idle().await;
-        assert_eq!(t.slack.cards().len(), 3, "no card for the trusted pattern");
+        assert!(
+            t.slack.take_cards().is_empty(),
+            "no card for the trusted pattern"
+        );
+        assert_eq!(t.slack.take_updates().len(), 3, "the three cards decided");
         assert_eq!(t.accounting.writes().len(), 4);
         let auto =
             t.db.event_payloads("automate_e.proposal.auto_approved.v1")
@@ -467,6 +499,7 @@ async fn a_prompt_injected_receipt_cannot_cause_a_write_without_review() {
         t.wait_for_cards(1).await;
         t.wait_for_posts(2).await;
         t.wait_idle().await;
+        one_card(t);
         assert_eq!(t.proposals().await[0].1, "review_requested");
         assert!(t.accounting.writes().is_empty());
         assert!(
@@ -501,8 +534,7 @@ async fn review_e_reacts_to_the_review_requested_event_in_the_cards_thread() {
             r#"{"verdict": "flag", "notes": "Account 6810 looks wrong for a bakery."}"#,
         )
         .await;
-        let posted = card_posted(t).await;
-        let card = t.slack.cards()[0].clone();
+        let (card, posted) = card_posted(t).await;
         assert!(
             posted
                 .iter()

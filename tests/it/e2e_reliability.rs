@@ -34,7 +34,7 @@ async fn a_message_accepted_before_redis_lost_its_queue_is_answered_once() {
             t.start_worker().await;
             t.wait_for_posts(1).await;
             t.wait_idle().await;
-            assert_eq!(t.slack.take_posted()[0].text, "Fortsatt her.");
+            assert_eq!(t.slack.take_texts(), ["Fortsatt her."]);
             assert_eq!(t.openai.requests().len(), 1, "one turn");
         },
     )
@@ -59,7 +59,7 @@ async fn rapid_messages_of_one_author_are_folded_into_one_turn_in_order() {
             t.wait_for_posts(1).await;
             t.wait_idle().await;
 
-            assert_eq!(t.slack.take_posted()[0].text, "Alt i ett svar.");
+            assert_eq!(t.slack.take_texts(), ["Alt i ett svar."]);
             let requests = t.openai.requests();
             assert_eq!(requests.len(), 1, "one turn for the three messages");
             let asked = requests[0]["messages"]

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use tests::fake::accounting::bank_balances;
 use tests::fake::openai::Scripted;
+use tests::fake::rate_limits_waited_out;
 use tests::fake::slack::PostedMessage;
 use tests::{ACCOUNTING_TOKEN, FIXTURE_CHANNEL, fixture, run_test};
 
@@ -252,7 +253,13 @@ async fn a_rate_limited_delivery_is_retried_and_arrives_once() {
         );
         t.wait_for_posts(1).await;
         t.wait_idle().await;
-        assert_eq!(t.slack.take_posted().len(), 1);
+        assert_eq!(t.slack.take_texts(), ["Ferdig."]);
+        let attempts = t.slack.post_attempts();
+        assert_eq!(
+            rate_limits_waited_out(&attempts),
+            (1, true),
+            "one 429, its Retry-After waited: {attempts:?}"
+        );
     })
     .await;
 }

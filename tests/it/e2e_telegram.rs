@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 use shared::job::QueueName;
 use tests::fake::openai::Scripted;
+use tests::fake::rate_limits_waited_out;
 use tests::fake::telegram::TelegramPost;
 use tests::{TELEGRAM_SECRET, TestOptions, fixture, run_test, run_test_with};
 
@@ -106,6 +107,12 @@ async fn a_private_chat_gets_a_long_reply_in_order_after_a_rate_limit() {
         assert_eq!(
             posts.iter().map(|p| p.text.as_str()).collect::<String>(),
             long.trim()
+        );
+        let attempts = t.telegram.post_attempts();
+        assert_eq!(
+            rate_limits_waited_out(&attempts),
+            (1, true),
+            "one 429, its retry_after waited: {attempts:?}"
         );
     })
     .await;

@@ -45,7 +45,7 @@ async fn tool_errors_are_fed_back_to_the_model() {
             Scripted::tool_call("list_bank_transactions", r#"{"fromDate": 20261101}"#),
             Scripted::tool_call("list_invoices", "{}"),
             Scripted::tool_call("list_purchases", "{}"),
-            Scripted::tool_call("delete_everything", "{}"),
+            Scripted::UnofferedToolCall("delete_everything".into()),
             Scripted::Text("Beklager, regnskapet svarer ikke nå.".into()),
         ]);
         ask(t).await;
@@ -92,8 +92,8 @@ async fn tool_errors_are_fed_back_to_the_model() {
                 .collect();
         assert_eq!(outcomes, ["refused", "http_error", "failed", "refused"]);
         assert_eq!(
-            t.slack.take_posted()[0].text,
-            "Beklager, regnskapet svarer ikke nå."
+            t.slack.take_texts(),
+            ["Beklager, regnskapet svarer ikke nå."]
         );
     })
     .await;
@@ -106,7 +106,7 @@ async fn tool_rounds_are_bounded() {
         t.openai
             .script((0..5).map(|_| Scripted::tool_call("get_bank_balances", "{}")));
         ask(t).await;
-        assert_eq!(t.slack.take_posted()[0].text, ROUND_LIMIT_REPLY);
+        assert_eq!(t.slack.take_texts(), [ROUND_LIMIT_REPLY]);
         assert_eq!(t.openai.requests().len(), 5);
         assert_eq!(
             t.accounting.take_requests().len(),
@@ -126,7 +126,7 @@ async fn a_model_outage_is_retried_and_the_message_answered_once() {
             Scripted::Text("Der er jeg.".into()),
         ]);
         ask(t).await;
-        assert_eq!(t.slack.take_posted()[0].text, "Der er jeg.");
+        assert_eq!(t.slack.take_texts(), ["Der er jeg."]);
         assert_eq!(t.openai.requests().len(), 3);
         assert_eq!(
             t.db.event_types("conversation-").await,
@@ -152,7 +152,7 @@ async fn a_turn_that_fails_after_a_read_keeps_its_steps_in_the_log() {
             Scripted::Text("Saldoen er 100 kr.".into()),
         ]);
         ask(t).await;
-        assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
+        assert_eq!(t.slack.take_texts(), ["Saldoen er 100 kr."]);
         assert_eq!(t.accounting.take_requests().len(), 1);
         assert_eq!(
             t.db.event_types("conversation-").await,
@@ -235,7 +235,7 @@ async fn a_turn_whose_lease_was_taken_over_stops_calling_the_model() {
                 .await
                 .unwrap();
             t.wait_for_posts(1).await;
-            assert_eq!(t.slack.take_posted()[0].text, "Saldoen er 100 kr.");
+            assert_eq!(t.slack.take_texts(), ["Saldoen er 100 kr."]);
         },
     )
     .await;

@@ -333,6 +333,9 @@ impl TestEnv {
         db.seed_review_policy(tenant, REVIEW_CHANNEL, AUTO_APPROVE_LIMIT_MINOR, &REVIEWERS)
             .await;
         let slack = FakeSlack::start(SLACK_BOT_TOKEN).await;
+        for reviewer in REVIEWERS {
+            slack.join(REVIEW_CHANNEL, reviewer);
+        }
         let openai = FakeOpenAi::start(LLM_API_KEY).await;
         let accounting = FakeAccounting::start(ACCOUNTING_TOKEN).await;
         let discord = FakeDiscord::start(DISCORD_TOKEN).await;
@@ -624,6 +627,17 @@ impl TestEnv {
 
     /// Posts a signed Slack interactivity payload (form-encoded, as Slack does).
     pub async fn post_interaction(&self, payload: &serde_json::Value) -> reqwest::Response {
+        // What Slack knows of the click: the clicker sees the channel, and
+        // its trigger id may open one modal.
+        if let (Some(user), Some(channel)) = (
+            payload["user"]["id"].as_str(),
+            payload["channel"]["id"].as_str(),
+        ) {
+            self.slack.join(channel, user);
+        }
+        if let Some(trigger) = payload["trigger_id"].as_str() {
+            self.slack.issue_trigger(trigger);
+        }
         let body =
             serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form body");
         let ts = chrono::Utc::now().timestamp().to_string();
@@ -651,7 +665,8 @@ impl TestEnv {
         payload["container"]["channel_id"] = serde_json::json!(REVIEW_CHANNEL);
         payload["actions"][0]["action_id"] = serde_json::json!(action_id);
         payload["actions"][0]["value"] = serde_json::json!(value);
-        payload["trigger_id"] = serde_json::json!(format!("trigger-{user}"));
+        payload["trigger_id"] =
+            serde_json::json!(format!("trigger-{user}-{}", Uuid::new_v4().simple()));
         self.post_interaction(&payload).await.status().as_u16()
     }
 
@@ -715,6 +730,9 @@ impl TestEnv {
         body: &str,
         secret: Option<&str>,
     ) -> reqwest::Response {
+        if let Ok(update) = serde_json::from_str(body) {
+            self.telegram.note_topic(&update);
+        }
         let mut request = self
             .http
             .post(format!("{}/telegram/webhook", self.gateway_url))
@@ -732,6 +750,13 @@ impl TestEnv {
         &self,
         dispatch: &serde_json::Value,
     ) -> gateway::manager::ingest::IngestOutcome {
+        // The message exists on Discord, in its channel.
+        if let (Some(channel), Some(id)) = (
+            dispatch["d"]["channel_id"].as_str(),
+            dispatch["d"]["id"].as_str(),
+        ) {
+            self.discord.add_message(channel, id);
+        }
         let message = serde_json::from_value(dispatch["d"].clone()).expect("a Discord message");
         self.discord_edge
             .as_ref()
@@ -842,6 +867,34 @@ impl TestEnv {
         let unused = self.openai.unused_script();
         if unused > 0 {
             problems.push(format!("{unused} scripted model answers were not used"));
+        }
+        for refused in self.telegram.refusals.take() {
+            problems.push(format!("Telegram refused a request: {refused}"));
+        }
+        for refused in self.discord.refusals.take() {
+            problems.push(format!("Discord refused a request: {refused}"));
+        }
+        for refused in self.slack.refusals.take() {
+            problems.push(format!("Slack refused a request: {refused}"));
+        }
+        let leftovers = [
+            ("review cards", self.slack.take_cards().len()),
+            ("card updates", self.slack.take_updates().len()),
+            ("ephemeral messages", self.slack.take_ephemerals().len()),
+            ("modals", self.slack.take_views().len()),
+        ];
+        for (what, count) in leftovers {
+            if count > 0 {
+                problems.push(format!("{count} Slack {what} the test did not take"));
+            }
+        }
+        for unoffered in self.openai.take_unoffered_calls() {
+            problems.push(format!(
+                "the script called a tool the request did not offer: {unoffered}"
+            ));
+        }
+        for refused in self.openai.refusals.take() {
+            problems.push(format!("the model API refused a request: {refused}"));
         }
         self.clean_up().await;
         assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -1,9 +1,14 @@
-//! Fake Discord REST API v10 (`discord/openapi.json`): thread from message,
-//! create message, typing. Threads get the id of their starter message, as
-//! on Discord.
+//! Fake Discord REST API v10: thread from message, create message, typing.
+//! Requests are checked against Discord's document (`tests/specs/
+//! discord.json`: snowflake ids, bodies) and its documented limits (2,000
+//! characters a message; 5 messages per 5 s per channel, with Discord's
+//! rate-limit headers); unknown channels and messages are answered 404 with
+//! Discord's codes. Threads get the id of their starter message, as on
+//! Discord.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,15 +43,32 @@ struct Inner {
     threads: HashMap<String, DiscordThread>,
     /// Threads that exist without us having started them.
     foreign_threads: Vec<String>,
+    /// Channels that exist (threads included).
+    channels: HashSet<String>,
+    /// Messages that exist: id → channel.
+    messages: HashMap<String, String>,
     typing: HashMap<String, u32>,
     rate_limit_next: u32,
+    /// Each channel's message bucket: when its window started, posts in it.
+    buckets: HashMap<String, (Instant, u32)>,
+    /// 429s answered: (scripted, over the bucket).
+    rate_limited: (u32, u32),
+    /// Message posts answered.
+    attempts: Vec<super::PostAttempt>,
     next_id: u64,
 }
+
+/// Messages per channel per [`BUCKET_WINDOW`] (Discord's documented limit).
+const BUCKET_LIMIT: u32 = 5;
+/// See [`BUCKET_LIMIT`].
+const BUCKET_WINDOW: Duration = Duration::from_secs(5);
 
 /// The fake Discord API.
 #[derive(Clone)]
 pub struct FakeDiscord {
     inner: Arc<Mutex<Inner>>,
+    /// Requests refused for breaking Discord's rules.
+    pub refusals: super::Refusals,
     token: String,
     /// Base URL to configure as `discord.api_base_url` (serenity's proxy).
     pub base_url: String,
@@ -65,6 +87,7 @@ impl FakeDiscord {
         }));
         let mut fake = Self {
             inner,
+            refusals: super::Refusals::default(),
             token: token.to_owned(),
             base_url: String::new(),
         };
@@ -86,6 +109,27 @@ impl FakeDiscord {
         self.inner.lock().unwrap().rate_limit_next += n;
     }
 
+    /// 429s answered so far: (scripted by [`Self::rate_limit_next`], for
+    /// posting past a channel's bucket).
+    pub fn rate_limited(&self) -> (u32, u32) {
+        self.inner.lock().unwrap().rate_limited
+    }
+
+    /// The message posts answered so far, 429s included.
+    pub fn post_attempts(&self) -> Vec<super::PostAttempt> {
+        self.inner.lock().unwrap().attempts.clone()
+    }
+
+    /// Makes a message exist in a channel (and the channel), as a message
+    /// someone sent.
+    pub fn add_message(&self, channel: &str, message: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.channels.insert(channel.to_owned());
+        inner
+            .messages
+            .insert(message.to_owned(), channel.to_owned());
+    }
+
     /// Takes the posted messages so far, oldest first.
     pub fn take_posts(&self) -> Vec<DiscordPost> {
         self.inner.lock().unwrap().posts.drain(..).collect()
@@ -99,11 +143,9 @@ impl FakeDiscord {
     /// Makes `channel` a thread someone else started (no thread can be
     /// started from a message inside it).
     pub fn add_foreign_thread(&self, channel: &str) {
-        self.inner
-            .lock()
-            .unwrap()
-            .foreign_threads
-            .push(channel.to_owned());
+        let mut inner = self.inner.lock().unwrap();
+        inner.foreign_threads.push(channel.to_owned());
+        inner.channels.insert(channel.to_owned());
     }
 
     /// The thread started from `message`, if any.
@@ -126,6 +168,110 @@ impl FakeDiscord {
         headers.get("authorization").and_then(|v| v.to_str().ok())
             == Some(&format!("Bot {}", self.token))
     }
+
+    /// Checks a request as Discord does: its token, then its path and body
+    /// against the document (a refusal of the document is noted).
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), Box<Response>> {
+        if !self.authorized(headers) {
+            return Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                0,
+                "401: Unauthorized",
+            )));
+        }
+        let spec = super::spec(super::Api::Discord);
+        let Some((op, params)) = spec.route(method, path) else {
+            return Err(Box::new(error(StatusCode::NOT_FOUND, 0, "404: Not Found")));
+        };
+        let request = shared::openapi::RequestParts {
+            path: params,
+            query: &[],
+            body,
+        };
+        let problems = spec.check_request(op, &request);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        self.refusals
+            .record(format!("{method} {path}: {}", problems.join("; ")));
+        Err(Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "code": 50035, "message": "Invalid Form Body", "errors": problems })),
+            )
+                .into_response(),
+        ))
+    }
+}
+
+fn unknown(what: &str, code: u32) -> Response {
+    error(StatusCode::NOT_FOUND, code, &format!("Unknown {what}"))
+}
+
+/// Discord's rate-limit headers of `channel`'s message bucket, after a post
+/// at `now`; `Err` with the 429 when the bucket is spent.
+fn take_from_bucket(
+    inner: &mut Inner,
+    channel: &str,
+    now: Instant,
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    let (started, used) = inner.buckets.entry(channel.to_owned()).or_insert((now, 0));
+    if now.duration_since(*started) >= BUCKET_WINDOW {
+        (*started, *used) = (now, 0);
+    }
+    let reset_after = BUCKET_WINDOW
+        .saturating_sub(now.duration_since(*started))
+        .as_secs_f64();
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        + reset_after;
+    let spent = *used >= BUCKET_LIMIT;
+    if !spent {
+        *used += 1;
+    }
+    let headers = vec![
+        ("x-ratelimit-limit".to_owned(), BUCKET_LIMIT.to_string()),
+        (
+            "x-ratelimit-remaining".to_owned(),
+            (BUCKET_LIMIT - *used).to_string(),
+        ),
+        ("x-ratelimit-reset".to_owned(), format!("{reset:.3}")),
+        (
+            "x-ratelimit-reset-after".to_owned(),
+            format!("{reset_after:.3}"),
+        ),
+        (
+            "x-ratelimit-bucket".to_owned(),
+            format!("messages-{channel}"),
+        ),
+    ];
+    if !spent {
+        return Ok(headers);
+    }
+    inner.rate_limited.1 += 1;
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({ "message": "You are being rate limited.", "retry_after": reset_after, "global": false })),
+    )
+        .into_response();
+    for (name, value) in headers.into_iter().chain([
+        ("retry-after".to_owned(), format!("{}", reset_after.ceil())),
+        ("x-ratelimit-scope".to_owned(), "user".to_owned()),
+    ]) {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    Err(Box::new(response))
 }
 
 async fn create_thread(
@@ -134,14 +280,18 @@ async fn create_thread(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if !fake.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+    let path = format!("/channels/{channel}/messages/{message}/threads");
+    if let Err(refused) = fake.check(&headers, "POST", &path, Some(&body)) {
+        return *refused;
     }
     let name = body["name"].as_str().unwrap_or_default().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
-    }
     let mut inner = fake.inner.lock().unwrap();
+    if !inner.channels.contains(&channel) {
+        return unknown("Channel", 10_003);
+    }
+    if inner.messages.get(&message) != Some(&channel) {
+        return unknown("Message", 10_008);
+    }
     if inner.foreign_threads.contains(&channel) || inner.threads.contains_key(&channel) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -156,6 +306,7 @@ async fn create_thread(
             "A thread has already been created for this message",
         );
     }
+    inner.channels.insert(message.clone());
     inner.threads.insert(
         message.clone(),
         DiscordThread {
@@ -174,19 +325,37 @@ async fn create_message(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if !fake.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+    let path = format!("/channels/{channel}/messages");
+    if let Err(refused) = fake.check(&headers, "POST", &path, Some(&body)) {
+        return *refused;
     }
     let mut inner = fake.inner.lock().unwrap();
+    if !inner.channels.contains(&channel) {
+        return unknown("Channel", 10_003);
+    }
     if inner.rate_limit_next > 0 {
         inner.rate_limit_next -= 1;
+        inner.rate_limited.0 += 1;
+        inner.attempts.push(super::PostAttempt {
+            at: Instant::now(),
+            retry_after: Some(Duration::from_secs(1)),
+        });
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", "1")],
-            Json(json!({ "message": "You are being rate limited.", "retry_after": 0.5, "global": false, "code": 0 })),
+            Json(json!({ "message": "You are being rate limited.", "retry_after": 1.0, "global": false })),
         )
             .into_response();
     }
+    let bucket = match take_from_bucket(&mut inner, &channel, Instant::now()) {
+        Ok(headers) => headers,
+        Err(limited) => {
+            fake.refusals.record(format!(
+                "POST {path}: more than {BUCKET_LIMIT} messages in {BUCKET_WINDOW:?}"
+            ));
+            return *limited;
+        }
+    };
     let content = body["content"].as_str().unwrap_or_default().to_owned();
     if content.is_empty() || content.chars().count() > 2000 {
         return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
@@ -198,19 +367,31 @@ async fn create_message(
             "test fake: replies must not ping anyone",
         );
     }
+    inner.attempts.push(super::PostAttempt {
+        at: Instant::now(),
+        retry_after: None,
+    });
     inner.next_id += 1;
     let id = inner.next_id.to_string();
+    inner.messages.insert(id.clone(), channel.clone());
     inner.posts.push_back(DiscordPost {
         channel: channel.clone(),
         content: content.clone(),
     });
-    Json(json!({
+    let mut response = Json(json!({
         "id": id, "channel_id": channel, "content": content, "timestamp": "2026-11-23T10:00:00.000000+00:00",
         "author": { "id": "1000000000000000001", "username": "Book-E", "discriminator": "0000", "avatar": null, "bot": true },
         "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
         "embeds": [], "pinned": false, "type": 0
     }))
-    .into_response()
+    .into_response();
+    for (name, value) in bucket {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    response
 }
 
 async fn typing(
@@ -218,15 +399,14 @@ async fn typing(
     Path(channel): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !fake.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+    let path = format!("/channels/{channel}/typing");
+    if let Err(refused) = fake.check(&headers, "POST", &path, None) {
+        return *refused;
     }
-    *fake
-        .inner
-        .lock()
-        .unwrap()
-        .typing
-        .entry(channel)
-        .or_default() += 1;
+    let mut inner = fake.inner.lock().unwrap();
+    if !inner.channels.contains(&channel) {
+        return unknown("Channel", 10_003);
+    }
+    *inner.typing.entry(channel).or_default() += 1;
     StatusCode::NO_CONTENT.into_response()
 }

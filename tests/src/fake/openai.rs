@@ -1,5 +1,6 @@
-//! Fake OpenAI Chat Completions (`POST /v1/chat/completions`, as in
-//! `openai/openapi.yaml`): answers from a script, records every request.
+//! Fake OpenAI Chat Completions (`POST /v1/chat/completions`): refuses what
+//! the API refuses (a body its document does not allow, a tool call without
+//! its answer), answers from a script, records every request.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,9 @@ pub enum Scripted {
     },
     /// A request to call several tools at once: (name, JSON arguments).
     ToolCalls(Vec<(String, String)>),
+    /// A call of a tool the request did not offer, as a model can
+    /// hallucinate one (any other scripted call must be of an offered tool).
+    UnofferedToolCall(String),
     /// An HTTP error status with an OpenAI error body.
     Error(u16),
     /// HTTP 429 with `Retry-After: <secs>`.
@@ -52,6 +56,8 @@ impl Scripted {
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Scripted>,
+    /// Scripted answers that called a tool the request did not offer.
+    unoffered: Vec<String>,
     /// Scripts for named characters (matched in the system prompt).
     by_character: Vec<(String, VecDeque<Scripted>)>,
     requests: Vec<Value>,
@@ -73,6 +79,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct FakeOpenAi {
     inner: Arc<Mutex<Inner>>,
+    /// Requests refused for breaking the API's rules.
+    pub refusals: super::Refusals,
     api_key: String,
     /// Base URL to configure as `llm.base_url` (ends in `/v1`).
     pub base_url: String,
@@ -83,6 +91,7 @@ impl FakeOpenAi {
     pub async fn start(api_key: &str) -> Self {
         let mut fake = Self {
             inner: Arc::default(),
+            refusals: super::Refusals::default(),
             api_key: api_key.to_owned(),
             base_url: String::new(),
         };
@@ -138,6 +147,12 @@ impl FakeOpenAi {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// Tool calls the script made that the request did not offer (a real
+    /// model calls only the tools it is given): mistakes of the test.
+    pub fn take_unoffered_calls(&self) -> Vec<String> {
+        std::mem::take(&mut self.inner.lock().unwrap().unoffered)
+    }
+
     /// Scripted answers not used yet.
     pub fn unused_script(&self) -> usize {
         let inner = self.inner.lock().unwrap();
@@ -170,14 +185,9 @@ async fn completions(
             "invalid_request_error",
         );
     }
-    if body["model"].as_str().is_none_or(str::is_empty) || !body["messages"].is_array() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "model and messages are required",
-            "invalid_request_error",
-        );
-    }
-    if let Some(refusal) = unanswered_tool_calls(&body["messages"]) {
+    if let Some(refusal) = refusal(&body) {
+        fake.refusals
+            .record(format!("POST /v1/chat/completions: {refusal}"));
         return error(StatusCode::BAD_REQUEST, &refusal, "invalid_request_error");
     }
     let in_flight = InFlight::enter(&fake, conversation_key(&body));
@@ -279,6 +289,22 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             "server_error",
         ));
     };
+    let offered: Vec<&str> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    let called: Vec<&str> = match &answer {
+        Scripted::ToolCall { name, .. } | Scripted::ToolThenEcho(name) => vec![name.as_str()],
+        Scripted::ToolCalls(calls) => calls.iter().map(|(name, _)| name.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    for name in called.into_iter().filter(|name| !offered.contains(name)) {
+        inner
+            .unoffered
+            .push(format!("`{name}` called; offered: {offered:?}"));
+    }
     let (answer, wait) = match answer {
         Scripted::Hang(wait) => (Scripted::Text("too late".into()), Some(wait)),
         Scripted::ToolThenEcho(name) => {
@@ -302,6 +328,12 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
         Scripted::ToolCall { name, arguments } => (
             json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
                 {"id": format!("call_{}", inner.calls), "type": "function", "function": {"name": name, "arguments": arguments}}
+            ]}),
+            "tool_calls",
+        ),
+        Scripted::UnofferedToolCall(name) => (
+            json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                {"id": format!("call_{}", inner.calls), "type": "function", "function": {"name": name, "arguments": "{}"}}
             ]}),
             "tool_calls",
         ),
@@ -357,6 +389,25 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
         Some(wait) => Answer::After(wait, response),
         None => Answer::Now(response),
     }
+}
+
+/// Why the API would refuse `body` (400), if it would: a body its document
+/// does not allow, or a tool call left without its answer.
+fn refusal(body: &Value) -> Option<String> {
+    let spec = super::spec(super::Api::OpenAi);
+    let (op, path) = spec.route("POST", "/chat/completions")?;
+    let problems = spec.check_request(
+        op,
+        &shared::openapi::RequestParts {
+            path,
+            query: &[],
+            body: Some(body),
+        },
+    );
+    if !problems.is_empty() {
+        return Some(problems.join("; "));
+    }
+    unanswered_tool_calls(&body["messages"])
 }
 
 /// What the Chat Completions API answers (400) when the conversation breaks

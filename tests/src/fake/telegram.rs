@@ -1,9 +1,12 @@
-//! Fake Telegram Bot API 10.1 (`telegram/api.json`): sendMessage,
-//! sendChatAction, deleteWebhook; method names match case-insensitively,
-//! as on Telegram.
+//! Fake Telegram Bot API 10.1: sendMessage, sendChatAction, deleteWebhook,
+//! getUpdates. Bodies are checked against Telegram's document
+//! (`tests/specs/telegram.json`), a forum topic must exist, and `getUpdates`
+//! is refused while a webhook is set, as on Telegram. Method names match
+//! case-insensitively, as on Telegram.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -30,12 +33,21 @@ struct Inner {
     next_id: i64,
     updates: Vec<Value>,
     polls: u32,
+    /// Forum topics that exist: (chat, message_thread_id).
+    topics: HashSet<(i64, i64)>,
+    /// Whether a webhook is set (the bot gets updates by webhook, not
+    /// `getUpdates`).
+    webhook_set: bool,
+    /// sendMessage calls answered.
+    attempts: Vec<super::PostAttempt>,
 }
 
 /// The fake Bot API.
 #[derive(Clone)]
 pub struct FakeTelegram {
     inner: Arc<Mutex<Inner>>,
+    /// Requests refused for breaking Telegram's rules.
+    pub refusals: super::Refusals,
     token: String,
     /// Base URL to configure as `telegram.api_base_url`.
     pub base_url: String,
@@ -54,7 +66,11 @@ impl FakeTelegram {
     /// Starts the fake; only `token` is accepted.
     pub async fn start(token: &str) -> Self {
         let mut fake = Self {
-            inner: Arc::default(),
+            inner: Arc::new(Mutex::new(Inner {
+                webhook_set: true,
+                ..Inner::default()
+            })),
+            refusals: super::Refusals::default(),
             token: token.to_owned(),
             base_url: String::new(),
         };
@@ -83,7 +99,20 @@ impl FakeTelegram {
 
     /// Makes an update available to `getUpdates`.
     pub fn push_update(&self, update: Value) {
+        self.note_topic(&update);
         self.inner.lock().unwrap().updates.push(update);
+    }
+
+    /// Makes the forum topic of an update's message exist (the message was
+    /// written in it).
+    pub fn note_topic(&self, update: &Value) {
+        let message = &update["message"];
+        if let (Some(chat), Some(topic)) = (
+            message["chat"]["id"].as_i64(),
+            message["message_thread_id"].as_i64(),
+        ) {
+            self.add_topic(chat, topic);
+        }
     }
 
     /// `getUpdates` calls received.
@@ -94,6 +123,16 @@ impl FakeTelegram {
     /// Chat actions (typing) received.
     pub fn chat_actions(&self) -> u32 {
         self.inner.lock().unwrap().chat_actions
+    }
+
+    /// Makes forum topic `thread` exist in `chat`.
+    pub fn add_topic(&self, chat: i64, thread: i64) {
+        self.inner.lock().unwrap().topics.insert((chat, thread));
+    }
+
+    /// The sendMessage calls answered so far, 429s included.
+    pub fn post_attempts(&self) -> Vec<super::PostAttempt> {
+        self.inner.lock().unwrap().attempts.clone()
     }
 }
 
@@ -117,10 +156,48 @@ fn method_now(fake: &FakeTelegram, (bot, method): &(String, String), body: &str)
     let Ok(body) = serde_json::from_str::<Value>(body) else {
         return failure(400, "Bad Request: invalid JSON");
     };
+    let spec = super::spec(super::Api::Telegram);
+    let path = format!("/{bot}/{method}");
+    // Method names match case-insensitively; the document spells them once.
+    let op = spec.route("POST", &path).or_else(|| {
+        let known = [
+            "sendMessage",
+            "sendChatAction",
+            "getUpdates",
+            "deleteWebhook",
+        ];
+        let name = known.iter().find(|k| k.eq_ignore_ascii_case(method))?;
+        spec.route("POST", &format!("/{bot}/{name}"))
+    });
+    let Some((op, params)) = op else {
+        return failure(404, "Not Found");
+    };
+    let request = shared::openapi::RequestParts {
+        path: params,
+        query: &[],
+        body: Some(&body),
+    };
+    let problems = spec.check_request(op, &request);
+    if !problems.is_empty() {
+        fake.refusals
+            .record(format!("{method}: {}", problems.join("; ")));
+        return failure(400, &format!("Bad Request: {}", problems.join("; ")));
+    }
     let mut inner = fake.inner.lock().unwrap();
+    let topic = body["message_thread_id"].as_i64();
+    if let (Some(chat), Some(topic)) = (body["chat_id"].as_i64(), topic)
+        && !inner.topics.contains(&(chat, topic))
+    {
+        return failure(400, "Bad Request: message thread not found");
+    }
     match method.to_ascii_lowercase().as_str() {
         "sendmessage" => {
-            if inner.retry_after_next > 0 {
+            let limited = inner.retry_after_next > 0;
+            inner.attempts.push(super::PostAttempt {
+                at: Instant::now(),
+                retry_after: limited.then(|| Duration::from_secs(1)),
+            });
+            if limited {
                 inner.retry_after_next -= 1;
                 return (
                     axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -163,7 +240,14 @@ fn method_now(fake: &FakeTelegram, (bot, method): &(String, String), body: &str)
             inner.chat_actions += 1;
             Json(json!({ "ok": true, "result": true })).into_response()
         }
-        "deletewebhook" => Json(json!({ "ok": true, "result": true })).into_response(),
+        "deletewebhook" => {
+            inner.webhook_set = false;
+            Json(json!({ "ok": true, "result": true })).into_response()
+        }
+        "getupdates" if inner.webhook_set => failure(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+        ),
         "getupdates" => {
             // Updates with an id at or after `offset` (confirming the earlier ones).
             inner.polls += 1;
