@@ -9,6 +9,7 @@ mod e2e_slack;
 mod e2e_slack_rejects;
 mod e2e_telegram;
 mod e2e_turn;
+mod fakes;
 mod faults;
 mod harness;
 mod observability;
