@@ -269,6 +269,13 @@ impl JobFailure {
             Self::Retryable { error, .. } | Self::Deferred(error) | Self::Permanent(error) => error,
         }
     }
+
+    /// What went wrong, taken out of the failure.
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            Self::Retryable { error, .. } | Self::Deferred(error) | Self::Permanent(error) => error,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -205,11 +205,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn traceparent_round_trips_its_trace_id() {
-        let tp = new_traceparent();
-        let id = trace_id(&tp).unwrap();
-        assert_eq!(id.len(), 32);
-        assert!(tp.contains(id));
+    fn a_new_traceparent_is_a_sampled_w3c_header_of_a_new_trace() {
+        let (first, second) = (new_traceparent(), new_traceparent());
+        let parts: Vec<&str> = first.split('-').collect();
+        assert_eq!(parts.len(), 4, "{first}");
+        assert_eq!((parts[0], parts[3]), ("00", "01"), "{first}");
+        for (part, len) in [(parts[1], 32), (parts[2], 16)] {
+            assert_eq!(part.len(), len, "{first}");
+            assert!(
+                part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{first}"
+            );
+            assert!(part.bytes().any(|b| b != b'0'), "all-zero ids are invalid");
+        }
+        assert_eq!(trace_id(&first), Some(parts[1]));
+        assert_ne!(trace_id(&first), trace_id(&second));
     }
 
     #[test]

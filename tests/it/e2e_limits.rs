@@ -4,16 +4,14 @@
 
 use std::time::Duration;
 
-use shared::access::llm::{CompletionRequest, LlmClient, LlmError};
 use shared::engine::pace::RATE_LIMITED_REPLY;
-use shared::engine::prompt::ChatMessage;
 use shared::engine::turn::TURN_FAILED_REPLY;
-use shared::job::JobFailure;
 use tests::fake::openai::Scripted;
+use tests::fake::rate_limits_waited_out;
 use tests::load::SlackLoad;
 use tests::{
-    FIXTURE_CHANNEL, FIXTURE_TEAM, LLM_API_KEY, ServiceSettings, TestEnv, TestOptions, fixture,
-    run_test, run_test_with,
+    FIXTURE_CHANNEL, FIXTURE_TEAM, ServiceSettings, TestEnv, TestOptions, fixture, run_test,
+    run_test_with,
 };
 use worker::config::RelayConfig;
 use worker::manager::relay::Relay;
@@ -181,35 +179,33 @@ async fn a_turn_given_up_before_it_recorded_anything_records_the_message() {
 }
 
 #[tokio::test]
-async fn the_model_asking_to_wait_carries_its_retry_after_into_the_job_backoff() {
-    run_test(async |t| {
-        t.openai.script([Scripted::RateLimited(7)]);
-        let llm = LlmClient::new(
-            &t.openai.base_url,
-            &LLM_API_KEY.to_owned().into(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        let error = llm
-            .complete(&CompletionRequest {
-                model: "gpt-test",
-                messages: &[ChatMessage::User {
-                    content: "hi".into(),
-                }],
-                functions: &[],
-                temperature: None,
-                max_output_tokens: None,
-            })
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, LlmError::Api { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(7)),
-            "{error:?}"
-        );
-        let failure = JobFailure::from(error);
-        assert!(matches!(failure, JobFailure::Retryable { .. }));
-        assert_eq!(failure.retry_after(), Some(Duration::from_secs(7)));
-    })
+async fn the_model_asking_to_wait_seven_seconds_is_not_asked_again_sooner() {
+    // The backoff cap must exceed the wait asked for, or the cap wins.
+    let settings = ServiceSettings {
+        retry_max_ms: 10_000,
+        ..ServiceSettings::default()
+    };
+    run_test_with(
+        TestOptions {
+            settings,
+            ..TestOptions::default()
+        },
+        async |t| {
+            t.openai
+                .script([Scripted::RateLimited(7), Scripted::Text("Svar.".into())]);
+            assert_eq!(
+                t.post_slack_event(&fixture("slack/event_callback.message.json"))
+                    .await,
+                200
+            );
+            t.wait_for_posts(1).await;
+            assert_eq!(t.slack.take_texts(), ["Svar."]);
+            let attempts = t.openai.attempts();
+            assert_eq!(attempts.len(), 2);
+            assert_eq!(attempts[0].retry_after, Some(Duration::from_secs(7)));
+            assert_eq!(rate_limits_waited_out(&attempts), (1, true));
+        },
+    )
     .await;
 }
 

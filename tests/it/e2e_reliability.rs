@@ -4,7 +4,7 @@
 use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
-use tests::{ServiceSettings, TestEnv, TestOptions, fixture, run_test_with};
+use tests::{ServiceSettings, TestEnv, TestOptions, fixture, run_test, run_test_with};
 
 #[tokio::test]
 async fn a_message_accepted_before_redis_lost_its_queue_is_answered_once() {
@@ -83,6 +83,32 @@ async fn rapid_messages_of_one_author_are_folded_into_one_turn_in_order() {
             );
         },
     )
+    .await;
+}
+
+#[tokio::test]
+async fn a_conversations_replies_are_posted_in_the_order_they_were_written() {
+    run_test(async |t| {
+        t.openai.when_empty(Scripted::Echo);
+        // The first reply's post is asked to wait longer than a delivery
+        // waits inline: its job is retried later (1 s, the test's longest
+        // backoff), and the second reply is written meanwhile.
+        t.slack.rate_limit_next(1, 31);
+        assert_eq!(t.post_slack_event(&SlackLoad::event(0, 0)).await, 200);
+        t.wait_until("the first reply refused", || async {
+            !t.slack.post_attempts().is_empty()
+        })
+        .await;
+        assert_eq!(t.post_slack_event(&SlackLoad::event(0, 1)).await, 200);
+        t.wait_for_posts(2).await;
+        t.wait_idle().await;
+        assert_eq!(
+            t.slack.take_texts(),
+            [0, 1].map(|m| format!("echo: {}", SlackLoad::text(0, m)))
+        );
+        let refused = t.slack.post_attempts()[0].retry_after;
+        assert_eq!(refused, Some(std::time::Duration::from_secs(31)));
+    })
     .await;
 }
 

@@ -47,8 +47,12 @@ async fn a_worker_killed_mid_turn_under_load_loses_and_repeats_nothing() {
         let doomed = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
         let survivor = t.start_worker_process(&[("AE_CONCURRENCY", "4")]).await;
         LOAD.post_all(t).await;
-        t.wait_until("some turns in progress", || async {
-            t.openai.requests().len() >= 6
+        let doomed_leases = format!("turns-{}-", doomed.pid());
+        t.wait_until("the doomed worker running a turn", || async {
+            t.db.lease_holders()
+                .await
+                .iter()
+                .any(|holder| holder.starts_with(&doomed_leases))
         })
         .await;
         doomed.kill().await;
@@ -76,6 +80,7 @@ async fn redis_restarting_empty_under_load_loses_nothing() {
         // Redis goes away and comes back empty, as a restart without persistence.
         let redis = t.redis_proxy.as_ref().unwrap();
         redis.set_up(false);
+        assert!(t.jobs_in_redis().await > 0, "Redis held jobs when it went");
         t.wipe_redis().await;
         let resend = async {
             LOAD.post_round(t, 2).await;
@@ -128,15 +133,16 @@ async fn postgres_unreachable_for_a_while_loses_nothing() {
 
         let postgres = t.postgres_proxy.as_ref().unwrap();
         postgres.set_up(false);
-        let resend = async {
-            LOAD.post_round(t, 2).await;
-            LOAD.post_round(t, 3).await;
-        };
+        let resend = async { LOAD.post_round(t, 2).await + LOAD.post_round(t, 3).await };
         let back = async {
             tokio::time::sleep(Duration::from_secs(3)).await;
             postgres.set_up(true);
         };
-        tokio::join!(resend, back);
+        let (refused, ()) = tokio::join!(resend, back);
+        assert!(
+            refused > 0,
+            "the gateway refused messages it could not record"
+        );
 
         wait_all_answered(t, LOAD).await;
         LOAD.assert_answered_once_in_order(t).await;
@@ -170,7 +176,11 @@ async fn sigterm_finishes_running_turns_within_the_grace_period_and_exits_zero()
             conversations: 4,
             per_conversation: 1,
         };
-        sigterm_mid_turn(t, load, "10000").await;
+        let stopped_in = sigterm_mid_turn(t, load, "10000").await;
+        assert!(
+            stopped_in < Duration::from_secs(10),
+            "stopped in {stopped_in:?}, past the grace period"
+        );
         // The turns were finished, not abandoned: no other worker is running.
         t.wait_until("every reply posted", || async {
             t.slack.posted_count() >= load.total()

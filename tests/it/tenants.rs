@@ -13,21 +13,62 @@ use tests::db::TestDb;
 use tests::fake::openai::Scripted;
 use tests::{FIXTURE_TEAM, fixture, run_test};
 
-/// Tables that hold tenant rows, with their tenant column.
-const TENANT_TABLES: [(&str, &str); 12] = [
-    ("tenants", "id"),
-    ("tenant_routes", "tenant_id"),
-    ("tenant_reviewers", "tenant_id"),
-    ("conversations", "tenant_id"),
-    ("inbox", "tenant_id"),
-    ("outbox", "tenant_id"),
-    ("events", "tenant_id"),
-    ("proposals", "tenant_id"),
-    ("tenant_llm_usage", "tenant_id"),
-    ("user_facts", "tenant_id"),
-    ("agent_runs", "tenant_id"),
-    ("trigger_cursors", "tenant_id"),
-];
+/// Tables of the services' role that hold no tenant's rows: dead jobs are
+/// the operators' (ids and errors, listed across tenants).
+const OPERATOR_TABLES: [&str; 1] = ["dead_jobs"];
+
+/// A table of the services' role, from the catalog.
+#[derive(Debug)]
+struct ServiceTable {
+    name: String,
+    /// `tenant_id`, `id` for `tenants`; `None` for an operator table.
+    tenant_column: Option<String>,
+    row_security: bool,
+    /// Columns a row can be written with (not generated, not identity).
+    insertable: Vec<String>,
+    can_insert: bool,
+    /// Columns the role may update.
+    updatable: Vec<String>,
+    can_delete: bool,
+}
+
+/// Every table in `public` the services' role holds any privilege on.
+async fn service_tables(db: &TestDb) -> Vec<ServiceTable> {
+    let rows = sqlx::query(
+        "SELECT c.relname::text AS name, c.relrowsecurity AS row_security, \
+                CASE WHEN c.relname = 'tenants' THEN 'id' ELSE ( \
+                    SELECT a.attname::text FROM pg_attribute a \
+                    WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+                END AS tenant_column, \
+                ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid \
+                      AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = '' \
+                      AND a.attgenerated = '' ORDER BY a.attnum) AS insertable, \
+                has_table_privilege('automate_e_service', c.oid, 'INSERT') AS can_insert, \
+                ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid \
+                      AND a.attnum > 0 AND NOT a.attisdropped \
+                      AND has_column_privilege('automate_e_service', c.oid, a.attnum, 'UPDATE') \
+                      ORDER BY a.attnum) AS updatable, \
+                has_table_privilege('automate_e_service', c.oid, 'DELETE') AS can_delete \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') \
+           AND has_table_privilege('automate_e_service', c.oid, 'SELECT, INSERT, UPDATE, DELETE') \
+         ORDER BY 1",
+    )
+    .fetch_all(&db.owner)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|r| ServiceTable {
+            name: r.get("name"),
+            tenant_column: r.get("tenant_column"),
+            row_security: r.get("row_security"),
+            insertable: r.get("insertable"),
+            can_insert: r.get("can_insert"),
+            updatable: r.get("updatable"),
+            can_delete: r.get("can_delete"),
+        })
+        .collect()
+}
 
 /// Records one message (a conversation, an inbox row) and a fact for the
 /// tenant; returns the message and its conversation.
@@ -64,7 +105,11 @@ async fn seed_activity(store: &TenantStore, text: &str) -> (InboxId, Conversatio
         .add_token_usage(Utc::now().date_naive(), 10)
         .await
         .unwrap();
-    store.record_notice(&params, "a notice").await.unwrap();
+    let notice = store.record_notice(&params, "a notice").await.unwrap();
+    store
+        .next_delivery(notice, "test", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     let event = NewEvent {
         tenant_id: store.tenant_id(),
         type_name: "automate_e.test.thing_happened.v1",
@@ -118,9 +163,15 @@ async fn seed_proposal(
     .unwrap();
 }
 
-/// Counts every row of `table` in a transaction of the service role with
-/// `tenant` set (or none): the deliberately unfiltered query.
-async fn visible_rows(service: &Store, tenant: Option<TenantId>, sql: &str) -> Vec<String> {
+/// Runs `sql` (binding `json`, if any) as the services' role with `tenant`
+/// set (or none), and rolls back: the rows' first columns as text, or the
+/// database's refusal.
+async fn as_tenant(
+    service: &Store,
+    tenant: Option<TenantId>,
+    sql: &str,
+    json: Option<&str>,
+) -> Result<(Vec<String>, u64), sqlx::Error> {
     let mut tx = service.pool().begin().await.unwrap();
     if let Some(tenant) = tenant {
         sqlx::query("SELECT set_config('automate_e.tenant_id', $1, true)")
@@ -129,9 +180,83 @@ async fn visible_rows(service: &Store, tenant: Option<TenantId>, sql: &str) -> V
             .await
             .unwrap();
     }
-    let rows = sqlx::query(sql).fetch_all(&mut *tx).await.unwrap();
+    let mut query = sqlx::query(sql);
+    if let Some(json) = json {
+        query = query.bind(json);
+    }
+    let outcome = if sql.starts_with("SELECT") {
+        query
+            .fetch_all(&mut *tx)
+            .await
+            .map(|rows| (rows.iter().map(|r| r.get::<String, _>(0)).collect(), 0))
+    } else {
+        query
+            .execute(&mut *tx)
+            .await
+            .map(|done| (Vec::new(), done.rows_affected()))
+    };
     tx.rollback().await.unwrap();
-    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+    outcome
+}
+
+/// The rows `sql` shows the services' role with `tenant` set (or none).
+async fn visible_rows(service: &Store, tenant: Option<TenantId>, sql: &str) -> Vec<String> {
+    as_tenant(service, tenant, sql, None).await.unwrap().0
+}
+
+/// Asserts the database refused a write for row-level security.
+fn assert_refused(outcome: Result<(Vec<String>, u64), sqlx::Error>, what: &str) {
+    match outcome {
+        Err(e) => assert!(e.to_string().contains("row-level security"), "{what}: {e}"),
+        Ok(done) => panic!("{what}: not refused ({done:?})"),
+    }
+}
+
+/// Tries every write the services' role has on `table` against tenant
+/// `b`'s rows while tenant `a` is set: each is refused or changes nothing.
+async fn assert_writes_stay_home(
+    db: &TestDb,
+    service: &Store,
+    table: &ServiceTable,
+    column: &str,
+    (a, b): (TenantId, TenantId),
+) {
+    let name = &table.name;
+    if table.can_insert {
+        // Beta's own row, written again while alpha is set.
+        let columns = table.insertable.join(", ");
+        let row: String = sqlx::query_scalar(&format!(
+            "SELECT row_to_json(t)::text FROM {name} t WHERE {column} = $1 LIMIT 1"
+        ))
+        .bind(b)
+        .fetch_one(&db.owner)
+        .await
+        .unwrap();
+        let copy = format!(
+            "INSERT INTO {name} ({columns}) SELECT {columns} FROM json_populate_record(NULL::{name}, $1::json)"
+        );
+        assert_refused(
+            as_tenant(service, Some(a), &copy, Some(&row)).await,
+            &format!("{name}: alpha inserting beta's row"),
+        );
+    }
+    for updatable in &table.updatable {
+        let touch = format!("UPDATE {name} SET {updatable} = {updatable} WHERE {column} = '{b}'");
+        let (_, changed) = as_tenant(service, Some(a), &touch, None).await.unwrap();
+        assert_eq!(changed, 0, "{name}.{updatable}: alpha updated beta's rows");
+    }
+    if table.updatable.iter().any(|c| c == column) {
+        let hand_over = format!("UPDATE {name} SET {column} = '{b}' WHERE {column} = '{a}'");
+        assert_refused(
+            as_tenant(service, Some(a), &hand_over, None).await,
+            &format!("{name}: alpha handing its rows to beta"),
+        );
+    }
+    if table.can_delete {
+        let delete = format!("DELETE FROM {name} WHERE {column} = '{b}'");
+        let (_, deleted) = as_tenant(service, Some(a), &delete, None).await.unwrap();
+        assert_eq!(deleted, 0, "{name}: alpha deleted beta's rows");
+    }
 }
 
 #[tokio::test]
@@ -147,63 +272,75 @@ async fn a_tenant_never_reads_or_changes_another_tenants_rows_even_through_wrong
         let (b_inbox, b_conversation) = seed_activity(&store_b, "beta").await;
         seed_proposal(db, a, a_inbox, a_conversation).await;
         seed_proposal(db, b, b_inbox, b_conversation).await;
-        store_b
-            .trigger_cursor("report-e", std::time::Duration::from_secs(60))
-            .await
-            .expect("a cursor row for beta");
+        for store in [&store_a, &store_b] {
+            store
+                .trigger_cursor("report-e", std::time::Duration::from_secs(60))
+                .await
+                .expect("a cursor row");
+        }
 
-        for (table, column) in TENANT_TABLES {
+        let tables = service_tables(db).await;
+        let operator: Vec<&str> = tables
+            .iter()
+            .filter(|t| t.tenant_column.is_none())
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(operator, OPERATOR_TABLES, "tables without a tenant column");
+        for table in tables.iter().filter(|t| t.tenant_column.is_some()) {
+            let (name, column) = (&table.name, table.tenant_column.as_deref().unwrap());
+            assert!(table.row_security, "{name} has no row-level security");
             // No filter at all: only the own tenant's rows come back.
-            let all = format!("SELECT {column}::text FROM {table}");
+            let all = format!("SELECT {column}::text FROM {name}");
             let seen = visible_rows(&service, Some(a), &all).await;
             assert!(
                 seen.iter().all(|t| *t == a.to_string()),
-                "{table}: tenant alpha saw {seen:?}"
+                "{name}: tenant alpha saw {seen:?}"
             );
             // Asking for the other tenant by name: nothing.
-            let other = format!("SELECT {column}::text FROM {table} WHERE {column} = '{b}'");
+            let other = format!("SELECT {column}::text FROM {name} WHERE {column} = '{b}'");
             assert_eq!(
                 visible_rows(&service, Some(a), &other).await,
                 Vec::<String>::new(),
-                "{table}"
+                "{name}"
             );
             // No tenant set: nothing at all (fails closed).
             assert_eq!(
                 visible_rows(&service, None, &all).await,
                 Vec::<String>::new(),
-                "{table} without a tenant"
+                "{name} without a tenant"
             );
             // The tenant's own rows are there (the checks above can fail).
             let own = visible_rows(&service, Some(b), &all).await;
-            assert!(!own.is_empty(), "{table}: beta's own rows");
+            assert!(!own.is_empty(), "{name}: beta's own rows");
+            assert_writes_stay_home(db, &service, table, column, (a, b)).await;
         }
 
-        // Writing into the other tenant is refused or touches nothing.
-        let mut tx = service.pool().begin().await.unwrap();
-        sqlx::query("SELECT set_config('automate_e.tenant_id', $1, true)")
-            .bind(a.to_string())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let changed = sqlx::query("UPDATE inbox SET processed_at = now() WHERE tenant_id = $1")
-            .bind(b)
-            .execute(&mut *tx)
-            .await
-            .unwrap()
-            .rows_affected();
-        assert_eq!(changed, 0);
-        let forged = sqlx::query(
-            "INSERT INTO user_facts (tenant_id, platform, user_id, fact) VALUES ($1, 'slack', 'U1', 'forged')",
+        // Functions that run as the owner (past row-level security) look
+        // tenants up before one is known: none may write (a function that
+        // is not volatile cannot) or be steered by the caller's search path.
+        let definers: Vec<(String, String, Option<Vec<String>>)> = sqlx::query_as(
+            "SELECT p.proname::text, p.provolatile::text, p.proconfig FROM pg_proc p \
+             JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = 'public' AND p.prosecdef \
+               AND has_function_privilege('automate_e_service', p.oid, 'EXECUTE') ORDER BY 1",
         )
-        .bind(b)
-        .execute(&mut *tx)
+        .fetch_all(&db.owner)
         .await
-        .unwrap_err();
-        assert!(
-            forged.to_string().contains("row-level security"),
-            "{forged}"
-        );
-        tx.rollback().await.unwrap();
+        .unwrap();
+        assert!(!definers.is_empty(), "the tenant look-ups are definers");
+        for (name, volatility, config) in definers {
+            assert_ne!(
+                volatility, "v",
+                "{name} could write past row-level security"
+            );
+            assert!(
+                config
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.starts_with("search_path=")),
+                "{name} runs on the caller's search path"
+            );
+        }
 
         // Through the store: alpha cannot load beta's message, facts or history.
         assert!(matches!(

@@ -200,6 +200,17 @@ impl TestDb {
         .expect("count pending work")
     }
 
+    /// Holders of the conversation leases not yet expired.
+    pub async fn lease_holders(&self) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT lease_holder FROM conversations \
+             WHERE lease_holder IS NOT NULL AND lease_until > now()",
+        )
+        .fetch_all(&self.owner)
+        .await
+        .expect("read leases")
+    }
+
     /// Number of rows in a table.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))

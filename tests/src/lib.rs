@@ -799,20 +799,19 @@ impl TestEnv {
     /// [`Self::wait_idle`] with its own time limit.
     pub async fn wait_idle_within(&self, limit: Duration) {
         self.wait_until_within("the system to be idle", limit, || async {
-            let worker = self
-                .queue
-                .depth(QueueName::Worker)
-                .await
-                .expect("queue depth");
-            let delivery = self
-                .queue
-                .depth(QueueName::Delivery)
-                .await
-                .expect("queue depth");
-            worker.backlog() + worker.delayed + delivery.backlog() + delivery.delayed == 0
-                && self.db.pending_work().await == 0
+            self.jobs_in_redis().await == 0 && self.db.pending_work().await == 0
         })
         .await;
+    }
+
+    /// Jobs on both queues, due, delayed or running.
+    pub async fn jobs_in_redis(&self) -> u64 {
+        let mut jobs = 0;
+        for queue in [QueueName::Worker, QueueName::Delivery] {
+            let depth = self.queue.depth(queue).await.expect("queue depth");
+            jobs += depth.backlog() + depth.delayed;
+        }
+        jobs
     }
 
     /// Polls `condition` until it holds; panics after [`WAIT_TIMEOUT`].

@@ -20,7 +20,8 @@ pub struct ServiceProcess {
 }
 
 /// Where cargo put the workspace's binaries: next to the test binary's
-/// `deps/` directory, or next to the bench binary.
+/// `deps/` directory, or next to the bench binary. Refuses a binary older
+/// than the sources it is built from: a test must not pass on old code.
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().expect("the test binary is in a directory");
@@ -32,12 +33,63 @@ fn binary(name: &str) -> PathBuf {
         dir
     };
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first (scripts/test does)",
-        path.display()
-    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build --bins` first (scripts/test does)",
+                path.display()
+            )
+        });
+    if let Some((source, changed)) = newest_source()
+        && changed > built
+    {
+        panic!(
+            "{} is older than {}: run `cargo build --bins` first (scripts/test does)",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// The most recently changed file the service binaries are built from.
+fn newest_source() -> Option<(PathBuf, std::time::SystemTime)> {
+    static NEWEST: std::sync::OnceLock<Option<(PathBuf, std::time::SystemTime)>> =
+        std::sync::OnceLock::new();
+    NEWEST
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+            let mut newest = None;
+            for part in [
+                "Cargo.toml",
+                "Cargo.lock",
+                ".sqlx",
+                "migrations",
+                "shared",
+                "gateway",
+                "worker",
+            ] {
+                visit(&root.join(part), &mut newest);
+            }
+            newest
+        })
+        .clone()
+}
+
+fn visit(path: &std::path::Path, newest: &mut Option<(PathBuf, std::time::SystemTime)>) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            visit(&entry.path(), newest);
+        }
+    } else if let Ok(changed) = meta.modified()
+        && newest.as_ref().is_none_or(|(_, t)| changed > *t)
+    {
+        *newest = Some((path.to_owned(), changed));
+    }
 }
 
 /// A free local port (bound, then released for the child to take).

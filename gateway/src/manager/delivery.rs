@@ -3,22 +3,34 @@
 //! resuming after the chunks already posted.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::access::discord::DiscordClient;
 use shared::access::slack::SlackClient;
-use shared::access::store::{NewEvent, OutboxModel, Store};
+use shared::access::store::{DeliveryTurn, NewEvent, OutboxModel, Store, TenantStore};
 use shared::access::telegram::TelegramClient;
 use shared::engine::chunk::{DISCORD_LIMIT, MessageLimit, SLACK_LIMIT, TELEGRAM_LIMIT, chunk};
 use shared::engine::pace::{MAX_INLINE_RETRY_AFTER, delivery_pace};
 use shared::event::{Actor, ActorKind, DeliveryEvent, ReplyDelivered, delivery_stream};
-use shared::ids::{OutboxId, Platform, TenantId};
+use shared::ids::{ConversationId, OutboxId, Platform, TenantId};
 use shared::job::JobFailure;
 use shared::pacer::Pacer;
 
 /// Posts of one chunk before the attempt gives up and the job retries later.
 const MAX_POSTS_PER_CHUNK: u32 = 5;
+
+/// How long a delivery holds its conversation's deliveries without renewing:
+/// longer than one chunk can take (every post waiting out the longest
+/// inline `Retry-After`).
+const HOLD_TTL: Duration = MAX_INLINE_RETRY_AFTER
+    .saturating_mul(MAX_POSTS_PER_CHUNK)
+    .saturating_add(Duration::from_secs(30));
+
+/// How long a delivery waits for another delivery of its conversation
+/// before it is retried later, and how often it looks.
+const HOLD_WAIT: Duration = Duration::from_secs(2);
+const HOLD_POLL: Duration = Duration::from_millis(20);
 
 /// The chat platforms replies can go to; a platform without a client is off.
 #[derive(Debug, Clone)]
@@ -97,7 +109,9 @@ impl DeliveryManager {
         }
     }
 
-    /// Posts the reply (the chunks not yet posted) and records the delivery.
+    /// Posts the reply and records the delivery, after the replies written
+    /// before it in its conversation (a conversation's replies appear in
+    /// the order they were written, one delivery at a time).
     pub async fn deliver(
         &self,
         tenant: TenantId,
@@ -105,16 +119,94 @@ impl DeliveryManager {
         trace_id: Option<&str>,
     ) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
-        let item = store.outbox_item(outbox_id).await?;
-        if item.delivered_at.is_some() {
-            return Ok(());
+        let holder = uuid::Uuid::new_v4().to_string();
+        let mut held = None;
+        let delivered = self
+            .deliver_in_order(&store, outbox_id, &holder, &mut held, trace_id)
+            .await;
+        if let Some(conversation) = held
+            && let Err(e) = store.release_deliveries(conversation, &holder).await
+        {
+            tracing::warn!(error = %e, "Cannot release a conversation's deliveries; its hold runs out");
         }
+        delivered
+    }
+
+    /// Holds the conversation's deliveries (waiting a little while another
+    /// delivery has them) and posts its undelivered replies oldest first up
+    /// to `outbox_id`. An earlier reply that fails defers this one: that
+    /// reply's own job decides its fate.
+    async fn deliver_in_order(
+        &self,
+        store: &TenantStore,
+        outbox_id: OutboxId,
+        holder: &str,
+        held: &mut Option<ConversationId>,
+        trace_id: Option<&str>,
+    ) -> Result<(), JobFailure> {
+        let deadline = Instant::now() + HOLD_WAIT;
+        loop {
+            let next = match store.next_delivery(outbox_id, holder, HOLD_TTL).await? {
+                DeliveryTurn::Held { conversation, next } => {
+                    *held = Some(conversation);
+                    next
+                }
+                DeliveryTurn::Busy if Instant::now() < deadline => {
+                    tokio::time::sleep(HOLD_POLL).await;
+                    continue;
+                }
+                DeliveryTurn::Busy => {
+                    return Err(JobFailure::deferred(
+                        anyhow::anyhow!("the conversation's deliveries are held"),
+                        "Another delivery of the conversation is running",
+                    ));
+                }
+            };
+            let Some(item) = next else {
+                return Ok(());
+            };
+            let own = item.id == outbox_id;
+            match self.post_reply(store, &item, holder, trace_id).await {
+                Err(failure) if !own => {
+                    return Err(JobFailure::deferred(
+                        failure.into_error(),
+                        "An earlier reply of the conversation is not delivered",
+                    ));
+                }
+                posted => posted?,
+            }
+            if own {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Posts a reply's chunks not yet posted (renewing the hold before each
+    /// but the first) and records the delivery.
+    async fn post_reply(
+        &self,
+        store: &TenantStore,
+        item: &OutboxModel,
+        holder: &str,
+        trace_id: Option<&str>,
+    ) -> Result<(), JobFailure> {
+        let outbox_id = item.id;
         let platform = item.platform;
-        let target = self.target(platform, &item).await.map_err(|f| f.failure)?;
+        let target = self.target(platform, item).await.map_err(|f| f.failure)?;
         let chunks = chunk(&item.text, limit(platform));
         let already = usize::try_from(item.chunks_delivered).unwrap_or(0);
         let mut posted = Vec::new();
         for (index, text) in chunks.iter().enumerate().skip(already) {
+            if index > already
+                && !store
+                    .renew_deliveries(item.conversation_id, holder, HOLD_TTL)
+                    .await?
+            {
+                return Err(JobFailure::deferred(
+                    anyhow::anyhow!("the conversation's deliveries were taken over"),
+                    "The delivery's hold ran out",
+                ));
+            }
             posted.push(self.post_chunk(platform, &target, text).await?);
             // The last chunk is recorded with the delivery itself.
             if index + 1 < chunks.len() {

@@ -61,6 +61,7 @@ struct Inner {
     /// Scripts for named characters (matched in the system prompt).
     by_character: Vec<(String, VecDeque<Scripted>)>,
     requests: Vec<Value>,
+    attempts: Vec<super::PostAttempt>,
     calls: u64,
     /// Answer when nothing is scripted (default: a 500 error).
     when_empty: Option<Scripted>,
@@ -147,6 +148,11 @@ impl FakeOpenAi {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// When each call was answered and what wait a 429 asked for, in order.
+    pub fn attempts(&self) -> Vec<super::PostAttempt> {
+        self.inner.lock().unwrap().attempts.clone()
+    }
+
     /// Tool calls the script made that the request did not offer (a real
     /// model calls only the tools it is given): mistakes of the test.
     pub fn take_unoffered_calls(&self) -> Vec<String> {
@@ -200,12 +206,31 @@ async fn completions(
     tokio::time::sleep(latency).await;
     let response = answer(&fake, &body);
     drop(in_flight);
-    match response {
+    let response = match response {
         Answer::Now(response) => response,
         Answer::After(wait, response) => {
             tokio::time::sleep(wait).await;
             response
         }
+    };
+    fake.inner
+        .lock()
+        .unwrap()
+        .attempts
+        .push(attempt_of(&response));
+    response
+}
+
+/// When `response` is given, and the wait it asks for if it is a 429.
+fn attempt_of(response: &Response) -> super::PostAttempt {
+    let retry_after = (response.status() == StatusCode::TOO_MANY_REQUESTS)
+        .then(|| response.headers().get(axum::http::header::RETRY_AFTER))
+        .flatten()
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .map(std::time::Duration::from_secs);
+    super::PostAttempt {
+        at: std::time::Instant::now(),
+        retry_after,
     }
 }
 

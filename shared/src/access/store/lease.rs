@@ -26,7 +26,8 @@ pub struct Lease {
     pub fence: i64,
 }
 
-fn millis(ttl: Duration) -> i64 {
+/// A time-to-live as the whole milliseconds SQL adds to `now()`.
+pub(super) fn millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -39,7 +39,7 @@ pub use facts::MAX_FACTS_PER_USER;
 pub use inbox::{ConversationModel, InboxModel, NewMessageParams, RecordOutcome};
 pub use inbox_writer::InboxWriter;
 pub use lease::Lease;
-pub use outbox::{OutboxModel, ReplyParams};
+pub use outbox::{DeliveryTurn, OutboxModel, ReplyParams};
 pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
 pub use routes::RouteCache;
 pub use tenant::TenantSettings;

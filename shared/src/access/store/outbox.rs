@@ -1,10 +1,12 @@
 //! The durable outbox: replies written atomically with the end of their turn,
 //! then delivered chunk by chunk.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use super::events::{NewEvent, append_new, mark_delivered_with};
-use super::lease::{Lease, check_fence};
+use super::lease::{Lease, check_fence, millis};
 use super::{StoreError, TenantStore, TenantTx};
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
@@ -48,7 +50,116 @@ pub struct OutboxModel {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// What the delivery of a reply finds in its conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryTurn {
+    /// Another delivery of the conversation is running.
+    Busy,
+    /// The conversation's deliveries are held; `next` is its oldest reply
+    /// not delivered (nor given up) written no later than the one asked
+    /// for, `None` when there is nothing left to post up to it.
+    Held {
+        conversation: ConversationId,
+        next: Option<OutboxModel>,
+    },
+}
+
 impl TenantStore {
+    /// Holds the deliveries of `up_to`'s conversation for `holder` during
+    /// `ttl` (taken, or renewed when `holder` has them) and finds the reply
+    /// to post next: replies are posted in the order they were written.
+    pub async fn next_delivery(
+        &self,
+        up_to: OutboxId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<DeliveryTurn, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query_scalar!(
+            r#"INSERT INTO delivery_holds (conversation_id, tenant_id, holder, held_until)
+               SELECT conversation_id, tenant_id, $2, now() + $3::bigint * interval '1 millisecond'
+               FROM outbox WHERE id = $1
+               ON CONFLICT (conversation_id) DO UPDATE
+               SET holder = EXCLUDED.holder, held_until = EXCLUDED.held_until
+               WHERE delivery_holds.held_until < now() OR delivery_holds.holder = EXCLUDED.holder
+               RETURNING conversation_id AS "conversation_id: ConversationId""#,
+            up_to as _,
+            holder,
+            millis(ttl)
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(conversation) = held else {
+            let exists = sqlx::query_scalar!(
+                r#"SELECT 1 AS "one!" FROM outbox WHERE id = $1"#,
+                up_to as _
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return match exists {
+                Some(_) => Ok(DeliveryTurn::Busy),
+                None => Err(StoreError::NotFound("outbox item")),
+            };
+        };
+        let next = sqlx::query_as!(
+            OutboxModel,
+            r#"SELECT id AS "id: OutboxId", tenant_id AS "tenant_id: TenantId",
+               conversation_id AS "conversation_id: ConversationId", platform AS "platform: Platform",
+               chat, thread, text, chunks_delivered, delivered_at FROM outbox
+               WHERE conversation_id = $1 AND id <= $2 AND delivered_at IS NULL AND given_up_at IS NULL
+               ORDER BY id LIMIT 1"#,
+            conversation as _,
+            up_to as _
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DeliveryTurn::Held { conversation, next })
+    }
+
+    /// Extends `holder`'s hold on the deliveries of `conversation` to `ttl`
+    /// from now; `false` when it lost them (its hold ran out and another
+    /// delivery took them).
+    pub async fn renew_deliveries(
+        &self,
+        conversation: ConversationId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let renewed = sqlx::query!(
+            "UPDATE delivery_holds SET held_until = now() + $3::bigint * interval '1 millisecond' \
+             WHERE conversation_id = $1 AND holder = $2",
+            conversation as _,
+            holder,
+            millis(ttl)
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(renewed == 1)
+    }
+
+    /// Lets the deliveries of `conversation` go, if `holder` has them.
+    pub async fn release_deliveries(
+        &self,
+        conversation: ConversationId,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query!(
+            "UPDATE delivery_holds SET held_until = now() WHERE conversation_id = $1 AND holder = $2",
+            conversation as _,
+            holder
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Ends a turn atomically in a transaction of its own; see
     /// [`TenantTx::complete_turn`].
     pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {

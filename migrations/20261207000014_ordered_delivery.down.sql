@@ -1,0 +1,2 @@
+DROP INDEX outbox_undelivered_by_conversation;
+DROP TABLE delivery_holds;
