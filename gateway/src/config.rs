@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub telegram: TelegramConfig,
     /// Reply delivery.
     pub delivery: DeliveryConfig,
+    /// Files owners send (receipts).
+    pub files: FilesConfig,
     /// Inbound message rate limits.
     pub limits: InboundLimits,
     /// Bearer token that readers of `/queue-depth` (KEDA) must send. Unset:
@@ -214,6 +216,38 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// Files owners send with their messages: fetched with each platform's
+/// credential, only from its own file host, within limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilesConfig {
+    /// Largest file read, in bytes. Default 10 MiB.
+    pub max_bytes: u64,
+    /// Files read per message; later ones are refused. Default 5.
+    pub max_per_message: usize,
+    /// Timeout of one download, in seconds. Default 30.
+    pub timeout_secs: u64,
+    /// Where Slack serves files. Default `https://files.slack.com/`.
+    pub slack_base_url: String,
+    /// Where Discord serves attachments. Default its two CDN hosts.
+    pub discord_base_urls: Vec<String>,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            max_per_message: 5,
+            timeout_secs: 30,
+            slack_base_url: shared::access::slack::SLACK_FILES_BASE_URL.to_owned(),
+            discord_base_urls: vec![
+                "https://cdn.discordapp.com/".to_owned(),
+                "https://media.discordapp.net/".to_owned(),
+            ],
+        }
+    }
+}
+
 impl GatewayConfig {
     /// Checks required settings and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -242,6 +276,16 @@ impl GatewayConfig {
                 field: "delivery",
                 problem: "concurrency and max_attempts must be at least 1",
             });
+        }
+        if self.files.max_bytes == 0 || self.files.max_per_message == 0 {
+            return Err(ConfigError {
+                field: "files",
+                problem: "files.max_bytes and files.max_per_message must be at least 1",
+            });
+        }
+        require_http_url("files.slack_base_url", &self.files.slack_base_url)?;
+        for url in &self.files.discord_base_urls {
+            require_http_url("files.discord_base_urls", url)?;
         }
         Ok(())
     }

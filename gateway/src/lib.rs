@@ -32,6 +32,7 @@ use config::TelegramMode;
 use connection::discord::{DiscordEdge, intents as discord_intents};
 use http::HttpState;
 use manager::delivery::{ChatClients, DeliveryManager};
+use manager::files::{FileManager, FileSources};
 use manager::ingest::{InboundPaces, IngestManager};
 use manager::presence::Presence;
 use manager::review_desk::ReviewDesk;
@@ -69,10 +70,11 @@ impl App {
                 .context("Cannot build HTTP client")?;
         let chats = ChatClients {
             slack: SlackClient::new(
-                http_client,
+                http_client.clone(),
                 &cfg.slack.api_base_url,
                 cfg.slack.bot_token.clone(),
-            ),
+            )
+            .with_files_base_url(&cfg.files.slack_base_url),
             discord: cfg.discord.enabled().then(|| {
                 DiscordClient::new(&cfg.discord.token, cfg.discord.api_base_url.as_deref())
             }),
@@ -140,9 +142,19 @@ impl App {
         Ok(Self {
             listener,
             router: http::router(state, cfg.slack.max_body_bytes),
-            queue,
+            queue: queue.clone(),
             delivery: Arc::new(DeliveryManagers {
                 store: store.clone(),
+                files: FileManager::new(
+                    store.clone(),
+                    queue.clone(),
+                    FileSources {
+                        slack: chats.slack.clone(),
+                        telegram: chats.telegram.clone(),
+                        http: http_client,
+                    },
+                    cfg.files.clone(),
+                ),
                 replies: DeliveryManager::new(store, chats, pacer.clone()),
                 reviews,
             }),
@@ -258,6 +270,7 @@ struct DeliveryManagers {
     store: Store,
     replies: DeliveryManager,
     reviews: ReviewDesk,
+    files: FileManager,
 }
 
 impl JobHandler<DeliveryJob> for DeliveryManagers {
@@ -277,6 +290,9 @@ impl JobHandler<DeliveryJob> for DeliveryManagers {
             DeliveryJob::ReviewRequestV1 { proposal_id } => {
                 self.reviews.post_review(tenant, proposal_id).await
             }
+            DeliveryJob::FetchFilesV1 { inbox_id } => {
+                self.files.fetch(tenant, inbox_id, &job.traceparent).await
+            }
             DeliveryJob::Unknown => Err(JobFailure::permanent(
                 anyhow::anyhow!("unknown delivery job kind"),
                 "Job from a newer producer",
@@ -285,8 +301,18 @@ impl JobHandler<DeliveryJob> for DeliveryManagers {
     }
 
     /// A reply that cannot be delivered leaves the relay's sweeps until a
-    /// replay.
+    /// replay; a message whose files cannot be fetched goes on without them.
     async fn given_up(&self, job: &Job<DeliveryJob>, _reason: &str) {
+        if let DeliveryJob::FetchFilesV1 { inbox_id } = job.kind {
+            if let Err(e) = self
+                .files
+                .give_up(job.tenant_id, inbox_id, &job.traceparent)
+                .await
+            {
+                tracing::error!(error = %e, "Cannot go on without a message's files");
+            }
+            return;
+        }
         let DeliveryJob::DeliverV1 { outbox_id } = job.kind else {
             return;
         };

@@ -157,6 +157,12 @@ pub enum DeliveryJob {
         /// The proposal.
         proposal_id: ProposalId,
     },
+    /// Fetch and store the files of an inbound message with its platform's
+    /// credentials, then queue its turn.
+    FetchFilesV1 {
+        /// The inbox row.
+        inbox_id: InboxId,
+    },
     /// A job kind this build does not know.
     #[serde(other)]
     Unknown,
@@ -169,6 +175,7 @@ impl JobKind for DeliveryJob {
         match self {
             Self::DeliverV1 { .. } => "deliver",
             Self::ReviewRequestV1 { .. } => "review_request",
+            Self::FetchFilesV1 { .. } => "fetch_files",
             Self::Unknown => "unknown",
         }
     }
@@ -177,6 +184,7 @@ impl JobKind for DeliveryJob {
         match self {
             Self::DeliverV1 { outbox_id } => Some(outbox_id.0),
             Self::ReviewRequestV1 { proposal_id } => Some(proposal_id.0),
+            Self::FetchFilesV1 { inbox_id } => Some(inbox_id.0),
             Self::Unknown => None,
         }
     }
@@ -185,6 +193,7 @@ impl JobKind for DeliveryJob {
         match self {
             Self::DeliverV1 { outbox_id } => Some(format!("deliver-{outbox_id}")),
             Self::ReviewRequestV1 { proposal_id } => Some(format!("review-request-{proposal_id}")),
+            Self::FetchFilesV1 { inbox_id } => Some(format!("fetch-files-{inbox_id}")),
             Self::Unknown => None,
         }
     }

@@ -207,6 +207,35 @@ impl ApiSpec {
         })
     }
 
+    /// The document as a strict server reads requests (Fiken's answers 400
+    /// to an unexpected field): an object schema with properties allows no
+    /// others, a `readOnly` property is not accepted, and a property the
+    /// schema requires but never declares may hold anything.
+    #[must_use]
+    pub fn strict_requests(mut self) -> Self {
+        let doc = Arc::make_mut(&mut self.doc);
+        let mut shared = Vec::new();
+        all_of_members(doc, &mut shared);
+        if let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") {
+            for (name, schema) in schemas.iter_mut() {
+                strict(schema, shared.contains(name));
+            }
+        }
+        for op in &mut self.operations {
+            if let Some(body) = &mut op.body {
+                strict(&mut body.schema, false);
+            }
+        }
+        self.compiled = Mutex::default();
+        self
+    }
+
+    /// `schema` as a model is given it for a tool's arguments: references
+    /// inlined, `readOnly` properties and examples left out.
+    pub fn model_schema(&self, schema: &Value) -> Value {
+        inline(&self.doc, schema, 0)
+    }
+
     /// The operation with this `operationId`.
     pub fn operation(&self, id: &str) -> Option<&Operation> {
         self.operations.iter().find(|op| op.id == id)
@@ -239,19 +268,7 @@ impl ApiSpec {
             Ok(validator) => validator,
             Err(e) => return vec![format!("{at}: the document's schema does not compile: {e}")],
         };
-        validator
-            .iter_errors(value)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let path = path.trim_start_matches('/').replace('/', ".");
-                let place = if path.is_empty() {
-                    at.to_owned()
-                } else {
-                    format!("{at}.{path}")
-                };
-                format!("{place}: {e}")
-            })
-            .collect()
+        problems(&validator, value, at)
     }
 
     /// What a request to `op` breaks: missing or wrong parameters (query
@@ -341,6 +358,52 @@ impl ApiSpec {
         compiled.insert(key, Arc::clone(&validator));
         Ok(validator)
     }
+}
+
+/// What `value` breaks of a standalone schema (one with no references),
+/// each problem said where, under `at`. Compiled schemas are kept.
+pub fn check_schema(schema: &Value, value: &Value, at: &str) -> Violations {
+    static COMPILED: std::sync::OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> =
+        std::sync::OnceLock::new();
+    let key = schema.to_string();
+    let validator = {
+        let mut compiled = COMPILED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match compiled.get(&key) {
+            Some(v) => Arc::clone(v),
+            None => match jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(schema)
+            {
+                Ok(v) => {
+                    let v = Arc::new(v);
+                    compiled.insert(key, Arc::clone(&v));
+                    v
+                }
+                Err(e) => return vec![format!("{at}: the schema does not compile: {e}")],
+            },
+        }
+    };
+    problems(&validator, value, at)
+}
+
+fn problems(validator: &jsonschema::Validator, value: &Value, at: &str) -> Violations {
+    validator
+        .iter_errors(value)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let path = path.trim_start_matches('/').replace('/', ".");
+            let place = if path.is_empty() {
+                at.to_owned()
+            } else {
+                format!("{at}.{path}")
+            };
+            format!("{place}: {e}")
+        })
+        .collect()
 }
 
 /// The value a raw parameter text stands for under `schema`: a number or a
@@ -552,6 +615,120 @@ fn allow_null(schema: &mut Map<String, Value>) {
         }
     }
 }
+
+/// Applies [`ApiSpec::strict_requests`] to one schema and the schemas
+/// below it. `open` keeps it open to other properties: a member of an
+/// `allOf` shares its object with the other members.
+fn strict(schema: &mut Value, open: bool) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        let read_only: Vec<String> = properties
+            .iter()
+            .filter(|(_, p)| p.get("readOnly") == Some(&Value::Bool(true)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        properties.retain(|name, _| !read_only.contains(name));
+        let declared: Vec<String> = properties.keys().cloned().collect();
+        let mut undeclared = Vec::new();
+        if let Some(Value::Array(required)) = map.get_mut("required") {
+            required.retain(|r| !read_only.iter().any(|ro| r == ro.as_str()));
+            undeclared.extend(
+                required
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|r| !declared.iter().any(|d| d == r))
+                    .map(str::to_owned),
+            );
+        }
+        if let Some(Value::Object(properties)) = map.get_mut("properties") {
+            for name in undeclared {
+                properties.insert(name, json!({}));
+            }
+            properties.values_mut().for_each(|p| strict(p, false));
+        }
+        if !open {
+            map.entry("additionalProperties")
+                .or_insert(Value::Bool(false));
+        }
+    }
+    if let Some(items) = map.get_mut("items") {
+        strict(items, false);
+    }
+    for (key, members_open) in [("allOf", true), ("anyOf", false), ("oneOf", false)] {
+        if let Some(Value::Array(members)) = map.get_mut(key) {
+            members.iter_mut().for_each(|m| strict(m, members_open));
+        }
+    }
+}
+
+/// The component schemas an `allOf` refers to: they must stay open.
+fn all_of_members(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(members)) = map.get("allOf") {
+                out.extend(
+                    members
+                        .iter()
+                        .filter_map(|m| m["$ref"].as_str())
+                        .filter_map(|r| r.strip_prefix("#/components/schemas/"))
+                        .map(str::to_owned),
+                );
+            }
+            map.values().for_each(|v| all_of_members(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| all_of_members(v, out)),
+        _ => {}
+    }
+}
+
+/// `schema` with its references inlined (at most [`MAX_INLINE_DEPTH`]
+/// deep), `readOnly` properties and examples left out.
+fn inline(doc: &Value, schema: &Value, depth: usize) -> Value {
+    let schema = resolve(doc, schema);
+    let Value::Object(map) = schema else {
+        return schema.clone();
+    };
+    if depth > MAX_INLINE_DEPTH {
+        return json!({});
+    }
+    let mut out = Map::new();
+    for (key, value) in map {
+        match key.as_str() {
+            "example" | "examples" | "xml" | "externalDocs" | "readOnly" | "writeOnly" => {}
+            "properties" => {
+                let properties: Map<String, Value> = value
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, p)| resolve(doc, p).get("readOnly") != Some(&Value::Bool(true)))
+                    .map(|(name, p)| (name.clone(), inline(doc, p, depth + 1)))
+                    .collect();
+                out.insert(key.clone(), Value::Object(properties));
+            }
+            "items" => {
+                out.insert(key.clone(), inline(doc, value, depth + 1));
+            }
+            "allOf" | "anyOf" | "oneOf" => {
+                let members = value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| inline(doc, m, depth + 1))
+                    .collect();
+                out.insert(key.clone(), Value::Array(members));
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// How deep [`ApiSpec::model_schema`] follows references.
+const MAX_INLINE_DEPTH: usize = 8;
 
 /// Decodes `%XX` escapes of a path segment; `None` when malformed.
 fn percent_decode(segment: &str) -> Option<String> {

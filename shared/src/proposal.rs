@@ -26,6 +26,9 @@ pub enum ProposalState {
     Executed,
     /// The write failed (retried, then dead).
     ExecutionFailed,
+    /// Whether a write was made could not be found out: a human must look
+    /// in the books; nothing is sent again.
+    ExecutionUncertain,
 }
 
 impl ProposalState {
@@ -41,6 +44,7 @@ impl ProposalState {
             Self::Executing => "executing",
             Self::Executed => "executed",
             Self::ExecutionFailed => "execution_failed",
+            Self::ExecutionUncertain => "execution_uncertain",
         }
     }
 
@@ -56,6 +60,7 @@ impl ProposalState {
             Self::Executing,
             Self::Executed,
             Self::ExecutionFailed,
+            Self::ExecutionUncertain,
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)

@@ -562,8 +562,9 @@ def check_worker(r: Rendered) -> Failures:
 
 
 def check_characters(r: Rendered) -> Failures:
-    """The worker sees every characters/*/character.toml, unchanged, at
-    AE_CHARACTERS_DIR/<name>/character.toml."""
+    """The worker sees every characters/*/character.toml and every API of
+    characters/apis/, unchanged, at AE_CHARACTERS_DIR/<name>/character.toml
+    and AE_CHARACTERS_DIR/apis/<file>."""
     worker = worker_deployment(r)
     if worker is None:
         return
@@ -593,12 +594,13 @@ def check_characters(r: Rendered) -> Failures:
     for item_path, key in by_path.items():
         if key not in data:
             yield f"{ident(worker)}: characters item {item_path} names key {key!r}, missing from {ident(cm)}"
-    for toml in sorted(CHARACTERS.glob("*/character.toml")):
-        path = f"{toml.parent.name}/character.toml"
+    files = sorted(CHARACTERS.glob("*/character.toml")) + sorted(CHARACTERS.glob("apis/*"))
+    for file in files:
+        path = file.relative_to(CHARACTERS).as_posix()
         key = by_path.get(path)
         if key is None:
             yield f"{ident(worker)}: characters/{path} is not mounted (add it to the ConfigMap and the volume's items)"
-        elif key in data and data[key] != toml.read_text():
+        elif key in data and data[key] != file.read_text():
             yield f"{ident(cm)}: key {key} differs from characters/{path}"
 
 

@@ -11,10 +11,16 @@ use tests::{
     run_test_with,
 };
 
-/// A copy of the repository's characters in a fresh temporary directory.
+/// A copy of the repository's characters (and the APIs they call) in a
+/// fresh temporary directory.
 fn copy_characters() -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../characters");
     let target = std::env::temp_dir().join(format!("ae-characters-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(target.join("apis")).unwrap();
+    for api in std::fs::read_dir(source.join("apis")).unwrap() {
+        let api = api.unwrap();
+        std::fs::copy(api.path(), target.join("apis").join(api.file_name())).unwrap();
+    }
     for entry in std::fs::read_dir(&source).unwrap() {
         let entry = entry.unwrap();
         let file = entry.path().join("character.toml");
@@ -178,14 +184,12 @@ name = "probe-e"
 display_name = "Probe-E"
 language = "en"
 persona = "You look things up for the company."
+api = "fiken"
 
 [[tools]]
 name = "list_purchases"
 description = "Registered purchases."
-effect = "read"
-method = "GET"
-path = "/purchases"
-parameters = {{ type = "object", properties = {{}} }}
+operation = "getPurchases"
 
 [[triggers]]
 on = "schedule"

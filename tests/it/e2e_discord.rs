@@ -38,12 +38,12 @@ async fn a_listened_channel_message_gets_a_thread_and_follow_ups_continue_it() {
             Scripted::Text("25 % MVA.".into()),
         ]);
 
+        let pdf = tests::receipt_pdf();
+        let url = t.discord.add_attachment(DISCORD_CHANNEL, "adobe-receipt.pdf", pdf.clone(), "application/pdf");
         let mut first = message_create();
         first["d"]["attachments"] = json!([{
-            "id": "1100000000000000001", "filename": "adobe-receipt.pdf", "size": 20480,
-            "url": "https://cdn.discordapp.com/attachments/1/2/adobe-receipt.pdf",
-            "proxy_url": "https://media.discordapp.net/attachments/1/2/adobe-receipt.pdf",
-            "content_type": "application/pdf"
+            "id": "1100000000000000001", "filename": "adobe-receipt.pdf", "size": pdf.len(),
+            "url": url, "proxy_url": url, "content_type": "application/pdf"
         }]);
         assert!(accepted(&t.discord_message_create(&first).await));
         t.wait_for_discord_posts(1).await;
@@ -62,15 +62,21 @@ async fn a_listened_channel_message_gets_a_thread_and_follow_ups_continue_it() {
                 content: "Hot indeed.".into()
             }]
         );
+        // The model read the receipt itself: the text names it by the id
+        // its tools take, the PDF comes along as a file part.
         let user = t.openai.requests()[0]["messages"]
             .as_array()
             .unwrap()
             .last()
             .unwrap()["content"]
             .clone();
+        let receipt = tests::receipt_id(&pdf);
         assert_eq!(
             user,
-            "Supa Hot\n\nAttachments:\n- adobe-receipt.pdf (application/pdf, 20 KB): https://cdn.discordapp.com/attachments/1/2/adobe-receipt.pdf"
+            json!([
+                {"type": "text", "text": format!("Supa Hot\n\nFiles:\n- {receipt}: adobe-receipt.pdf (application/pdf, 1 KB)")},
+                {"type": "file", "file": {"filename": "adobe-receipt.pdf", "file_data": tests::data_url("application/pdf", &pdf)}}
+            ])
         );
 
         assert!(accepted(

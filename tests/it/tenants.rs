@@ -105,6 +105,14 @@ async fn seed_activity(store: &TenantStore, text: &str) -> (InboxId, Conversatio
         .add_token_usage(Utc::now().date_naive(), 10)
         .await
         .unwrap();
+    let receipt = tests::receipt_pdf();
+    let file = shared::request::FileRef {
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&receipt)),
+        filename: format!("{text}.pdf"),
+        content_type: "application/pdf".into(),
+        size_bytes: receipt.len() as u64,
+    };
+    store.store_file(&file, &receipt).await.unwrap();
     let notice = store.record_notice(&params, "a notice").await.unwrap();
     store
         .next_delivery(notice, "test", std::time::Duration::from_secs(60))
@@ -152,7 +160,7 @@ async fn seed_proposal(
     sqlx::query(
         "INSERT INTO proposals (id, tenant_id, conversation_id, inbox_id, tool, request, payload_sha256, \
          proposer, state, stream_version) \
-         VALUES ($1, $2, $3, $4, 'register_expense', '{}', repeat('a', 64), 'slack:U1', 'proposed', 1)",
+         VALUES ($1, $2, $3, $4, 'register_purchase', '{}', repeat('a', 64), 'slack:U1', 'proposed', 1)",
     )
     .bind(uuid::Uuid::now_v7())
     .bind(tenant)

@@ -130,12 +130,15 @@ impl TestDb {
         character: &str,
     ) -> Uuid {
         let id = Uuid::now_v7();
-        sqlx::query("INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $2)")
-            .bind(id)
-            .bind(slug)
-            .execute(&self.owner)
-            .await
-            .expect("seed tenant");
+        // Each tenant keeps its books in the Fiken company of its own slug.
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, name, accounting_company) VALUES ($1, $2, $2, $2)",
+        )
+        .bind(id)
+        .bind(slug)
+        .execute(&self.owner)
+        .await
+        .expect("seed tenant");
         self.seed_route(id, platform, workspace, channel, character)
             .await;
         id
@@ -374,9 +377,12 @@ impl TestDb {
                INSERT INTO proposals (id, tenant_id, conversation_id, inbox_id, tool, request,
                                       payload_sha256, pattern_value, amount_minor, proposer,
                                       state, stream_version)
-               SELECT gen_random_uuid(), $1, conversation_id, id, 'register_expense',
-                      '{"tool": "register_expense", "method": "POST", "path": "/purchases",
-                        "query": [], "body": {"amount": 19900}}',
+               SELECT gen_random_uuid(), $1, conversation_id, id, 'register_purchase',
+                      '{"tool": "register_purchase", "api": "fiken",
+                        "arguments": {"merchant": "seeded", "body": {"lines": [{"netPrice": 19900}]}},
+                        "steps": [{"request": {"tool": "register_purchase", "operation": "createPurchase",
+                          "method": "POST", "path": "/companies/acme/purchases", "query": [],
+                          "body": {"lines": [{"netPrice": 19900}]}}}]}',
                       repeat('a', 64), 'merchant-' || (n % 50), 19900, 'W111',
                       (ARRAY['executed', 'rejected', 'review_requested'])[1 + (n % 3)::int], 1
                FROM (SELECT *, row_number() OVER () AS n FROM message) numbered"#,

@@ -232,6 +232,42 @@ impl ServiceSettings {
     }
 }
 
+/// A small valid PDF, as a receipt.
+pub fn receipt_pdf() -> Vec<u8> {
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n".to_vec()
+}
+
+/// A JPEG's first bytes and a body: what a photo of a receipt starts with.
+pub fn receipt_jpeg(seed: u8) -> Vec<u8> {
+    let mut jpeg = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00,
+    ];
+    jpeg.extend(std::iter::repeat_n(seed, 2048));
+    jpeg.extend([0xFF, 0xD9]);
+    jpeg
+}
+
+/// The id the model is given for a stored receipt of these bytes.
+pub fn receipt_id(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!(
+        "receipt-{}",
+        &hex::encode(sha2::Sha256::digest(bytes))[..12]
+    )
+}
+
+/// The `data:` URL a file is shown to the model as.
+pub fn data_url(content_type: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "data:{content_type};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// The default tenant's slug, and its company in the Accounting API.
+pub const ACME: &str = "acme";
+
 /// Choices a test makes about the deployment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TestOptions {
@@ -415,6 +451,8 @@ impl TestEnv {
         cfg.telegram.token = SecretString::from(TELEGRAM_TOKEN);
         cfg.telegram.webhook_secret = SecretString::from(TELEGRAM_SECRET);
         cfg.telegram.api_base_url = self.telegram.base_url.clone();
+        cfg.files.slack_base_url = self.slack.files_base_url();
+        cfg.files.discord_base_urls = vec![self.discord.cdn_base_url()];
         if options.telegram_polling {
             cfg.telegram.mode = gateway::config::TelegramMode::Polling;
         }
@@ -513,6 +551,7 @@ impl TestEnv {
                 ("AE_SLACK__SIGNING_SECRET", SLACK_SIGNING_SECRET.to_owned()),
                 ("AE_SLACK__BOT_TOKEN", SLACK_BOT_TOKEN.to_owned()),
                 ("AE_SLACK__API_BASE_URL", self.slack.base_url.clone()),
+                ("AE_FILES__SLACK_BASE_URL", self.slack.files_base_url()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
@@ -875,6 +914,9 @@ impl TestEnv {
         }
         for refused in self.slack.refusals.take() {
             problems.push(format!("Slack refused a request: {refused}"));
+        }
+        for refused in self.accounting.refusals().take() {
+            problems.push(format!("the Accounting API refused a request: {refused}"));
         }
         let leftovers = [
             ("review cards", self.slack.take_cards().len()),

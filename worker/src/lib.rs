@@ -107,6 +107,7 @@ impl App {
             queue.clone(),
             accounting.clone(),
             accounts.clone(),
+            agents.characters.apis().clone(),
             tool_timeout,
         );
         let tools = ToolRunner::new(accounting, store.clone(), cfg.pricing.clone(), tool_timeout);

@@ -82,11 +82,13 @@ impl DiscordEdge {
             .attachments
             .iter()
             .take(MAX_ATTACHMENTS)
-            .map(|a| Attachment {
-                filename: a.filename.clone(),
-                url: a.url.clone(),
-                content_type: a.content_type.clone(),
-                size_bytes: Some(u64::from(a.size)),
+            .map(|a| {
+                Attachment::announced(
+                    a.filename.clone(),
+                    a.url.clone(),
+                    a.content_type.clone(),
+                    Some(u64::from(a.size)),
+                )
             })
             .collect();
         if msg.content.trim().is_empty() && attachments.is_empty() {

@@ -59,23 +59,22 @@ pub fn normalize(update: &Update) -> Option<InboundMessage> {
 fn attachments(msg: &Message) -> Vec<Attachment> {
     let mut files = Vec::new();
     if let Some(doc) = msg.document() {
-        files.push(Attachment {
-            filename: doc
-                .file_name
+        files.push(Attachment::announced(
+            doc.file_name
                 .clone()
                 .unwrap_or_else(|| "document".to_owned()),
-            url: format!("telegram-file:{}", doc.file.id.0),
-            content_type: doc.mime_type.as_ref().map(ToString::to_string),
-            size_bytes: Some(u64::from(doc.file.size)),
-        });
+            format!("telegram-file:{}", doc.file.id.0),
+            doc.mime_type.as_ref().map(ToString::to_string),
+            Some(u64::from(doc.file.size)),
+        ));
     }
     if let Some(photo) = msg.photo().and_then(<[_]>::last) {
-        files.push(Attachment {
-            filename: "photo.jpg".to_owned(),
-            url: format!("telegram-file:{}", photo.file.id.0),
-            content_type: Some("image/jpeg".to_owned()),
-            size_bytes: Some(u64::from(photo.file.size)),
-        });
+        files.push(Attachment::announced(
+            "photo.jpg".to_owned(),
+            format!("telegram-file:{}", photo.file.id.0),
+            Some("image/jpeg".to_owned()),
+            Some(u64::from(photo.file.size)),
+        ));
     }
     files.truncate(MAX_ATTACHMENTS);
     files

@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
+use shared::event::{Attachment, MAX_ATTACHMENTS};
 use shared::ids::Platform;
 use slack_morphism::SlackMessageSender;
 use slack_morphism::events::{
@@ -140,7 +141,7 @@ fn thread_reply(callback: &SlackPushEventCallback) -> Option<(String, String)> {
 /// The user message in a callback, or `None` for events that are not one
 /// (edits, deletions, joins, bot messages including our own, other types).
 fn normalize(callback: &SlackPushEventCallback) -> Option<InboundMessage> {
-    let (origin, sender, text) = match &callback.event {
+    let (origin, sender, content) = match &callback.event {
         SlackEventCallbackBody::Message(m) => {
             let plain = m.subtype.as_ref().is_none_or(|s| {
                 matches!(
@@ -151,11 +152,7 @@ fn normalize(callback: &SlackPushEventCallback) -> Option<InboundMessage> {
             if !plain {
                 return None;
             }
-            (
-                &m.origin,
-                &m.sender,
-                m.content.as_ref().and_then(|c| c.text.clone()),
-            )
+            (&m.origin, &m.sender, m.content.as_ref())
         }
         SlackEventCallbackBody::AppMention(m) => {
             let sender = SlackMessageSender::new().with_user(m.user.clone());
@@ -163,20 +160,39 @@ fn normalize(callback: &SlackPushEventCallback) -> Option<InboundMessage> {
                 callback,
                 &m.origin,
                 &sender,
-                m.content.text.clone(),
+                Some(&m.content),
                 Some(&m.channel.0),
             );
         }
         _ => return None,
     };
-    build(callback, origin, sender, text, None)
+    build(callback, origin, sender, content, None)
+}
+
+/// The files of a message (`url_private`, fetched later with the bot token).
+fn files(content: Option<&slack_morphism::SlackMessageContent>) -> Vec<Attachment> {
+    content
+        .and_then(|c| c.files.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let url = f.url_private.as_ref()?;
+            Some(Attachment::announced(
+                f.name.clone().unwrap_or_else(|| "file".to_owned()),
+                url.to_string(),
+                f.mimetype.as_ref().map(|m| m.0.clone()),
+                None,
+            ))
+        })
+        .take(MAX_ATTACHMENTS)
+        .collect()
 }
 
 fn build(
     callback: &SlackPushEventCallback,
     origin: &slack_morphism::SlackMessageOrigin,
     sender: &SlackMessageSender,
-    text: Option<String>,
+    content: Option<&slack_morphism::SlackMessageContent>,
     channel: Option<&str>,
 ) -> Option<InboundMessage> {
     if sender.bot_id.is_some() {
@@ -194,7 +210,11 @@ fn build(
     let channel = channel
         .map(str::to_owned)
         .or_else(|| origin.channel.as_ref().map(|c| c.0.clone()))?;
-    let text = text.filter(|t| !t.trim().is_empty())?;
+    let attachments = files(content);
+    let text = content.and_then(|c| c.text.clone()).unwrap_or_default();
+    if text.trim().is_empty() && attachments.is_empty() {
+        return None;
+    }
     let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
     let ts = origin.ts.0.clone();
     let thread = origin
@@ -210,7 +230,7 @@ fn build(
         delivery_id: Some(callback.event_id.0.clone()),
         author_id: user,
         text,
-        attachments: Vec::new(),
+        attachments,
         received_at: Utc::now(),
     })
 }

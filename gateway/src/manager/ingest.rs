@@ -13,7 +13,7 @@ use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY, per_minu
 use shared::engine::route::{self, TenantLimits};
 use shared::event::Attachment;
 use shared::ids::{InboxId, Platform, TenantId};
-use shared::job::{Job, WorkerJob};
+use shared::job::{DeliveryJob, Job, WorkerJob};
 use shared::pacer::Pacer;
 use shared::telemetry::{current_traceparent, record_trace_id};
 
@@ -274,6 +274,7 @@ impl IngestManager {
                     )
                 }
             };
+        let files = !msg.attachments.is_empty();
         let params = NewMessageParams {
             tenant_id,
             character,
@@ -319,6 +320,18 @@ impl IngestManager {
                 processed: false,
             } => (inbox_id, IngestOutcome::Duplicate(inbox_id)),
         };
+        if files {
+            // Its files are fetched first; that job queues the turn.
+            self.queue
+                .enqueue(Job::new(
+                    tenant_id,
+                    traceparent,
+                    DeliveryJob::FetchFilesV1 { inbox_id },
+                ))
+                .await
+                .context("Cannot enqueue the file fetch")?;
+            return Ok(outcome);
+        }
         self.turns
             .submit(Job::new(
                 tenant_id,

@@ -1,5 +1,6 @@
-//! Accounting API client: runs a tool's exact HTTP request with a timeout and
-//! a cap on the response size.
+//! Accounting API client: runs a tool's exact HTTP request (a JSON body, or a
+//! multipart upload of a stored file) with a timeout and a cap on the
+//! response size.
 
 use std::time::Duration;
 
@@ -48,6 +49,28 @@ pub struct AccountingResponse {
     pub body: String,
     /// Body size in bytes.
     pub bytes: usize,
+    /// Its headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+impl AccountingResponse {
+    /// The value of a header (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// What a create made: the last path segment of its `Location`.
+    pub fn created_id(&self) -> Option<&str> {
+        let location = self.header("location")?;
+        let path = location.split(['?', '#']).next()?;
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+    }
 }
 
 /// One tenant's Accounting API: where it is and the credential to use.
@@ -96,12 +119,13 @@ impl AccountingClient {
         }
     }
 
-    /// Sends the request; `idempotency_key` is sent as `Idempotency-Key`.
+    /// Sends the request; a multipart upload sends `file` (the bytes of
+    /// `request.file`) beside its body's fields.
     pub async fn send(
         &self,
         target: &AccountingTarget,
         request: &ToolRequest,
-        idempotency_key: Option<&str>,
+        file: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<AccountingResponse, AccountingError> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
@@ -115,14 +139,29 @@ impl AccountingClient {
         if !request.query.is_empty() {
             builder = builder.query(&request.query);
         }
-        if let Some(body) = &request.body {
-            builder = builder.json(body);
-        }
-        if let Some(key) = idempotency_key {
-            builder = builder.header("Idempotency-Key", key);
-        }
+        builder = match (&request.file, file) {
+            (Some(meta), Some(bytes)) => {
+                builder.multipart(form(request.body.as_ref(), meta, bytes)?)
+            }
+            (Some(_), None) => {
+                return Err(AccountingError::InvalidRequest(
+                    "an upload without its file".to_owned(),
+                ));
+            }
+            (None, _) => match &request.body {
+                Some(body) => builder.json(body),
+                None => builder,
+            },
+        };
         let response = builder.send().await?;
         let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect();
         if response
             .content_length()
             .is_some_and(|len| len > self.max_response_bytes as u64)
@@ -146,6 +185,32 @@ impl AccountingClient {
             status,
             bytes: body.len(),
             body: String::from_utf8_lossy(&body).into_owned(),
+            headers,
         })
     }
+}
+
+/// A multipart form: the body's fields as text parts, then the file.
+fn form(
+    fields: Option<&serde_json::Value>,
+    meta: &crate::request::FileRef,
+    bytes: Vec<u8>,
+) -> Result<reqwest::multipart::Form, AccountingError> {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in fields
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        form = form.text(name.clone(), text);
+    }
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(meta.filename.clone())
+        .mime_str(&meta.content_type)
+        .map_err(|e| AccountingError::InvalidRequest(e.to_string()))?;
+    Ok(form.part("file", part))
 }

@@ -10,13 +10,16 @@ use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
     ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
-    ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionTools,
-    CreateChatCompletionRequestArgs, FunctionCall, FunctionObject,
+    ChatCompletionRequestMessageContentPartFile, ChatCompletionRequestMessageContentPartImage,
+    ChatCompletionRequestMessageContentPartText, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestToolMessage, ChatCompletionRequestUserMessage,
+    ChatCompletionRequestUserMessageContent, ChatCompletionRequestUserMessageContentPart,
+    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequestArgs, FileObject,
+    FunctionCall, FunctionObject, ImageDetail, ImageUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::engine::prompt::{ChatMessage, ToolCall};
+use crate::engine::prompt::{ChatMessage, InlineFile, ToolCall};
 use crate::engine::tool::FunctionSpec;
 use crate::engine::turn::ModelAnswer;
 
@@ -253,6 +256,46 @@ fn to_openai_tool(f: &FunctionSpec) -> ChatCompletionTools {
     })
 }
 
+/// A message's text, then its files: an image as an image part (the
+/// model's full detail: receipts have small print), anything else (a PDF)
+/// as a file part.
+fn user_parts(
+    text: &str,
+    files: &[InlineFile],
+) -> Vec<ChatCompletionRequestUserMessageContentPart> {
+    let mut parts = vec![ChatCompletionRequestUserMessageContentPart::Text(
+        ChatCompletionRequestMessageContentPartText {
+            text: text.to_owned(),
+            prompt_cache_breakpoint: None,
+        },
+    )];
+    for file in files {
+        parts.push(if file.is_image() {
+            ChatCompletionRequestUserMessageContentPart::ImageUrl(
+                ChatCompletionRequestMessageContentPartImage {
+                    image_url: ImageUrl {
+                        url: file.data_url(),
+                        detail: Some(ImageDetail::High),
+                    },
+                    prompt_cache_breakpoint: None,
+                },
+            )
+        } else {
+            ChatCompletionRequestUserMessageContentPart::File(
+                ChatCompletionRequestMessageContentPartFile {
+                    file: FileObject {
+                        file_data: Some(file.data_url()),
+                        file_id: None,
+                        filename: Some(file.filename.clone()),
+                    },
+                    prompt_cache_breakpoint: None,
+                },
+            )
+        });
+    }
+    parts
+}
+
 fn to_openai_messages(
     messages: &[ChatMessage],
 ) -> Result<Vec<ChatCompletionRequestMessage>, LlmError> {
@@ -263,9 +306,16 @@ fn to_openai_messages(
                 ChatMessage::System { content } => {
                     ChatCompletionRequestSystemMessage::from(content.as_str()).into()
                 }
-                ChatMessage::User { content } => {
+                ChatMessage::User { content, files } if files.is_empty() => {
                     ChatCompletionRequestUserMessage::from(content.as_str()).into()
                 }
+                ChatMessage::User { content, files } => ChatCompletionRequestUserMessage {
+                    content: ChatCompletionRequestUserMessageContent::Array(user_parts(
+                        content, files,
+                    )),
+                    name: None,
+                }
+                .into(),
                 ChatMessage::Assistant {
                     content,
                     tool_calls,

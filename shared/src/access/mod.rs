@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod discord;
+pub mod download;
 pub mod llm;
 pub mod queue;
 pub mod slack;

@@ -86,7 +86,13 @@ pub struct SlackClient {
     http: reqwest::Client,
     api_base_url: String,
     bot_token: SecretString,
+    /// Where Slack serves files (`url_private`); the bot token goes nowhere
+    /// else.
+    files_base_url: String,
 }
+
+/// Where Slack serves the files of messages.
+pub const SLACK_FILES_BASE_URL: &str = "https://files.slack.com/";
 
 impl std::fmt::Debug for SlackClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +109,37 @@ impl SlackClient {
             http,
             api_base_url: api_base_url.trim_end_matches('/').to_owned(),
             bot_token,
+            files_base_url: SLACK_FILES_BASE_URL.to_owned(),
         }
+    }
+
+    /// The same client, fetching files from `files_base_url`.
+    #[must_use]
+    pub fn with_files_base_url(mut self, files_base_url: &str) -> Self {
+        files_base_url.clone_into(&mut self.files_base_url);
+        self
+    }
+
+    /// Fetches a message's file (its `url_private`) with the bot token, at
+    /// most `max_bytes`.
+    pub async fn download(
+        &self,
+        url_private: &str,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, crate::access::download::DownloadError> {
+        use crate::access::download;
+        if !download::is_under(url_private, &self.files_base_url) {
+            return Err(download::DownloadError::NotAllowed);
+        }
+        download::fetch(
+            &self.http,
+            url_private,
+            Some(&self.bot_token),
+            max_bytes,
+            timeout,
+        )
+        .await
     }
 
     /// Posts `text` to `channel`, in the thread `thread_ts` if given; returns

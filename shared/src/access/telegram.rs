@@ -129,6 +129,38 @@ impl TelegramClient {
         Ok(())
     }
 
+    /// Fetches a file by its id: `getFile`, then the file's URL (which
+    /// holds the bot token), at most `max_bytes`.
+    pub async fn download(
+        &self,
+        http: &reqwest::Client,
+        file_id: &str,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, crate::access::download::DownloadError> {
+        use crate::access::download::{self, DownloadError};
+        let file = self
+            .bot
+            .get_file(teloxide_core::types::FileId(file_id.to_owned()))
+            .await
+            .map_err(|e| match TelegramError::from(e) {
+                TelegramError::Api(_) => DownloadError::Refused(400),
+                other => DownloadError::Unavailable(other.to_string()),
+            })?;
+        if u64::from(file.size) > max_bytes {
+            return Err(DownloadError::TooLarge {
+                limit_bytes: max_bytes,
+            });
+        }
+        let url = format!(
+            "{}/file/bot{}/{}",
+            self.bot.api_url().as_str().trim_end_matches('/'),
+            self.bot.token(),
+            file.path
+        );
+        download::fetch(http, &url, None, max_bytes, timeout).await
+    }
+
     /// Stops webhook delivery so long polling can take over.
     pub async fn delete_webhook(&self) -> Result<(), TelegramError> {
         self.bot.delete_webhook().await?;

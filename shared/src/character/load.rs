@@ -3,18 +3,20 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{Character, CharacterError, MAX_CHARACTER_FILE_BYTES};
+use super::{Apis, Character, CharacterError, MAX_CHARACTER_FILE_BYTES, api};
 
 /// All characters of a deployment, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Characters {
     by_name: BTreeMap<String, Character>,
+    apis: Apis,
 }
 
 impl Characters {
-    /// Loads every `<dir>/<name>/character.toml`; the file's `name` must equal
-    /// its directory name.
+    /// Loads the APIs in `<dir>/apis/` and every `<dir>/<name>/character.toml`;
+    /// the file's `name` must equal its directory name.
     pub fn load_dir(dir: &Path) -> Result<Self, CharacterError> {
+        let apis = api::load_apis(&dir.join("apis"))?;
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| CharacterError::Io { path, source }
@@ -32,10 +34,14 @@ impl Characters {
             }
             let bytes = std::fs::metadata(&file).map_err(io(&file))?.len();
             if bytes > MAX_CHARACTER_FILE_BYTES {
-                return Err(CharacterError::TooLarge { path: file, bytes });
+                return Err(CharacterError::TooLarge {
+                    path: file,
+                    bytes,
+                    limit: MAX_CHARACTER_FILE_BYTES,
+                });
             }
             let text = std::fs::read_to_string(&file).map_err(io(&file))?;
-            let character = Character::parse(&text, &file)?;
+            let character = Character::parse_with(&text, &file, &apis)?;
             if entry.file_name().to_str() != Some(character.name.as_str()) {
                 return Err(
                     character.invalid(format!("its directory must be named `{}`", character.name))
@@ -43,7 +49,12 @@ impl Characters {
             }
             by_name.insert(character.name.clone(), character);
         }
-        Ok(Self { by_name })
+        Ok(Self { by_name, apis })
+    }
+
+    /// The APIs the characters call, by name.
+    pub fn apis(&self) -> &Apis {
+        &self.apis
     }
 
     /// The character with this name.
@@ -116,7 +127,14 @@ mod tests {
         assert!(alert_e.takes_chat());
         assert_eq!(crons(alert_e), ["0 0 7 * * *"]);
         assert!(!writes(alert_e));
-        assert!(alert_e.tool("list_bank_transactions").is_some());
+        assert_eq!(
+            alert_e
+                .tool("list_purchases_without_receipt")
+                .unwrap()
+                .only_without
+                .as_deref(),
+            Some("purchaseAttachments")
+        );
         assert!(alert_e.tool("list_purchases").is_some());
 
         let report_e = all.get("report-e").unwrap();
@@ -140,6 +158,57 @@ mod tests {
             monthly.latest_due(first_8, chrono::Duration::minutes(5)),
             Some(first_8)
         );
+    }
+
+    /// Every tool of every shipped character names an operation of its
+    /// API's document; arguments and options are checked against it.
+    #[test]
+    fn every_shipped_tool_is_an_operation_of_its_api() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../characters");
+        let all = Characters::load_dir(&dir).unwrap();
+        for character in all.all() {
+            for tool in character.tools.iter().filter(|t| t.builtin.is_none()) {
+                let api = character.api().expect("operation tools need an API");
+                let op = api
+                    .operation(tool.operation.as_deref().unwrap())
+                    .unwrap_or_else(|e| panic!("{}/{}: {e}", character.name, tool.name));
+                assert_eq!(
+                    tool.effect == Effect::Write,
+                    op.method != "GET",
+                    "{}/{}",
+                    character.name,
+                    tool.name
+                );
+            }
+        }
+        // The same check fails a character that names what the document
+        // lacks: a path, an operation or a field.
+        let book_e = std::fs::read_to_string(dir.join("book-e/character.toml")).unwrap();
+        for (from, to, expected) in [
+            (
+                "operation = \"getSales\"",
+                "operation = \"getFolioTransactions\"",
+                "no operation `getFolioTransactions`",
+            ),
+            (
+                "\"/body/lines/0/account\"",
+                "\"/body/lines/0/accountCode\"",
+                "`/body/lines/0/accountCode` is not an argument",
+            ),
+            (
+                "contact_field = \"/supplierId\"",
+                "contact_field = \"/supplier\"",
+                "contact_field `/supplier` is not a field of the body",
+            ),
+        ] {
+            assert!(book_e.contains(from), "{from}");
+            let broken = book_e.replacen(from, to, 1);
+            let apis = api::load_apis(&dir.join("apis")).unwrap();
+            let err = Character::parse_with(&broken, Path::new("book-e.toml"), &apis)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "expected `{expected}` in `{err}`");
+        }
     }
 
     #[test]

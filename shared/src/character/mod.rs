@@ -8,14 +8,12 @@
 //! display_name = "Book-E"
 //! language = "en"
 //! persona = "You are Book-E, ..."
+//! api = "fiken"
 //!
 //! [[tools]]
 //! name = "get_bank_balances"
 //! description = "Current balance of the company's bank accounts."
-//! effect = "read"
-//! method = "GET"
-//! path = "/bankBalances"
-//! parameters = { type = "object", properties = {} }
+//! operation = "getBankBalances"
 //!
 //! [[triggers]]
 //! on = "chat"
@@ -26,18 +24,26 @@
 //! task = "Summarize last week."
 //! ```
 //!
-//! [`load`] reads a directory of them, [`validate`] holds the rules a file
-//! must keep, [`schedule`] the cron expressions of schedule triggers.
+//! A tool names an operation of its character's API (`api`, an OpenAPI
+//! document in `characters/apis/`, see [`api`]): what the model may send
+//! is derived from the document, so a character cannot drift from the API
+//! it calls. [`load`] reads a directory of characters, [`validate`] holds
+//! the rules a file must keep, [`schedule`] the cron expressions of
+//! schedule triggers.
 
+pub mod api;
 pub mod load;
+pub mod operation;
 pub mod schedule;
 mod validate;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use api::{ApiProfile, Apis};
 pub use load::Characters;
 pub use schedule::CronSchedule;
 
@@ -65,7 +71,10 @@ pub struct Character {
     /// Model settings.
     #[serde(default)]
     pub model: ModelSettings,
-    /// Tools: HTTP endpoints of the Accounting API and builtins.
+    /// The API its operation tools call (`characters/apis/<api>.toml`).
+    #[serde(default)]
+    pub api: Option<String>,
+    /// Tools: operations of the API and builtins.
     #[serde(default)]
     pub tools: Vec<ToolDef>,
     /// When the agent runs: chats routed to it, events, schedules.
@@ -78,6 +87,9 @@ pub struct Character {
     /// The parsed cron expressions of the schedule triggers, in trigger order.
     #[serde(skip)]
     schedules: Vec<CronSchedule>,
+    /// The loaded API of its operation tools.
+    #[serde(skip)]
+    api_profile: Option<Arc<ApiProfile>>,
 }
 
 /// When a character runs.
@@ -212,48 +224,15 @@ pub struct ModelSettings {
     pub max_tool_rounds: Option<u32>,
 }
 
-/// Whether calling a tool reads or changes the books.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Whether calling a tool reads or changes the books: a `GET` operation
+/// or a builtin reads, every other operation writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Effect {
     /// Called during the turn.
+    #[default]
     Read,
     /// Never called during the turn: it becomes a proposal for review.
     Write,
-}
-
-/// HTTP methods a tool may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
-    /// `GET`: arguments not in the path go in the query string.
-    Get,
-    /// `POST`: arguments not in the path go in a JSON body.
-    Post,
-    /// `PUT`: arguments not in the path go in a JSON body.
-    Put,
-    /// `PATCH`: arguments not in the path go in a JSON body.
-    Patch,
-    /// `DELETE`: arguments not in the path go in the query string.
-    Delete,
-}
-
-impl HttpMethod {
-    /// Whether arguments travel in a JSON body rather than the query string.
-    pub fn has_body(self) -> bool {
-        matches!(self, Self::Post | Self::Put | Self::Patch)
-    }
-
-    /// The method as written on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Get => "GET",
-            Self::Post => "POST",
-            Self::Put => "PUT",
-            Self::Patch => "PATCH",
-            Self::Delete => "DELETE",
-        }
-    }
 }
 
 /// Tools the worker runs itself instead of calling the Accounting API.
@@ -280,6 +259,7 @@ impl Builtin {
         match self {
             Self::RememberFact => json!({
                 "type": "object",
+                "additionalProperties": false,
                 "required": ["fact"],
                 "properties": {
                     "fact": {
@@ -290,6 +270,7 @@ impl Builtin {
             }),
             Self::UsageReport => json!({
                 "type": "object",
+                "additionalProperties": false,
                 "properties": {
                     "fromDate": { "type": "string", "description": "First day included, yyyy-mm-dd." },
                     "toDate": { "type": "string", "description": "Last day included, yyyy-mm-dd." }
@@ -299,8 +280,8 @@ impl Builtin {
     }
 }
 
-/// One tool the model may call: an HTTP endpoint of the Accounting API
-/// (`method` and `path`) or a builtin the worker runs (`builtin`).
+/// One tool the model may call: an operation of the character's API or a
+/// builtin the worker runs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolDef {
@@ -308,66 +289,68 @@ pub struct ToolDef {
     pub name: String,
     /// What the tool does, for the model.
     pub description: String,
-    /// Read or write (builtins are always read).
-    pub effect: Effect,
-    /// HTTP method (HTTP tools only).
+    /// The API operation it calls, by `operationId`.
     #[serde(default)]
-    pub method: Option<HttpMethod>,
-    /// Path relative to the Accounting API base URL; `{param}` segments are
-    /// filled from the arguments (HTTP tools only).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Set for a tool the worker runs itself; it has no method or path.
+    pub operation: Option<String>,
+    /// Set for a tool the worker runs itself.
     #[serde(default)]
     pub builtin: Option<Builtin>,
-    /// JSON Schema (an object schema) of the arguments. Builtins leave it out
-    /// in the file; it is filled from [`Builtin::parameters`] at load.
+    /// Write tools: the operation that attaches a receipt the owner sent to
+    /// what the write creates (the model names the receipt; the file is
+    /// uploaded after the write).
     #[serde(default)]
-    pub parameters: Value,
-    /// For write tools: the argument that identifies a pattern (e.g. merchant).
+    pub receipt: Option<String>,
+    /// Write tools: the body field (a JSON pointer, `/supplierId`) that
+    /// holds a contact's id. The model may give a new contact instead,
+    /// which is found by name or created first.
+    #[serde(default)]
+    pub contact_field: Option<String>,
+    /// Read tools: keep only the listed items whose array field of this
+    /// name is empty (purchases without `purchaseAttachments`).
+    #[serde(default)]
+    pub only_without: Option<String>,
+    /// Write tools: what identifies a learned pattern: a pointer into the
+    /// arguments (`/body/supplierId`), or the name of an argument of its
+    /// own the model fills (`merchant`), which is not sent to the API.
     #[serde(default)]
     pub pattern_key: Option<String>,
-    /// For write tools: the arguments a learned pattern must match.
+    /// Write tools: the arguments (pointers) a learned pattern must match.
     #[serde(default)]
     pub pattern_fields: Vec<String>,
-    /// For write tools: the integer arguments (minor units) whose sum is the
-    /// amount checked against the tenant's auto-approval limit.
+    /// Write tools: the integer arguments (pointers; `*` for every item of
+    /// an array) whose sum, in minor units, is checked against the
+    /// tenant's auto-approval limit.
     #[serde(default)]
     pub amount_fields: Vec<String>,
+    /// Read or write, from the operation's method.
+    #[serde(skip)]
+    pub effect: Effect,
+    /// The JSON Schema of the arguments the model sends, derived at load.
+    #[serde(skip)]
+    pub parameters: Value,
 }
 
+/// The argument naming a receipt, for tools with [`ToolDef::receipt`] and
+/// for operations that upload a file.
+pub const RECEIPT_ARGUMENT: &str = "receipt";
+
+/// The argument holding a new contact, for tools with
+/// [`ToolDef::contact_field`].
+pub const NEW_CONTACT_ARGUMENT: &str = "newContact";
+
+/// The argument holding an operation's body.
+pub const BODY_ARGUMENT: &str = "body";
+
 impl ToolDef {
-    /// The method and path of an HTTP tool; `None` for a builtin.
-    pub fn endpoint(&self) -> Option<(HttpMethod, &str)> {
-        match (self.builtin, self.method, self.path.as_deref()) {
-            (None, Some(method), Some(path)) => Some((method, path)),
-            _ => None,
-        }
-    }
-
-    /// Names of the `{param}` placeholders in the path, in order (none for a
-    /// builtin).
-    pub fn path_params(&self) -> Vec<&str> {
-        self.path
-            .as_deref()
-            .unwrap_or_default()
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .collect()
-    }
-
     /// The declared properties of the argument schema.
     pub fn properties(&self) -> Option<&serde_json::Map<String, Value>> {
         self.parameters.get("properties").and_then(Value::as_object)
     }
 
-    /// The required argument names of the schema.
-    pub fn required(&self) -> Vec<&str> {
-        self.parameters
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default()
+    /// The pattern key when it is an argument of the tool's own (not sent
+    /// to the API).
+    pub fn own_pattern_argument(&self) -> Option<&str> {
+        self.pattern_key.as_deref().filter(|k| !k.starts_with('/'))
     }
 }
 
@@ -383,13 +366,15 @@ pub enum CharacterError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The file is larger than [`MAX_CHARACTER_FILE_BYTES`].
-    #[error("character file {path} is {bytes} bytes; the limit is {MAX_CHARACTER_FILE_BYTES}")]
+    /// The file is larger than its limit.
+    #[error("{path} is {bytes} bytes; the limit is {limit}")]
     TooLarge {
         /// The file.
         path: PathBuf,
         /// Its size.
         bytes: u64,
+        /// The limit.
+        limit: u64,
     },
     /// The file is not valid TOML or does not have the expected shape.
     #[error("character file {path} is malformed: {source}")]
@@ -404,6 +389,14 @@ pub enum CharacterError {
     Invalid {
         /// The character's name.
         character: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An API profile breaks a rule.
+    #[error("API `{api}` is invalid: {reason}")]
+    InvalidApi {
+        /// The profile's name.
+        api: String,
         /// What is wrong.
         reason: String,
     },
@@ -452,6 +445,21 @@ impl Character {
     pub fn tool(&self, name: &str) -> Option<&ToolDef> {
         self.tools.iter().find(|t| t.name == name)
     }
+
+    /// The API its operation tools call, once loaded.
+    pub fn api(&self) -> Option<&Arc<ApiProfile>> {
+        self.api_profile.as_ref()
+    }
+}
+
+/// The shipped APIs (`characters/apis/`), loaded once, for tests.
+#[cfg(test)]
+pub(crate) fn test_apis() -> &'static Apis {
+    static APIS: std::sync::OnceLock<Apis> = std::sync::OnceLock::new();
+    APIS.get_or_init(|| {
+        api::load_apis(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../characters/apis"))
+            .expect("the shipped APIs load")
+    })
 }
 
 /// The smallest valid character file, for tests.

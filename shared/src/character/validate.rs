@@ -3,28 +3,56 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use serde_json::Value;
-
 use super::{
-    Character, CharacterError, CronSchedule, Effect, MAX_FACTS, MAX_HISTORY_MESSAGES, PostTo,
-    ToolDef, Trigger, is_proposal_event,
+    Apis, Character, CharacterError, CronSchedule, MAX_FACTS, MAX_HISTORY_MESSAGES, PostTo,
+    ToolDef, Trigger, is_proposal_event, operation,
 };
 use crate::ids::EVENT_TYPE_PREFIX;
 
 impl Character {
-    /// Parses and validates a character from TOML text.
+    /// Parses and validates a character that calls no API.
     pub fn parse(toml_text: &str, path: &Path) -> Result<Self, CharacterError> {
+        Self::parse_with(toml_text, path, &Apis::new())
+    }
+
+    /// Parses and validates a character from TOML text; its operation tools
+    /// are checked against its API among `apis` and their arguments derived
+    /// from it.
+    pub fn parse_with(toml_text: &str, path: &Path, apis: &Apis) -> Result<Self, CharacterError> {
         let mut character: Self =
             toml::from_str(toml_text).map_err(|e| CharacterError::Malformed {
                 path: path.to_owned(),
                 source: Box::new(e),
             })?;
+        if let Some(api) = &character.api {
+            let profile = apis
+                .get(api)
+                .ok_or_else(|| character.invalid(format!("no API named `{api}` in apis/")))?;
+            character.api_profile = Some(profile.clone());
+        }
         character.validate()?;
         character.schedules = character.validate_triggers()?;
+        let profile = character.api_profile.clone();
+        let name = character.name.clone();
         for tool in &mut character.tools {
             if let Some(builtin) = tool.builtin {
                 tool.parameters = builtin.parameters();
+                continue;
             }
+            let profile = profile.as_deref().ok_or_else(|| CharacterError::Invalid {
+                character: name.clone(),
+                reason: format!(
+                    "tool `{}` names an operation but the character sets no `api`",
+                    tool.name
+                ),
+            })?;
+            let (effect, parameters) =
+                operation::derive(profile, tool).map_err(|reason| CharacterError::Invalid {
+                    character: name.clone(),
+                    reason: format!("tool `{}`: {reason}", tool.name),
+                })?;
+            tool.effect = effect;
+            tool.parameters = parameters;
         }
         Ok(character)
     }
@@ -151,88 +179,28 @@ impl Character {
         if !name_ok {
             return Err(bad("name must match [a-zA-Z0-9_-]{1,64}".into()));
         }
-        match (tool.builtin, tool.method, tool.path.as_deref()) {
-            (Some(_), None, None) => return self.validate_builtin(tool),
-            (Some(_), _, _) => return Err(bad("builtin tools have no method or path".into())),
-            (None, Some(_), Some(path)) => {
-                if !path.starts_with('/') || path.contains("..") || path.contains('?') {
-                    return Err(bad(
-                        "path must start with `/` and hold no `..` or query".into()
-                    ));
-                }
-            }
-            (None, _, _) => {
-                return Err(bad(
-                    "an HTTP tool needs both `method` and `path` (or set `builtin`)".into(),
-                ));
-            }
-        }
-        if tool.parameters.get("type").and_then(Value::as_str) != Some("object") {
-            return Err(bad(
-                "parameters must be a JSON Schema with type \"object\"".into()
-            ));
-        }
-        let properties = tool.properties().cloned().unwrap_or_default();
-        let required = tool.required();
-        for param in tool.path_params() {
-            if !properties.contains_key(param) || !required.contains(&param) {
-                return Err(bad(format!(
-                    "path parameter `{param}` must be a required property"
-                )));
-            }
-        }
-        for name in required.iter().copied() {
-            if !properties.contains_key(name) {
-                return Err(bad(format!("required `{name}` is not a declared property")));
-            }
-        }
-        match tool.effect {
-            Effect::Read
-                if tool.pattern_key.is_some()
-                    || !tool.pattern_fields.is_empty()
-                    || !tool.amount_fields.is_empty() =>
-            {
-                Err(bad(
-                    "only write tools declare pattern_key, pattern_fields and amount_fields".into(),
-                ))
-            }
-            Effect::Write => {
-                let declared = tool
-                    .pattern_key
-                    .iter()
-                    .chain(&tool.pattern_fields)
-                    .chain(&tool.amount_fields);
-                match declared
-                    .into_iter()
-                    .find(|f| !properties.contains_key(f.as_str()))
-                {
-                    Some(f) => Err(bad(format!(
-                        "pattern field `{f}` is not a declared property"
-                    ))),
-                    None => Ok(()),
-                }
-            }
-            Effect::Read => Ok(()),
+        match (tool.builtin, tool.operation.as_deref()) {
+            (Some(_), None) => self.validate_builtin(tool),
+            (Some(_), Some(_)) => Err(bad("a builtin tool names no operation".into())),
+            (None, Some(_)) => Ok(()),
+            (None, None) => Err(bad(
+                "a tool names an `operation` of its API or a `builtin`".into()
+            )),
         }
     }
 
     fn validate_builtin(&self, tool: &ToolDef) -> Result<(), CharacterError> {
         let bad = |reason: &str| self.invalid(format!("tool `{}`: {reason}", tool.name));
-        if tool.effect != Effect::Read {
-            return Err(bad("builtin tools are read tools: set effect = \"read\""));
-        }
-        if !tool.parameters.is_null() {
-            return Err(bad(
-                "builtin tools take their parameters from the runtime: remove `parameters`",
-            ));
-        }
-        if tool.pattern_key.is_some()
-            || !tool.pattern_fields.is_empty()
-            || !tool.amount_fields.is_empty()
-        {
-            return Err(bad(
-                "only write tools declare pattern_key, pattern_fields and amount_fields",
-            ));
+        let options = [
+            tool.receipt.is_some(),
+            tool.contact_field.is_some(),
+            tool.only_without.is_some(),
+            tool.pattern_key.is_some(),
+            !tool.pattern_fields.is_empty(),
+            !tool.amount_fields.is_empty(),
+        ];
+        if options.into_iter().any(|set| set) {
+            return Err(bad("builtin tools take no operation options"));
         }
         Ok(())
     }
@@ -283,10 +251,14 @@ fn is_slug(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::character::{Builtin, HttpMethod, MINIMAL, MemorySettings};
+    use crate::character::{Builtin, Effect, MINIMAL, MemorySettings, test_apis};
 
     fn parse(extra: &str) -> Result<Character, CharacterError> {
-        Character::parse(&format!("{MINIMAL}\n{extra}"), Path::new("x.toml"))
+        Character::parse_with(
+            &format!("{MINIMAL}\napi = \"fiken\"\n{extra}"),
+            Path::new("x.toml"),
+            test_apis(),
+        )
     }
 
     fn reason(extra: &str) -> String {
@@ -312,75 +284,124 @@ mod tests {
     }
 
     #[test]
-    fn write_tool_with_pattern_parses() {
+    fn a_write_tool_derives_its_arguments_from_the_operation() {
         let c = parse(
             r#"[[tools]]
-            name = "create_purchase"
+            name = "register_purchase"
             description = "d"
-            effect = "write"
-            method = "POST"
-            path = "/purchases"
-            pattern_key = "supplier"
-            pattern_fields = ["account"]
-            parameters = { type = "object", properties = { supplier = { type = "string" }, account = { type = "string" } } }
+            operation = "createPurchase"
+            receipt = "addAttachmentToPurchase"
+            contact_field = "/supplierId"
+            pattern_key = "merchant"
+            pattern_fields = ["/body/lines/0/account"]
+            amount_fields = ["/body/lines/*/netPrice"]
             "#,
         )
         .unwrap();
-        assert_eq!(c.tool("create_purchase").unwrap().effect, Effect::Write);
-    }
-
-    #[test]
-    fn path_parameter_must_be_required_property() {
-        let r = reason(
-            r#"[[tools]]
-            name = "get"
-            description = "d"
-            effect = "read"
-            method = "GET"
-            path = "/invoices/{id}"
-            parameters = { type = "object", properties = { id = { type = "string" } } }
-            "#,
+        let tool = c.tool("register_purchase").unwrap();
+        assert_eq!(tool.effect, Effect::Write);
+        let params = &tool.parameters;
+        assert_eq!(params["required"], serde_json::json!(["body", "merchant"]));
+        let body = &params["properties"]["body"];
+        // Fiken's purchaseRequest, inlined: its required fields, the line
+        // schema, and no read-only field.
+        assert_eq!(
+            body["required"],
+            serde_json::json!(["date", "kind", "paid", "lines", "currency"])
         );
-        assert!(r.contains("path parameter `id`"), "{r}");
+        assert_eq!(
+            body["properties"]["kind"]["enum"],
+            serde_json::json!(["cash_purchase", "supplier"])
+        );
+        let line = &body["properties"]["lines"]["items"];
+        assert!(line["properties"]["vatType"].is_object());
+        assert!(line["properties"].get("lineId").is_none());
+        assert!(body["properties"].get("transactionId").is_none());
+        assert!(params["properties"]["receipt"].is_object());
+        assert_eq!(
+            params["properties"]["newContact"]["required"],
+            serde_json::json!(["name"])
+        );
+        // The company is the tenant's, never the model's.
+        assert!(params["properties"].get("companySlug").is_none());
     }
 
     #[test]
-    fn rejects_rule_breaking_tools() {
-        let tool = |fields: &str| {
-            format!(
-                "[[tools]]\nname = \"t\"\ndescription = \"d\"\n{fields}\nparameters = {{ type = \"object\", properties = {{ a = {{ type = \"string\" }} }} }}"
-            )
-        };
+    fn a_read_tool_offers_the_operations_query_but_not_its_paging() {
+        let c = parse(
+            "[[tools]]\nname = \"list_purchases\"\ndescription = \"d\"\noperation = \"getPurchases\"",
+        )
+        .unwrap();
+        let tool = c.tool("list_purchases").unwrap();
+        assert_eq!(tool.effect, Effect::Read);
+        let properties = tool.properties().unwrap();
+        for name in ["date", "dateGe", "dateLe", "paid", "contactId", "sortBy"] {
+            assert!(properties.contains_key(name), "{name}");
+        }
+        for name in ["page", "pageSize", "companySlug"] {
+            assert!(!properties.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn rejects_tools_that_stray_from_their_api() {
+        let tool =
+            |fields: &str| format!("[[tools]]\nname = \"t\"\ndescription = \"d\"\n{fields}\n");
         let cases = [
             (
-                tool("effect = \"read\"\nmethod = \"GET\"\npath = \"x\""),
-                "path must start",
+                tool("operation = \"getFolioTransactions\""),
+                "has no operation `getFolioTransactions`",
             ),
             (
-                tool("effect = \"read\"\nmethod = \"GET\"\npath = \"/a/../b\""),
-                "path must start",
+                tool("operation = \"getPurchases\"\npattern_key = \"merchant\""),
+                "`pattern_key` is for write tools",
             ),
             (
-                tool("effect = \"read\"\nmethod = \"GET\"\npath = \"/a\"\npattern_key = \"a\""),
-                "only write tools",
+                tool("operation = \"createPurchase\"\npattern_fields = [\"/body/merchant\"]"),
+                "`/body/merchant` is not an argument",
             ),
             (
-                tool("effect = \"write\"\nmethod = \"POST\"\npath = \"/a\"\npattern_key = \"zz\""),
-                "pattern field `zz`",
+                tool("operation = \"createPurchase\"\ncontact_field = \"/customerId\""),
+                "contact_field `/customerId` is not a field of the body",
             ),
             (
-                tool("effect = \"sideways\"\nmethod = \"GET\"\npath = \"/a\""),
-                "sideways",
+                tool("operation = \"createPurchase\"\nreceipt = \"getPurchases\""),
+                "`getPurchases` does not upload a file",
             ),
             (
-                tool("effect = \"read\"\nmethod = \"TRACE\"\npath = \"/a\""),
-                "TRACE",
+                tool("operation = \"createPurchaseDraft\""),
+                "has no [confirm.createPurchaseDraft]",
             ),
+            (
+                tool("operation = \"createPurchase\"\nonly_without = \"x\""),
+                "`only_without` is for read tools",
+            ),
+            (
+                tool("operation = \"getPurchases\"\nmethod = \"GET\""),
+                "unknown field `method`",
+            ),
+            (tool(""), "names an `operation` of its API or a `builtin`"),
         ];
         for (extra, expected) in cases {
             let r = reason(&extra);
             assert!(r.contains(expected), "expected `{expected}` in `{r}`");
         }
+        // Without an API, an operation tool has nothing to call.
+        let r = Character::parse(
+            &format!("{MINIMAL}\n[[tools]]\nname = \"t\"\ndescription = \"d\"\noperation = \"getPurchases\""),
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(r.contains("sets no `api`"), "{r}");
+        let r = Character::parse_with(
+            &format!("{MINIMAL}\napi = \"visma\""),
+            Path::new("x.toml"),
+            test_apis(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(r.contains("no API named `visma`"), "{r}");
     }
 
     #[test]
@@ -395,7 +416,7 @@ mod tests {
 
     #[test]
     fn duplicate_tool_is_rejected() {
-        let t = "[[tools]]\nname = \"t\"\ndescription = \"d\"\neffect = \"read\"\nmethod = \"GET\"\npath = \"/a\"\nparameters = { type = \"object\" }\n";
+        let t = "[[tools]]\nname = \"t\"\ndescription = \"d\"\noperation = \"getPurchases\"\n";
         assert!(reason(&format!("{t}{t}")).contains("declared twice"));
     }
 
@@ -590,31 +611,19 @@ mod tests {
     #[test]
     fn builtin_tool_gets_runtime_parameters() {
         let c = parse(
-            "[[tools]]\nname = \"remember_fact\"\ndescription = \"d\"\neffect = \"read\"\nbuiltin = \"remember_fact\"",
+            "[[tools]]\nname = \"remember_fact\"\ndescription = \"d\"\nbuiltin = \"remember_fact\"",
         )
         .unwrap();
         let tool = c.tool("remember_fact").unwrap();
         assert_eq!(tool.builtin, Some(Builtin::RememberFact));
+        assert_eq!(tool.effect, Effect::Read);
         assert_eq!(tool.parameters, Builtin::RememberFact.parameters());
-        assert_eq!(tool.required(), ["fact"]);
-        assert_eq!(tool.endpoint(), None);
-        assert!(tool.path_params().is_empty());
+        assert_eq!(tool.parameters["required"], serde_json::json!(["fact"]));
         let report = Builtin::UsageReport.parameters();
         assert_eq!(report["type"], "object");
         assert!(report.get("required").is_none());
         assert_eq!(report["properties"]["fromDate"]["type"], "string");
         assert_eq!(report["properties"]["toDate"]["type"], "string");
-    }
-
-    #[test]
-    fn http_tool_has_an_endpoint() {
-        let c = parse(
-            "[[tools]]\nname = \"get\"\ndescription = \"d\"\neffect = \"read\"\nmethod = \"GET\"\npath = \"/invoices/{id}\"\nparameters = { type = \"object\", required = [\"id\"], properties = { id = { type = \"string\" } } }",
-        )
-        .unwrap();
-        let tool = c.tool("get").unwrap();
-        assert_eq!(tool.endpoint(), Some((HttpMethod::Get, "/invoices/{id}")));
-        assert_eq!(tool.path_params(), ["id"]);
     }
 
     #[test]
@@ -624,49 +633,22 @@ mod tests {
         let remember = "builtin = \"remember_fact\"";
         let cases = [
             (
-                tool(&format!(
-                    "effect = \"read\"\n{remember}\nparameters = {{ type = \"object\" }}"
-                )),
-                "tool `t`: builtin tools take their parameters from the runtime",
+                tool(&format!("{remember}\nparameters = {{ type = \"object\" }}")),
+                "unknown field `parameters`",
             ),
             (
-                tool(&format!("effect = \"write\"\n{remember}")),
-                "builtin tools are read tools",
+                tool(&format!("{remember}\noperation = \"getPurchases\"")),
+                "a builtin tool names no operation",
             ),
             (
-                tool(&format!("effect = \"read\"\n{remember}\nmethod = \"GET\"")),
-                "builtin tools have no method or path",
+                tool(&format!("{remember}\npattern_key = \"fact\"")),
+                "builtin tools take no operation options",
             ),
-            (
-                tool(&format!("effect = \"read\"\n{remember}\npath = \"/a\"")),
-                "builtin tools have no method or path",
-            ),
-            (
-                tool(&format!(
-                    "effect = \"read\"\n{remember}\npattern_key = \"fact\""
-                )),
-                "only write tools",
-            ),
-            (
-                tool("effect = \"read\"\nbuiltin = \"launch_rockets\""),
-                "launch_rockets",
-            ),
-            (
-                tool("effect = \"read\"\nmethod = \"GET\"\nparameters = { type = \"object\" }"),
-                "an HTTP tool needs both `method` and `path`",
-            ),
-            (
-                tool("effect = \"read\"\npath = \"/a\"\nparameters = { type = \"object\" }"),
-                "an HTTP tool needs both `method` and `path`",
-            ),
-            (
-                tool("effect = \"read\"\nmethod = \"GET\"\npath = \"/a\""),
-                "parameters must be a JSON Schema",
-            ),
+            (tool("builtin = \"launch_rockets\""), "launch_rockets"),
             (
                 format!(
-                    "{}[[tools]]\nname = \"u\"\ndescription = \"d\"\neffect = \"read\"\n{remember}\n",
-                    tool(&format!("effect = \"read\"\n{remember}"))
+                    "{}[[tools]]\nname = \"u\"\ndescription = \"d\"\n{remember}\n",
+                    tool(remember)
                 ),
                 "builtin `remember_fact` is declared by two tools",
             ),

@@ -3,9 +3,12 @@
 
 pub mod chunk;
 pub mod cost;
+pub mod execution;
+pub mod files;
 pub mod pace;
 pub mod prompt;
 pub mod proposal;
+pub mod read;
 pub mod retry;
 pub mod review;
 pub mod route;

@@ -24,10 +24,13 @@ pub enum ChatMessage {
         /// The text.
         content: String,
     },
-    /// What the user wrote.
+    /// What the user wrote, and the files the model is shown with it.
     User {
         /// The text.
         content: String,
+        /// Files shown to the model (images, PDFs).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<InlineFile>,
     },
     /// What the model answered, possibly asking for tool calls.
     Assistant {
@@ -44,6 +47,29 @@ pub enum ChatMessage {
         /// The result text.
         content: String,
     },
+}
+
+/// A file shown to the model inside a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// Its name.
+    pub filename: String,
+    /// Its type: `image/*` is shown as an image, anything else as a file.
+    pub content_type: String,
+    /// Its bytes, base64.
+    pub base64: String,
+}
+
+impl InlineFile {
+    /// The `data:` URL of the file.
+    pub fn data_url(&self) -> String {
+        format!("data:{};base64,{}", self.content_type, self.base64)
+    }
+
+    /// Whether the model is shown it as an image.
+    pub fn is_image(&self) -> bool {
+        self.content_type.starts_with("image/")
+    }
 }
 
 /// A tool call the model asked for.
@@ -68,6 +94,8 @@ pub struct PromptContext<'a> {
     pub history: &'a [ChatMessage],
     /// The new message from the user.
     pub message: &'a str,
+    /// The files that came with it, shown to the model.
+    pub files: &'a [InlineFile],
 }
 
 /// Builds the message list for the model.
@@ -92,6 +120,7 @@ pub fn compose(character: &Character, ctx: &PromptContext<'_>) -> Vec<ChatMessag
     messages.extend(ctx.history.iter().cloned());
     messages.push(ChatMessage::User {
         content: ctx.message.to_owned(),
+        files: ctx.files.to_vec(),
     });
     messages
 }
@@ -106,20 +135,31 @@ fn push_list(out: &mut String, heading: &str, items: &[String]) {
     }
 }
 
-/// What the model sees of a user's message: its text, then its attachments
-/// as references it can pass to tools.
+/// What the model reads of a user's message: its text, then its files —
+/// a stored receipt by the id its tools take (its content is shown with
+/// the message), one the gateway could not read with why.
 pub fn user_content(text: &str, attachments: &[Attachment]) -> String {
     if attachments.is_empty() {
         return text.to_owned();
     }
-    let mut content = format!("{text}\n\nAttachments:");
+    let mut content = format!("{text}\n\nFiles:");
     for a in attachments {
-        let kind = a.content_type.as_deref().unwrap_or("unknown type");
-        let size = a
-            .size_bytes
-            .map(|b| format!(", {} KB", b.div_ceil(1024)))
-            .unwrap_or_default();
-        content.push_str(&format!("\n- {} ({kind}{size}): {}", a.filename, a.url));
+        match (&a.stored, &a.refused) {
+            (Some(file), _) => {
+                let receipt = crate::engine::tool::Receipt::of(file.clone());
+                content.push_str(&format!(
+                    "\n- {}: {} ({}, {} KB)",
+                    receipt.id,
+                    file.filename,
+                    file.content_type,
+                    file.size_bytes.div_ceil(1024)
+                ));
+            }
+            (None, Some(why)) => {
+                content.push_str(&format!("\n- {}: not read ({why})", a.filename));
+            }
+            (None, None) => content.push_str(&format!("\n- {}: not fetched", a.filename)),
+        }
     }
     content
 }
@@ -150,12 +190,18 @@ mod tests {
         let history = vec![
             ChatMessage::User {
                 content: "hi".into(),
+                files: vec![],
             },
             ChatMessage::Assistant {
                 content: Some("hello".into()),
                 tool_calls: vec![],
             },
         ];
+        let receipt = InlineFile {
+            filename: "r.png".into(),
+            content_type: "image/png".into(),
+            base64: "iVBORw0KGgo=".into(),
+        };
         let messages = compose(
             &character(),
             &PromptContext {
@@ -163,6 +209,7 @@ mod tests {
                 user_facts: &facts,
                 history: &history,
                 message: "balance?",
+                files: std::slice::from_ref(&receipt),
             },
         );
         let ChatMessage::System { content } = &messages[0] else {
@@ -183,9 +230,12 @@ mod tests {
         assert_eq!(
             messages[3],
             ChatMessage::User {
-                content: "balance?".into()
+                content: "balance?".into(),
+                files: vec![receipt.clone()],
             }
         );
+        assert_eq!(receipt.data_url(), "data:image/png;base64,iVBORw0KGgo=");
+        assert!(receipt.is_image());
     }
 
     #[test]
@@ -206,17 +256,31 @@ mod tests {
     }
 
     #[test]
-    fn attachments_are_listed_as_references() {
-        let receipt = Attachment {
+    fn files_are_listed_by_the_id_tools_take_or_why_they_were_not_read() {
+        let mut receipt = Attachment::announced(
+            "adobe.pdf".into(),
+            "https://cdn.example/adobe.pdf?token=secret".into(),
+            Some("application/pdf".into()),
+            Some(2048),
+        );
+        receipt.stored = Some(crate::request::FileRef {
+            sha256: "0123456789ab".repeat(5) + "cdef",
             filename: "adobe.pdf".into(),
-            url: "https://cdn.example/adobe.pdf".into(),
-            content_type: Some("application/pdf".into()),
-            size_bytes: Some(2048),
-        };
+            content_type: "application/pdf".into(),
+            size_bytes: 2048,
+        });
+        let mut photo = Attachment::announced("IMG_1.heic".into(), "u".into(), None, None);
+        photo.refused = Some("HEIC is not read; send PNG, JPEG, GIF or PDF".into());
         assert_eq!(user_content("Kvittering", &[]), "Kvittering");
+        let content = user_content("Kvittering", &[receipt, photo]);
         assert_eq!(
-            user_content("Kvittering", &[receipt]),
-            "Kvittering\n\nAttachments:\n- adobe.pdf (application/pdf, 2 KB): https://cdn.example/adobe.pdf"
+            content,
+            "Kvittering\n\nFiles:\n- receipt-0123456789ab: adobe.pdf (application/pdf, 2 KB)\n\
+             - IMG_1.heic: not read (HEIC is not read; send PNG, JPEG, GIF or PDF)"
+        );
+        assert!(
+            !content.contains("secret"),
+            "platform URLs stay out of the prompt"
         );
     }
 
@@ -224,9 +288,11 @@ mod tests {
     fn digest_changes_with_content() {
         let a = vec![ChatMessage::User {
             content: "a".into(),
+            files: vec![],
         }];
         let b = vec![ChatMessage::User {
             content: "b".into(),
+            files: vec![],
         }];
         assert_eq!(digest(&a), digest(&a.clone()));
         assert_ne!(digest(&a), digest(&b));

@@ -4,8 +4,9 @@
 //! ```text
 //! proposed ─► auto_approved ─────────────────┐
 //!    └──────► review_requested ─► approved ──┼─► executing ─► executed
-//!                     │            rejected  │        └─────► execution_failed (retried, then dead)
-//!                     └──────────► expired   └ (an approval binds the payload hash of one exact version)
+//!                     │            rejected  │        ├─────► execution_failed (retried, then dead)
+//!                     └──────────► expired   │        └─────► execution_uncertain (a human looks)
+//!                                            └ (an approval binds the payload hash of one exact version)
 //! ```
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::proposal::{AgentVerdict, DecisionRefusal, PatternAssessment, ProposalState};
-use crate::request::ToolRequest;
+use crate::request::WritePlan;
 
 /// Something that moves a proposal on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub enum Transition {
     Succeed,
     /// The write failed.
     Fail,
+    /// Whether the write was made cannot be found out.
+    Uncertain,
 }
 
 /// A transition the lifecycle does not allow from the current state.
@@ -61,22 +64,24 @@ pub fn next(
         (S::ReviewRequested, T::Approve) => S::Approved,
         (S::ReviewRequested, T::Reject) => S::Rejected,
         (S::ReviewRequested, T::Expire) => S::Expired,
-        // Restarting after a crash or failure replays the same request with
-        // the same idempotency key, so the write still happens at most once.
+        // Restarting after a crash or failure first finds out what the
+        // earlier attempt made, so each write still happens at most once.
         (S::AutoApproved | S::Approved | S::Executing | S::ExecutionFailed, T::StartExecution) => {
             S::Executing
         }
         (S::Executing, T::Succeed) => S::Executed,
         (S::Executing, T::Fail) => S::ExecutionFailed,
+        (S::Executing, T::Uncertain) => S::ExecutionUncertain,
         _ => return Err(InvalidTransition { from, transition }),
     };
     Ok(to)
 }
 
-/// The SHA-256 of a request's canonical JSON: what an approval binds.
-pub fn payload_digest(request: &ToolRequest) -> String {
-    // serde_json maps are ordered by key, so equal requests serialize equally.
-    let json = serde_json::to_vec(request).expect("a tool request always serializes");
+/// The SHA-256 of a plan's canonical JSON: what an approval binds (its
+/// requests, and the digests of the files they upload).
+pub fn payload_digest(plan: &WritePlan) -> String {
+    // serde_json maps are ordered by key, so equal plans serialize equally.
+    let json = serde_json::to_vec(plan).expect("a write plan always serializes");
     hex::encode(Sha256::digest(json))
 }
 
@@ -122,15 +127,15 @@ pub const MIN_PATTERN_OCCURRENCES: usize = 3;
 /// Confidence a pattern needs before it may approve on its own.
 pub const MIN_PATTERN_CONFIDENCE: f64 = 0.9;
 
-fn field_values(body: &Value, fields: &[String]) -> Vec<Value> {
+fn field_values(arguments: &Value, fields: &[String]) -> Vec<Value> {
     fields
         .iter()
-        .map(|f| body.get(f).cloned().unwrap_or(Value::Null))
+        .map(|f| arguments.pointer(f).cloned().unwrap_or(Value::Null))
         .collect()
 }
 
-/// Learns the pattern from `history` (bodies of executed proposals with the
-/// same key) and checks `candidate` against it on `fields`.
+/// Learns the pattern from `history` (arguments of executed proposals with
+/// the same key) and checks `candidate` against it on `fields` (pointers).
 pub fn assess_pattern(
     history: &[Value],
     candidate: &Value,
@@ -196,9 +201,15 @@ pub fn auto_approval(
     }
 }
 
-/// The pattern key's value in a request body, normalized (trimmed, lowercase).
-pub fn pattern_value(body: &Value, key: &str) -> Option<String> {
-    let raw = match body.get(key)? {
+/// The pattern key's value in a write's arguments (`key` a pointer, or the
+/// name of an argument), normalized (trimmed, lowercase).
+pub fn pattern_value(arguments: &Value, key: &str) -> Option<String> {
+    let value = if key.starts_with('/') {
+        arguments.pointer(key)
+    } else {
+        arguments.get(key)
+    };
+    let raw = match value? {
         Value::String(s) => s.trim().to_lowercase(),
         Value::Null => return None,
         other => other.to_string(),
@@ -206,15 +217,46 @@ pub fn pattern_value(body: &Value, key: &str) -> Option<String> {
     (!raw.is_empty()).then_some(raw)
 }
 
-/// The sum of the amount fields (integers in minor units); `None` when any is
-/// missing or not an integer.
-pub fn amount_minor(body: &Value, fields: &[String]) -> Option<i64> {
+/// The sum of the amount fields (pointers into the arguments, `*` for every
+/// item of an array; integers in minor units); `None` when any is missing
+/// or not an integer.
+pub fn amount_minor(arguments: &Value, fields: &[String]) -> Option<i64> {
     if fields.is_empty() {
         return None;
     }
-    fields
-        .iter()
-        .try_fold(0i64, |sum, f| sum.checked_add(body.get(f)?.as_i64()?))
+    fields.iter().try_fold(0i64, |sum, field| {
+        let mut values = Vec::new();
+        collect(arguments, field.trim_start_matches('/'), &mut values);
+        if values.is_empty() {
+            return None;
+        }
+        values
+            .into_iter()
+            .try_fold(sum, |sum, v| sum.checked_add(v.as_i64()?))
+    })
+}
+
+/// The values a pointer with `*` steps names.
+fn collect<'a>(value: &'a Value, pointer: &str, out: &mut Vec<&'a Value>) {
+    let (part, rest) = pointer.split_once('/').unwrap_or((pointer, ""));
+    let children: Vec<&Value> = match (part, value) {
+        ("*", Value::Array(items)) => items.iter().collect(),
+        (_, Value::Array(items)) => part
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| items.get(i))
+            .into_iter()
+            .collect(),
+        (_, Value::Object(map)) => map.get(part).into_iter().collect(),
+        _ => Vec::new(),
+    };
+    for child in children {
+        if rest.is_empty() {
+            out.push(child);
+        } else {
+            collect(child, rest, out);
+        }
+    }
 }
 
 /// Reads an agent reviewer's answer: a JSON object `{"verdict": "approve" |
@@ -243,13 +285,23 @@ mod tests {
 
     use super::*;
 
-    fn request(body: Value) -> ToolRequest {
-        ToolRequest {
-            tool: "register_expense".into(),
-            method: "POST".into(),
-            path: "/purchases".into(),
-            query: vec![],
-            body: Some(body),
+    fn plan(body: Value) -> WritePlan {
+        WritePlan {
+            tool: "register_purchase".into(),
+            api: "fiken".into(),
+            arguments: json!({ "body": body.clone() }),
+            steps: vec![crate::request::WriteStep {
+                request: crate::request::ToolRequest {
+                    tool: "register_purchase".into(),
+                    operation: "createPurchase".into(),
+                    method: "POST".into(),
+                    path: "/companies/acme/purchases".into(),
+                    query: vec![],
+                    body: Some(body),
+                    file: None,
+                },
+                fill: vec![],
+            }],
         }
     }
 
@@ -267,7 +319,10 @@ mod tests {
             next(S::ExecutionFailed, T::StartExecution),
             Ok(S::Executing)
         );
+        assert_eq!(next(S::Executing, T::Uncertain), Ok(S::ExecutionUncertain));
         for (from, t) in [
+            (S::ExecutionUncertain, T::StartExecution),
+            (S::Approved, T::Uncertain),
             (S::Proposed, T::StartExecution),
             (S::ReviewRequested, T::StartExecution),
             (S::Rejected, T::StartExecution),
@@ -299,6 +354,7 @@ mod tests {
             "executing",
             "executed",
             "execution_failed",
+            "execution_uncertain",
         ] {
             assert_eq!(ProposalState::parse(name).unwrap().as_str(), name);
         }
@@ -307,11 +363,23 @@ mod tests {
 
     #[test]
     fn digest_binds_the_exact_payload_whatever_the_key_order() {
-        let a = request(json!({"merchant": "Adobe", "netPrice": 15920}));
-        let b = request(serde_json::from_str(r#"{"netPrice":15920,"merchant":"Adobe"}"#).unwrap());
-        let c = request(json!({"merchant": "Adobe", "netPrice": 15921}));
+        let a = plan(json!({"identifier": "A1", "currency": "NOK"}));
+        let b = plan(serde_json::from_str(r#"{"currency":"NOK","identifier":"A1"}"#).unwrap());
+        let c = plan(json!({"identifier": "A1", "currency": "SEK"}));
         assert_eq!(payload_digest(&a), payload_digest(&b));
         assert_ne!(payload_digest(&a), payload_digest(&c));
+        // The file an upload sends is bound by its digest.
+        let mut with_file = a.clone();
+        with_file.steps[0].request.file = Some(crate::request::FileRef {
+            sha256: "ab".repeat(32),
+            filename: "r.jpg".into(),
+            content_type: "image/jpeg".into(),
+            size_bytes: 1,
+        });
+        let mut other_file = with_file.clone();
+        other_file.steps[0].request.file.as_mut().unwrap().sha256 = "cd".repeat(32);
+        assert_ne!(payload_digest(&with_file), payload_digest(&a));
+        assert_ne!(payload_digest(&with_file), payload_digest(&other_file));
     }
 
     fn check<'a>(
@@ -356,12 +424,15 @@ mod tests {
     }
 
     fn expense(account: &str, vat: &str) -> Value {
-        json!({"merchant": "Adobe", "account": account, "vatType": vat, "netPrice": 100, "vat": 25})
+        json!({"merchant": "Adobe", "body": {"lines": [{"account": account, "vatType": vat, "netPrice": 100, "vat": 25}]}})
     }
 
     #[test]
     fn patterns_learn_the_most_common_fields() {
-        let fields = vec!["account".to_owned(), "vatType".to_owned()];
+        let fields = vec![
+            "/body/lines/0/account".to_owned(),
+            "/body/lines/0/vatType".to_owned(),
+        ];
         let history: Vec<Value> = (0..9)
             .map(|_| expense("6810", "HIGH"))
             .chain([expense("6800", "HIGH")])
@@ -424,21 +495,36 @@ mod tests {
     }
 
     #[test]
-    fn pattern_values_and_amounts_are_read_from_the_body() {
-        let body =
-            json!({"merchant": "  Adobe Systems ", "netPrice": 15920, "vat": 3980, "note": "x"});
+    fn pattern_values_and_amounts_are_read_from_the_arguments() {
+        let args = json!({"merchant": "  Adobe Systems ", "body": {"supplierId": 7, "lines": [
+            {"netPrice": 15920, "vat": 3980, "description": "x"},
+            {"netPrice": 1000, "vat": 250}
+        ]}});
         assert_eq!(
-            pattern_value(&body, "merchant").as_deref(),
+            pattern_value(&args, "merchant").as_deref(),
             Some("adobe systems")
         );
-        assert_eq!(pattern_value(&body, "missing"), None);
-        let fields = vec!["netPrice".to_owned(), "vat".to_owned()];
-        assert_eq!(amount_minor(&body, &fields), Some(19_900));
         assert_eq!(
-            amount_minor(&body, &["netPrice".to_owned(), "note".to_owned()]),
-            None
+            pattern_value(&args, "/body/supplierId").as_deref(),
+            Some("7")
         );
-        assert_eq!(amount_minor(&body, &[]), None);
+        assert_eq!(pattern_value(&args, "missing"), None);
+        let fields = vec![
+            "/body/lines/*/netPrice".to_owned(),
+            "/body/lines/*/vat".to_owned(),
+        ];
+        assert_eq!(amount_minor(&args, &fields), Some(21_150));
+        assert_eq!(
+            amount_minor(&args, &["/body/lines/0/netPrice".to_owned()]),
+            Some(15_920)
+        );
+        assert_eq!(
+            amount_minor(&args, &["/body/lines/*/description".to_owned()]),
+            None,
+            "a line without it, or not an integer"
+        );
+        assert_eq!(amount_minor(&args, &["/body/total".to_owned()]), None);
+        assert_eq!(amount_minor(&args, &[]), None);
     }
 
     #[test]

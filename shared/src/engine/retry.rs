@@ -25,15 +25,18 @@ pub fn gives_up(failure: &JobFailure, attempt: usize, max_attempts: usize, stopp
     attempt >= limit && !stopping
 }
 
-/// What an HTTP answer to a write says about trying it again.
+/// What an HTTP answer to a write says it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteStatus {
     /// 2xx: the write was made.
     Succeeded,
     /// A 4xx other than 408 and 429: refused for good; not retried.
     Refused,
-    /// Anything else (408, 429, 5xx, …): worth trying again.
-    Transient,
+    /// 429: turned away before it was handled; sent again later.
+    NotMade,
+    /// 408, 5xx and the like: it may or may not have been made; found out
+    /// before it is sent again.
+    Unknown,
 }
 
 impl WriteStatus {
@@ -41,9 +44,10 @@ impl WriteStatus {
     pub fn of(status: u16) -> Self {
         match status {
             200..=299 => Self::Succeeded,
-            408 | 429 => Self::Transient,
+            429 => Self::NotMade,
+            408 => Self::Unknown,
             400..=499 => Self::Refused,
-            _ => Self::Transient,
+            _ => Self::Unknown,
         }
     }
 }
@@ -148,8 +152,9 @@ mod tests {
         assert_eq!(WriteStatus::of(201), WriteStatus::Succeeded);
         assert_eq!(WriteStatus::of(422), WriteStatus::Refused);
         assert_eq!(WriteStatus::of(404), WriteStatus::Refused);
-        for status in [408, 429, 500, 503, 302, 100] {
-            assert_eq!(WriteStatus::of(status), WriteStatus::Transient, "{status}");
+        assert_eq!(WriteStatus::of(429), WriteStatus::NotMade);
+        for status in [408, 500, 503, 302, 100] {
+            assert_eq!(WriteStatus::of(status), WriteStatus::Unknown, "{status}");
         }
     }
 

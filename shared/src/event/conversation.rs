@@ -46,17 +46,50 @@ pub struct MessageReceived {
     pub attachments: Vec<Attachment>,
 }
 
-/// A file sent with a message (e.g. a receipt), passed on by reference.
+/// A file sent with a message (e.g. a receipt): where the platform has it,
+/// then, once the gateway fetched it, the stored file or why it was not
+/// stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     /// File name as sent.
     pub filename: String,
-    /// Where the file can be fetched (a platform CDN URL or file reference).
+    /// Where the platform has it (a URL, or `telegram-file:<file id>`).
     pub url: String,
     /// MIME type, when the platform says.
     pub content_type: Option<String>,
     /// Size in bytes, when the platform says.
     pub size_bytes: Option<u64>,
+    /// The stored file (`files`), once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<crate::request::FileRef>,
+    /// Why it was not stored (too large, a type that is not read, not
+    /// reachable), once the gateway gave up on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl Attachment {
+    /// A file the platform announced, not fetched yet.
+    pub fn announced(
+        filename: String,
+        url: String,
+        content_type: Option<String>,
+        size_bytes: Option<u64>,
+    ) -> Self {
+        Self {
+            filename,
+            url,
+            content_type,
+            size_bytes,
+            stored: None,
+            refused: None,
+        }
+    }
+
+    /// Whether the gateway has still to fetch it.
+    pub fn is_pending(&self) -> bool {
+        self.stored.is_none() && self.refused.is_none()
+    }
 }
 
 /// Most attachments kept from one message.
@@ -111,7 +144,7 @@ pub struct ToolCalled {
     /// The tool name.
     pub tool: String,
     /// The exact request, when one was built.
-    pub request: Option<ToolRequest>,
+    pub request: Option<Box<ToolRequest>>,
     /// The proposal a write call filed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal_id: Option<ProposalId>,

@@ -14,7 +14,8 @@ pub use conversation::{
 };
 pub use proposal::{
     AgentReviewed, AutoApproved, Decided, DecisionRefused, Evidence, ExecutionFinished,
-    ExecutionStarted, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed, ReviewPosted, ReviewRequested,
+    ExecutionStarted, ExecutionUncertain, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed,
+    ReviewPosted, ReviewRequested, StepFinished, StepOutcome, StepStarted,
 };
 pub use run::{DeliveryEvent, ReplyDelivered, RunCompleted, RunEvent};
 

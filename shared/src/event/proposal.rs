@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::ids::{ConversationId, InboxId, ProposalId};
 use crate::proposal::{AgentVerdict, DecisionRefusal, PatternAssessment};
-use crate::request::ToolRequest;
+use crate::request::WritePlan;
 
 /// A read the agent made before proposing: what the proposal rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,12 @@ pub enum ProposalEvent {
     ExecutionStarted(ExecutionStarted),
     /// The write finished.
     ExecutionFinished(ExecutionFinished),
+    /// A step's request is about to be sent: what its list showed before.
+    StepStarted(StepStarted),
+    /// A step's write is made (or found made), and what it created.
+    StepFinished(StepFinished),
+    /// Whether a step's write was made cannot be found out.
+    ExecutionUncertain(ExecutionUncertain),
 }
 
 /// A filed write: the exact request and what it is bound by.
@@ -54,8 +60,8 @@ pub struct Proposed {
     pub conversation_id: ConversationId,
     /// The message whose turn filed it.
     pub inbox_id: InboxId,
-    /// The exact request to replay.
-    pub request: ToolRequest,
+    /// The exact writes, as approved.
+    pub request: WritePlan,
     /// Its digest.
     pub payload_sha256: String,
     /// The pattern key's value (e.g. the merchant), if the tool declares one.
@@ -152,6 +158,51 @@ pub struct ExecutionFinished {
     pub error: Option<String>,
 }
 
+/// The intent to send a step's request, recorded before it is sent: if
+/// its answer is lost, what is new in the list since then is what it made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepStarted {
+    /// The step (index into the plan).
+    pub step: usize,
+    /// Ids of the items the step's list showed before (the items that
+    /// matched the request, or all of them for an upload).
+    pub before: Vec<String>,
+}
+
+/// How a step's write came to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// The API answered that it made it.
+    Created,
+    /// The answer was lost; the list showed it made.
+    Confirmed,
+    /// It was there already (find or create), so nothing was sent.
+    Found,
+}
+
+/// A step done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFinished {
+    /// The step (index into the plan).
+    pub step: usize,
+    /// The id of what it made or found, when the API says it.
+    pub id: Option<String>,
+    /// How.
+    pub outcome: StepOutcome,
+}
+
+/// A step whose outcome could not be found out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionUncertain {
+    /// The step (index into the plan).
+    pub step: usize,
+    /// Ids of the new items that each could be what it made.
+    pub candidates: Vec<String>,
+    /// What a human should check.
+    pub reason: String,
+}
+
 impl ProposalEvent {
     /// Type of [`Self::Proposed`].
     pub const PROPOSED: &'static str = "automate_e.proposal.proposed.v1";
@@ -175,6 +226,12 @@ impl ProposalEvent {
     pub const EXECUTED: &'static str = "automate_e.proposal.executed.v1";
     /// Type of a failed [`Self::ExecutionFinished`].
     pub const EXECUTION_FAILED: &'static str = "automate_e.proposal.execution_failed.v1";
+    /// Type of [`Self::StepStarted`].
+    pub const STEP_STARTED: &'static str = "automate_e.proposal.step_started.v1";
+    /// Type of [`Self::StepFinished`].
+    pub const STEP_FINISHED: &'static str = "automate_e.proposal.step_finished.v1";
+    /// Type of [`Self::ExecutionUncertain`].
+    pub const EXECUTION_UNCERTAIN: &'static str = "automate_e.proposal.execution_uncertain.v1";
 
     /// The event's type in the log.
     pub fn type_name(&self) -> &'static str {
@@ -190,6 +247,9 @@ impl ProposalEvent {
             Self::ExecutionStarted(_) => Self::EXECUTING,
             Self::ExecutionFinished(f) if f.succeeded => Self::EXECUTED,
             Self::ExecutionFinished(_) => Self::EXECUTION_FAILED,
+            Self::StepStarted(_) => Self::STEP_STARTED,
+            Self::StepFinished(_) => Self::STEP_FINISHED,
+            Self::ExecutionUncertain(_) => Self::EXECUTION_UNCERTAIN,
         }
     }
 
@@ -212,6 +272,11 @@ impl ProposalEvent {
             Self::EXECUTING => serde_json::from_value(payload).map(Self::ExecutionStarted),
             Self::EXECUTED | Self::EXECUTION_FAILED => {
                 serde_json::from_value(payload).map(Self::ExecutionFinished)
+            }
+            Self::STEP_STARTED => serde_json::from_value(payload).map(Self::StepStarted),
+            Self::STEP_FINISHED => serde_json::from_value(payload).map(Self::StepFinished),
+            Self::EXECUTION_UNCERTAIN => {
+                serde_json::from_value(payload).map(Self::ExecutionUncertain)
             }
             _ => return None,
         };

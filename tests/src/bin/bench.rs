@@ -417,7 +417,7 @@ async fn growth() -> Value {
         for i in 0..200 {
             let started = Instant::now();
             tenant_store
-                .executed_bodies("register_expense", &format!("merchant-{}", i % 50), 20)
+                .executed_arguments("register_purchase", &format!("merchant-{}", i % 50), 20)
                 .await
                 .expect("pattern history");
             pattern.push(started.elapsed());

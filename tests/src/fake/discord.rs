@@ -67,6 +67,8 @@ const BUCKET_WINDOW: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct FakeDiscord {
     inner: Arc<Mutex<Inner>>,
+    /// The attachments users posted (its CDN).
+    pub files: super::FileHost,
     /// Requests refused for breaking Discord's rules.
     pub refusals: super::Refusals,
     token: String,
@@ -87,6 +89,7 @@ impl FakeDiscord {
         }));
         let mut fake = Self {
             inner,
+            files: super::FileHost::default(),
             refusals: super::Refusals::default(),
             token: token.to_owned(),
             base_url: String::new(),
@@ -98,10 +101,40 @@ impl FakeDiscord {
             )
             .route("/api/v10/channels/{channel}/messages", post(create_message))
             .route("/api/v10/channels/{channel}/typing", post(typing))
+            .route(
+                "/attachments/{*path}",
+                axum::routing::get(
+                    |state: State<Self>, path: axum::extract::Path<String>| async move {
+                        state.files.answer(&path.0, true)
+                    },
+                ),
+            )
             .with_state(fake.clone());
         let addr = super::serve(router).await;
         fake.base_url = format!("http://{addr}");
         fake
+    }
+
+    /// Where the fake's CDN serves attachments, for the gateway's
+    /// `files.discord_base_urls`.
+    pub fn cdn_base_url(&self) -> String {
+        format!("{}/attachments/", self.base_url)
+    }
+
+    /// Serves an attachment a user posted in `channel`; its CDN URL.
+    pub fn add_attachment(
+        &self,
+        channel: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> String {
+        let path = format!(
+            "{channel}/{}/{name}",
+            uuid::Uuid::new_v4().as_u128() % 1_000_000_000_000
+        );
+        self.files.put(&path, bytes, content_type);
+        format!("{}{path}", self.cdn_base_url())
     }
 
     /// Answers the next `n` message posts with 429.

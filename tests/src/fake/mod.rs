@@ -95,6 +95,52 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Files a fake platform serves (Slack's `url_private`, Discord's CDN,
+/// Telegram's file URLs), and which were fetched.
+#[derive(Debug, Clone, Default)]
+pub struct FileHost {
+    /// Bytes and type, by path.
+    files: Arc<Mutex<std::collections::HashMap<String, HostedFile>>>,
+    fetched: Arc<Mutex<Vec<String>>>,
+}
+
+impl FileHost {
+    /// Serves `bytes` as `content_type` at `path`.
+    pub fn put(&self, path: &str, bytes: Vec<u8>, content_type: &str) {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (bytes, content_type.to_owned()));
+    }
+
+    /// The paths fetched so far, in order.
+    pub fn fetched(&self) -> Vec<String> {
+        self.fetched.lock().unwrap().clone()
+    }
+
+    /// The answer to a GET of `path`: 403 when the credential is missing
+    /// or wrong, 404 for a file it does not have.
+    pub fn answer(&self, path: &str, authorized: bool) -> axum::response::Response {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        if !authorized {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        self.fetched.lock().unwrap().push(path.to_owned());
+        match self.files.lock().unwrap().get(path) {
+            Some((bytes, content_type)) => (
+                [(axum::http::header::CONTENT_TYPE, content_type.clone())],
+                bytes.clone(),
+            )
+                .into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+}
+
+/// A file's bytes and its type.
+type HostedFile = (Vec<u8>, String);
+
 /// A post a fake answered: when, and how long it asked the sender to wait
 /// (a 429), if it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

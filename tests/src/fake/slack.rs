@@ -82,6 +82,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct FakeSlack {
     inner: Arc<Mutex<Inner>>,
+    /// The files users shared (`url_private`).
+    pub files: super::FileHost,
     /// Requests refused for breaking Slack's rules.
     pub refusals: super::Refusals,
     /// Plain messages posted since the start (never taken back).
@@ -415,6 +417,16 @@ async fn open_view(State(fake): State<FakeSlack>, headers: HeaderMap, body: Stri
     Json(json!({"ok": true, "view": {"id": "VFAKE1", "type": "modal"}})).into_response()
 }
 
+/// `url_private`: only with the bot token.
+async fn serve_file(
+    State(fake): State<FakeSlack>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let authorized = super::bearer(&headers).as_deref() == Some(fake.bot_token.as_str());
+    fake.files.answer(&path, authorized)
+}
+
 /// Slack's longest accepted `text`.
 const MAX_TEXT: usize = 40_000;
 
@@ -427,6 +439,7 @@ impl FakeSlack {
         }));
         let mut fake = Self {
             inner,
+            files: super::FileHost::default(),
             refusals: super::Refusals::default(),
             posted_total: Arc::new(tokio::sync::watch::Sender::new(0)),
             bot_token: bot_token.to_owned(),
@@ -437,10 +450,24 @@ impl FakeSlack {
             .route("/api/chat.update", post(update_message))
             .route("/api/chat.postEphemeral", post(post_ephemeral))
             .route("/api/views.open", post(open_view))
+            .route("/files/{*path}", axum::routing::get(serve_file))
             .with_state(fake.clone());
         let addr = super::serve(router).await;
         fake.base_url = format!("http://{addr}/api");
         fake
+    }
+
+    /// Where the fake serves files (`url_private`), for the gateway's
+    /// `files.slack_base_url`.
+    pub fn files_base_url(&self) -> String {
+        self.base_url.replace("/api", "/files/")
+    }
+
+    /// Serves a file a user shared; its `url_private`.
+    pub fn add_file(&self, name: &str, bytes: Vec<u8>, content_type: &str) -> String {
+        let path = format!("F{}/{name}", uuid::Uuid::new_v4().simple());
+        self.files.put(&path, bytes, content_type);
+        format!("{}{path}", self.files_base_url())
     }
 
     /// Answers the next `n` calls with HTTP 429 and `Retry-After: secs`.

@@ -40,12 +40,16 @@ struct Inner {
     webhook_set: bool,
     /// sendMessage calls answered.
     attempts: Vec<super::PostAttempt>,
+    /// Files users sent: `file_id` → (`file_path`, size).
+    file_ids: std::collections::HashMap<String, (String, usize)>,
 }
 
 /// The fake Bot API.
 #[derive(Clone)]
 pub struct FakeTelegram {
     inner: Arc<Mutex<Inner>>,
+    /// The files users sent, by `file_path`.
+    pub files: super::FileHost,
     /// Requests refused for breaking Telegram's rules.
     pub refusals: super::Refusals,
     token: String,
@@ -70,16 +74,34 @@ impl FakeTelegram {
                 webhook_set: true,
                 ..Inner::default()
             })),
+            files: super::FileHost::default(),
             refusals: super::Refusals::default(),
             token: token.to_owned(),
             base_url: String::new(),
         };
         let router = Router::new()
             .route("/{bot}/{method}", post(method))
+            .route("/file/{bot}/{*path}", axum::routing::get(serve_file))
             .with_state(fake.clone());
         let addr = super::serve(router).await;
         fake.base_url = format!("http://{addr}");
         fake
+    }
+
+    /// Keeps a file a user sent; its `file_id` (as in a photo or document).
+    pub fn add_file(&self, bytes: &[u8], content_type: &str) -> String {
+        let id = format!("AgAC{}", uuid::Uuid::new_v4().simple());
+        let path = format!(
+            "photos/file_{}.jpg",
+            self.inner.lock().unwrap().file_ids.len()
+        );
+        self.files.put(&path, bytes.to_vec(), content_type);
+        self.inner
+            .lock()
+            .unwrap()
+            .file_ids
+            .insert(id.clone(), (path, bytes.len()));
+        id
     }
 
     /// Answers the next `n` sendMessage calls with 429 and `retry_after: 1`.
@@ -136,6 +158,14 @@ impl FakeTelegram {
     }
 }
 
+/// A file's URL: `/file/bot<token>/<file_path>`.
+async fn serve_file(state: State<FakeTelegram>, path: Path<(String, String)>) -> Response {
+    let (bot, file_path) = &path.0;
+    state
+        .files
+        .answer(file_path, *bot == format!("bot{}", state.token))
+}
+
 async fn method(
     state: State<FakeTelegram>,
     path: Path<(String, String)>,
@@ -165,6 +195,7 @@ fn method_now(fake: &FakeTelegram, (bot, method): &(String, String), body: &str)
             "sendChatAction",
             "getUpdates",
             "deleteWebhook",
+            "getFile",
         ];
         let name = known.iter().find(|k| k.eq_ignore_ascii_case(method))?;
         spec.route("POST", &format!("/{bot}/{name}"))
@@ -239,6 +270,16 @@ fn method_now(fake: &FakeTelegram, (bot, method): &(String, String), body: &str)
         "sendchataction" => {
             inner.chat_actions += 1;
             Json(json!({ "ok": true, "result": true })).into_response()
+        }
+        "getfile" => {
+            let id = body["file_id"].as_str().unwrap_or_default();
+            match inner.file_ids.get(id) {
+                Some((path, size)) => Json(json!({ "ok": true, "result": {
+                    "file_id": id, "file_unique_id": format!("u{}", &id[..8]),
+                    "file_size": size, "file_path": path } }))
+                .into_response(),
+                None => failure(400, "Bad Request: invalid file_id"),
+            }
         }
         "deletewebhook" => {
             inner.webhook_set = false;

@@ -16,14 +16,15 @@ use shared::access::store::{
 };
 use shared::character::Character;
 use shared::engine::prompt::{self, ChatMessage, PromptContext, ToolCall};
-use shared::engine::tool::records_call_first;
+use shared::engine::tool::{CallSite, Receipt, records_call_first};
 use shared::engine::turn;
 use shared::event::{
-    Actor, ActorKind, ConversationEvent, Evidence, LlmCalled, MessageReceived, ReplyComposed,
-    TurnFailed, conversation_stream,
+    Actor, ActorKind, Attachment, ConversationEvent, Evidence, LlmCalled, MessageReceived,
+    ReplyComposed, TurnFailed, conversation_stream,
 };
 use shared::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
 use shared::job::{Job, JobFailure, WorkerJob};
+use shared::request::FileRef;
 use tokio_util::sync::CancellationToken;
 
 use super::AgentContext;
@@ -74,6 +75,8 @@ struct Past {
     recorded: Vec<InboxId>,
     /// The stream's last version.
     version: i64,
+    /// The receipts the owner sent earlier in the conversation.
+    receipts: Vec<Receipt>,
 }
 
 /// A reply written by a turn.
@@ -127,6 +130,10 @@ struct Turn<'a> {
     evidence: Vec<Evidence>,
     /// The tenant's Accounting API.
     target: AccountingTarget,
+    /// The tenant's company in it, once connected.
+    company: Option<String>,
+    /// The receipts the owner sent in the conversation, this turn's last.
+    receipts: Vec<Receipt>,
     /// The tenant's token budget when the turn began.
     budget: TokenBudget,
     /// Events not written yet: written with the turn's next write.
@@ -350,7 +357,19 @@ impl ConversationManager {
             }
             let pending = tx.pending_messages(lease.conversation_id, limit).await?;
             let authors: Vec<&str> = pending.iter().map(|m| m.author_id.as_str()).collect();
-            let batch = &pending[..turn::fold_count(&authors)];
+            // A message whose files the gateway is still fetching waits, and
+            // so do the messages after it.
+            let ready = pending
+                .iter()
+                .position(|m| m.attachments.iter().any(Attachment::is_pending))
+                .unwrap_or(pending.len());
+            let batch = &pending[..turn::fold_count(&authors).min(ready)];
+            if batch.is_empty() && !pending.is_empty() {
+                return Err(JobFailure::deferred(
+                    anyhow::anyhow!("a message's files are being fetched"),
+                    "The gateway has not stored the message's files yet",
+                ));
+            }
             let is_own = batch.iter().any(|m| m.id == own);
             match self
                 .answer(store, tx, held, batch, traceparent, is_own)
@@ -429,6 +448,12 @@ impl ConversationManager {
             .await?;
         let stream = conversation_stream(msg.conversation_id);
         let past = Self::past(&mut tx, &stream, batch, character, remembered_since).await?;
+        let current: Vec<Receipt> = batch
+            .iter()
+            .flat_map(|m| stored_receipts(&m.attachments))
+            .collect();
+        let mut receipts = past.receipts;
+        receipts.extend(current.iter().cloned());
         let mut turn = Turn {
             msg,
             lease: held.lease,
@@ -439,6 +464,8 @@ impl ConversationManager {
             trace_id: shared::telemetry::trace_id(traceparent).map(str::to_owned),
             evidence: Vec::new(),
             target,
+            company: tenant.accounting_company.clone(),
+            receipts,
             budget,
             unwritten: Vec::new(),
             unwritten_tokens: Vec::new(),
@@ -456,6 +483,8 @@ impl ConversationManager {
             .map(|m| prompt::user_content(&m.text, &m.attachments))
             .collect::<Vec<_>>()
             .join("\n\n");
+        let shown: Vec<FileRef> = current.iter().map(|r| r.file.clone()).collect();
+        let files = super::inline_files(store, &shown).await?;
         let messages = prompt::compose(
             character,
             &PromptContext {
@@ -463,6 +492,7 @@ impl ConversationManager {
                 user_facts: &facts,
                 history: &past.history,
                 message: &content,
+                files: &files,
             },
         );
         let replied = self
@@ -691,6 +721,7 @@ impl ConversationManager {
             history: Vec::new(),
             recorded,
             version: tail.version,
+            receipts: Vec::new(),
         };
         for e in tail.events {
             if received_inbox_id(&e).is_some_and(|id| current.iter().any(|c| c.id == id)) {
@@ -699,8 +730,10 @@ impl ConversationManager {
             let recent = since.is_none_or(|since| e.occurred_at >= since);
             match ConversationEvent::from_stored(&e.type_name, e.payload) {
                 Some(ConversationEvent::MessageReceived(m)) if recent => {
+                    past.receipts.extend(stored_receipts(&m.attachments));
                     past.history.push(ChatMessage::User {
                         content: prompt::user_content(&m.text, &m.attachments),
+                        files: Vec::new(),
                     });
                 }
                 Some(ConversationEvent::ReplyComposed(r)) if recent => {
@@ -835,6 +868,10 @@ impl LoopSink for TurnSink<'_, '_> {
             trace_id: turn.trace_id.as_deref(),
             lease: &turn.lease,
             target: &turn.target,
+            site: CallSite {
+                company: turn.company.as_deref(),
+                receipts: &turn.receipts,
+            },
         };
         let run = self.tools.run(&ctx, call).await?;
         self.turn.evidence.extend(run.evidence);
@@ -847,4 +884,12 @@ impl LoopSink for TurnSink<'_, '_> {
         self.record(&ConversationEvent::ToolCalled(run.record));
         run.content
     }
+}
+
+/// The receipts among a message's files: those the gateway stored.
+fn stored_receipts(attachments: &[Attachment]) -> impl Iterator<Item = Receipt> + '_ {
+    attachments
+        .iter()
+        .filter_map(|a| a.stored.clone())
+        .map(Receipt::of)
 }

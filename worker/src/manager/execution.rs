@@ -1,22 +1,43 @@
-//! ExecutionManager: carries out an approved proposal — exactly the approved
-//! request, with `Idempotency-Key: <proposal id>` — and tells the owner in
-//! the conversation the proposal came from.
+//! ExecutionManager: carries out an approved proposal's writes — exactly the
+//! approved requests, each exactly once although the Accounting API takes
+//! no idempotency key — and tells the owner.
+//!
+//! One execution holds a proposal at a time. Before a step's request is
+//! sent, the step's list is read and the intent recorded with what it
+//! showed; when the answer is lost (a dropped connection, a timeout, a
+//! killed worker), the list is read again before anything is resent: one
+//! new match is what the step made, none means it was not made, several
+//! cannot be told apart — then the proposal waits for a human.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use shared::access::accounting::AccountingClient;
+use shared::access::accounting::{AccountingClient, AccountingError, AccountingTarget};
 use shared::access::queue::JobQueue;
-use shared::access::store::{ProposalChanges, Store};
+use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
+use shared::character::Apis;
+use shared::character::api::{ApiProfile, Confirm};
+use shared::engine::execution::{
+    Made, StepState, candidates, confirm_query, fill, list_path, made_since, step_states,
+};
 use shared::engine::proposal::{Transition, next};
+use shared::engine::read::MAX_READ_PAGES;
 use shared::engine::retry::WriteStatus;
-use shared::engine::review::{notice_executed, notice_failed, notice_gave_up};
-use shared::event::{Actor, ActorKind, ExecutionFinished, ExecutionStarted, ProposalEvent};
+use shared::engine::review::{notice_executed, notice_failed, notice_gave_up, notice_uncertain};
+use shared::event::{
+    Actor, ActorKind, ExecutionFinished, ExecutionStarted, ExecutionUncertain, ProposalEvent,
+    StepFinished, StepOutcome, StepStarted,
+};
 use shared::ids::{ProposalId, TenantId};
+use shared::job::JobFailure;
 use shared::proposal::ProposalState;
+use shared::request::ToolRequest;
 
 use super::accounts::Accounts;
-use shared::job::JobFailure;
+
+/// How long an execution holds its proposal without renewing (it renews
+/// before every step).
+const HOLD_TTL: Duration = Duration::from_secs(120);
 
 /// Carries out approved proposals.
 #[derive(Debug, Clone)]
@@ -25,28 +46,38 @@ pub struct ExecutionManager {
     queue: JobQueue,
     accounting: AccountingClient,
     accounts: Accounts,
+    apis: Apis,
     timeout: Duration,
 }
 
-/// How one attempt at the write ended.
-enum Attempt {
-    Succeeded {
-        status: u16,
-        response_sha256: String,
-    },
-    /// Refused for good: not retried.
-    Refused { status: u16 },
-    /// Worth retrying with the same idempotency key.
-    Transient { status: Option<u16>, error: String },
+/// What sending a step's request came to.
+enum Sent {
+    /// Made; the id the API gave, if any.
+    Made(Option<String>),
+    /// Refused for good.
+    Refused(u16),
+    /// Not handled (rate limited): send it later.
+    NotMade(JobFailure),
+    /// The answer was lost: it may have been made.
+    Unknown(String),
+}
+
+/// How one step ended in this attempt.
+enum Step {
+    /// Made (or found made): go on.
+    Done,
+    /// The execution ends here (refused, or uncertain); told already.
+    Stopped,
 }
 
 impl ExecutionManager {
-    /// A manager over its clients.
+    /// A manager over its clients and the deployment's APIs.
     pub fn new(
         store: Store,
         queue: JobQueue,
         accounting: AccountingClient,
         accounts: Accounts,
+        apis: Apis,
         timeout: Duration,
     ) -> Self {
         Self {
@@ -54,6 +85,7 @@ impl ExecutionManager {
             queue,
             accounting,
             accounts,
+            apis,
             timeout,
         }
     }
@@ -83,12 +115,7 @@ impl ExecutionManager {
             .notify_conversation(&format!("execution-gave-up:{id}"), &text)
             .await?;
         tx.commit().await?;
-        if let Some(outbox_id) = notice {
-            self.queue
-                .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
-                .await?;
-        }
-        Ok(())
+        self.deliver(tenant, [notice], traceparent).await
     }
 
     /// Executes the proposal if it is approved and not yet executed.
@@ -99,138 +126,476 @@ impl ExecutionManager {
         traceparent: &str,
         attempt: u32,
     ) -> Result<(), JobFailure> {
-        let trace = shared::telemetry::trace_id(traceparent);
-        let system = || Actor {
-            kind: ActorKind::System,
-            id: "execution".to_owned(),
-        };
-
         let store = self.store.tenant(tenant);
-        // Resolved before the state changes: a missing credential fails the
+        // Resolved before anything changes: a missing credential fails the
         // job without marking the write as started.
         let (_, target) = self.accounts.of(&store).await?;
-        let mut tx = store.lock_proposal(id).await?;
+        let holder = shared::runner::unique_worker_name("execution");
+        if !store.hold_execution(id, &holder, HOLD_TTL).await? {
+            return Err(JobFailure::deferred(
+                anyhow::anyhow!("proposal {id} is being executed"),
+                "Another execution holds the proposal",
+            ));
+        }
+        let run = Run {
+            manager: self,
+            store: &store,
+            target: &target,
+            id,
+            holder: &holder,
+            trace: shared::telemetry::trace_id(traceparent),
+            traceparent,
+        };
+        let executed = run.execute(attempt).await;
+        if let Err(e) = store.release_execution(id, &holder).await {
+            tracing::warn!(error = %e, "Cannot release a proposal's execution; its hold runs out");
+        }
+        executed
+    }
+
+    async fn deliver(
+        &self,
+        tenant: TenantId,
+        notices: impl IntoIterator<Item = Option<shared::ids::OutboxId>>,
+        traceparent: &str,
+    ) -> Result<(), JobFailure> {
+        for outbox_id in notices.into_iter().flatten() {
+            self.queue
+                .deliver_outbox(tenant, outbox_id, traceparent)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// One execution of one proposal, holding it.
+struct Run<'a> {
+    manager: &'a ExecutionManager,
+    store: &'a TenantStore,
+    target: &'a AccountingTarget,
+    id: ProposalId,
+    holder: &'a str,
+    trace: Option<&'a str>,
+    traceparent: &'a str,
+}
+
+impl Run<'_> {
+    async fn execute(&self, attempt: u32) -> Result<(), JobFailure> {
+        let Some(proposal) = self.start(attempt).await? else {
+            return Ok(());
+        };
+        let plan = &proposal.request.0;
+        let api = self.manager.apis.get(&plan.api).ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!("no API named `{}` is loaded", plan.api))
+        })?;
+        let events = self.store.execution_steps(self.id).await?;
+        let mut states = step_states(plan.steps.len(), &events);
+        let mut made: Vec<Option<String>> = vec![None; plan.steps.len()];
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let StepState::Done { id } = &states[i] {
+                made[i].clone_from(id);
+                continue;
+            }
+            if !self
+                .store
+                .hold_execution(self.id, self.holder, HOLD_TTL)
+                .await?
+            {
+                return Err(JobFailure::deferred(
+                    anyhow::anyhow!("the execution of {} was taken over", self.id),
+                    "The execution's hold ran out",
+                ));
+            }
+            let request =
+                fill(step, &made).map_err(|e| JobFailure::Permanent(anyhow::anyhow!(e)))?;
+            let state = std::mem::replace(&mut states[i], StepState::Todo);
+            match self
+                .step(&proposal, api, i, &request, state, &mut made)
+                .await?
+            {
+                Step::Done => {}
+                Step::Stopped => return Ok(()),
+            }
+        }
+        self.finish(&proposal).await
+    }
+
+    /// Marks the proposal executing; `None` when there is nothing (more)
+    /// to do.
+    async fn start(&self, attempt: u32) -> Result<Option<ProposalModel>, JobFailure> {
+        let mut tx = self.store.lock_proposal(self.id).await?;
         let proposal = tx.proposal.clone();
         let state = match next(proposal.state(), Transition::StartExecution) {
             Ok(state) => state,
-            // Executed, rejected or expired: nothing (more) to do.
+            // Executed, rejected, expired or waiting for a human: nothing
+            // (more) to do.
             Err(_)
                 if matches!(
                     proposal.state(),
-                    ProposalState::Executed | ProposalState::Rejected | ProposalState::Expired
+                    ProposalState::Executed
+                        | ProposalState::Rejected
+                        | ProposalState::Expired
+                        | ProposalState::ExecutionUncertain
                 ) =>
             {
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(JobFailure::permanent(e, "Proposal is not approved")),
         };
         let started = ProposalEvent::ExecutionStarted(ExecutionStarted { attempt });
         tx.record(
-            &proposal.event(&started, system(), trace, "worker"),
+            &proposal.event(&started, system(), self.trace, "worker"),
             ProposalChanges {
                 state: Some(state),
                 ..Default::default()
             },
         )
         .await?;
-        tx.commit().await?;
+        Ok(Some(tx.commit().await?))
+    }
 
-        let outcome = match self
+    /// Makes step `i` once: after a possibly sent request, finds out first
+    /// what it made; a find-or-create step uses what is there.
+    async fn step(
+        &self,
+        proposal: &ProposalModel,
+        api: &ApiProfile,
+        i: usize,
+        request: &ToolRequest,
+        state: StepState,
+        made: &mut [Option<String>],
+    ) -> Result<Step, JobFailure> {
+        let confirm = api.confirm.get(&request.operation).ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!(
+                "`{}` has no [confirm] in the API profile",
+                request.operation
+            ))
+        })?;
+        let file = self.file(request).await?;
+        let before = match state {
+            StepState::Sent { before } => {
+                let now = self.candidates(api, confirm, request).await?;
+                match made_since(&before, &now) {
+                    Made::One(id) => return self.made(i, id, StepOutcome::Confirmed, made).await,
+                    Made::Several(ids) => return self.uncertain(proposal, i, request, ids).await,
+                    Made::Nothing => before,
+                }
+            }
+            _ => {
+                let before = self.candidates(api, confirm, request).await?;
+                if confirm.reuse
+                    && let Some(found) = before.first()
+                {
+                    return self.made(i, found.clone(), StepOutcome::Found, made).await;
+                }
+                let started = ProposalEvent::StepStarted(StepStarted {
+                    step: i,
+                    before: before.clone(),
+                });
+                self.record(&started).await?;
+                before
+            }
+        };
+        match self.send(request, file).await {
+            Sent::Made(id) => {
+                let finished = ProposalEvent::StepFinished(StepFinished {
+                    step: i,
+                    id: id.clone(),
+                    outcome: StepOutcome::Created,
+                });
+                self.record(&finished).await?;
+                made[i] = id;
+                Ok(Step::Done)
+            }
+            Sent::Refused(status) => {
+                self.refused(proposal, i, request, status).await?;
+                Ok(Step::Stopped)
+            }
+            Sent::NotMade(failure) => Err(failure),
+            Sent::Unknown(error) => {
+                let now = self.candidates(api, confirm, request).await?;
+                match made_since(&before, &now) {
+                    Made::One(id) => self.made(i, id, StepOutcome::Confirmed, made).await,
+                    Made::Several(ids) => self.uncertain(proposal, i, request, ids).await,
+                    Made::Nothing => Err(JobFailure::retryable(
+                        anyhow::anyhow!("{error}"),
+                        "The write's answer was lost and the books do not show it yet; \
+                         they are read again before it is resent",
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn made(
+        &self,
+        i: usize,
+        id: String,
+        outcome: StepOutcome,
+        made: &mut [Option<String>],
+    ) -> Result<Step, JobFailure> {
+        let finished = ProposalEvent::StepFinished(StepFinished {
+            step: i,
+            id: Some(id.clone()),
+            outcome,
+        });
+        self.record(&finished).await?;
+        made[i] = Some(id);
+        Ok(Step::Done)
+    }
+
+    /// The bytes of the file an upload sends, checked against the digest
+    /// the approval bound.
+    async fn file(&self, request: &ToolRequest) -> Result<Option<Vec<u8>>, JobFailure> {
+        let Some(file) = &request.file else {
+            return Ok(None);
+        };
+        let bytes = self.store.file_bytes(&file.sha256).await?.ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!(
+                "the receipt {} is no longer kept",
+                file.filename
+            ))
+        })?;
+        if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
+            return Err(JobFailure::Permanent(anyhow::anyhow!(
+                "the stored receipt {} does not match the approved digest",
+                file.filename
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
+    async fn send(&self, request: &ToolRequest, file: Option<Vec<u8>>) -> Sent {
+        let m = self.manager;
+        match m
             .accounting
-            .send(
-                &target,
-                &proposal.request,
-                Some(&id.to_string()),
-                self.timeout,
-            )
+            .send(self.target, request, file, m.timeout)
             .await
         {
             Ok(r) => match WriteStatus::of(r.status) {
-                WriteStatus::Succeeded => Attempt::Succeeded {
-                    status: r.status,
-                    response_sha256: hex::encode(Sha256::digest(r.body.as_bytes())),
-                },
-                WriteStatus::Refused => Attempt::Refused { status: r.status },
-                WriteStatus::Transient => Attempt::Transient {
-                    status: Some(r.status),
-                    error: format!("HTTP {}", r.status),
-                },
+                WriteStatus::Succeeded => Sent::Made(r.created_id().map(str::to_owned)),
+                WriteStatus::Refused => Sent::Refused(r.status),
+                WriteStatus::NotMade => {
+                    let wait = r
+                        .header("retry-after")
+                        .and_then(|v| v.trim().parse().ok())
+                        .map(Duration::from_secs);
+                    Sent::NotMade(
+                        JobFailure::retryable(
+                            anyhow::anyhow!("HTTP {}", r.status),
+                            "The accounting system asked to wait",
+                        )
+                        .with_retry_after(wait),
+                    )
+                }
+                WriteStatus::Unknown => Sent::Unknown(format!("HTTP {}", r.status)),
             },
-            Err(e) => Attempt::Transient {
-                status: None,
-                error: e.to_string(),
-            },
-        };
+            Err(AccountingError::InvalidRequest(e)) => Sent::NotMade(JobFailure::Permanent(
+                anyhow::anyhow!("invalid request: {e}"),
+            )),
+            Err(e) => Sent::Unknown(e.to_string()),
+        }
+    }
 
-        let mut tx = store.lock_proposal(id).await?;
-        let (finished, notice) = match &outcome {
-            Attempt::Succeeded {
-                status,
-                response_sha256,
-            } => (
-                ExecutionFinished {
-                    succeeded: true,
-                    status: Some(*status),
-                    response_sha256: Some(response_sha256.clone()),
-                    error: None,
-                },
-                Some(notice_executed(&proposal.tool, id)),
-            ),
-            Attempt::Refused { status } => (
-                ExecutionFinished {
-                    succeeded: false,
-                    status: Some(*status),
-                    response_sha256: None,
-                    error: Some(format!("HTTP {status}")),
-                },
-                Some(notice_failed(&proposal.tool, id, Some(*status))),
-            ),
-            Attempt::Transient { status, error } => (
-                ExecutionFinished {
-                    succeeded: false,
-                    status: *status,
-                    response_sha256: None,
-                    error: Some(error.clone()),
-                },
-                None,
-            ),
+    /// The ids of what the step's list shows that could be what `request`
+    /// makes, page by page.
+    async fn candidates(
+        &self,
+        api: &ApiProfile,
+        confirm: &Confirm,
+        request: &ToolRequest,
+    ) -> Result<Vec<String>, JobFailure> {
+        let unreadable = |why: String| {
+            JobFailure::retryable(
+                anyhow::anyhow!(why),
+                "Cannot read the books to confirm a write",
+            )
         };
-        let transition = if finished.succeeded {
-            Transition::Succeed
-        } else {
-            Transition::Fail
-        };
-        let state = next(tx.proposal.state(), transition)
-            .map_err(|e| JobFailure::permanent(e, "Invalid execution result"))?;
-        let finished = ProposalEvent::ExecutionFinished(finished);
+        let list = api
+            .spec
+            .operation(&confirm.list)
+            .ok_or_else(|| unreadable(format!("no operation `{}`", confirm.list)))?;
+        let (_, params) = api
+            .spec
+            .route(&request.method, &request.path)
+            .ok_or_else(|| unreadable(format!("`{}` names no operation", request.path)))?;
+        let query = confirm_query(confirm, request);
+        let paging = api
+            .paging
+            .as_ref()
+            .filter(|p| list.params.iter().any(|param| param.name == p.page));
+        let mut ids = Vec::new();
+        let mut page = 0;
+        loop {
+            let mut page_query = query.clone();
+            if let Some(p) = paging {
+                page_query.push((p.page.clone(), page.to_string()));
+                page_query.push((p.size.clone(), p.max_size.to_string()));
+            }
+            let read = ToolRequest {
+                tool: request.tool.clone(),
+                operation: list.id.clone(),
+                method: list.method.clone(),
+                path: list_path(&list.path, &params),
+                query: page_query,
+                body: None,
+                file: None,
+            };
+            let m = self.manager;
+            let response = m
+                .accounting
+                .send(self.target, &read, None, m.timeout)
+                .await
+                .map_err(|e| unreadable(e.to_string()))?;
+            if !(200..300).contains(&response.status) {
+                return Err(unreadable(format!(
+                    "`{}` answered HTTP {}",
+                    list.id, response.status
+                )));
+            }
+            let items: Vec<serde_json::Value> = serde_json::from_str(&response.body)
+                .map_err(|e| unreadable(format!("`{}` answered no list: {e}", list.id)))?;
+            ids.extend(candidates(confirm, request, &items));
+            page += 1;
+            let pages = paging
+                .and_then(|p| response.header(&p.page_count_header))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(page);
+            if page >= pages {
+                break;
+            }
+            if page >= MAX_READ_PAGES * 4 {
+                return Err(unreadable(format!(
+                    "`{}` lists more than {} pages for this write",
+                    list.id, page
+                )));
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn record(&self, event: &ProposalEvent) -> Result<(), JobFailure> {
+        let mut tx = self.store.lock_proposal(self.id).await?;
+        let proposal = tx.proposal.clone();
         tx.record(
-            &proposal.event(&finished, system(), trace, "worker"),
+            &proposal.event(event, system(), self.trace, "worker"),
+            ProposalChanges::default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish(&self, proposal: &ProposalModel) -> Result<(), JobFailure> {
+        let finished = ExecutionFinished {
+            succeeded: true,
+            status: None,
+            response_sha256: None,
+            error: None,
+        };
+        let notice = notice_executed(&proposal.tool, self.id);
+        self.conclude(
+            Transition::Succeed,
+            ProposalEvent::ExecutionFinished(finished),
+            &notice,
+            false,
+        )
+        .await
+    }
+
+    async fn refused(
+        &self,
+        proposal: &ProposalModel,
+        i: usize,
+        request: &ToolRequest,
+        status: u16,
+    ) -> Result<(), JobFailure> {
+        let done: Vec<&str> = proposal.request.steps[..i]
+            .iter()
+            .map(|s| s.request.operation.as_str())
+            .collect();
+        let finished = ExecutionFinished {
+            succeeded: false,
+            status: Some(status),
+            response_sha256: None,
+            error: Some(format!(
+                "step {} (`{}`) answered HTTP {status}",
+                i + 1,
+                request.operation
+            )),
+        };
+        let notice = notice_failed(&proposal.tool, self.id, Some(status), &done);
+        self.conclude(
+            Transition::Fail,
+            ProposalEvent::ExecutionFinished(finished),
+            &notice,
+            false,
+        )
+        .await
+    }
+
+    async fn uncertain(
+        &self,
+        proposal: &ProposalModel,
+        i: usize,
+        request: &ToolRequest,
+        candidates: Vec<String>,
+    ) -> Result<Step, JobFailure> {
+        let notice = notice_uncertain(&proposal.tool, self.id, &request.operation, &candidates);
+        let event = ProposalEvent::ExecutionUncertain(ExecutionUncertain {
+            step: i,
+            candidates,
+            reason: format!(
+                "`{}`: several new entries match the write; which one it made cannot be told",
+                request.operation
+            ),
+        });
+        self.conclude(Transition::Uncertain, event, &notice, true)
+            .await?;
+        Ok(Step::Stopped)
+    }
+
+    /// Records how the execution ended and tells the owner (and, when
+    /// `reviewers`, the review thread).
+    async fn conclude(
+        &self,
+        transition: Transition,
+        event: ProposalEvent,
+        notice: &str,
+        reviewers: bool,
+    ) -> Result<(), JobFailure> {
+        let mut tx = self.store.lock_proposal(self.id).await?;
+        let proposal = tx.proposal.clone();
+        let state = next(proposal.state(), transition)
+            .map_err(|e| JobFailure::permanent(e, "Invalid execution result"))?;
+        tx.record(
+            &proposal.event(&event, system(), self.trace, "worker"),
             ProposalChanges {
                 state: Some(state),
                 ..Default::default()
             },
         )
         .await?;
-        let notice_id = match &notice {
-            Some(text) => {
-                tx.notify_conversation(&format!("execution:{id}"), text)
-                    .await?
-            }
-            None => None,
+        let owner = tx
+            .notify_conversation(&format!("execution:{}", self.id), notice)
+            .await?;
+        let thread = if reviewers {
+            tx.notify_review_thread(&format!("execution-review:{}", self.id), notice)
+                .await?
+        } else {
+            None
         };
         tx.commit().await?;
         metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
-        if let Some(outbox_id) = notice_id {
-            self.queue
-                .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
-                .await?;
-        }
-        match outcome {
-            Attempt::Transient { error, .. } => Err(JobFailure::retryable(
-                anyhow::anyhow!("{error}"),
-                "The write failed",
-            )),
-            _ => Ok(()),
-        }
+        self.manager
+            .deliver(self.store.tenant_id(), [owner, thread], self.traceparent)
+            .await
+    }
+}
+
+fn system() -> Actor {
+    Actor {
+        kind: ActorKind::System,
+        id: "execution".to_owned(),
     }
 }

@@ -14,7 +14,11 @@ pub mod triggers;
 use std::sync::Arc;
 
 use shared::access::llm::LlmClient;
+use shared::access::store::TenantStore;
 use shared::character::{Character, Characters};
+use shared::engine::prompt::InlineFile;
+use shared::job::JobFailure;
+use shared::request::FileRef;
 
 /// What every manager that runs agents shares: the model endpoint, the
 /// loaded characters, and the defaults for what a character leaves unset.
@@ -39,4 +43,25 @@ impl AgentContext {
             .as_deref()
             .unwrap_or(&self.default_model)
     }
+}
+
+/// Stored files read back for a model to see (a file no longer kept is
+/// left out).
+pub async fn inline_files(
+    store: &TenantStore,
+    files: &[FileRef],
+) -> Result<Vec<InlineFile>, JobFailure> {
+    use base64::Engine as _;
+    let mut inline = Vec::new();
+    for file in files {
+        let Some(bytes) = store.file_bytes(&file.sha256).await? else {
+            continue;
+        };
+        inline.push(InlineFile {
+            filename: file.filename.clone(),
+            content_type: file.content_type.clone(),
+            base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+    }
+    Ok(inline)
 }

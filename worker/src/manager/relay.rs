@@ -3,13 +3,15 @@
 //! delivered, older than a grace period. Jobs are keyed by row id, so
 //! re-queuing work that is still on the queue is a no-op; after a Redis
 //! restart without persistence it brings the lost jobs back, and a turn
-//! whose job ended without answering is pushed again under a fresh id.
+//! whose job ended without answering is pushed again under a fresh id. A
+//! message whose files were not fetched yet gets its fetch pushed instead;
+//! files past their tenant's retention are deleted.
 
 use std::time::Duration;
 
 use shared::access::queue::JobQueue;
 use shared::access::store::{Store, TenantStore};
-use shared::job::{Job, JobFailure, JobKind, QueueName, WorkerJob};
+use shared::job::{DeliveryJob, Job, JobFailure, JobKind, QueueName, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
@@ -31,6 +33,8 @@ pub struct Sweep {
     pub deliveries: usize,
     /// Agent run jobs pushed for runs not finished.
     pub runs: usize,
+    /// Files deleted past their tenant's retention.
+    pub files_expired: u64,
 }
 
 impl Relay {
@@ -59,7 +63,21 @@ impl Relay {
         sweep: &mut Sweep,
     ) -> Result<(), JobFailure> {
         let tenant_id = store.tenant_id();
-        for inbox_id in store.unanswered_inbox(before, self.cfg.batch).await? {
+        for (inbox_id, files_pending) in store.unanswered_inbox(before, self.cfg.batch).await? {
+            if files_pending {
+                // The gateway fetches the files first, then queues the turn.
+                let job = Job::new(
+                    tenant_id,
+                    &shared::telemetry::current_traceparent(),
+                    DeliveryJob::FetchFilesV1 { inbox_id },
+                );
+                self.queue
+                    .enqueue(job)
+                    .await
+                    .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a file fetch"))?;
+                sweep.turns += 1;
+                continue;
+            }
             let job = Job::new(
                 tenant_id,
                 &shared::telemetry::current_traceparent(),
@@ -97,6 +115,7 @@ impl Relay {
             super::triggers::queue_run(&self.queue, store, run_id).await?;
             sweep.runs += 1;
         }
+        sweep.files_expired += store.delete_expired_files(self.cfg.batch).await?;
         Ok(())
     }
 
@@ -114,6 +133,7 @@ impl Relay {
                         turns = sweep.turns,
                         deliveries = sweep.deliveries,
                         runs = sweep.runs,
+                        files_expired = sweep.files_expired,
                         "Relay re-queued unfinished work"
                     );
                 }

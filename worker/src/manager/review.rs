@@ -156,10 +156,13 @@ impl ReviewManager {
             return Ok(none);
         };
         let history = store
-            .executed_bodies(&proposal.tool, value, PATTERN_HISTORY)
+            .executed_arguments(&proposal.tool, value, PATTERN_HISTORY)
             .await?;
-        let body = proposal.request.body.clone().unwrap_or_default();
-        Ok(assess_pattern(&history, &body, &tool.pattern_fields))
+        Ok(assess_pattern(
+            &history,
+            &proposal.request.arguments,
+            &tool.pattern_fields,
+        ))
     }
 }
 

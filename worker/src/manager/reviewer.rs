@@ -80,10 +80,15 @@ impl AgentReviewer {
             AutoApproval::Approve => "a trusted pattern allows approval without a human".to_owned(),
             AutoApproval::Review(why) => format!("a human must decide: {why}"),
         };
+        // The receipts the writes upload: Review-E checks them against the
+        // writes.
+        let receipts: Vec<_> = card.plan.files().cloned().collect();
+        let files = super::inline_files(store, &receipts).await?;
         let messages = prompt::compose(
             reviewer,
             &PromptContext {
                 message: &agent_brief(card, &policy),
+                files: &files,
                 ..Default::default()
             },
         );

@@ -9,7 +9,7 @@ use shared::access::queue::JobQueue;
 use shared::access::store::{NewEvent, RunCompletion, RunDestination, Store, TenantStore};
 use shared::character::{Builtin, Character, PostTo};
 use shared::engine::prompt::{self, PromptContext, ToolCall};
-use shared::engine::tool::{PlannedCall, plan_call};
+use shared::engine::tool::{CallSite, PlannedCall, plan_call};
 use shared::engine::turn;
 use shared::event::{Actor, ActorKind, RunCompleted, RunEvent, proposal_of_stream, run_stream};
 use shared::ids::{AgentRunId, OutboxId, Platform, TenantId};
@@ -207,6 +207,7 @@ impl RunManager {
             tools: &self.tools,
             character,
             target,
+            company: tenant.accounting_company.clone(),
         };
         AgentLoop::new(&self.agents, character)
             .run(messages, budget, &mut sink)
@@ -222,6 +223,8 @@ struct RunSink<'a> {
     tools: &'a ToolRunner,
     character: &'a Character,
     target: AccountingTarget,
+    /// The tenant's company in the Accounting API.
+    company: Option<String>,
 }
 
 impl LoopSink for RunSink<'_> {
@@ -231,9 +234,26 @@ impl LoopSink for RunSink<'_> {
 
     async fn call(&mut self, call: &ToolCall) -> Result<String, JobFailure> {
         Ok(
-            match plan_call(self.character, &call.name, &call.arguments) {
+            match plan_call(
+                self.character,
+                &call.name,
+                &call.arguments,
+                &CallSite {
+                    company: self.company.as_deref(),
+                    receipts: &[],
+                },
+            ) {
                 Err(refused) => turn::refusal(&refused.to_string()),
-                Ok(PlannedCall::Read(request)) => self.tools.read(&self.target, &request).await,
+                Ok(PlannedCall::Read(request)) => {
+                    match self
+                        .tools
+                        .read_pages(self.character, &self.target, &request)
+                        .await
+                    {
+                        Ok(read) => read.content,
+                        Err(e) => turn::refusal(&e.to_string()),
+                    }
+                }
                 Ok(PlannedCall::Builtin(Builtin::UsageReport, args)) => {
                     self.tools.usage_report(self.store, &args).await?
                 }

@@ -7,13 +7,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shared::access::accounting::{AccountingClient, AccountingTarget};
+use shared::access::accounting::{
+    AccountingClient, AccountingError, AccountingResponse, AccountingTarget,
+};
 use shared::access::store::{InboxModel, Lease, NewEvent, NewProposal, Store, TenantStore};
+use shared::character::operation::is_paging;
 use shared::character::{Builtin, Character};
 use shared::engine::cost::PriceTable;
 use shared::engine::prompt::ToolCall;
 use shared::engine::proposal::{amount_minor, pattern_value, payload_digest};
-use shared::engine::tool::{PlannedCall, plan_call};
+use shared::engine::read::PagedRead;
+use shared::engine::tool::{CallSite, PlannedCall, plan_call};
 use shared::engine::turn;
 use shared::event::{
     Actor, ActorKind, Evidence, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed, ToolCalled,
@@ -21,7 +25,7 @@ use shared::event::{
 };
 use shared::ids::{InboxId, ProposalId};
 use shared::job::JobFailure;
-use shared::request::ToolRequest;
+use shared::request::{ToolRequest, WritePlan};
 
 /// What one tool call came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +55,8 @@ pub struct CallContext<'a> {
     pub lease: &'a Lease,
     /// The tenant's Accounting API.
     pub target: &'a AccountingTarget,
+    /// The tenant's company there and the owner's receipts.
+    pub site: CallSite<'a>,
 }
 
 /// Runs tool calls.
@@ -90,7 +96,7 @@ impl ToolRunner {
             evidence: None,
             proposal: None,
         };
-        match plan_call(ctx.character, &call.name, &call.arguments) {
+        match plan_call(ctx.character, &call.name, &call.arguments, &ctx.site) {
             Err(refused) => {
                 run.record.error = Some(refused.to_string());
                 run.content = turn::refusal(&refused.to_string());
@@ -99,9 +105,8 @@ impl ToolRunner {
                 run.content = self.run_builtin(ctx, builtin, &args).await?;
                 run.record.outcome = ToolOutcome::Ok;
             }
-            Ok(PlannedCall::Write(request)) => {
-                let id = self.file_proposal(ctx, &request).await?;
-                run.record.request = Some(request);
+            Ok(PlannedCall::Write(plan)) => {
+                let id = self.file_proposal(ctx, &plan).await?;
                 run.record.outcome = ToolOutcome::Proposed;
                 run.record.proposal_id = Some(id);
                 run.proposal = Some(id);
@@ -114,31 +119,26 @@ impl ToolRunner {
                 .to_string();
             }
             Ok(PlannedCall::Read(request)) => {
-                let result = self
-                    .accounting
-                    .send(ctx.target, &request, None, self.timeout)
-                    .await;
-                run.record.request = Some(request);
+                let result = self.read_pages(ctx.character, ctx.target, &request).await;
+                run.record.request = Some(Box::new(request));
                 run.content = match result {
-                    Ok(response) => {
-                        let ok = (200..300).contains(&response.status);
-                        run.record.outcome = if ok {
+                    Ok(read) => {
+                        run.record.outcome = if read.ok {
                             ToolOutcome::Ok
                         } else {
                             ToolOutcome::HttpError
                         };
-                        run.record.status = Some(response.status);
-                        run.record.response_sha256 =
-                            Some(hex::encode(Sha256::digest(response.body.as_bytes())));
-                        run.record.response_bytes = Some(response.bytes as u64);
-                        if ok {
+                        run.record.status = Some(read.status);
+                        run.record.response_sha256 = Some(read.sha256);
+                        run.record.response_bytes = Some(read.bytes);
+                        if read.ok {
                             run.evidence = Some(Evidence {
                                 tool: call.name.clone(),
-                                status: response.status,
-                                excerpt: response.body.chars().take(MAX_EVIDENCE_CHARS).collect(),
+                                status: read.status,
+                                excerpt: read.content.chars().take(MAX_EVIDENCE_CHARS).collect(),
                             });
                         }
-                        turn::read_result(response.status, &response.body)
+                        read.content
                     }
                     Err(e) => {
                         run.record.outcome = ToolOutcome::Failed;
@@ -153,29 +153,28 @@ impl ToolRunner {
         Ok(run)
     }
 
-    /// Files the write as a proposal (once per message and payload).
+    /// Files the writes as a proposal (once per message and payload).
     async fn file_proposal(
         &self,
         ctx: &CallContext<'_>,
-        request: &ToolRequest,
+        plan: &WritePlan,
     ) -> Result<ProposalId, JobFailure> {
         let tool = ctx
             .character
-            .tool(&request.tool)
+            .tool(&plan.tool)
             .expect("a planned call names a known tool");
-        let body = request.body.clone().unwrap_or_default();
         let id = ProposalId::new_v7();
         let proposed = Proposed {
             proposal_id: id,
             conversation_id: ctx.msg.conversation_id,
             inbox_id: ctx.msg.id,
-            request: request.clone(),
-            payload_sha256: payload_digest(request),
+            request: plan.clone(),
+            payload_sha256: payload_digest(plan),
             pattern_value: tool
                 .pattern_key
                 .as_deref()
-                .and_then(|key| pattern_value(&body, key)),
-            amount_minor: amount_minor(&body, &tool.amount_fields),
+                .and_then(|key| pattern_value(&plan.arguments, key)),
+            amount_minor: amount_minor(&plan.arguments, &tool.amount_fields),
             proposer: format!("{}:{}", ctx.msg.platform, ctx.msg.author_id),
             evidence: ctx.evidence.to_vec(),
         };
@@ -272,17 +271,70 @@ impl ToolRunner {
         .to_string())
     }
 
-    /// Sends a read to the tenant's Accounting API; the model gets the
-    /// status and body, or why it failed.
-    pub async fn read(&self, target: &AccountingTarget, request: &ToolRequest) -> String {
-        match self
-            .accounting
-            .send(target, request, None, self.timeout)
-            .await
-        {
-            Ok(response) => turn::read_result(response.status, &response.body),
-            Err(e) => turn::refusal(&e.to_string()),
+    /// Sends a read to the tenant's Accounting API, page by page for a
+    /// paged list; the model gets the items, or the status and body of an
+    /// error.
+    pub async fn read_pages(
+        &self,
+        character: &Character,
+        target: &AccountingTarget,
+        request: &ToolRequest,
+    ) -> Result<ReadOutcome, AccountingError> {
+        let api = character.api();
+        let paging = api.and_then(|api| {
+            let op = api.spec.operation(&request.operation)?;
+            let paging = api.paging.as_ref()?;
+            is_paging(api, op, &paging.page).then_some(paging)
+        });
+        let Some(paging) = paging else {
+            let response = self
+                .accounting
+                .send(target, request, None, self.timeout)
+                .await?;
+            return Ok(ReadOutcome::of(
+                &response,
+                turn::read_result(response.status, &response.body),
+            ));
+        };
+        let only_without = character
+            .tool(&request.tool)
+            .and_then(|t| t.only_without.as_deref());
+        let mut read = PagedRead::new(paging, only_without);
+        let mut digest = Sha256::new();
+        let mut bytes = 0;
+        while let Some(query) = read.next_query(&request.query) {
+            let page = ToolRequest {
+                query,
+                ..request.clone()
+            };
+            let response = self
+                .accounting
+                .send(target, &page, None, self.timeout)
+                .await?;
+            digest.update(response.body.as_bytes());
+            bytes += response.bytes as u64;
+            if !(200..300).contains(&response.status) {
+                return Ok(ReadOutcome::of(
+                    &response,
+                    turn::read_result(response.status, &response.body),
+                ));
+            }
+            let count = |name: &str| response.header(name).and_then(|v| v.trim().parse().ok());
+            if let Err(e) = read.take(
+                &response.body,
+                count(&paging.page_count_header).and_then(|c: u64| u32::try_from(c).ok()),
+                count(&paging.result_count_header),
+            ) {
+                return Ok(ReadOutcome::of(&response, turn::refusal(&e)));
+            }
         }
+        Ok(ReadOutcome {
+            ok: true,
+            status: 200,
+            sha256: hex::encode(digest.finalize()),
+            bytes,
+            content: read.result(),
+        })
     }
 
     /// Answers a call beyond the per-answer limit without running it.
@@ -293,6 +345,33 @@ impl ToolRunner {
             content,
             evidence: None,
             proposal: None,
+        }
+    }
+}
+
+/// What a read came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Whether every page was answered 2xx.
+    pub ok: bool,
+    /// The last status.
+    pub status: u16,
+    /// SHA-256 of the bodies, in order.
+    pub sha256: String,
+    /// Bytes read.
+    pub bytes: u64,
+    /// What the model is told.
+    pub content: String,
+}
+
+impl ReadOutcome {
+    fn of(response: &AccountingResponse, content: String) -> Self {
+        Self {
+            ok: (200..300).contains(&response.status),
+            status: response.status,
+            sha256: hex::encode(Sha256::digest(response.body.as_bytes())),
+            bytes: response.bytes as u64,
+            content,
         }
     }
 }

@@ -392,10 +392,13 @@ impl TenantStore {
         &self,
         before: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<InboxId>, StoreError> {
+    ) -> Result<Vec<(InboxId, bool)>, StoreError> {
         let mut tx = self.begin().await?;
-        let ids = sqlx::query_scalar!(
-            r#"SELECT id AS "id: InboxId" FROM inbox WHERE tenant_id = $3 AND processed_at IS NULL
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id: InboxId",
+                 jsonb_path_exists(attachments, '$[*] ? (!exists(@.stored) && !exists(@.refused))')
+                   AS "files_pending!"
+               FROM inbox WHERE tenant_id = $3 AND processed_at IS NULL
                AND received_at < $1 ORDER BY received_at LIMIT $2"#,
             before,
             limit,
@@ -404,7 +407,41 @@ impl TenantStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(ids)
+        Ok(rows.into_iter().map(|r| (r.id, r.files_pending)).collect())
+    }
+
+    /// Records what became of an unanswered message's files; `false` when
+    /// it was answered meanwhile.
+    pub async fn set_attachments(
+        &self,
+        id: InboxId,
+        attachments: &[Attachment],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query!(
+            "UPDATE inbox SET attachments = $2 WHERE id = $1 AND processed_at IS NULL",
+            id as _,
+            Json(attachments) as _
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Writes a notice into a conversation (delivered like a reply); `None`
+    /// when one with this key exists already.
+    pub async fn notify(
+        &self,
+        conversation: ConversationId,
+        dedupe_key: &str,
+        text: &str,
+    ) -> Result<Option<OutboxId>, StoreError> {
+        let mut tx = self.begin().await?;
+        let id = insert_outbox(&mut tx, OutboxId::new_v7(), conversation, dedupe_key, text).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Opens a message given up on (its turn failed for good and the user

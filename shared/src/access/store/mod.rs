@@ -13,6 +13,7 @@ mod agent_runs;
 mod dead_jobs;
 mod events;
 mod facts;
+mod files;
 mod inbox;
 mod inbox_writer;
 mod lease;

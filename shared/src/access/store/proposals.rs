@@ -5,13 +5,13 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
-use super::inbox::insert_outbox;
+use super::inbox::{conversation_for, insert_outbox};
 use super::{StoreError, TenantStore};
 use crate::engine::review::ReviewCard;
 use crate::event::{Actor, Evidence, ProposalEvent, proposal_stream};
-use crate::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
+use crate::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, TenantId};
 use crate::proposal::ProposalState;
-use crate::request::ToolRequest;
+use crate::request::WritePlan;
 
 /// A proposal row (the projection of its stream).
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +26,7 @@ pub struct ProposalModel {
     /// The write tool.
     pub tool: String,
     /// The exact request.
-    pub request: Json<ToolRequest>,
+    pub request: Json<WritePlan>,
     /// Its digest.
     pub payload_sha256: String,
     /// The pattern key's value.
@@ -76,7 +76,7 @@ impl ProposalModel {
         ReviewCard {
             proposal_id: self.id,
             tool: &self.tool,
-            body: self.request.body.as_ref().unwrap_or(&Value::Null),
+            plan: &self.request,
             amount_minor: self.amount_minor,
             proposer: &self.proposer,
             reason,
@@ -100,7 +100,7 @@ pub struct NewProposal {
     /// Message whose turn filed it.
     pub inbox_id: InboxId,
     /// The exact request.
-    pub request: ToolRequest,
+    pub request: WritePlan,
     /// Its digest.
     pub payload_sha256: String,
     /// The pattern key's value.
@@ -145,7 +145,7 @@ macro_rules! select_proposals {
             ProposalModel,
             r#"SELECT id AS "id: ProposalId", tenant_id AS "tenant_id: TenantId",
                conversation_id AS "conversation_id: ConversationId", inbox_id AS "inbox_id: InboxId",
-               tool, request AS "request: Json<ToolRequest>", payload_sha256, pattern_value,
+               tool, request AS "request: Json<WritePlan>", payload_sha256, pattern_value,
                amount_minor, proposer, state, review_channel, review_ts, decided_by, stream_version "#
                 + $rest
             $(, $arg)*
@@ -221,6 +221,38 @@ impl ProposalTx {
             text,
         )
         .await
+    }
+
+    /// Writes a notice into the proposal's review thread (delivered like a
+    /// reply); `None` when it has no review card, or a notice with this key
+    /// exists already.
+    pub async fn notify_review_thread(
+        &mut self,
+        dedupe_key: &str,
+        text: &str,
+    ) -> Result<Option<OutboxId>, StoreError> {
+        let (Some(channel), Some(ts)) = (
+            self.proposal.review_channel.clone(),
+            self.proposal.review_ts.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let character = sqlx::query_scalar!(
+            "SELECT character FROM conversations WHERE id = $1",
+            self.proposal.conversation_id as _
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let thread = conversation_for(
+            &mut self.tx,
+            self.proposal.tenant_id,
+            Platform::Slack,
+            &channel,
+            &ts,
+            &character,
+        )
+        .await?;
+        insert_outbox(&mut self.tx, OutboxId::new_v7(), thread, dedupe_key, text).await
     }
 
     /// Commits the change.
@@ -361,9 +393,64 @@ impl TenantStore {
         })
     }
 
-    /// Request bodies of the tenant's executed proposals of `tool` with this
+    /// Holds the proposal's execution for `holder` during `ttl` (taken, or
+    /// renewed when `holder` has it); `false` while another holds it.
+    pub async fn hold_execution(
+        &self,
+        id: ProposalId,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let held = sqlx::query!(
+            "UPDATE proposals SET execution_holder = $2, \
+             execution_until = now() + $3::bigint * interval '1 millisecond' \
+             WHERE id = $1 AND (execution_until IS NULL OR execution_until < now() OR execution_holder = $2)",
+            id as _,
+            holder,
+            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(held == 1)
+    }
+
+    /// Lets the proposal's execution go, if `holder` has it.
+    pub async fn release_execution(&self, id: ProposalId, holder: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query!(
+            "UPDATE proposals SET execution_until = NULL, execution_holder = NULL \
+             WHERE id = $1 AND execution_holder = $2",
+            id as _,
+            holder
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The proposal's step events (started, finished), oldest first.
+    pub async fn execution_steps(&self, id: ProposalId) -> Result<Vec<ProposalEvent>, StoreError> {
+        let mut tx = self.begin().await?;
+        let events = tx
+            .read_stream(
+                &proposal_stream(id),
+                &[ProposalEvent::STEP_STARTED, ProposalEvent::STEP_FINISHED],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(events
+            .into_iter()
+            .filter_map(|e| ProposalEvent::from_stored(&e.type_name, e.payload))
+            .collect())
+    }
+
+    /// The arguments of the tenant's executed proposals of `tool` with this
     /// pattern value, newest first.
-    pub async fn executed_bodies(
+    pub async fn executed_arguments(
         &self,
         tool: &str,
         pattern_value: &str,
@@ -371,7 +458,7 @@ impl TenantStore {
     ) -> Result<Vec<Value>, StoreError> {
         let mut tx = self.begin().await?;
         let bodies = sqlx::query_scalar!(
-            r#"SELECT coalesce(request->'body', 'null'::jsonb) AS "body!" FROM proposals
+            r#"SELECT coalesce(request->'arguments', 'null'::jsonb) AS "arguments!" FROM proposals
                WHERE tenant_id = $1 AND tool = $2 AND pattern_value = $3 AND state = 'executed'
                ORDER BY created_at DESC LIMIT $4"#,
             self.tenant as _,

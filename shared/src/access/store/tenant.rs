@@ -16,6 +16,9 @@ pub struct TenantSettings {
     /// The name of the tenant's Accounting API credential in the worker's
     /// secrets; `None` uses the default credential.
     pub accounting_credential: Option<String>,
+    /// The tenant's company in the Accounting API (Fiken's `companySlug`);
+    /// `None` until it is connected.
+    pub accounting_company: Option<String>,
     /// Inbound messages per user and minute; `None` uses the default.
     pub user_per_minute: Option<i32>,
     /// Inbound messages per tenant and minute; `None` uses the default.
@@ -38,7 +41,7 @@ impl TenantTx {
         sqlx::query_as!(
             TenantSettings,
             "SELECT slug, name, brief, accounting_base_url, accounting_credential, \
-             user_per_minute, tenant_per_minute FROM tenants WHERE id = $1",
+             accounting_company, user_per_minute, tenant_per_minute FROM tenants WHERE id = $1",
             self.tenant as _
         )
         .fetch_optional(&mut **self)

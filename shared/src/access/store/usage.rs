@@ -104,7 +104,7 @@ impl TenantTx {
     ) -> Result<(TenantSettings, TokenBudget), StoreError> {
         let row = sqlx::query!(
             r#"SELECT t.slug, t.name, t.brief, t.accounting_base_url, t.accounting_credential,
-               t.user_per_minute, t.tenant_per_minute, t.llm_tokens_per_day,
+               t.accounting_company, t.user_per_minute, t.tenant_per_minute, t.llm_tokens_per_day,
                (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u
                 WHERE u.tenant_id = t.id AND u.day = $2) AS "used!"
                FROM tenants t WHERE t.id = $1"#,
@@ -120,6 +120,7 @@ impl TenantTx {
             brief: row.brief,
             accounting_base_url: row.accounting_base_url,
             accounting_credential: row.accounting_credential,
+            accounting_company: row.accounting_company,
             user_per_minute: row.user_per_minute,
             tenant_per_minute: row.tenant_per_minute,
         };
