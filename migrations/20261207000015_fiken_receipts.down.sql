@@ -1,3 +1,4 @@
+DROP INDEX proposals_unexecuted;
 ALTER TABLE proposals DROP COLUMN execution_until, DROP COLUMN execution_holder;
 ALTER TABLE proposals DROP CONSTRAINT proposals_state_check;
 ALTER TABLE proposals ADD CONSTRAINT proposals_state_check CHECK (state IN ('proposed',

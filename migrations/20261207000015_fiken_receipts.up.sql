@@ -36,3 +36,7 @@ ALTER TABLE proposals ADD CONSTRAINT proposals_state_check CHECK (state IN ('pro
 ALTER TABLE proposals
     ADD COLUMN execution_holder text,
     ADD COLUMN execution_until timestamptz;
+
+-- The relay finds approved writes whose execution job was lost.
+CREATE INDEX proposals_unexecuted ON proposals (tenant_id, updated_at)
+    WHERE state IN ('approved', 'auto_approved', 'executing');

@@ -139,6 +139,10 @@ pub struct ServiceSettings {
     /// How long a stopping worker lets its running jobs go on, in
     /// milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Timeout of one Accounting API call, in seconds.
+    pub accounting_timeout_secs: u64,
+    /// The largest file the gateway reads, in bytes.
+    pub max_file_bytes: u64,
 }
 
 impl Default for ServiceSettings {
@@ -157,6 +161,8 @@ impl Default for ServiceSettings {
             max_tool_rounds: worker.llm.max_tool_rounds,
             user_per_minute: gateway::GatewayConfig::default().limits.user_per_minute,
             shutdown_grace_ms: 2_000,
+            accounting_timeout_secs: worker.accounting.timeout_secs,
+            max_file_bytes: gateway::GatewayConfig::default().files.max_bytes,
         }
     }
 }
@@ -187,6 +193,10 @@ impl ServiceSettings {
             ("AE_LLM__TIMEOUT_SECS", self.llm_timeout_secs.to_string()),
             ("AE_LLM__MAX_TOOL_ROUNDS", self.max_tool_rounds.to_string()),
             ("AE_SHUTDOWN_GRACE_MS", self.shutdown_grace_ms.to_string()),
+            (
+                "AE_ACCOUNTING__TIMEOUT_SECS",
+                self.accounting_timeout_secs.to_string(),
+            ),
         ]
         .map(|(k, v)| (k.to_owned(), v))
         .into()
@@ -203,6 +213,7 @@ impl ServiceSettings {
         cfg.llm.timeout_secs = self.llm_timeout_secs;
         cfg.llm.max_tool_rounds = self.max_tool_rounds;
         cfg.shutdown_grace_ms = self.shutdown_grace_ms;
+        cfg.accounting.timeout_secs = self.accounting_timeout_secs;
     }
 
     /// The gateway's settings as `AE_*` variables.
@@ -218,6 +229,7 @@ impl ServiceSettings {
                 "AE_LIMITS__USER_PER_MINUTE",
                 self.user_per_minute.to_string(),
             ),
+            ("AE_FILES__MAX_BYTES", self.max_file_bytes.to_string()),
         ]
         .map(|(k, v)| (k.to_owned(), v))
         .into()
@@ -229,6 +241,7 @@ impl ServiceSettings {
         cfg.delivery.retry.base_ms = self.retry_base_ms;
         cfg.delivery.retry.max_ms = self.retry_max_ms;
         cfg.limits.user_per_minute = self.user_per_minute;
+        cfg.files.max_bytes = self.max_file_bytes;
     }
 }
 

@@ -140,11 +140,14 @@ impl std::fmt::Debug for LlmConfig {
     }
 }
 
+/// Fiken's API v2.
+pub const FIKEN_API: &str = "https://api.fiken.no/api/v2";
+
 /// The Accounting API the tools call.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AccountingConfig {
-    /// Base URL. Required.
+    /// Base URL. Default Fiken's, `https://api.fiken.no/api/v2`.
     pub base_url: String,
     /// Bearer token. Required.
     #[serde(skip_serializing)]
@@ -217,7 +220,7 @@ impl Default for SchedulerConfig {
 impl Default for AccountingConfig {
     fn default() -> Self {
         Self {
-            base_url: String::new(),
+            base_url: FIKEN_API.to_owned(),
             token: SecretString::default(),
             credentials: BTreeMap::new(),
             timeout_secs: 15,

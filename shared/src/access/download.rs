@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 #[non_exhaustive]
 pub enum DownloadError {
     /// The file is larger than the cap.
-    #[error("larger than {} MiB", .limit_bytes / (1024 * 1024))]
+    #[error("larger than {}", size_text(*.limit_bytes))]
     TooLarge {
         /// The cap.
         limit_bytes: u64,
@@ -31,6 +31,16 @@ impl DownloadError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// A size as people read it: whole MiB from 1 MiB up, else whole KiB.
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
     }
 }
 

@@ -463,6 +463,27 @@ impl FakeSlack {
         self.base_url.replace("/api", "/files/")
     }
 
+    /// Plain messages posted to `channel` waiting to be taken.
+    pub fn posted_in(&self, channel: &str) -> usize {
+        self.inner
+            .lock()
+            .unwrap()
+            .posted
+            .iter()
+            .filter(|p| p.channel == channel)
+            .count()
+    }
+
+    /// Takes the plain messages posted to `channel`, oldest first.
+    pub fn take_posted_in(&self, channel: &str) -> Vec<PostedMessage> {
+        let mut inner = self.inner.lock().unwrap();
+        let (taken, kept) = std::mem::take(&mut inner.posted)
+            .into_iter()
+            .partition(|p| p.channel == channel);
+        inner.posted = kept;
+        taken.into()
+    }
+
     /// Serves a file a user shared; its `url_private`.
     pub fn add_file(&self, name: &str, bytes: Vec<u8>, content_type: &str) -> String {
         let path = format!("F{}/{name}", uuid::Uuid::new_v4().simple());

@@ -35,9 +35,9 @@ use shared::request::ToolRequest;
 
 use super::accounts::Accounts;
 
-/// How long an execution holds its proposal without renewing (it renews
-/// before every step).
-const HOLD_TTL: Duration = Duration::from_secs(120);
+/// How many requests' time an execution holds its proposal without
+/// renewing (it renews before every request it sends).
+const HOLD_REQUESTS: u32 = 4;
 
 /// Carries out approved proposals.
 #[derive(Debug, Clone)]
@@ -131,7 +131,7 @@ impl ExecutionManager {
         // job without marking the write as started.
         let (_, target) = self.accounts.of(&store).await?;
         let holder = shared::runner::unique_worker_name("execution");
-        if !store.hold_execution(id, &holder, HOLD_TTL).await? {
+        if !store.hold_execution(id, &holder, self.hold_ttl()).await? {
             return Err(JobFailure::deferred(
                 anyhow::anyhow!("proposal {id} is being executed"),
                 "Another execution holds the proposal",
@@ -151,6 +151,12 @@ impl ExecutionManager {
             tracing::warn!(error = %e, "Cannot release a proposal's execution; its hold runs out");
         }
         executed
+    }
+
+    /// How long one execution holds its proposal: longer than a request
+    /// may take, so a live execution never loses it between renewals.
+    fn hold_ttl(&self) -> Duration {
+        self.timeout * HOLD_REQUESTS
     }
 
     async fn deliver(
@@ -196,16 +202,7 @@ impl Run<'_> {
                 made[i].clone_from(id);
                 continue;
             }
-            if !self
-                .store
-                .hold_execution(self.id, self.holder, HOLD_TTL)
-                .await?
-            {
-                return Err(JobFailure::deferred(
-                    anyhow::anyhow!("the execution of {} was taken over", self.id),
-                    "The execution's hold ran out",
-                ));
-            }
+            self.renew().await?;
             let request =
                 fill(step, &made).map_err(|e| JobFailure::Permanent(anyhow::anyhow!(e)))?;
             let state = std::mem::replace(&mut states[i], StepState::Todo);
@@ -218,6 +215,22 @@ impl Run<'_> {
             }
         }
         self.finish(&proposal).await
+    }
+
+    /// Renews the hold on the proposal; a deferral when another execution
+    /// took it over (this one's hold ran out).
+    async fn renew(&self) -> Result<(), JobFailure> {
+        if self
+            .store
+            .hold_execution(self.id, self.holder, self.manager.hold_ttl())
+            .await?
+        {
+            return Ok(());
+        }
+        Err(JobFailure::deferred(
+            anyhow::anyhow!("the execution of {} was taken over", self.id),
+            "The execution's hold ran out",
+        ))
     }
 
     /// Marks the proposal executing; `None` when there is nothing (more)
@@ -366,6 +379,9 @@ impl Run<'_> {
     }
 
     async fn send(&self, request: &ToolRequest, file: Option<Vec<u8>>) -> Sent {
+        if let Err(failure) = self.renew().await {
+            return Sent::NotMade(failure);
+        }
         let m = self.manager;
         match m
             .accounting
@@ -441,6 +457,7 @@ impl Run<'_> {
                 body: None,
                 file: None,
             };
+            self.renew().await?;
             let m = self.manager;
             let response = m
                 .accounting

@@ -5,7 +5,8 @@
 //! restart without persistence it brings the lost jobs back, and a turn
 //! whose job ended without answering is pushed again under a fresh id. A
 //! message whose files were not fetched yet gets its fetch pushed instead;
-//! files past their tenant's retention are deleted.
+//! an approved write whose execution job was lost gets it back; files past
+//! their tenant's retention are deleted.
 
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Sweep {
     pub deliveries: usize,
     /// Agent run jobs pushed for runs not finished.
     pub runs: usize,
+    /// Execution jobs pushed for approved writes not carried out.
+    pub executions: usize,
     /// Files deleted past their tenant's retention.
     pub files_expired: u64,
 }
@@ -115,6 +118,28 @@ impl Relay {
             super::triggers::queue_run(&self.queue, store, run_id).await?;
             sweep.runs += 1;
         }
+        for proposal_id in store.unexecuted_proposals(before, self.cfg.batch).await? {
+            let job = Job::new(
+                tenant_id,
+                &shared::telemetry::current_traceparent(),
+                WorkerJob::ExecuteV1 { proposal_id },
+            );
+            let task_id = job.kind.dedupe_key().unwrap_or_default();
+            // A finished job was concluded (or given up, and the owner told):
+            // only a lost one is pushed again.
+            let finished = self
+                .queue
+                .is_finished(QueueName::Worker, &task_id)
+                .await
+                .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
+            if !finished {
+                self.queue
+                    .enqueue(job)
+                    .await
+                    .map_err(|e| JobFailure::retryable(e, "Cannot re-queue an execution"))?;
+                sweep.executions += 1;
+            }
+        }
         sweep.files_expired += store.delete_expired_files(self.cfg.batch).await?;
         Ok(())
     }
@@ -133,6 +158,7 @@ impl Relay {
                         turns = sweep.turns,
                         deliveries = sweep.deliveries,
                         runs = sweep.runs,
+                        executions = sweep.executions,
                         files_expired = sweep.files_expired,
                         "Relay re-queued unfinished work"
                     );

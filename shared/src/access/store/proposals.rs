@@ -432,6 +432,29 @@ impl TenantStore {
         Ok(())
     }
 
+    /// Approved proposals not executed (nor held by an execution) since
+    /// before `before`, oldest first: their execution jobs may be lost.
+    pub async fn unexecuted_proposals(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<ProposalId>, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids = sqlx::query_scalar!(
+            r#"SELECT id AS "id: ProposalId" FROM proposals
+               WHERE tenant_id = $1 AND state IN ('approved', 'auto_approved', 'executing')
+               AND updated_at < $2 AND (execution_until IS NULL OR execution_until < now())
+               ORDER BY updated_at LIMIT $3"#,
+            self.tenant as _,
+            before,
+            limit
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
     /// The proposal's step events (started, finished), oldest first.
     pub async fn execution_steps(&self, id: ProposalId) -> Result<Vec<ProposalEvent>, StoreError> {
         let mut tx = self.begin().await?;
