@@ -231,6 +231,14 @@ pub struct FilesConfig {
     pub slack_base_url: String,
     /// Where Discord serves attachments. Default its two CDN hosts.
     pub discord_base_urls: Vec<String>,
+    /// The gateway's public base URL (`https://automate-e.example.com`):
+    /// set, a review card gets a Receipt button that gives the reviewer a
+    /// link to the files, served here for ten minutes. Unset: no links.
+    pub public_url: Option<String>,
+    /// The key receipt links are signed with. Required with `public_url`;
+    /// the same on every gateway.
+    #[serde(skip_serializing)]
+    pub link_secret: SecretString,
 }
 
 impl Default for FilesConfig {
@@ -244,6 +252,8 @@ impl Default for FilesConfig {
                 "https://cdn.discordapp.com/".to_owned(),
                 "https://media.discordapp.net/".to_owned(),
             ],
+            public_url: None,
+            link_secret: SecretString::default(),
         }
     }
 }
@@ -286,6 +296,10 @@ impl GatewayConfig {
         require_http_url("files.slack_base_url", &self.files.slack_base_url)?;
         for url in &self.files.discord_base_urls {
             require_http_url("files.discord_base_urls", url)?;
+        }
+        if let Some(url) = &self.files.public_url {
+            require_http_url("files.public_url", url)?;
+            require_secret("files.link_secret", &self.files.link_secret)?;
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use manager::delivery::{ChatClients, DeliveryManager};
 use manager::files::{FileManager, FileSources};
 use manager::ingest::{InboundPaces, IngestManager};
 use manager::presence::Presence;
-use manager::review_desk::ReviewDesk;
+use manager::review_desk::{ReceiptLinks, ReviewDesk};
 
 /// A built gateway, ready to run.
 pub struct App {
@@ -105,7 +105,11 @@ impl App {
                 tenant: per_minute(cfg.limits.tenant_per_minute),
             },
         );
-        let reviews = ReviewDesk::new(store.clone(), queue.clone(), chats.slack.clone());
+        let links = cfg.files.public_url.as_ref().map(|url| ReceiptLinks {
+            public_url: url.clone(),
+            secret: cfg.files.link_secret.clone(),
+        });
+        let reviews = ReviewDesk::new(store.clone(), queue.clone(), chats.slack.clone(), links);
         let telegram_webhook = cfg.telegram.enabled() && cfg.telegram.mode == TelegramMode::Webhook;
         let state = HttpState {
             ingest: ingest.clone(),
@@ -123,6 +127,11 @@ impl App {
                 .clone()
                 .filter(|t| !t.expose_secret().is_empty())
                 .map(Arc::new),
+            link_secret: cfg
+                .files
+                .public_url
+                .is_some()
+                .then(|| Arc::new(cfg.files.link_secret.clone())),
         };
         let listener = match listener {
             Some(l) => l,

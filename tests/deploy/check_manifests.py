@@ -86,6 +86,7 @@ SECRET_ENV_OWNERS: dict[str, set[str]] = {
     "AE_TELEGRAM__TOKEN": {"gateway"},
     "AE_TELEGRAM__WEBHOOK_SECRET": {"gateway"},
     "AE_QUEUE_DEPTH_TOKEN": {"gateway"},
+    "AE_FILES__LINK_SECRET": {"gateway"},
     "AE_LLM__API_KEY": {"worker"},
     "AE_ACCOUNTING__TOKEN": {"worker"},
 }

@@ -7,7 +7,8 @@
 //! nothing is kept.
 
 use serde_json::{Value, json};
-use shared::engine::review::APPROVE_ACTION;
+use shared::engine::files::FileLink;
+use shared::engine::review::{APPROVE_ACTION, RECEIPT_ACTION};
 use tests::fake::openai::Scripted;
 use tests::fake::slack::PostedCard;
 use tests::{
@@ -105,6 +106,72 @@ async fn approve(t: &TestEnv, card: &PostedCard) {
     t.wait_for_proposal("executed").await;
     t.wait_idle().await;
     assert_eq!(t.slack.take_updates().len(), 1, "the card is updated once");
+}
+
+/// The card's Receipt button gives a reviewer, and only a reviewer, a link
+/// that serves the file for ten minutes; a forged or stale link serves
+/// nothing.
+async fn assert_receipt_links(t: &TestEnv, card: &PostedCard, pdf: &[u8]) {
+    let buttons = card
+        .blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .unwrap()["elements"]
+        .clone();
+    assert_eq!(buttons[2]["action_id"], RECEIPT_ACTION);
+    let value = buttons[2]["value"].as_str().unwrap();
+    assert_eq!(t.click("W999", RECEIPT_ACTION, value).await, 200);
+    assert_eq!(t.click("W222", RECEIPT_ACTION, value).await, 200);
+    t.wait_until("two answers", || async { t.slack.ephemerals().len() == 2 })
+        .await;
+    let mut told = t.slack.take_ephemerals();
+    told.sort_by(|a, b| b.1.cmp(&a.1));
+    assert_eq!(told[0].1, "W999");
+    assert_eq!(told[0].2, "you are not a reviewer for this company");
+    assert_eq!(told[1].1, "W222");
+    let link = told[1]
+        .2
+        .split('<')
+        .nth(1)
+        .and_then(|l| l.split('|').next())
+        .expect("a link")
+        .to_owned();
+    let response = reqwest::get(&link).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    assert_eq!(response.headers()["cache-control"], "private, no-store");
+    assert_eq!(response.bytes().await.unwrap().as_ref(), pdf);
+    // Another reviewer's name, or a later expiry, breaks the signature.
+    for forged in [
+        link.replace("slack%3AW222", "slack%3AW333"),
+        link.replace("expires=", "expires=1"),
+    ] {
+        assert_eq!(
+            reqwest::get(&forged).await.unwrap().status(),
+            403,
+            "{forged}"
+        );
+    }
+    // A link signed with the key but expired serves nothing either.
+    let (base, _) = link.split_once('?').unwrap();
+    let (tenant, sha) = {
+        let parts: Vec<&str> = base.rsplitn(3, '/').collect();
+        (parts[1].to_owned(), parts[0].to_owned())
+    };
+    let stale = FileLink {
+        tenant: uuid::Uuid::parse_str(&tenant).unwrap().into(),
+        sha256: &sha,
+        expires: chrono::Utc::now().timestamp() - 1,
+        reviewer: "slack:W222",
+    };
+    let url = format!(
+        "{base}?expires={}&reviewer=slack%3AW222&signature={}",
+        stale.expires,
+        stale.signature(tests::LINK_SECRET.as_bytes())
+    );
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 403);
 }
 
 /// How each step of the executed proposals ended, in order.
@@ -216,6 +283,7 @@ async fn a_pdf_receipt_in_slack_is_fetched_with_the_bot_token_and_attached_once(
             json!({"type": "file", "file": {"filename": "kvittering.pdf",
                    "file_data": tests::data_url("application/pdf", &pdf)}})
         );
+        assert_receipt_links(t, &card, &pdf).await;
 
         approve(t, &card).await;
         assert_eq!(t.accounting.purchases(ACME).len(), 1);
@@ -405,6 +473,56 @@ async fn files_too_large_of_a_refused_type_or_unreachable_get_a_clear_reply_and_
         assert!(content.contains("- stor.jpg: not read (larger than"), "{content}");
         // The big file was not read past the limit.
         assert_eq!(t.slack.files.fetched().len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kept_files_are_deleted_after_their_tenants_retention() {
+    run_test(async |t| {
+        let acme = t.db.tenant_id(ACME).await;
+        sqlx::query("UPDATE tenants SET file_retention_days = 30 WHERE id = $1")
+            .bind(acme)
+            .execute(&t.db.owner)
+            .await
+            .unwrap();
+        let store = t.db.service_store().await;
+        let tenant = store.tenant(acme.into());
+        for seed in [1, 2] {
+            let jpeg = receipt_jpeg(seed);
+            let file = shared::request::FileRef {
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&jpeg)),
+                filename: format!("r{seed}.jpg"),
+                content_type: "image/jpeg".into(),
+                size_bytes: jpeg.len() as u64,
+            };
+            tenant.store_file(&file, &jpeg).await.unwrap();
+        }
+        let days: Vec<i32> = sqlx::query_scalar(
+            "SELECT extract(day FROM expires_at - created_at)::int FROM files ORDER BY filename",
+        )
+        .fetch_all(&t.db.owner)
+        .await
+        .unwrap();
+        assert_eq!(days, [30, 30], "kept for the tenant's retention");
+        // The first is past its retention.
+        sqlx::query(
+            "UPDATE files SET expires_at = now() - interval '1 second' WHERE filename = 'r1.jpg'",
+        )
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+        let relay = worker::manager::relay::Relay::new(
+            store.clone(),
+            t.queue.clone(),
+            worker::config::RelayConfig::default(),
+        );
+        assert_eq!(relay.sweep().await.unwrap().files_expired, 1);
+        let kept: Vec<String> = sqlx::query_scalar("SELECT filename FROM files")
+            .fetch_all(&t.db.owner)
+            .await
+            .unwrap();
+        assert_eq!(kept, ["r2.jpg"]);
     })
     .await;
 }

@@ -278,6 +278,9 @@ pub fn data_url(content_type: &str, bytes: &[u8]) -> String {
     )
 }
 
+/// The key the in-process gateway signs receipt links with.
+pub const LINK_SECRET: &str = "test-receipt-link-secret";
+
 /// The default tenant's slug, and its company in the Accounting API.
 pub const ACME: &str = "acme";
 
@@ -472,6 +475,9 @@ impl TestEnv {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
+        let port = listener.local_addr().expect("gateway address").port();
+        cfg.files.public_url = Some(format!("http://127.0.0.1:{port}"));
+        cfg.files.link_secret = SecretString::from(LINK_SECRET);
         let app = gateway::App::build(cfg, Some(listener))
             .await
             .expect("build gateway");

@@ -1,6 +1,7 @@
 //! The gateway's HTTP edge: webhooks, health, readiness and metrics.
 
 mod error;
+mod files;
 mod slack;
 mod slack_interactivity;
 mod telegram;
@@ -48,6 +49,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// Bearer token `/queue-depth` requires, if any.
     pub queue_depth_token: Option<Arc<SecretString>>,
+    /// The key receipt links are signed with, when they are given.
+    pub link_secret: Option<Arc<SecretString>>,
 }
 
 /// The gateway's routes.
@@ -65,6 +68,7 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/queue-depth", get(queue_depth))
+        .route("/files/{tenant}/{sha256}", get(files::serve))
         .with_state(state)
         // A bug must cost one request a 500, never the connection unanswered.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shared::engine::review::{
-    APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_CALLBACK,
+    APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, RECEIPT_ACTION, REJECT_ACTION, REJECT_CALLBACK,
 };
 use shared::job::JobFailure;
 use slack_morphism::SlackActionId;
@@ -53,6 +53,7 @@ pub(super) async fn interactivity(
                 };
                 let result = match action.action_id.0.as_str() {
                     APPROVE_ACTION => state.reviews.approve(&click).await,
+                    RECEIPT_ACTION => state.reviews.show_receipts(&click).await,
                     REJECT_ACTION => {
                         state
                             .reviews

@@ -4,9 +4,11 @@
 //! twice, and forwards questions in the review thread to the owner.
 
 use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
 use shared::access::queue::JobQueue;
 use shared::access::slack::SlackClient;
 use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
+use shared::engine::files::{FileLink, LINK_TTL_SECS};
 use shared::engine::proposal::{DecisionCheck, Transition, check_decision, next};
 use shared::engine::review::{
     DecisionView, MAX_REASON_CHARS, agent_note, decided_card, notice_rejected,
@@ -39,21 +41,47 @@ struct History {
     agent: Option<AgentReviewed>,
 }
 
+/// Where reviewers' links to receipts point, and the key they are signed
+/// with.
+#[derive(Clone)]
+pub struct ReceiptLinks {
+    /// The gateway's public base URL.
+    pub public_url: String,
+    /// The signing key.
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for ReceiptLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptLinks")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The reviewers' desk.
 #[derive(Debug, Clone)]
 pub struct ReviewDesk {
     store: Store,
     queue: JobQueue,
     slack: SlackClient,
+    links: Option<ReceiptLinks>,
 }
 
 impl ReviewDesk {
-    /// A desk over the store, the queue and the Slack client.
-    pub fn new(store: Store, queue: JobQueue, slack: SlackClient) -> Self {
+    /// A desk over the store, the queue and the Slack client; with `links`,
+    /// reviewers can open a proposal's receipts.
+    pub fn new(
+        store: Store,
+        queue: JobQueue,
+        slack: SlackClient,
+        links: Option<ReceiptLinks>,
+    ) -> Self {
         Self {
             store,
             queue,
             slack,
+            links,
         }
     }
 
@@ -93,7 +121,7 @@ impl ReviewDesk {
             JobFailure::Permanent(anyhow::anyhow!("the tenant has no review channel"))
         })?;
         let history = Self::history(&store, id).await?;
-        let card = proposal.review_card(&history.reason, &history.evidence);
+        let card = proposal.review_card(&history.reason, &history.evidence, self.links.is_some());
         let (text, blocks) = review_card(&card);
         let ts = self.slack.post_blocks(&channel, &text, blocks).await?;
         let mut tx = store.lock_proposal(id).await?;
@@ -273,23 +301,83 @@ impl ReviewDesk {
         let (Some(channel), Some(ts)) = (&proposal.review_channel, &proposal.review_ts) else {
             return;
         };
-        let card = proposal.review_card(&history.reason, &history.evidence);
+        let card = proposal.review_card(&history.reason, &history.evidence, false);
         let (text, blocks) = decided_card(&card, &decision);
         if let Err(e) = self.slack.update_message(channel, ts, &text, blocks).await {
             tracing::warn!(error = %e, "Cannot update the review card");
         }
     }
 
+    /// Gives a reviewer of the proposal's tenant, privately, a link to each
+    /// file its writes upload, for ten minutes; anyone else is told they
+    /// are not a reviewer.
+    pub async fn show_receipts(&self, click: &Click<'_>) -> Result<(), JobFailure> {
+        let Some((id, _)) = parse_action_value(click.value) else {
+            return Err(JobFailure::Permanent(anyhow::anyhow!(
+                "malformed proposal reference"
+            )));
+        };
+        let Some(links) = &self.links else {
+            return Ok(());
+        };
+        let store = self.proposal_store(id).await?;
+        let proposal = store.proposal(id).await?;
+        let reviewer = format!("slack:{}", click.user);
+        if !store.tenant_policy().await?.reviewers.contains(&reviewer) {
+            self.tell_reviewer(click, &DecisionRefusal::NotAReviewer);
+            return Ok(());
+        }
+        let expires = Utc::now().timestamp() + LINK_TTL_SECS;
+        let lines: Vec<String> = proposal
+            .request
+            .files()
+            .map(|file| {
+                let link = FileLink {
+                    tenant: store.tenant_id(),
+                    sha256: &file.sha256,
+                    expires,
+                    reviewer: &reviewer,
+                };
+                let signature = link.signature(links.secret.expose_secret().as_bytes());
+                let query = serde_urlencoded::to_string([
+                    ("expires", expires.to_string()),
+                    ("reviewer", reviewer.clone()),
+                    ("signature", signature),
+                ])
+                .unwrap_or_default();
+                format!(
+                    "• <{}/files/{}/{}?{query}|{}> ({}, {} KB)",
+                    links.public_url.trim_end_matches('/'),
+                    store.tenant_id(),
+                    file.sha256,
+                    file.filename,
+                    file.content_type,
+                    file.size_bytes.div_ceil(1024)
+                )
+            })
+            .collect();
+        self.tell(
+            click,
+            format!(
+                "The receipts of proposal {id}, for you for {} minutes:\n{}",
+                LINK_TTL_SECS / 60,
+                lines.join("\n")
+            ),
+        );
+        Ok(())
+    }
+
     /// Tells only the clicker why their decision did not count.
     fn tell_reviewer(&self, click: &Click<'_>, refusal: &DecisionRefusal) {
+        self.tell(click, refusal.to_string());
+    }
+
+    /// Tells only the clicker `text`.
+    fn tell(&self, click: &Click<'_>, text: String) {
         let Some(channel) = click.channel.map(str::to_owned) else {
             return;
         };
-        let (slack, user, text) = (
-            self.slack.clone(),
-            click.user.to_owned(),
-            refusal.to_string(),
-        );
+        let (slack, user) = (self.slack.clone(), click.user.to_owned());
         tokio::spawn(async move {
             if let Err(e) = slack.post_ephemeral(&channel, &user, &text).await {
                 tracing::warn!(error = %e, "Cannot tell the reviewer");

@@ -2,6 +2,56 @@
 //! platform's word — and the name it is kept and uploaded under (Fiken
 //! takes names ending .png, .jpeg, .jpg, .gif or .pdf).
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::ids::TenantId;
+
+/// How long a receipt link given to a reviewer works, in seconds.
+pub const LINK_TTL_SECS: i64 = 600;
+
+/// A link to a kept file, for one reviewer, until `expires` (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLink<'a> {
+    /// Whose file.
+    pub tenant: TenantId,
+    /// Which file.
+    pub sha256: &'a str,
+    /// When the link stops working.
+    pub expires: i64,
+    /// The reviewer it was given to (`slack:<user id>`).
+    pub reviewer: &'a str,
+}
+
+impl FileLink<'_> {
+    fn mac(&self, secret: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+        mac.update(
+            format!(
+                "{}|{}|{}|{}",
+                self.tenant, self.sha256, self.expires, self.reviewer
+            )
+            .as_bytes(),
+        );
+        mac
+    }
+
+    /// The link's signature (hex HMAC-SHA256 under `secret`).
+    pub fn signature(&self, secret: &[u8]) -> String {
+        hex::encode(self.mac(secret).finalize().into_bytes())
+    }
+
+    /// Whether `signature` is this link's (compared in constant time) and
+    /// the link still works at `now` (and was not made to last longer).
+    pub fn is_valid(&self, secret: &[u8], signature: &str, now: i64) -> bool {
+        let Ok(signature) = hex::decode(signature) else {
+            return false;
+        };
+        (now..=now + LINK_TTL_SECS).contains(&self.expires)
+            && self.mac(secret).verify_slice(&signature).is_ok()
+    }
+}
+
 /// A kind of file that is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileKind {
@@ -106,6 +156,46 @@ mod tests {
         ] {
             assert_eq!(sniff(other), None, "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_link_works_for_its_file_and_reviewer_until_it_expires() {
+        let link = FileLink {
+            tenant: TenantId::from(uuid::Uuid::nil()),
+            sha256: "ab",
+            expires: 1_000 + LINK_TTL_SECS,
+            reviewer: "slack:W222",
+        };
+        let signature = link.signature(b"secret");
+        assert!(link.is_valid(b"secret", &signature, 1_000));
+        assert!(!link.is_valid(b"other", &signature, 1_000), "another key");
+        assert!(
+            !link.is_valid(b"secret", &signature, 1_000 + LINK_TTL_SECS + 1),
+            "expired"
+        );
+        assert!(!link.is_valid(b"secret", "zz", 1_000), "not hex");
+        for forged in [
+            FileLink {
+                sha256: "cd",
+                ..link
+            },
+            FileLink {
+                reviewer: "slack:W999",
+                ..link
+            },
+            FileLink {
+                expires: link.expires + 1,
+                ..link
+            },
+        ] {
+            assert!(!forged.is_valid(b"secret", &signature, 1_000), "{forged:?}");
+        }
+        // A link made to last longer than a link may is refused.
+        let long = FileLink {
+            expires: 1_000 + 10 * LINK_TTL_SECS,
+            ..link
+        };
+        assert!(!long.is_valid(b"secret", &long.signature(b"secret"), 1_000));
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::request::{FillTarget, WritePlan};
 pub const APPROVE_ACTION: &str = "proposal.approve";
 /// `action_id` of the Reject button.
 pub const REJECT_ACTION: &str = "proposal.reject";
+/// `action_id` of the button that gives a reviewer links to the receipts.
+pub const RECEIPT_ACTION: &str = "proposal.receipt";
 /// `callback_id` of the reject-reason modal.
 pub const REJECT_CALLBACK: &str = "proposal.reject_reason";
 /// `block_id` of the reason input in the modal.
@@ -49,6 +51,8 @@ pub struct ReviewCard<'a> {
     pub evidence: &'a [Evidence],
     /// The digest the buttons bind.
     pub payload_sha256: &'a str,
+    /// Whether reviewers can be given links to the files (a Receipt button).
+    pub receipt_links: bool,
 }
 
 /// A reviewer's decision, for the decided card.
@@ -255,20 +259,32 @@ pub fn review_card(card: &ReviewCard<'_>) -> (String, Vec<SlackBlock>) {
     let value = action_value(card.proposal_id, card.payload_sha256);
     let mut blocks = card_blocks(card);
     blocks.push(
-        SlackActionsBlock::new(vec![
-            decision_button(
-                APPROVE_ACTION,
-                "Approve",
-                SlackBlockButtonStyle::Primary,
-                &value,
-            ),
-            decision_button(
-                REJECT_ACTION,
-                "Reject",
-                SlackBlockButtonStyle::Danger,
-                &value,
-            ),
-        ])
+        SlackActionsBlock::new(
+            vec![
+                decision_button(
+                    APPROVE_ACTION,
+                    "Approve",
+                    SlackBlockButtonStyle::Primary,
+                    &value,
+                ),
+                decision_button(
+                    REJECT_ACTION,
+                    "Reject",
+                    SlackBlockButtonStyle::Danger,
+                    &value,
+                ),
+            ]
+            .into_iter()
+            .chain(
+                (card.receipt_links && card.plan.files().next().is_some()).then(|| {
+                    SlackBlockButtonElement::new("Receipt".into())
+                        .with_action_id(SlackActionId(RECEIPT_ACTION.to_owned()))
+                        .with_value(value.clone())
+                        .into()
+                }),
+            )
+            .collect(),
+        )
         .with_block_id(SlackBlockId("decision".to_owned()))
         .into(),
     );
@@ -456,6 +472,7 @@ mod tests {
             reason: "only 0 earlier approvals",
             evidence,
             payload_sha256: SHA,
+            receipt_links: true,
         }
     }
 
@@ -482,6 +499,7 @@ mod tests {
         let actions = &blocks.as_array().unwrap().last().unwrap()["elements"];
         assert_eq!(actions[0]["action_id"], APPROVE_ACTION);
         assert_eq!(actions[1]["action_id"], REJECT_ACTION);
+        assert_eq!(actions[2]["action_id"], RECEIPT_ACTION);
         let value = actions[0]["value"].as_str().unwrap();
         assert_eq!(
             parse_action_value(value),

@@ -495,6 +495,11 @@ mod tests {
             pattern_key = "merchant"
 
             [[tools]]
+            name = "attach_receipt"
+            description = "Attach a receipt."
+            operation = "addAttachmentToPurchase"
+
+            [[tools]]
             name = "remember_fact"
             description = "Remember a fact."
             builtin = "remember_fact"
@@ -616,6 +621,27 @@ mod tests {
                 into: FillTarget::PathParam("purchaseId".into())
             }]
         );
+    }
+
+    #[test]
+    fn attaching_a_receipt_to_a_purchase_uploads_the_named_file() {
+        let args = json!({"purchaseId": 3458156, "receipt": receipt().id});
+        let PlannedCall::Write(written) = plan("attach_receipt", &args.to_string()).unwrap() else {
+            panic!("a write")
+        };
+        assert_eq!(written.steps.len(), 1);
+        let upload = &written.steps[0].request;
+        assert_eq!(
+            upload.path,
+            "/companies/acme-as/purchases/3458156/attachments"
+        );
+        assert_eq!(upload.body, Some(json!({"filename": "kvittering.jpg"})));
+        assert_eq!(upload.file, Some(receipt().file));
+        // A name Fiken refuses never reaches it: the upload needs a receipt.
+        assert!(matches!(
+            plan("attach_receipt", r#"{"purchaseId": 3458156}"#),
+            Err(ToolCallError::Invalid(problems)) if problems.join(" ").contains("receipt")
+        ));
     }
 
     #[test]

@@ -363,7 +363,7 @@ impl Run<'_> {
         let Some(file) = &request.file else {
             return Ok(None);
         };
-        let bytes = self.store.file_bytes(&file.sha256).await?.ok_or_else(|| {
+        let (_, bytes) = self.store.kept_file(&file.sha256).await?.ok_or_else(|| {
             JobFailure::Permanent(anyhow::anyhow!(
                 "the receipt {} is no longer kept",
                 file.filename

@@ -54,7 +54,7 @@ pub async fn inline_files(
     use base64::Engine as _;
     let mut inline = Vec::new();
     for file in files {
-        let Some(bytes) = store.file_bytes(&file.sha256).await? else {
+        let Some((_, bytes)) = store.kept_file(&file.sha256).await? else {
             continue;
         };
         inline.push(InlineFile {

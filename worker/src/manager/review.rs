@@ -65,7 +65,7 @@ impl ReviewManager {
             proposal.amount_minor,
             policy.auto_approve_limit_minor,
         );
-        let card = proposal.review_card("", &evidence);
+        let card = proposal.review_card("", &evidence, false);
         // Review-E gates an auto-approval here; a proposal for humans gets
         // its notes when it reacts to the review_requested event (`annotate`).
         let agent = match decision {

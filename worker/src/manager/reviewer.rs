@@ -137,7 +137,7 @@ impl AgentReviewer {
             return Ok(None);
         }
         let evidence = evidence(store, id).await?;
-        let card = proposal.review_card(reason, &evidence);
+        let card = proposal.review_card(reason, &evidence, false);
         let decision = AutoApproval::Review(reason.to_owned());
         let Some(agent) = self.review(store, &card, &decision).await? else {
             return Ok(None);

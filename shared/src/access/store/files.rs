@@ -27,19 +27,28 @@ impl TenantStore {
         Ok(())
     }
 
-    /// The bytes of a stored file, `None` when it is not (or no longer)
+    /// A kept file and its bytes, `None` when it is not (or no longer)
     /// kept.
-    pub async fn file_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn kept_file(&self, sha256: &str) -> Result<Option<(FileRef, Vec<u8>)>, StoreError> {
         let mut tx = self.begin().await?;
-        let bytes = sqlx::query_scalar!(
-            "SELECT bytes FROM files WHERE tenant_id = $1 AND sha256 = $2",
+        let row = sqlx::query!(
+            "SELECT sha256, content_type, filename, size_bytes, bytes FROM files \
+             WHERE tenant_id = $1 AND sha256 = $2",
             self.tenant as _,
             sha256
         )
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(bytes)
+        Ok(row.map(|r| {
+            let file = FileRef {
+                sha256: r.sha256,
+                content_type: r.content_type,
+                filename: r.filename,
+                size_bytes: u64::try_from(r.size_bytes).unwrap_or_default(),
+            };
+            (file, r.bytes)
+        }))
     }
 
     /// Deletes at most `limit` files past their retention; how many went.

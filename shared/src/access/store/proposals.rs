@@ -71,8 +71,14 @@ impl ProposalModel {
     }
 
     /// What a review card shows of this proposal: why a human must decide
-    /// (`reason`) and the reads it rests on.
-    pub fn review_card<'a>(&'a self, reason: &'a str, evidence: &'a [Evidence]) -> ReviewCard<'a> {
+    /// (`reason`), the reads it rests on, and whether reviewers can be given
+    /// links to its files.
+    pub fn review_card<'a>(
+        &'a self,
+        reason: &'a str,
+        evidence: &'a [Evidence],
+        receipt_links: bool,
+    ) -> ReviewCard<'a> {
         ReviewCard {
             proposal_id: self.id,
             tool: &self.tool,
@@ -82,6 +88,7 @@ impl ProposalModel {
             reason,
             evidence,
             payload_sha256: &self.payload_sha256,
+            receipt_links,
         }
     }
 
