@@ -99,7 +99,15 @@ async fn a_listened_channel_message_gets_a_thread_and_follow_ups_continue_it() {
         let roles: Vec<&str> = second.iter().map(|m| m["role"].as_str().unwrap()).collect();
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         assert_eq!(second[2]["content"], "Hot indeed.");
-        assert_eq!(second[3]["content"], "And the VAT?");
+        // The follow-up is about the receipt sent before: the model sees it
+        // again.
+        assert_eq!(
+            second[3]["content"],
+            json!([
+                {"type": "text", "text": "And the VAT?"},
+                {"type": "file", "file": {"filename": "adobe-receipt.pdf", "file_data": tests::data_url("application/pdf", &pdf)}}
+            ])
+        );
         assert_eq!(t.db.count("conversations").await, 1);
         assert!(
             t.discord.typing_count(MESSAGE_ID) >= 1,

@@ -158,6 +158,22 @@ async fn a_purchase_answered_after_the_timeout_is_found_in_the_books_not_sent_ag
 }
 
 #[tokio::test]
+async fn a_purchase_still_at_work_when_the_client_gave_up_is_not_sent_again() {
+    fault_test(async |t| {
+        let _worker = t.start_worker_process(&[]).await;
+        let approve = proposed(t).await;
+        // Fiken makes it 4 s after the request, 2 s after the client gave
+        // up and found nothing in the books.
+        t.accounting
+            .fault_next_write(WriteFault::CommitAfter(Duration::from_secs(4)));
+        assert_eq!(t.click("W222", APPROVE_ACTION, &approve).await, 200);
+        executed_once(t, &["confirmed", "created"]).await;
+        assert_eq!(posts(t).len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_upload_whose_answer_is_lost_is_not_attached_twice() {
     fault_test(async |t| {
         let _worker = t.start_worker_process(&[]).await;
@@ -206,6 +222,12 @@ async fn a_worker_killed_while_fiken_holds_the_post_leaves_one_purchase() {
         })
         .await;
         doomed.kill().await;
+        assert!(
+            t.db.event_payloads("automate_e.proposal.step_finished.v1")
+                .await
+                .is_empty(),
+            "killed while waiting for Fiken's answer"
+        );
         let _next = t.start_worker_process(&[]).await;
         executed_once(t, &["confirmed", "created"]).await;
     })

@@ -143,10 +143,20 @@ async fn assert_receipt_links(t: &TestEnv, card: &PostedCard, pdf: &[u8]) {
     assert_eq!(response.headers()["content-type"], "application/pdf");
     assert_eq!(response.headers()["cache-control"], "private, no-store");
     assert_eq!(response.bytes().await.unwrap().as_ref(), pdf);
-    // Another reviewer's name, or a later expiry, breaks the signature.
+    // Another reviewer's name, or another expiry within the window, breaks
+    // the signature.
+    let expires: i64 = link
+        .split("expires=")
+        .nth(1)
+        .and_then(|e| e.split('&').next())
+        .and_then(|e| e.parse().ok())
+        .unwrap();
     for forged in [
         link.replace("slack%3AW222", "slack%3AW333"),
-        link.replace("expires=", "expires=1"),
+        link.replace(
+            &format!("expires={expires}"),
+            &format!("expires={}", expires - 1),
+        ),
     ] {
         assert_eq!(
             reqwest::get(&forged).await.unwrap().status(),

@@ -52,6 +52,8 @@ pub async fn serve(
                 ),
                 (header::CACHE_CONTROL, "private, no-store".to_owned()),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                // Shown in the gateway's own origin: never as a page that runs.
+                (header::CONTENT_SECURITY_POLICY, "sandbox".to_owned()),
             ],
             bytes,
         )

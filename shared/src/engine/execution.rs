@@ -4,7 +4,9 @@
 //! after a lost answer says the step made.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::character::api::Confirm;
@@ -21,6 +23,8 @@ pub enum StepState {
     Sent {
         /// The ids listed before it was sent.
         before: Vec<String>,
+        /// When it was last sent.
+        sent_at: Option<DateTime<Utc>>,
     },
     /// Made (or found made).
     Done {
@@ -39,6 +43,7 @@ pub fn step_states(steps: usize, events: &[ProposalEvent]) -> Vec<StepState> {
             {
                 states[e.step] = StepState::Sent {
                     before: e.before.clone(),
+                    sent_at: e.sent_at,
                 };
             }
             ProposalEvent::StepFinished(e) if e.step < steps => {
@@ -150,7 +155,8 @@ pub fn candidates(confirm: &Confirm, request: &ToolRequest, items: &[Value]) -> 
 }
 
 /// Whether every field of `sent` that `listed` also has is equal there
-/// (arrays item by item): what a create sent, as the list shows it back.
+/// (arrays item by item, numbers as numbers, text without surrounding
+/// space): what a create sent, as the list shows it back.
 fn same(sent: &Value, listed: &Value) -> bool {
     match (sent, listed) {
         (Value::Object(sent), Value::Object(listed)) => sent
@@ -159,6 +165,9 @@ fn same(sent: &Value, listed: &Value) -> bool {
         (Value::Array(sent), Value::Array(listed)) => {
             sent.len() == listed.len() && sent.iter().zip(listed).all(|(s, l)| same(s, l))
         }
+        // 12500 and 12500.0 are one amount; text may come back trimmed.
+        (Value::Number(sent), Value::Number(listed)) => sent.as_f64() == listed.as_f64(),
+        (Value::String(sent), Value::String(listed)) => sent.trim() == listed.trim(),
         (sent, listed) => sent == listed,
     }
 }
@@ -172,6 +181,19 @@ pub enum Made {
     Nothing,
     /// Several new candidates: which is its own cannot be told.
     Several(Vec<String>),
+}
+
+/// How long to wait before an empty list may be believed: a request whose
+/// answer was lost may still be at work on the server until `settle` after
+/// it was sent. `None` when it may be believed now.
+pub fn still_settling(
+    sent_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    settle: Duration,
+) -> Option<Duration> {
+    let sent_at = sent_at?;
+    let settled_at = sent_at + chrono::Duration::from_std(settle).ok()?;
+    (settled_at > now).then(|| (settled_at - now).to_std().unwrap_or_default())
 }
 
 /// The candidates listed now that were not listed before the request.
@@ -224,6 +246,7 @@ mod tests {
             ProposalEvent::StepStarted(StepStarted {
                 step: 0,
                 before: vec!["7".into()],
+                sent_at: None,
             }),
             ProposalEvent::StepFinished(StepFinished {
                 step: 0,
@@ -233,10 +256,12 @@ mod tests {
             ProposalEvent::StepStarted(StepStarted {
                 step: 1,
                 before: vec![],
+                sent_at: None,
             }),
             ProposalEvent::StepStarted(StepStarted {
                 step: 9,
                 before: vec![],
+                sent_at: None,
             }),
         ];
         assert_eq!(
@@ -245,10 +270,28 @@ mod tests {
                 StepState::Done {
                     id: Some("9".into())
                 },
-                StepState::Sent { before: vec![] },
+                StepState::Sent {
+                    before: vec![],
+                    sent_at: None
+                },
                 StepState::Todo
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_list_is_believed_only_once_the_request_had_time_to_finish() {
+        let sent = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let settle = Duration::from_secs(8);
+        let at = |secs| sent + chrono::Duration::seconds(secs);
+        assert_eq!(
+            still_settling(Some(sent), at(3), settle),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(still_settling(Some(sent), at(8), settle), None);
+        assert_eq!(still_settling(None, at(0), settle), None);
     }
 
     #[test]

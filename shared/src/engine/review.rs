@@ -397,13 +397,14 @@ pub fn notice_uncertain(
     )
 }
 
-/// What the owner hears when an approved proposal still could not be
-/// carried out after every attempt (an operator can replay it).
+/// What the owner (and, when a request may have been made, the reviewers)
+/// hear when an approved proposal still could not be carried out after
+/// every attempt (an operator can replay it).
 pub fn notice_gave_up(tool: &str, id: ProposalId) -> String {
     format!(
         "`{tool}` was approved but could not be confirmed as carried out: the accounting system \
-         could not be reached after several attempts. An operator has been notified and can \
-         retry it safely; it will not be written twice (proposal {id})."
+         could not be reached after several attempts. Please check the books; an operator can \
+         retry it, and the books are read before anything is sent again (proposal {id})."
     )
 }
 

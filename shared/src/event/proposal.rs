@@ -167,6 +167,9 @@ pub struct StepStarted {
     /// Ids of the items the step's list showed before (the items that
     /// matched the request, or all of them for an upload).
     pub before: Vec<String>,
+    /// When the request is sent.
+    #[serde(default)]
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// How a step's write came to be made.

@@ -56,6 +56,9 @@ pub enum WriteFault {
     /// Made, then answered only after this long (past the client's
     /// timeout, or while its worker is killed).
     CommitThenAnswerAfter(Duration),
+    /// Held this long, then made and answered: a server still at work when
+    /// the client gave up.
+    CommitAfter(Duration),
     /// Not made; answered with this status.
     Fail(u16),
 }
@@ -337,7 +340,19 @@ async fn handle(
             "scripted failure",
         );
     }
-    let response = match fake.serve(&op, &company, &params, &query, checked, file) {
+    let served = if let Some(WriteFault::CommitAfter(wait)) = fault {
+        // The server goes on with the write when the client hangs up.
+        let (fake, op) = (fake.clone(), op.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            fake.serve(&op, &company, &params, &query, checked, file)
+        })
+        .await
+        .expect("the write is served")
+    } else {
+        fake.serve(&op, &company, &params, &query, checked, file)
+    };
+    let response = match served {
         Ok(response) => response,
         Err(why) => return fake.refuse(&op, &why),
     };

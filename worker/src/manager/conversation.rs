@@ -483,7 +483,14 @@ impl ConversationManager {
             .map(|m| prompt::user_content(&m.text, &m.attachments))
             .collect::<Vec<_>>()
             .join("\n\n");
-        let shown: Vec<FileRef> = current.iter().map(|r| r.file.clone()).collect();
+        // This turn's files, then the latest of the conversation's (an
+        // answer to Book-E's question about a receipt sent before).
+        let mut shown: Vec<FileRef> = Vec::new();
+        for receipt in current.iter().chain(turn.receipts.iter().rev()) {
+            if shown.len() < MAX_FILES_SHOWN && !shown.contains(&receipt.file) {
+                shown.push(receipt.file.clone());
+            }
+        }
         let files = super::inline_files(store, &shown).await?;
         let messages = prompt::compose(
             character,
@@ -885,6 +892,9 @@ impl LoopSink for TurnSink<'_, '_> {
         run.content
     }
 }
+
+/// Most files shown to the model in one turn.
+const MAX_FILES_SHOWN: usize = 5;
 
 /// The receipts among a message's files: those the gateway stored.
 fn stored_receipts(attachments: &[Attachment]) -> impl Iterator<Item = Receipt> + '_ {

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
+
 use sha2::{Digest, Sha256};
 use shared::access::accounting::{AccountingClient, AccountingError, AccountingTarget};
 use shared::access::queue::JobQueue;
@@ -19,6 +21,7 @@ use shared::character::Apis;
 use shared::character::api::{ApiProfile, Confirm};
 use shared::engine::execution::{
     Made, StepState, candidates, confirm_query, fill, list_path, made_since, step_states,
+    still_settling,
 };
 use shared::engine::proposal::{Transition, next};
 use shared::engine::read::MAX_READ_PAGES;
@@ -90,8 +93,10 @@ impl ExecutionManager {
         }
     }
 
-    /// Tells the owner an approved proposal could not be carried out after
-    /// every attempt (its job is dead-lettered); once per proposal.
+    /// After every attempt (its job is dead-lettered): an execution that
+    /// began ends `execution_failed`, or `execution_uncertain` when a step's
+    /// request may have been made (the reviewers are asked to check the
+    /// books); the owner is told, once.
     pub async fn give_up(
         &self,
         tenant: TenantId,
@@ -99,10 +104,12 @@ impl ExecutionManager {
         traceparent: &str,
     ) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
+        let steps = store.execution_steps(id).await?;
         let mut tx = store.lock_proposal(id).await?;
+        let proposal = tx.proposal.clone();
         // Only an approved write that did not finish has anything to tell.
         if !matches!(
-            tx.proposal.state(),
+            proposal.state(),
             ProposalState::Approved
                 | ProposalState::AutoApproved
                 | ProposalState::Executing
@@ -110,12 +117,55 @@ impl ExecutionManager {
         ) {
             return Ok(());
         }
-        let text = notice_gave_up(&tx.proposal.tool, id);
-        let notice = tx
+        let unknown = step_states(proposal.request.steps.len(), &steps)
+            .iter()
+            .position(|s| matches!(s, StepState::Sent { .. }));
+        let ended = match (proposal.state(), unknown) {
+            (ProposalState::Executing, Some(step)) => Some((
+                Transition::Uncertain,
+                ProposalEvent::ExecutionUncertain(ExecutionUncertain {
+                    step,
+                    candidates: Vec::new(),
+                    reason: "the attempts ran out while the outcome of a request was unknown"
+                        .to_owned(),
+                }),
+            )),
+            (ProposalState::Executing, None) => Some((
+                Transition::Fail,
+                ProposalEvent::ExecutionFinished(ExecutionFinished {
+                    succeeded: false,
+                    status: None,
+                    response_sha256: None,
+                    error: Some("the attempts ran out".to_owned()),
+                }),
+            )),
+            _ => None,
+        };
+        let trace = shared::telemetry::trace_id(traceparent);
+        if let Some((transition, event)) = &ended {
+            let state = next(proposal.state(), *transition)
+                .map_err(|e| JobFailure::permanent(e, "Invalid execution result"))?;
+            tx.record(
+                &proposal.event(event, system(), trace, "worker"),
+                ProposalChanges {
+                    state: Some(state),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        let text = notice_gave_up(&proposal.tool, id);
+        let owner = tx
             .notify_conversation(&format!("execution-gave-up:{id}"), &text)
             .await?;
+        let reviewers = if unknown.is_some() {
+            tx.notify_review_thread(&format!("execution-gave-up-review:{id}"), &text)
+                .await?
+        } else {
+            None
+        };
         tx.commit().await?;
-        self.deliver(tenant, [notice], traceparent).await
+        self.deliver(tenant, [owner, reviewers], traceparent).await
     }
 
     /// Executes the proposal if it is approved and not yet executed.
@@ -286,13 +336,22 @@ impl Run<'_> {
         })?;
         let file = self.file(request).await?;
         let before = match state {
-            StepState::Sent { before } => {
+            StepState::Sent { before, sent_at } => {
                 let now = self.candidates(api, confirm, request).await?;
                 match made_since(&before, &now) {
                     Made::One(id) => return self.made(i, id, StepOutcome::Confirmed, made).await,
                     Made::Several(ids) => return self.uncertain(proposal, i, request, ids).await,
-                    Made::Nothing => before,
+                    Made::Nothing => {}
                 }
+                // The request may still be at work: it is not sent again
+                // before it had the time to finish.
+                if let Some(wait) = still_settling(sent_at, Utc::now(), self.manager.hold_ttl()) {
+                    return Err(JobFailure::deferred(
+                        anyhow::anyhow!("the lost write may still be at work for {wait:?}"),
+                        "The write is not sent again before it had the time to finish",
+                    ));
+                }
+                before
             }
             _ => {
                 let before = self.candidates(api, confirm, request).await?;
@@ -301,14 +360,15 @@ impl Run<'_> {
                 {
                     return self.made(i, found.clone(), StepOutcome::Found, made).await;
                 }
-                let started = ProposalEvent::StepStarted(StepStarted {
-                    step: i,
-                    before: before.clone(),
-                });
-                self.record(&started).await?;
                 before
             }
         };
+        let started = ProposalEvent::StepStarted(StepStarted {
+            step: i,
+            before: before.clone(),
+            sent_at: Some(Utc::now()),
+        });
+        self.record(&started).await?;
         match self.send(request, file).await {
             Sent::Made(id) => {
                 let finished = ProposalEvent::StepFinished(StepFinished {
@@ -330,11 +390,10 @@ impl Run<'_> {
                 match made_since(&before, &now) {
                     Made::One(id) => self.made(i, id, StepOutcome::Confirmed, made).await,
                     Made::Several(ids) => self.uncertain(proposal, i, request, ids).await,
-                    Made::Nothing => Err(JobFailure::retryable(
-                        anyhow::anyhow!("{error}"),
-                        "The write's answer was lost and the books do not show it yet; \
-                         they are read again before it is resent",
-                    )),
+                    Made::Nothing => {
+                        tracing::warn!(error = %error, "A write's answer was lost; the books are read again before it is resent");
+                        Err(not_seen_yet().with_retry_after(Some(self.manager.hold_ttl())))
+                    }
                 }
             }
         }
@@ -608,6 +667,14 @@ impl Run<'_> {
             .deliver(self.store.tenant_id(), [owner, thread], self.traceparent)
             .await
     }
+}
+
+/// A write whose answer was lost and that the books do not show yet.
+fn not_seen_yet() -> JobFailure {
+    JobFailure::retryable(
+        anyhow::anyhow!("the write's answer was lost and the books do not show it yet"),
+        "The books are read again before the write is resent",
+    )
 }
 
 fn system() -> Actor {

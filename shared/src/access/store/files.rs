@@ -6,14 +6,15 @@ use crate::request::FileRef;
 
 impl TenantStore {
     /// Keeps a file for the tenant's retention; the same bytes stored again
-    /// keep the first copy (and its name).
+    /// keep the first copy (and its name) and are kept as long as the later.
     pub async fn store_file(&self, file: &FileRef, bytes: &[u8]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query!(
             "INSERT INTO files (tenant_id, sha256, content_type, filename, size_bytes, bytes, expires_at) \
              SELECT $1, $2, $3, $4, $5, $6, now() + file_retention_days * interval '1 day' \
              FROM tenants WHERE id = $1 \
-             ON CONFLICT (tenant_id, sha256) DO NOTHING",
+             ON CONFLICT (tenant_id, sha256) DO UPDATE \
+             SET expires_at = greatest(files.expires_at, EXCLUDED.expires_at)",
             self.tenant as _,
             file.sha256,
             file.content_type,
