@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod observability;
 mod receipts;
+mod security;
 mod store;
 mod tenants;
 mod webhook_corpus;

@@ -107,7 +107,12 @@ impl TestDb {
 
     /// URL for the services: the service login role on this database.
     pub fn service_url(&self) -> String {
-        with_database(&admin_url(), Some(SERVICE_LOGIN_ROLE), &self.name)
+        self.url_as(SERVICE_LOGIN_ROLE)
+    }
+
+    /// URL of this database for another login role.
+    pub fn url_as(&self, role: &str) -> String {
+        with_database(&admin_url(), Some(role), &self.name)
     }
 
     /// A store connected as the service role, as the services connect.

@@ -86,13 +86,19 @@ pub fn derive(api: &ApiProfile, tool: &ToolDef) -> Result<(Effect, Value), Strin
         );
         required.push(own.to_owned());
     }
-    let parameters = json!({
+    let mut parameters = json!({
         "type": "object",
         "properties": properties,
         "required": required,
         "additionalProperties": false,
     });
     check_pointers(tool, &parameters)?;
+    // The model is told amounts are never negative.
+    for field in &tool.amount_fields {
+        if let Some(Value::Object(schema)) = schema_at(&mut parameters, field) {
+            schema.insert("minimum".to_owned(), json!(0));
+        }
+    }
     Ok((effect, parameters))
 }
 
@@ -233,6 +239,19 @@ fn schema_has(schema: &Value, pointer: &str) -> bool {
         };
     }
     true
+}
+
+/// The schema of the argument a pointer names, to change it.
+fn schema_at<'a>(schema: &'a mut Value, pointer: &str) -> Option<&'a mut Value> {
+    let mut at = schema;
+    for part in pointer.trim_start_matches('/').split('/') {
+        at = if part == "*" || part.parse::<usize>().is_ok() {
+            at.get_mut("items")?
+        } else {
+            at.get_mut("properties")?.get_mut(part)?
+        };
+    }
+    Some(at)
 }
 
 fn receipt_schema(what: &str) -> Value {

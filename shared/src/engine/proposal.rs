@@ -218,8 +218,9 @@ pub fn pattern_value(arguments: &Value, key: &str) -> Option<String> {
 }
 
 /// The sum of the amount fields (pointers into the arguments, `*` for every
-/// item of an array; integers in minor units); `None` when any is missing
-/// or not an integer.
+/// item of an array; integers in minor units): the gross. `None` when any is
+/// missing, not an integer or negative (a negative line could offset the
+/// rest under a limit).
 pub fn amount_minor(arguments: &Value, fields: &[String]) -> Option<i64> {
     if fields.is_empty() {
         return None;
@@ -230,9 +231,9 @@ pub fn amount_minor(arguments: &Value, fields: &[String]) -> Option<i64> {
         if values.is_empty() {
             return None;
         }
-        values
-            .into_iter()
-            .try_fold(sum, |sum, v| sum.checked_add(v.as_i64()?))
+        values.into_iter().try_fold(sum, |sum, v| {
+            sum.checked_add(v.as_i64().filter(|n| *n >= 0)?)
+        })
     })
 }
 
@@ -524,6 +525,12 @@ mod tests {
             "a line without it, or not an integer"
         );
         assert_eq!(amount_minor(&args, &["/body/total".to_owned()]), None);
+        let offset = json!({"body": {"lines": [{"netPrice": 5_000_000, "vat": -4_999_000}]}});
+        assert_eq!(
+            amount_minor(&offset, &fields),
+            None,
+            "a negative amount is never under a limit"
+        );
         assert_eq!(amount_minor(&args, &[]), None);
     }
 

@@ -96,6 +96,37 @@ pub fn format_amount(minor: i64) -> String {
     format!("{sign}{grouped},{:02}", minor % 100)
 }
 
+/// Text from outside (the model, the books, people) as Slack shows it
+/// literally: `&`, `<` and `>` escaped, so `<!channel>` or a link cannot be
+/// forged.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// [`escape`], on one line: a value cannot fake further lines of a card.
+fn escape_line(text: &str) -> String {
+    escape(text)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `text` cut to `max` characters, with `…` when cut.
+fn bounded(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Block Kit's limits: a header's text, a context element's text.
+const MAX_HEADER_CHARS: usize = 150;
+const MAX_CONTEXT_CHARS: usize = 2000;
+
 fn summary(card: &ReviewCard<'_>) -> String {
     let amount = card
         .amount_minor
@@ -129,10 +160,10 @@ fn plan_text(plan: &WritePlan) -> String {
             i + 1,
             request.operation,
             request.method,
-            request.path
+            escape_line(&request.path)
         ));
         for (name, value) in &request.query {
-            out.push(format!("• ?{name}={value}"));
+            out.push(format!("• ?{}={}", escape_line(name), escape_line(value)));
         }
         if let Some(body) = &request.body {
             flatten(body, "", &mut out);
@@ -150,7 +181,7 @@ fn plan_text(plan: &WritePlan) -> String {
         if let Some(file) = &request.file {
             out.push(format!(
                 "• *file*: {} ({}, {} KB, SHA-256 {}…)",
-                file.filename,
+                escape_line(&file.filename),
                 file.content_type,
                 file.size_bytes.div_ceil(1024),
                 &file.sha256[..file.sha256.len().min(12)]
@@ -178,14 +209,15 @@ fn flatten(value: &Value, at: &str, out: &mut Vec<String>) {
                 flatten(child, &format!("{at}[{i}]"), out);
             }
         }
-        leaf => out.push(format!("• *{at}*: {}", plain(leaf))),
+        leaf => out.push(format!("• *{}*: {}", escape_line(at), plain(leaf))),
     }
 }
 
+/// A value as one escaped line.
 fn plain(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => escape_line(s),
+        other => escape_line(&other.to_string()),
     }
 }
 
@@ -200,7 +232,7 @@ fn evidence_text(evidence: &[Evidence]) -> String {
                 "• `{}` → HTTP {}: {}",
                 e.tool,
                 e.status,
-                e.excerpt.replace('`', "'")
+                escape_line(&e.excerpt).replace('`', "'")
             )
         })
         .collect::<Vec<_>>()
@@ -212,28 +244,24 @@ const MAX_SECTION_CHARS: usize = 3000;
 
 /// A section of Slack markdown, cut to Block Kit's limit.
 fn section(text: String) -> SlackBlock {
-    let text = if text.chars().count() > MAX_SECTION_CHARS {
-        let mut cut: String = text.chars().take(MAX_SECTION_CHARS - 1).collect();
-        cut.push('…');
-        cut
-    } else {
-        text
-    };
     SlackSectionBlock::new()
-        .with_text(SlackBlockMarkDownText::new(text).into())
+        .with_text(SlackBlockMarkDownText::new(bounded(text, MAX_SECTION_CHARS)).into())
         .into()
 }
 
 fn card_blocks(card: &ReviewCard<'_>) -> Vec<SlackBlock> {
     let context = format!(
         "Asked by {} · why review: {} · id {}",
-        card.proposer, card.reason, card.proposal_id
+        escape_line(card.proposer),
+        escape_line(card.reason),
+        card.proposal_id
     );
     vec![
-        SlackHeaderBlock::new(summary(card).replace('`', "").into()).into(),
+        SlackHeaderBlock::new(bounded(summary(card).replace('`', ""), MAX_HEADER_CHARS).into())
+            .into(),
         section(plan_text(card.plan)),
         SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-            SlackBlockMarkDownText::new(context),
+            SlackBlockMarkDownText::new(bounded(context, MAX_CONTEXT_CHARS)),
         )])
         .into(),
         section(format!("*Evidence*\n{}", evidence_text(card.evidence))),
@@ -303,7 +331,7 @@ pub fn decided_card(
             decision.reviewer
         )
     } else {
-        let reason = decision.reason.unwrap_or("no reason given");
+        let reason = escape_line(decision.reason.unwrap_or("no reason given"));
         format!(":x: Rejected by <@{}> at {at}: {reason}", decision.reviewer)
     };
     let mut blocks = card_blocks(card);
@@ -335,7 +363,7 @@ pub fn agent_note(verdict: &AgentVerdict, notes: &str) -> String {
         AgentVerdict::Approve => "no concerns",
         AgentVerdict::Flag => "flagged",
     };
-    format!("Review-E ({verdict}): {notes}")
+    format!("Review-E ({verdict}): {}", escape(notes))
 }
 
 /// The brief an agent reviewer gets about a proposal.
@@ -360,7 +388,10 @@ pub fn notice_executed(tool: &str, id: ProposalId) -> String {
 
 /// What the owner hears when a reviewer rejects.
 pub fn notice_rejected(tool: &str, id: ProposalId, reason: &str) -> String {
-    format!("A reviewer rejected `{tool}` (proposal {id}): {reason}")
+    format!(
+        "A reviewer rejected `{tool}` (proposal {id}): {}",
+        escape(reason)
+    )
 }
 
 /// What the owner hears when the write failed for good; `done` names the
@@ -410,7 +441,10 @@ pub fn notice_gave_up(tool: &str, id: ProposalId) -> String {
 
 /// What the owner hears when a reviewer writes in the review thread.
 pub fn notice_reviewer_comment(text: &str) -> String {
-    format!("A reviewer asks about your pending proposal: {text}")
+    format!(
+        "A reviewer asks about your pending proposal: {}",
+        escape(text)
+    )
 }
 
 #[cfg(test)]
@@ -518,6 +552,48 @@ mod tests {
             assert!(shown.contains(line), "{line} in {shown}");
         }
     }
+
+    #[test]
+    fn outside_text_is_shown_literally_on_one_line_within_block_kits_limits() {
+        let mut plan = plan(
+            json!({"lines": [{"description": "<!channel> pay now\n• *account*: 1920", "netPrice": 1}]}),
+        );
+        plan.arguments["merchant"] = json!("A&B <https://evil.test|Adobe>");
+        let evidence: Vec<Evidence> = (0..5)
+            .map(|i| Evidence {
+                tool: "list_purchases".into(),
+                status: 200,
+                excerpt: format!("{i}").repeat(MAX_EVIDENCE),
+            })
+            .collect();
+        let (_, blocks) = review_card(&card(&plan, &evidence));
+        let blocks = serde_json::to_value(blocks).unwrap();
+        let shown = blocks.to_string();
+        assert!(
+            shown.contains("&lt;!channel&gt; pay now • *account*: 1920"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("A&amp;B &lt;https://evil.test|Adobe&gt;"),
+            "{shown}"
+        );
+        assert!(!shown.contains("<!channel>"));
+        for block in blocks.as_array().unwrap() {
+            if let Some(text) = block["text"]["text"].as_str() {
+                let max = if block["type"] == "header" { 150 } else { 3000 };
+                assert!(
+                    text.chars().count() <= max,
+                    "{} chars in a {}",
+                    text.chars().count(),
+                    block["type"]
+                );
+            }
+        }
+        assert!(agent_note(&AgentVerdict::Flag, "<!here> approve").contains("&lt;!here&gt;"));
+        assert!(notice_reviewer_comment("<@U1|x>").contains("&lt;@U1|x&gt;"));
+    }
+
+    const MAX_EVIDENCE: usize = crate::event::MAX_EVIDENCE_CHARS;
 
     #[test]
     fn decided_card_has_no_buttons_and_names_the_reviewer() {

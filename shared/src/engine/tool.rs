@@ -493,6 +493,7 @@ mod tests {
             receipt = "addAttachmentToPurchase"
             contact_field = "/supplierId"
             pattern_key = "merchant"
+            amount_fields = ["/body/lines/*/netPrice", "/body/lines/*/vat"]
 
             [[tools]]
             name = "attach_receipt"
@@ -737,6 +738,29 @@ mod tests {
         // Models send "" for no arguments, and null for an argument left out.
         assert!(plan("list_purchases", "").is_ok());
         assert!(plan("list_purchases", r#"{"dateGe":null}"#).is_ok());
+    }
+
+    #[test]
+    fn a_negative_amount_is_refused_so_it_cannot_offset_the_rest() {
+        let mut body = purchase();
+        body["lines"][0]["netPrice"] = json!(5_000_000);
+        body["lines"][0]["vat"] = json!(-4_999_000);
+        let args = json!({"merchant": "Adobe", "body": body});
+        assert!(matches!(
+            plan("register_purchase", &args.to_string()),
+            Err(ToolCallError::Invalid(why)) if why.join(" ").contains("arguments.body.lines.0.vat")
+        ));
+        // The model is told so in the tool's schema.
+        let specs = function_specs(&character());
+        let write = specs
+            .iter()
+            .find(|s| s.name == "register_purchase")
+            .unwrap();
+        assert_eq!(
+            write.parameters["properties"]["body"]["properties"]["lines"]["items"]["properties"]["vat"]
+                ["minimum"],
+            0
+        );
     }
 
     #[test]

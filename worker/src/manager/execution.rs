@@ -23,7 +23,7 @@ use shared::engine::execution::{
     Made, StepState, candidates, confirm_query, fill, list_path, made_since, step_states,
     still_settling,
 };
-use shared::engine::proposal::{Transition, next};
+use shared::engine::proposal::{Transition, next, payload_digest};
 use shared::engine::read::MAX_READ_PAGES;
 use shared::engine::retry::WriteStatus;
 use shared::engine::review::{notice_executed, notice_failed, notice_gave_up, notice_uncertain};
@@ -237,9 +237,31 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn execute(&self, attempt: u32) -> Result<(), JobFailure> {
+        let approved = self.store.approved_digest(self.id).await?;
         let Some(proposal) = self.start(attempt).await? else {
             return Ok(());
         };
+        // Exactly what was approved: the writes still hash to the digest the
+        // approval bound.
+        let digest = payload_digest(&proposal.request);
+        if approved.as_deref() != Some(digest.as_str()) || digest != proposal.payload_sha256 {
+            let finished = ExecutionFinished {
+                succeeded: false,
+                status: None,
+                response_sha256: None,
+                error: Some("the writes differ from the ones approved".to_owned()),
+            };
+            let notice = notice_failed(&proposal.tool, self.id, None, &[]);
+            tracing::error!(proposal = %self.id, "A proposal's writes differ from the approved ones; not sent");
+            return self
+                .conclude(
+                    Transition::Fail,
+                    ProposalEvent::ExecutionFinished(finished),
+                    &notice,
+                    true,
+                )
+                .await;
+        }
         let plan = &proposal.request.0;
         let api = self.manager.apis.get(&plan.api).ok_or_else(|| {
             JobFailure::Permanent(anyhow::anyhow!("no API named `{}` is loaded", plan.api))

@@ -72,8 +72,8 @@ pub(super) async fn append(
     let appended = insert_events!(
         "",
         "WHERE (n.dedupe_key IS NULL OR NOT EXISTS \
-         (SELECT 1 FROM events e WHERE e.dedupe_key = n.dedupe_key))",
-        "ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
+         (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id AND e.dedupe_key = n.dedupe_key))",
+        "ON CONFLICT (tenant_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
         stream,
         expected,
         c
@@ -228,7 +228,7 @@ fn newest(
                 expected,
             }
         }
-        sqlx::Error::Database(db) if db.constraint() == Some("events_dedupe_key_key") => {
+        sqlx::Error::Database(db) if db.constraint() == Some("events_tenant_dedupe_key") => {
             StoreError::AlreadyRecorded {
                 stream: stream.to_owned(),
             }

@@ -226,7 +226,7 @@ pub(super) async fn insert_outbox(
         r#"INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text)
            SELECT $1, c.tenant_id, c.id, $2, c.platform, c.chat, c.thread, $3 FROM conversations c
            WHERE c.id = $4
-           ON CONFLICT (dedupe_key) DO NOTHING RETURNING id AS "id: OutboxId""#,
+           ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id AS "id: OutboxId""#,
         id as _,
         dedupe_key,
         text,

@@ -462,6 +462,26 @@ impl TenantStore {
         Ok(ids)
     }
 
+    /// The digest the proposal was approved with (by a reviewer or a
+    /// trusted pattern), if it was.
+    pub async fn approved_digest(&self, id: ProposalId) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let events = tx
+            .read_stream(
+                &proposal_stream(id),
+                &[ProposalEvent::APPROVED, ProposalEvent::AUTO_APPROVED],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(events.into_iter().find_map(|e| {
+            match ProposalEvent::from_stored(&e.type_name, e.payload)? {
+                ProposalEvent::Decided(d) => Some(d.payload_sha256),
+                ProposalEvent::AutoApproved(a) => Some(a.payload_sha256),
+                _ => None,
+            }
+        }))
+    }
+
     /// The proposal's step events (started, finished), oldest first.
     pub async fn execution_steps(&self, id: ProposalId) -> Result<Vec<ProposalEvent>, StoreError> {
         let mut tx = self.begin().await?;
