@@ -215,6 +215,8 @@ async fn a_direct_message_is_answered_in_the_dm_without_a_thread() {
             .unwrap();
         t.db.seed_route(tenant, "discord", "@dm", "*", "book-e")
             .await;
+        t.db.seed_member(tenant, "discord", "user", "53908099506183680", None)
+            .await;
         t.openai.script([Scripted::Text("Hei i DM.".into())]);
         let mut dm = message_create();
         dm["d"].as_object_mut().unwrap().remove("guild_id");

@@ -70,19 +70,6 @@ fn one_card(t: &TestEnv) -> PostedCard {
     cards.remove(0)
 }
 
-/// The Approve button's value on a card.
-fn card_value(card: &PostedCard) -> String {
-    let actions = card
-        .blocks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["type"] == "actions")
-        .cloned()
-        .expect("buttons");
-    actions["elements"][0]["value"].as_str().unwrap().to_owned()
-}
-
 async fn event_types(t: &TestEnv) -> Vec<String> {
     t.db.event_types("proposal-").await
 }
@@ -129,7 +116,7 @@ async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
             "{}",
             card.text
         );
-        let value = card_value(&card);
+        let value = card.approve_value();
         assert_eq!(parse_action_value(&value).unwrap().0.0, id);
 
         // W222 approves; the purchase is made once, exactly as approved.
@@ -224,7 +211,7 @@ async fn strangers_the_proposer_and_tampered_payloads_cannot_approve() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
         let (card, _) = card_posted(t).await;
-        let value = card_value(&card);
+        let value = card.approve_value();
         let (id, _) = parse_action_value(&value).unwrap();
         let tampered = format!("{id}:{}", "0".repeat(64));
 
@@ -298,7 +285,7 @@ async fn two_reviewers_approving_at_once_execute_it_once() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
         let (card, _) = card_posted(t).await;
-        let value = card_value(&card);
+        let value = card.approve_value();
         let (a, b) = tokio::join!(
             t.click("W222", APPROVE_ACTION, &value),
             t.click("W333", APPROVE_ACTION, &value)
@@ -357,7 +344,7 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
         );
 
         assert_eq!(
-            t.click("W222", REJECT_ACTION, &card_value(&card)).await,
+            t.click("W222", REJECT_ACTION, &card.approve_value()).await,
             200
         );
         let views = t.slack.take_views();
@@ -439,7 +426,7 @@ async fn a_known_merchant_is_auto_approved_after_enough_approvals() {
             .await;
             let card = one_card(t);
             assert_eq!(
-                t.click("W222", APPROVE_ACTION, &card_value(&card)).await,
+                t.click("W222", APPROVE_ACTION, &card.approve_value()).await,
                 200
             );
             t.wait_until("the approval executed", || async {

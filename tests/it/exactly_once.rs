@@ -70,16 +70,7 @@ async fn proposed(t: &TestEnv) -> String {
     })
     .await;
     t.slack.take_posted();
-    let card = t.slack.take_cards().remove(0);
-    card.blocks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["type"] == "actions")
-        .unwrap()["elements"][0]["value"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    t.slack.take_cards().remove(0).approve_value()
 }
 
 /// Waits until the proposal is executed and the owner told; asserts one

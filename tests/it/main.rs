@@ -13,6 +13,7 @@ mod exactly_once;
 mod fakes;
 mod faults;
 mod harness;
+mod members;
 mod observability;
 mod receipts;
 mod security;

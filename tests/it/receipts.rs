@@ -92,16 +92,7 @@ async fn one_card(t: &TestEnv) -> PostedCard {
 
 /// W222 approves the card; waits until it is executed and the card updated.
 async fn approve(t: &TestEnv, card: &PostedCard) {
-    let value = card
-        .blocks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["type"] == "actions")
-        .unwrap()["elements"][0]["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let value = card.approve_value();
     assert_eq!(t.click("W222", APPROVE_ACTION, &value).await, 200);
     t.wait_for_proposal("executed").await;
     t.wait_idle().await;
@@ -112,14 +103,7 @@ async fn approve(t: &TestEnv, card: &PostedCard) {
 /// that serves the file for ten minutes; a forged or stale link serves
 /// nothing.
 async fn assert_receipt_links(t: &TestEnv, card: &PostedCard, pdf: &[u8]) {
-    let buttons = card
-        .blocks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["type"] == "actions")
-        .unwrap()["elements"]
-        .clone();
+    let buttons = card.buttons();
     assert_eq!(buttons[2]["action_id"], RECEIPT_ACTION);
     let value = buttons[2]["value"].as_str().unwrap();
     assert_eq!(t.click("W999", RECEIPT_ACTION, value).await, 200);
@@ -369,11 +353,7 @@ async fn a_supplier_invoice_finds_or_creates_its_supplier_once() {
             let shown = card.blocks.to_string();
             assert!(shown.contains("*1. `createContact`*"), "{shown}");
             assert!(shown.contains("*supplierId*: the id step 1 creates"), "{shown}");
-            let value = card.blocks.as_array().unwrap().iter().find(|b| b["type"] == "actions").unwrap()
-                ["elements"][0]["value"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let value = card.approve_value();
             assert_eq!(t.click("W222", APPROVE_ACTION, &value).await, 200);
             t.wait_until("executed", || async {
                 t.proposals().await.iter().filter(|(_, s)| s == "executed").count() == n + 1

@@ -160,11 +160,7 @@ async fn an_approved_proposal_whose_writes_were_changed_is_not_sent() {
         .execute(&t.db.owner)
         .await
         .unwrap();
-        let value = card.blocks.as_array().unwrap().iter().find(|b| b["type"] == "actions").unwrap()
-            ["elements"][0]["value"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let value = card.approve_value();
         assert_eq!(t.click("W222", APPROVE_ACTION, &value).await, 200);
         t.wait_for_proposal("execution_failed").await;
         t.wait_idle().await;

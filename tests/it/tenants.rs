@@ -274,6 +274,9 @@ async fn a_tenant_never_reads_or_changes_another_tenants_rows_even_through_wrong
         let b = TenantId::from(db.seed_tenant("beta", "slack", "TB", "*", "book-e").await);
         db.seed_review_policy(a.0, "CA", 0, &["WA"]).await;
         db.seed_review_policy(b.0, "CB", 0, &["WB"]).await;
+        db.seed_member(a.0, "slack", "user", "WA", Some("ann"))
+            .await;
+        db.seed_member(b.0, "slack", "user", "WB", Some("bo")).await;
         let service = db.service_store().await;
         let (store_a, store_b) = (service.tenant(a), service.tenant(b));
         let (a_inbox, a_conversation) = seed_activity(&store_a, "alpha").await;

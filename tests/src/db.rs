@@ -169,6 +169,30 @@ impl TestDb {
             .expect("seed route");
     }
 
+    /// Lists a member of a tenant: a platform `user` (of `person`, when
+    /// given), a Slack `team` or a Discord `role`.
+    pub async fn seed_member(
+        &self,
+        tenant: Uuid,
+        platform: &str,
+        kind: &str,
+        value: &str,
+        person: Option<&str>,
+    ) {
+        sqlx::query(
+            "INSERT INTO tenant_members (tenant_id, platform, kind, value, person) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant)
+        .bind(platform)
+        .bind(kind)
+        .bind(value)
+        .bind(person)
+        .execute(&self.owner)
+        .await
+        .expect("seed member");
+    }
+
     /// Sets a tenant's review channel, auto-approval limit and Slack reviewers.
     pub async fn seed_review_policy(
         &self,

@@ -76,6 +76,9 @@ pub const TEST_INPUT_PRICE: u64 = 2_000_000;
 /// Price of the test model's output tokens, in micros per million.
 pub const TEST_OUTPUT_PRICE: u64 = 8_000_000;
 
+/// The Telegram user of the fixtures, a member of the test tenant.
+pub const TELEGRAM_OWNER: &str = "111111111";
+
 /// The tenant's Slack review channel.
 pub const REVIEW_CHANNEL: &str = "CREVIEW";
 /// The tenant's reviewers: W111 (who also chats as the owner in the Slack
@@ -381,6 +384,9 @@ impl TestEnv {
         db.seed_route(tenant, "discord", DISCORD_GUILD, DISCORD_CHANNEL, "book-e")
             .await;
         db.seed_route(tenant, "telegram", "bot", "*", "book-e")
+            .await;
+        // Every Telegram chat reaches the bot: only listed members are heard.
+        db.seed_member(tenant, "telegram", "user", TELEGRAM_OWNER, Some("owner"))
             .await;
         db.seed_review_policy(tenant, REVIEW_CHANNEL, AUTO_APPROVE_LIMIT_MINOR, &REVIEWERS)
             .await;

@@ -14,7 +14,7 @@ use shared::ids::Platform;
 use crate::manager::ingest::{InboundMessage, IngestManager, IngestOutcome, MAX_TEXT_CHARS};
 
 /// Workspace name of direct messages in Discord routes (`tenant_routes.workspace`).
-pub const DM_WORKSPACE: &str = "@dm";
+pub use shared::engine::member::DISCORD_DM_WORKSPACE as DM_WORKSPACE;
 
 /// Attempts to record one Discord message before it is given up.
 const INGEST_ATTEMPTS: u32 = 8;
@@ -110,6 +110,12 @@ impl DiscordEdge {
             message_id: msg.id.to_string(),
             delivery_id: None,
             author_id: author.to_string(),
+            author_team: None,
+            author_roles: msg
+                .member
+                .iter()
+                .flat_map(|m| m.roles.iter().map(ToString::to_string))
+                .collect(),
             text: msg.content.chars().take(MAX_TEXT_CHARS).collect(),
             attachments,
             received_at: Utc::now(),

@@ -15,7 +15,7 @@ use crate::manager::ingest::{InboundMessage, IngestManager, MAX_TEXT_CHARS};
 
 /// Workspace of Telegram routes (`tenant_routes.workspace`): routes name the
 /// chat id (or `*`) as their channel.
-pub const BOT_WORKSPACE: &str = "bot";
+pub use shared::engine::member::TELEGRAM_WORKSPACE as BOT_WORKSPACE;
 
 /// Pause after a failed poll or ingest before trying again.
 const POLL_RETRY_INTERVAL: Duration = Duration::from_secs(2);
@@ -49,6 +49,8 @@ pub fn normalize(update: &Update) -> Option<InboundMessage> {
         thread,
         delivery_id: Some(update.id.0.to_string()),
         author_id: author.id.0.to_string(),
+        author_team: None,
+        author_roles: Vec::new(),
         text: text.chars().take(MAX_TEXT_CHARS).collect(),
         attachments,
         received_at: Utc::now(),

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::json;
 use shared::event::{Attachment, MAX_ATTACHMENTS};
 use shared::ids::Platform;
@@ -31,6 +32,8 @@ pub(super) async fn events(
     verify(&state, &headers, &body)?;
     let event: SlackPushEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a Slack Events API payload: {e}")))?;
+    // slack-morphism keeps neither field: the author's team, for membership.
+    let teams: EventTeams = serde_json::from_slice(&body).unwrap_or_default();
     match event {
         SlackPushEvent::UrlVerification(v) => {
             Ok(Json(json!({ "challenge": v.challenge })).into_response())
@@ -51,7 +54,9 @@ pub(super) async fn events(
                 slack.retry_num = %retry,
                 outcome = tracing::field::Empty,
             );
-            handle_callback(&state, callback).instrument(span).await
+            handle_callback(&state, callback, teams.event.author_team())
+                .instrument(span)
+                .await
         }
     }
 }
@@ -105,11 +110,34 @@ pub(super) fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Res
         })
 }
 
+/// The teams an event callback names besides the workspace's.
+#[derive(Debug, Default, Deserialize)]
+struct EventTeams {
+    #[serde(default)]
+    event: AuthorTeams,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuthorTeams {
+    /// The author's team (Slack Connect).
+    user_team: Option<String>,
+    /// The team of the author's message, the author's own where `user_team`
+    /// is missing.
+    team: Option<String>,
+}
+
+impl AuthorTeams {
+    fn author_team(self) -> Option<String> {
+        self.user_team.or(self.team)
+    }
+}
+
 async fn handle_callback(
     state: &HttpState,
     callback: SlackPushEventCallback,
+    author_team: Option<String>,
 ) -> Result<Response, ApiError> {
-    let message = normalize(&callback);
+    let message = normalize(&callback).map(|m| InboundMessage { author_team, ..m });
     // A reply in a review card's thread is a reviewer's question for the owner.
     if let (Some(m), Some((ts, thread_ts))) = (&message, thread_reply(&callback)) {
         let forwarded = state
@@ -229,6 +257,8 @@ fn build(
         thread,
         delivery_id: Some(callback.event_id.0.clone()),
         author_id: user,
+        author_team: None,
+        author_roles: Vec::new(),
         text,
         attachments,
         received_at: Utc::now(),

@@ -6,10 +6,14 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use shared::access::queue::JobQueue;
 use shared::access::store::{
-    ConversationModel, InboxWriter, NewMessageParams, RecordOutcome, RouteCache, Store,
+    ConversationModel, InboxWriter, MemberCache, NewMessageParams, RecordOutcome, RouteCache, Store,
 };
 use shared::batch::Batcher;
-use shared::engine::pace::{LIMIT_NOTICE_PACE, Pace, RATE_LIMITED_REPLY, per_minute};
+use shared::engine::member::{Admission, Author, admit};
+use shared::engine::pace::{
+    LIMIT_NOTICE_PACE, NOT_A_MEMBER_NOTICE_PACE, NOT_A_MEMBER_REPLY, Pace, RATE_LIMITED_REPLY,
+    per_minute,
+};
 use shared::engine::route::{self, TenantLimits};
 use shared::event::Attachment;
 use shared::ids::{InboxId, Platform, TenantId};
@@ -35,6 +39,11 @@ pub struct InboundMessage {
     pub delivery_id: Option<String>,
     /// Author's platform user id.
     pub author_id: String,
+    /// The author's own Slack team (a Slack Connect guest's differs from
+    /// the workspace); `None` elsewhere or when Slack did not say.
+    pub author_team: Option<String>,
+    /// The author's Discord guild roles.
+    pub author_roles: Vec<String>,
     /// Message text.
     pub text: String,
     /// Files sent with it, by reference.
@@ -73,6 +82,12 @@ pub enum IngestOutcome {
     /// Over the author's or the tenant's inbound rate limit: not recorded;
     /// the author is told to slow down.
     Limited,
+    /// The author is not one of the tenant's people: not recorded; told
+    /// once in a while.
+    NotAMember,
+    /// A route open to anybody (every Telegram chat, every Discord DM) of a
+    /// tenant that lists no members there: ignored.
+    RouteNeedsMembers,
 }
 
 /// Most messages one round of the inbox writer records.
@@ -81,8 +96,8 @@ const INBOX_BATCH: usize = 64;
 /// Most turn jobs pushed to Redis in one round trip.
 const TURN_PUSH_BATCH: usize = 64;
 
-/// How long a route lookup is reused: a changed route or tenant limit takes
-/// effect within this.
+/// How long a route or member lookup is reused: a changed route, tenant
+/// limit or member takes effect within this.
 const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Inbound rates, per user (within a tenant) and per tenant.
@@ -103,6 +118,8 @@ impl IngestOutcome {
             Self::Duplicate(_) => "duplicate",
             Self::Unrouted => "unrouted",
             Self::Limited => "limited",
+            Self::NotAMember => "not_a_member",
+            Self::RouteNeedsMembers => "route_needs_members",
         }
     }
 }
@@ -112,6 +129,7 @@ impl IngestOutcome {
 pub struct IngestManager {
     store: Store,
     routes: RouteCache,
+    members: MemberCache,
     inbox: InboxWriter,
     turns: Batcher<Job<WorkerJob>, Result<(), String>>,
     queue: JobQueue,
@@ -133,6 +151,7 @@ impl IngestManager {
     ) -> Self {
         Self {
             routes: RouteCache::new(store.clone(), ROUTE_CACHE_TTL),
+            members: MemberCache::new(store.clone(), ROUTE_CACHE_TTL),
             inbox: InboxWriter::start(&store, INBOX_BATCH),
             turns: push_turns(queue.clone()),
             store,
@@ -155,22 +174,29 @@ impl IngestManager {
             && self.limiter.try_take(&format!("tenant:{tenant}"), whole)
     }
 
-    /// Tells the author of a message over a limit to slow down, at most
-    /// once a minute per author, through the outbox like any reply.
-    async fn tell_limited(
+    /// Tells the author of a message that was not taken `text`, at most
+    /// once per `pace` and author, through the outbox like any reply.
+    async fn tell_author(
         &self,
         params: &NewMessageParams,
         traceparent: &str,
+        (text, pace): (&str, Pace),
     ) -> anyhow::Result<()> {
-        let key = format!("notice:{}:{}", params.tenant_id, params.author_id);
-        if !self.limiter.try_take(&key, LIMIT_NOTICE_PACE) {
+        let key = format!(
+            "notice:{}:{}:{}:{}",
+            params.tenant_id,
+            params.platform.as_str(),
+            params.author_id,
+            pace.period.as_secs()
+        );
+        if !self.limiter.try_take(&key, pace) {
             return Ok(());
         }
         let store = self.store.tenant(params.tenant_id);
         let outbox_id = store
-            .record_notice(params, RATE_LIMITED_REPLY)
+            .record_notice(params, text)
             .await
-            .context("Cannot record the rate-limit notice")?;
+            .context("Cannot record the notice")?;
         self.queue
             .deliver_outbox(store.tenant_id(), outbox_id, traceparent)
             .await
@@ -253,9 +279,12 @@ impl IngestManager {
         msg: InboundMessage,
         traceparent: &str,
     ) -> anyhow::Result<IngestOutcome> {
-        let (tenant_id, limits, character, chat, thread) =
+        let (tenant_id, limits, character, chat, thread, route_channel) =
             match self.continued_conversation(&msg).await? {
-                Some((c, limits)) => (c.tenant_id, limits, c.character, c.chat, c.thread),
+                Some((c, limits)) => {
+                    let channel = c.chat.clone();
+                    (c.tenant_id, limits, c.character, c.chat, c.thread, channel)
+                }
                 None => {
                     let routes = self
                         .routes
@@ -271,9 +300,23 @@ impl IngestManager {
                         route.character.clone(),
                         msg.chat,
                         msg.thread,
+                        route.channel.clone(),
                     )
                 }
             };
+        let members = self
+            .members
+            .members(tenant_id, msg.platform)
+            .await
+            .context("Cannot load members")?;
+        let author = Author {
+            platform: msg.platform,
+            workspace: &msg.workspace,
+            user: &msg.author_id,
+            team: msg.author_team.as_deref(),
+            roles: &msg.author_roles,
+        };
+        let admission = admit(&members, &route_channel, &author);
         let files = !msg.attachments.is_empty();
         let params = NewMessageParams {
             tenant_id,
@@ -288,8 +331,18 @@ impl IngestManager {
             attachments: msg.attachments,
             received_at: msg.received_at,
         };
+        match admission {
+            Admission::Member => {}
+            Admission::RouteNeedsMembers => return Ok(IngestOutcome::RouteNeedsMembers),
+            Admission::NotAMember => {
+                let notice = (NOT_A_MEMBER_REPLY, NOT_A_MEMBER_NOTICE_PACE);
+                self.tell_author(&params, traceparent, notice).await?;
+                return Ok(IngestOutcome::NotAMember);
+            }
+        }
         if !self.within_limits(tenant_id, limits, &params.author_id) {
-            self.tell_limited(&params, traceparent).await?;
+            let notice = (RATE_LIMITED_REPLY, LIMIT_NOTICE_PACE);
+            self.tell_author(&params, traceparent, notice).await?;
             return Ok(IngestOutcome::Limited);
         }
         let (inbox_id, outcome) = match self

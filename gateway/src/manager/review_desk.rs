@@ -172,7 +172,8 @@ impl ReviewDesk {
         let proposal = store.proposal(id).await?;
         let reviewers = store.tenant_policy().await?.reviewers;
         let reviewer = format!("slack:{}", click.user);
-        match may_decide(&proposal, &reviewers, &reviewer, &sha) {
+        let same_person = store.same_person(&proposal.proposer, &reviewer).await?;
+        match may_decide(&proposal, &reviewers, &reviewer, same_person, &sha) {
             Ok(()) => Ok(self
                 .slack
                 .open_view(trigger_id, reject_modal(id, &sha))
@@ -211,7 +212,8 @@ impl ReviewDesk {
         };
         let mut tx = store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
-        if let Err(refusal) = may_decide(&proposal, &reviewers, &reviewer, &seen_sha) {
+        let same_person = tx.same_person(&proposal.proposer, &reviewer).await?;
+        if let Err(refusal) = may_decide(&proposal, &reviewers, &reviewer, same_person, &seen_sha) {
             let refused = ProposalEvent::DecisionRefused(DecisionRefused {
                 reviewer,
                 refusal: refusal.clone(),
@@ -419,6 +421,7 @@ fn may_decide(
     proposal: &ProposalModel,
     reviewers: &[String],
     reviewer: &str,
+    same_person: bool,
     seen_sha256: &str,
 ) -> Result<(), DecisionRefusal> {
     check_decision(&DecisionCheck {
@@ -426,6 +429,7 @@ fn may_decide(
         payload_sha256: &proposal.payload_sha256,
         proposer: &proposal.proposer,
         reviewer,
+        same_person,
         reviewers,
         seen_sha256,
     })

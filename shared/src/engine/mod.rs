@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod cost;
 pub mod execution;
 pub mod files;
+pub mod member;
 pub mod pace;
 pub mod prompt;
 pub mod proposal;

@@ -63,6 +63,16 @@ pub const LIMIT_NOTICE_PACE: Pace = Pace {
 pub const RATE_LIMITED_REPLY: &str = "You are sending messages faster than I can take them in, \
      so I skipped your last one. Please wait a minute and send it again.";
 
+/// How often somebody who is not one of a tenant's people is told so.
+pub const NOT_A_MEMBER_NOTICE_PACE: Pace = Pace {
+    period: Duration::from_secs(3600),
+    burst: 1,
+};
+
+/// What somebody who is not one of a tenant's people is told.
+pub const NOT_A_MEMBER_REPLY: &str = "Sorry, I only work with the people of the company \
+     this chat belongs to. If you are one of them, ask its administrator to add you.";
+
 /// Longest `Retry-After` honoured by waiting inside one delivery attempt;
 /// longer ones end the attempt and the job is retried later.
 pub const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);

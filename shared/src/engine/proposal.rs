@@ -96,6 +96,9 @@ pub struct DecisionCheck<'a> {
     pub proposer: &'a str,
     /// Who is deciding (`platform:user id`).
     pub reviewer: &'a str,
+    /// Whether the tenant lists proposer and reviewer as one person (with
+    /// identities on several platforms).
+    pub same_person: bool,
     /// The tenant's reviewers (`platform:user id`).
     pub reviewers: &'a [String],
     /// The digest the reviewer saw.
@@ -107,7 +110,7 @@ pub fn check_decision(c: &DecisionCheck<'_>) -> Result<(), DecisionRefusal> {
     if !c.reviewers.iter().any(|r| r == c.reviewer) {
         return Err(DecisionRefusal::NotAReviewer);
     }
-    if c.reviewer == c.proposer {
+    if c.reviewer == c.proposer || c.same_person {
         return Err(DecisionRefusal::OwnProposal);
     }
     if c.state != ProposalState::ReviewRequested {
@@ -394,6 +397,7 @@ mod tests {
             payload_sha256: "abc",
             proposer: "slack:U1",
             reviewer,
+            same_person: false,
             reviewers,
             seen_sha256: seen,
         })
@@ -415,6 +419,19 @@ mod tests {
         assert_eq!(
             check("slack:R1", &reviewers, pending, "abd"),
             Err(DecisionRefusal::PayloadChanged)
+        );
+        let same_person = DecisionCheck {
+            state: pending,
+            payload_sha256: "abc",
+            proposer: "discord:7",
+            reviewer: "slack:R1",
+            same_person: true,
+            reviewers: &reviewers,
+            seen_sha256: "abc",
+        };
+        assert_eq!(
+            check_decision(&same_person),
+            Err(DecisionRefusal::OwnProposal)
         );
         assert_eq!(
             check("slack:R1", &reviewers, ProposalState::Approved, "abc"),

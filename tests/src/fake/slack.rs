@@ -41,6 +41,25 @@ pub struct PostedCard {
     pub blocks: Value,
 }
 
+impl PostedCard {
+    /// The card's buttons (Approve, Reject, then Receipt when it has one).
+    pub fn buttons(&self) -> Vec<Value> {
+        self.blocks
+            .as_array()
+            .and_then(|blocks| blocks.iter().find(|b| b["type"] == "actions"))
+            .and_then(|actions| actions["elements"].as_array().cloned())
+            .expect("the card has buttons")
+    }
+
+    /// The Approve button's value (the proposal and the digest shown).
+    pub fn approve_value(&self) -> String {
+        self.buttons()[0]["value"]
+            .as_str()
+            .expect("a button value")
+            .to_owned()
+    }
+}
+
 /// A `chat.update` the product made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpdatedMessage {

@@ -10,6 +10,7 @@
 //! transaction of its own.
 
 mod agent_runs;
+mod cache;
 mod dead_jobs;
 mod events;
 mod facts;
@@ -17,6 +18,7 @@ mod files;
 mod inbox;
 mod inbox_writer;
 mod lease;
+mod members;
 mod outbox;
 mod proposals;
 mod routes;
@@ -42,7 +44,7 @@ pub use inbox_writer::InboxWriter;
 pub use lease::Lease;
 pub use outbox::{DeliveryTurn, OutboxModel, ReplyParams};
 pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
-pub use routes::RouteCache;
+pub use routes::{MemberCache, RouteCache};
 pub use tenant::TenantSettings;
 pub use usage::TokenBudget;
 

@@ -168,6 +168,11 @@ pub struct ProposalTx {
 }
 
 impl ProposalTx {
+    /// Whether two identities are one person (see [`TenantStore::same_person`]).
+    pub async fn same_person(&mut self, a: &str, b: &str) -> Result<bool, StoreError> {
+        self.tx.same_person(a, b).await
+    }
+
     /// Appends an event to the proposal's stream and applies `changes`.
     pub async fn record(
         &mut self,

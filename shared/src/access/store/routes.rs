@@ -2,11 +2,12 @@
 //! chat, thread or review channel belongs to, and the list of tenants. They
 //! go through SECURITY DEFINER functions that return ids and routes only.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::cache::TtlCache;
 use super::{Store, StoreError};
+use crate::engine::member::Members;
 use crate::engine::route::{Route, TenantLimits};
 use crate::ids::{Platform, ProposalId, TenantId};
 
@@ -87,22 +88,13 @@ impl Store {
     }
 }
 
-/// Most (platform, workspace, channel) keys a [`RouteCache`] keeps.
-const ROUTE_CACHE_KEYS: usize = 10_000;
-
-type RouteKey = (Platform, String, String);
-
-/// Each key's routes, with when they were read.
-type RouteEntries = HashMap<RouteKey, (Instant, Arc<[Route]>)>;
-
 /// [`Store::routes`] read through a short-lived cache: the gateway looks
 /// routes up for every inbound message, and they change rarely. A changed
 /// route (or tenant limit) takes effect within the time-to-live.
 #[derive(Debug, Clone)]
 pub struct RouteCache {
     store: Store,
-    ttl: Duration,
-    entries: Arc<Mutex<RouteEntries>>,
+    cache: TtlCache<(Platform, String, String), [Route]>,
 }
 
 impl RouteCache {
@@ -110,8 +102,7 @@ impl RouteCache {
     pub fn new(store: Store, ttl: Duration) -> Self {
         Self {
             store,
-            ttl,
-            entries: Arc::default(),
+            cache: TtlCache::new(ttl),
         }
     }
 
@@ -123,31 +114,38 @@ impl RouteCache {
         channel: &str,
     ) -> Result<Arc<[Route]>, StoreError> {
         let key = (platform, workspace.to_owned(), channel.to_owned());
-        if let Some((read_at, routes)) = self.lock().get(&key)
-            && read_at.elapsed() < self.ttl
-        {
-            return Ok(Arc::clone(routes));
+        let load = async {
+            let routes = self.store.routes(platform, workspace, channel).await?;
+            Ok(Arc::from(routes))
+        };
+        self.cache.get_or_load(key, load).await
+    }
+}
+
+/// Each tenant's members on each platform, read through a short-lived cache
+/// like the routes: a member added or removed counts within the time-to-live.
+#[derive(Debug, Clone)]
+pub struct MemberCache {
+    store: Store,
+    cache: TtlCache<(TenantId, Platform), Members>,
+}
+
+impl MemberCache {
+    /// A cache over `store` keeping each answer for `ttl`.
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Self {
+            store,
+            cache: TtlCache::new(ttl),
         }
-        let routes: Arc<[Route]> = self
-            .store
-            .routes(platform, workspace, channel)
-            .await?
-            .into();
-        let mut entries = self.lock();
-        if entries.len() >= ROUTE_CACHE_KEYS {
-            entries.retain(|_, (read_at, _)| read_at.elapsed() < self.ttl);
-            if entries.len() >= ROUTE_CACHE_KEYS {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (Instant::now(), Arc::clone(&routes)));
-        Ok(routes)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RouteEntries> {
-        // A panic while holding the map leaves it usable: it is only a cache.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Like [`TenantStore::members`](super::TenantStore::members), at most `ttl` old.
+    pub async fn members(
+        &self,
+        tenant: TenantId,
+        platform: Platform,
+    ) -> Result<Arc<Members>, StoreError> {
+        let load = async { Ok(Arc::new(self.store.tenant(tenant).members(platform).await?)) };
+        self.cache.get_or_load((tenant, platform), load).await
     }
 }
