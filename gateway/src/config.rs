@@ -12,8 +12,17 @@ use shared::config::{
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct GatewayConfig {
-    /// Address of the webhook, health and metrics server. Default `0.0.0.0:8080`.
+    /// Address of the public server: webhooks, `/healthz` and receipt links.
+    /// Default `0.0.0.0:8080`.
     pub listen_addr: ListenAddr,
+    /// Address of the operators' server: `/metrics`, `/queue-depth`,
+    /// `/readyz` (and `/healthz`). Default `0.0.0.0:9090`; never exposed.
+    pub admin_addr: AdminAddr,
+    /// Continue the trace of an inbound request's W3C `traceparent`. Off by
+    /// default: the header comes from the internet, and a sender could tie
+    /// its requests to traces of its choosing. On only behind a proxy that
+    /// sets it.
+    pub trust_inbound_traceparent: bool,
     /// Postgres.
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
@@ -31,10 +40,9 @@ pub struct GatewayConfig {
     pub files: FilesConfig,
     /// Inbound message rate limits.
     pub limits: InboundLimits,
-    /// Bearer token that readers of `/queue-depth` (KEDA) must send. Unset:
-    /// the endpoint is open (it is never on the Ingress).
+    /// Bearer token that readers of `/queue-depth` (KEDA) must send. Required.
     #[serde(skip_serializing)]
-    pub queue_depth_token: Option<SecretString>,
+    pub queue_depth_token: SecretString,
 }
 
 /// A socket address to listen on.
@@ -45,6 +53,17 @@ pub struct ListenAddr(pub String);
 impl Default for ListenAddr {
     fn default() -> Self {
         Self("0.0.0.0:8080".to_owned())
+    }
+}
+
+/// The admin server's address to listen on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AdminAddr(pub String);
+
+impl Default for AdminAddr {
+    fn default() -> Self {
+        Self("0.0.0.0:9090".to_owned())
     }
 }
 
@@ -265,6 +284,7 @@ impl GatewayConfig {
         self.redis.validate()?;
         require_secret("slack.signing_secret", &self.slack.signing_secret)?;
         require_secret("slack.bot_token", &self.slack.bot_token)?;
+        require_secret("queue_depth_token", &self.queue_depth_token)?;
         require_http_url("slack.api_base_url", &self.slack.api_base_url)?;
         if let Some(url) = &self.discord.api_base_url {
             require_http_url("discord.api_base_url", url)?;
@@ -302,5 +322,32 @@ impl GatewayConfig {
             require_secret("files.link_secret", &self.files.link_secret)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete() -> GatewayConfig {
+        let mut cfg = GatewayConfig::default();
+        cfg.database.url = SecretString::from("postgres://u@localhost/db");
+        cfg.slack.signing_secret = SecretString::from("signing");
+        cfg.slack.bot_token = SecretString::from("xoxb-1");
+        cfg.redis.url = SecretString::from("redis://localhost");
+        cfg.queue_depth_token = SecretString::from("keda");
+        cfg
+    }
+
+    #[test]
+    fn the_queue_depth_token_is_required_and_operators_get_their_own_port() {
+        let ok = complete().validate();
+        assert!(ok.is_ok(), "{ok:?}");
+        let mut open = complete();
+        open.queue_depth_token = SecretString::from(" ");
+        assert_eq!(open.validate().unwrap_err().field, "queue_depth_token");
+        let defaults = GatewayConfig::default();
+        assert_ne!(defaults.admin_addr.0, defaults.listen_addr.0);
+        assert!(!defaults.trust_inbound_traceparent);
     }
 }

@@ -37,10 +37,33 @@ use manager::ingest::{InboundPaces, IngestManager};
 use manager::presence::Presence;
 use manager::review_desk::{ReceiptLinks, ReviewDesk};
 
+/// The gateway's two sockets: the public one (webhooks) and the operators'.
+#[derive(Debug)]
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of `cfg`.
+    pub async fn bind(cfg: &GatewayConfig) -> anyhow::Result<Self> {
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("Cannot listen on {addr}"))
+        };
+        Ok(Self {
+            public: bind(cfg.listen_addr.0.clone()).await?,
+            admin: bind(cfg.admin_addr.0.clone()).await?,
+        })
+    }
+}
+
 /// A built gateway, ready to run.
 pub struct App {
-    listener: TcpListener,
+    listeners: Listeners,
     router: axum::Router,
+    admin_router: axum::Router,
     queue: JobQueue,
     delivery: Arc<DeliveryManagers>,
     ingest: IngestManager,
@@ -57,7 +80,7 @@ pub struct App {
 impl App {
     /// Connects to Postgres and Redis, builds the platform clients and binds
     /// the HTTP listener (or uses the given one, e.g. bound to port 0 by a test).
-    pub async fn build(cfg: GatewayConfig, listener: Option<TcpListener>) -> anyhow::Result<Self> {
+    pub async fn build(cfg: GatewayConfig, listeners: Option<Listeners>) -> anyhow::Result<Self> {
         cfg.validate()?;
         let store = Store::connect(&cfg.database)
             .await
@@ -122,22 +145,17 @@ impl App {
             telegram_secret: telegram_webhook
                 .then(|| Arc::new(cfg.telegram.webhook_secret.clone())),
             metrics: shared::telemetry::metrics_handle(),
-            queue_depth_token: cfg
-                .queue_depth_token
-                .clone()
-                .filter(|t| !t.expose_secret().is_empty())
-                .map(Arc::new),
+            queue_depth_token: Arc::new(cfg.queue_depth_token.clone()),
+            trust_inbound_traceparent: cfg.trust_inbound_traceparent,
             link_secret: cfg
                 .files
                 .public_url
                 .is_some()
                 .then(|| Arc::new(cfg.files.link_secret.clone())),
         };
-        let listener = match listener {
+        let listeners = match listeners {
             Some(l) => l,
-            None => TcpListener::bind(&cfg.listen_addr.0)
-                .await
-                .with_context(|| format!("Cannot listen on {}", cfg.listen_addr.0))?,
+            None => Listeners::bind(&cfg).await?,
         };
         let discord_edge = cfg
             .discord
@@ -149,7 +167,8 @@ impl App {
             .filter(|_| cfg.telegram.mode == TelegramMode::Polling);
         let pacer = Arc::new(Pacer::default());
         Ok(Self {
-            listener,
+            listeners,
+            admin_router: http::admin_router(state.clone()),
             router: http::router(state, cfg.slack.max_body_bytes),
             queue: queue.clone(),
             delivery: Arc::new(DeliveryManagers {
@@ -176,9 +195,14 @@ impl App {
         })
     }
 
-    /// The port the HTTP server listens on.
+    /// The port the public server listens on.
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.listeners.public.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The port the admin server listens on.
+    pub fn admin_port(&self) -> u16 {
+        self.listeners.admin.local_addr().map_or(0, |a| a.port())
     }
 
     /// The Discord edge, when Discord is configured: what the gateway
@@ -190,17 +214,26 @@ impl App {
     /// Serves HTTP, holds the platform connections and runs the delivery loop
     /// until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let addr: SocketAddr = self.listener.local_addr()?;
-        tracing::info!(%addr, "Gateway listening");
+        let addr: SocketAddr = self.listeners.public.local_addr()?;
+        let admin: SocketAddr = self.listeners.admin.local_addr()?;
+        tracing::info!(%addr, %admin, "Gateway listening");
         let stop = self.stop.clone();
         let forward = shutdown.clone();
         tokio::spawn(async move {
             forward.cancelled().await;
             stop.cancel();
         });
-        let http_shutdown = shutdown.clone();
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        let serve = |listener, router| {
+            let stop = shutdown.clone();
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+        };
+        let public = serve(self.listeners.public, self.router);
+        let admin = serve(self.listeners.admin, self.admin_router);
+        let server = async {
+            let (public, admin) = tokio::join!(public.into_future(), admin.into_future());
+            public.and(admin)
+        };
         let settings = ConsumerSettings {
             role: "gateway-delivery",
             concurrency: self.cfg.delivery.concurrency,

@@ -15,8 +15,9 @@ render error, then:
    (converted from the official CRDs, see schemas/README.md); a kind with no
    schema is an error;
 2. checks the product's invariants, each function `check_*` below (secrets
-   per process, non-root, probes, one gateway, drain vs grace period, KEDA
-   wiring, PDB, namespace, ingress paths, ...).
+   per process, non-root, probes and ports, one gateway, drain vs grace
+   period, KEDA wiring, PDB, NetworkPolicies, namespace, ingress paths and
+   port, ...).
 
 It also validates deploy/argocd/application.yaml, the example Secrets in
 deploy/base/secrets.example.yaml and the Grafana dashboard.
@@ -97,11 +98,14 @@ CREDENTIALS_PREFIX = "AE_ACCOUNTING__CREDENTIALS__"
 #: or a literal value.
 SECRET_LOOKING = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|CREDENTIALS|DATABASE__URL|REDIS__URL)")
 
-#: The paths the gateway's Ingress may expose.
-WEBHOOK_PATHS = {"/slack/events", "/slack/interactivity", "/telegram/webhook"}
+#: The paths the gateway's Ingress may expose: the webhooks, and the
+#: reviewers' receipt links (/files/<tenant>/<sha256>).
+WEBHOOK_PATHS = {"/slack/events", "/slack/interactivity", "/telegram/webhook", "/files"}
 
 #: Compiled defaults the manifests may leave out.
 DEFAULT_LISTEN_PORT = {"gateway": 8080, "worker": 9090}
+#: The gateway's admin port (AE_ADMIN_ADDR): /metrics, /queue-depth, /readyz.
+DEFAULT_ADMIN_PORT = 9090
 DEFAULT_REDIS_NAMESPACE = "automate-e"
 DEFAULT_WORKER_CONCURRENCY = 16
 
@@ -313,6 +317,28 @@ def main_container(obj: dict[str, Any], name: str) -> dict[str, Any] | None:
     return containers[0] if containers else None
 
 
+def setting_port(env: dict[str, EnvVar], setting: str, default: int) -> int:
+    """The port of an address setting (AE_LISTEN_ADDR, AE_ADMIN_ADDR)."""
+    return listen_port((env.get(setting) or EnvVar("other")).value) or default
+
+
+def process_ports(r: Rendered, component: str, container: dict[str, Any]) -> dict[str, int]:
+    """Where a process serves what, by setting: the gateway's public
+    AE_LISTEN_ADDR and its AE_ADMIN_ADDR, the worker's AE_LISTEN_ADDR."""
+    env = container_env(r, container)
+    ports = {"AE_LISTEN_ADDR": setting_port(env, "AE_LISTEN_ADDR", DEFAULT_LISTEN_PORT[component])}
+    if component == "gateway":
+        ports["AE_ADMIN_ADDR"] = setting_port(env, "AE_ADMIN_ADDR", DEFAULT_ADMIN_PORT)
+    return ports
+
+
+#: Which port (setting) serves each probe and /metrics.
+PROBE_SETTING = {
+    "gateway": {"livenessProbe": "AE_LISTEN_ADDR", "readinessProbe": "AE_ADMIN_ADDR", "metrics": "AE_ADMIN_ADDR"},
+    "worker": {"livenessProbe": "AE_LISTEN_ADDR", "readinessProbe": "AE_LISTEN_ADDR", "metrics": "AE_LISTEN_ADDR"},
+}
+
+
 # --------------------------------------------------------------------------
 # Schemas
 
@@ -481,17 +507,21 @@ def check_service_accounts(r: Rendered) -> Failures:
 
 
 def check_probes(r: Rendered) -> Failures:
-    """Gateway and worker: liveness /healthz, readiness /readyz, on the port
-    the process listens on (AE_LISTEN_ADDR)."""
+    """Gateway and worker: liveness /healthz, readiness /readyz, each on the
+    port that serves it (the gateway's /readyz on its admin port, never the
+    public one), and Prometheus pointed at the port serving /metrics."""
     for component in ("gateway", "worker"):
         for obj in r.component("Deployment", component):
             container = main_container(obj, component)
             if container is None:
                 yield f"{ident(obj)}: no containers"
                 continue
-            listen = listen_port(
-                (container_env(r, container).get("AE_LISTEN_ADDR") or EnvVar("other")).value
-            ) or DEFAULT_LISTEN_PORT[component]
+            ports = process_ports(r, component, container)
+            if component == "gateway" and ports["AE_ADMIN_ADDR"] == ports["AE_LISTEN_ADDR"]:
+                yield (
+                    f"{ident(obj)}: AE_ADMIN_ADDR and AE_LISTEN_ADDR share port {ports['AE_LISTEN_ADDR']}: "
+                    "/metrics and /queue-depth would be on the public port"
+                )
             for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
                 http = (container.get(probe) or {}).get("httpGet")
                 if not http:
@@ -499,9 +529,20 @@ def check_probes(r: Rendered) -> Failures:
                     continue
                 if http.get("path") != path:
                     yield f"{ident(obj)}: {probe} probes {http.get('path')!r}, expected {path!r}"
+                setting = PROBE_SETTING[component][probe]
                 port = container_port(container, http.get("port"))
-                if port != listen:
-                    yield f"{ident(obj)}: {probe} port {http.get('port')!r} is {port}, but the {component} listens on {listen}"
+                if port != ports[setting]:
+                    yield (
+                        f"{ident(obj)}: {probe} port {http.get('port')!r} is {port}, but the {component} "
+                        f"serves {path} on {ports[setting]} ({setting})"
+                    )
+            annotations = meta(pod_template(obj) or {}).get("annotations") or {}
+            metrics = ports[PROBE_SETTING[component]["metrics"]]
+            if annotations.get("prometheus.io/scrape") == "true" and annotations.get("prometheus.io/port") != str(metrics):
+                yield (
+                    f"{ident(obj)}: prometheus.io/port {annotations.get('prometheus.io/port')!r}, but the "
+                    f"{component} serves /metrics on {metrics} ({PROBE_SETTING[component]['metrics']})"
+                )
 
 
 def check_gateway(r: Rendered) -> Failures:
@@ -639,6 +680,25 @@ def service_port(svc: dict[str, Any], port: Any) -> dict[str, Any] | None:
     return None
 
 
+def gateway_container(r: Rendered) -> dict[str, Any] | None:
+    gateways = r.component("Deployment", "gateway")
+    return main_container(gateways[0], "gateway") if len(gateways) == 1 else None
+
+
+def gateway_ports(r: Rendered) -> dict[str, int]:
+    """The gateway's public (AE_LISTEN_ADDR) and admin (AE_ADMIN_ADDR) ports."""
+    return process_ports(r, "gateway", gateway_container(r) or {})
+
+
+def gateway_target(r: Rendered, declared: dict[str, Any]) -> int | None:
+    """The gateway container port a Service port leads to."""
+    return container_port(gateway_container(r) or {}, declared.get("targetPort", declared.get("port")))
+
+
+def describe_port(declared: dict[str, Any]) -> str:
+    return f"{declared.get('name')!r} ({declared.get('port')})" if declared.get("name") else str(declared.get("port"))
+
+
 def check_gateway_service(r: Rendered) -> Failures:
     """A Service selects the gateway, its ports reach a container port."""
     gateways = r.component("Deployment", "gateway")
@@ -710,18 +770,33 @@ def check_scaledobject(r: Rendered) -> Failures:
 
 
 def check_queue_depth_url(r: Rendered, so: dict[str, Any], url: str) -> Failures:
+    """The URL is the rendered gateway Service's, on the port leading to the
+    gateway's admin port (the only one serving /queue-depth)."""
     svc = gateway_service(r)
     if svc is None:
         yield f"{ident(so)}: no gateway Service for its URL {url!r}"
         return
+    admin = gateway_ports(r)["AE_ADMIN_ADDR"]
+    admin_ports = [p for p in (svc.get("spec") or {}).get("ports") or [] if gateway_target(r, p) == admin]
+    expected_port = admin_ports[0].get("port") if admin_ports else "<admin>"
     parts = urlsplit(url)
     name, namespace = meta(svc).get("name"), meta(svc).get("namespace")
     hosts = {f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"}
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    expected = f"http://{name}.{namespace}.svc:{expected_port}/queue-depth"
     if parts.scheme not in ("http", "https") or parts.hostname not in hosts or parts.path != "/queue-depth":
-        yield f"{ident(so)}: metrics-api url {url!r} is not http://{name}.{namespace}.svc/queue-depth (the rendered gateway Service)"
+        yield f"{ident(so)}: metrics-api url {url!r} is not {expected} (the rendered gateway Service)"
     elif service_port(svc, port) is None:
         yield f"{ident(so)}: metrics-api url {url!r} uses port {port}, which {ident(svc)} does not expose"
+    elif gateway_target(r, service_port(svc, port) or {}) != admin:
+        yield (
+            f"{ident(so)}: metrics-api url {url!r} uses port {port}, which leads to the gateway's "
+            f"{gateway_target(r, service_port(svc, port) or {})}, not its admin port {admin} (AE_ADMIN_ADDR): "
+            f"/queue-depth is served only there ({expected})"
+        )
     if namespace != meta(so).get("namespace"):
         yield f"{ident(so)}: in namespace {meta(so).get('namespace')!r}, the gateway in {namespace!r}"
 
@@ -743,9 +818,61 @@ def check_pdb(r: Rendered) -> Failures:
                 yield f"{ident(pdb)}: blocks every eviction of the single gateway (node drains hang)"
 
 
+def rule_admits(rule: dict[str, Any], declared: list[dict[str, Any]], port: int) -> bool:
+    """Whether a NetworkPolicy ingress rule admits TCP `port` of a pod whose
+    containers declare `declared` (a rule without ports admits all)."""
+    ports = rule.get("ports") or []
+    if not ports:
+        return True
+    for allowed in ports:
+        if allowed.get("protocol", "TCP") != "TCP":
+            continue
+        ref = allowed.get("port")
+        if ref is None:
+            return True
+        number = container_port({"ports": declared}, ref)
+        if number is not None and number <= port <= allowed.get("endPort", number):
+            return True
+    return False
+
+
+def check_network_policies(r: Rendered) -> Failures:
+    """The gateway and the workers are each selected by a NetworkPolicy with
+    both policyTypes (default deny, in and out); its ingress rules name only
+    ports the pods declare; the gateway's admin port is open neither to
+    everyone nor to the peers of its public port."""
+    policies = r.of_kind("NetworkPolicy")
+    for component in ("gateway", "worker"):
+        for obj in r.component("Deployment", component):
+            labels = pod_labels(obj)
+            selecting = [np for np in policies if selects((np.get("spec") or {}).get("podSelector"), labels)]
+            if not any({"Ingress", "Egress"} <= set((np.get("spec") or {}).get("policyTypes") or []) for np in selecting):
+                yield f"no NetworkPolicy selects the {component} pods {labels} with policyTypes Ingress and Egress"
+            declared = [p for c in all_containers(pod_spec(obj)) for p in c.get("ports") or []]
+            names = {p.get("name") for p in declared}
+            ports = process_ports(r, component, main_container(obj, component) or {})
+            for np in selecting:
+                for i, rule in enumerate((np.get("spec") or {}).get("ingress") or []):
+                    for allowed in rule.get("ports") or []:
+                        if isinstance(allowed.get("port"), str) and allowed["port"] not in names:
+                            yield f"{ident(np)}: ingress rule {i} names port {allowed['port']!r}, which the {component} pods do not declare (it admits nothing)"
+                    if component != "gateway" or not rule_admits(rule, declared, ports["AE_ADMIN_ADDR"]):
+                        continue
+                    admin, public = ports["AE_ADMIN_ADDR"], ports["AE_LISTEN_ADDR"]
+                    if not rule.get("from"):
+                        yield f"{ident(np)}: ingress rule {i} admits the gateway's admin port {admin} from anywhere"
+                    elif rule_admits(rule, declared, public):
+                        yield (
+                            f"{ident(np)}: ingress rule {i} admits the admin port {admin} to the peers of the public port "
+                            f"{public}: whoever reaches the webhooks would reach /metrics and /queue-depth"
+                        )
+
+
 def check_ingress(r: Rendered) -> Failures:
-    """Ingresses expose only the gateway's webhook paths."""
+    """Ingresses expose only the gateway's webhook paths (and /files), and
+    only through the Service port leading to its public port, never admin."""
     svc = gateway_service(r)
+    public = gateway_ports(r)["AE_LISTEN_ADDR"]
     for ing in r.of_kind("Ingress"):
         spec = ing.get("spec") or {}
         if spec.get("defaultBackend"):
@@ -760,10 +887,17 @@ def check_ingress(r: Rendered) -> Failures:
                 if path.get("pathType") not in ("Exact", "Prefix"):
                     yield f"{where} has pathType {path.get('pathType')!r}, not Exact/Prefix"
                 backend = (path.get("backend") or {}).get("service") or {}
+                port = backend.get("port") or {}
+                declared = service_port(svc, port.get("name") or port.get("number")) if svc else None
                 if svc is None or backend.get("name") != meta(svc).get("name"):
                     yield f"{where} goes to Service {backend.get('name')!r}, not the gateway's"
-                elif service_port(svc, (backend.get("port") or {}).get("name") or (backend.get("port") or {}).get("number")) is None:
+                elif declared is None:
                     yield f"{where} goes to a port {ident(svc)} does not expose"
+                elif gateway_target(r, declared) != public:
+                    yield (
+                        f"{where} goes to port {describe_port(declared)} of {ident(svc)}, which leads to the "
+                        f"gateway's {gateway_target(r, declared)}, not its public port {public} (AE_LISTEN_ADDR)"
+                    )
         if "/slack/events" not in paths:
             yield f"{ident(ing)}: does not expose /slack/events"
 
@@ -822,6 +956,7 @@ INVARIANTS: list[Callable[[Rendered], Failures]] = [
     check_gateway_service,
     check_scaledobject,
     check_pdb,
+    check_network_policies,
     check_ingress,
     check_migration_job,
     check_images,
@@ -1161,6 +1296,57 @@ BREAKAGES = [
             {"path": "/metrics", "pathType": "Exact", "backend": {"service": {"name": "gateway", "port": {"name": "http"}}}}
         ),
         "path '/metrics' is exposed",
+    ),
+    Breakage(
+        "Ingress routing to the admin port",
+        lambda r: first(r, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].update(
+            port={"name": "admin"}
+        ),
+        "not its public port 8080 (AE_LISTEN_ADDR)",
+    ),
+    Breakage(
+        "ScaledObject reading /queue-depth on the public port",
+        lambda r: trigger(r)["metadata"].update(url=f"http://gateway.{r.namespace}.svc/queue-depth"),
+        "not its admin port 9090 (AE_ADMIN_ADDR)",
+    ),
+    Breakage(
+        "gateway readiness probe on the public port",
+        lambda r: container_of(r, "gateway")["readinessProbe"]["httpGet"].update(port="http"),
+        "readinessProbe port 'http' is 8080, but the gateway serves /readyz on 9090 (AE_ADMIN_ADDR)",
+    ),
+    Breakage(
+        "gateway scraped on the public port",
+        lambda r: meta(pod_template(first(r, "Deployment", "gateway")))["annotations"].update(
+            {"prometheus.io/port": "8080"}
+        ),
+        "prometheus.io/port '8080', but the gateway serves /metrics on 9090",
+    ),
+    Breakage(
+        "gateway admin address on the public port",
+        lambda r: configmap_of(r, "gateway")["data"].update(AE_ADMIN_ADDR="0.0.0.0:8080"),
+        "AE_ADMIN_ADDR and AE_LISTEN_ADDR share port 8080",
+    ),
+    Breakage(
+        "no NetworkPolicy for the workers",
+        lambda r: r.objects.remove(first(r, "NetworkPolicy", "worker")),
+        "no NetworkPolicy selects the worker pods",
+    ),
+    Breakage(
+        "gateway NetworkPolicy without Egress",
+        lambda r: first(r, "NetworkPolicy", "gateway")["spec"].update(policyTypes=["Ingress"]),
+        "no NetworkPolicy selects the gateway pods",
+    ),
+    Breakage(
+        "NetworkPolicy admitting a port the pods do not declare",
+        lambda r: first(r, "NetworkPolicy", "worker")["spec"]["ingress"][0]["ports"][0].update(port="metrics"),
+        "names port 'metrics', which the worker pods do not declare",
+    ),
+    Breakage(
+        "gateway admin port open to the ingress controller",
+        lambda r: first(r, "NetworkPolicy", "gateway")["spec"]["ingress"][0]["ports"].append(
+            {"port": "admin", "protocol": "TCP"}
+        ),
+        "admits the admin port 9090 to the peers of the public port 8080",
     ),
     Breakage(
         "a character left out of the worker's volume",

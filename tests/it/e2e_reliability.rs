@@ -4,7 +4,9 @@
 use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
-use tests::{ServiceSettings, TestEnv, TestOptions, fixture, run_test, run_test_with};
+use tests::{
+    QUEUE_DEPTH_TOKEN, ServiceSettings, TestEnv, TestOptions, fixture, run_test, run_test_with,
+};
 
 #[tokio::test]
 async fn a_message_accepted_before_redis_lost_its_queue_is_answered_once() {
@@ -112,12 +114,9 @@ async fn a_conversations_replies_are_posted_in_the_order_they_were_written() {
     .await;
 }
 
-/// The bearer token KEDA's TriggerAuthentication sends.
-const QUEUE_DEPTH_TOKEN: &str = "keda-queue-depth-token";
-
 async fn queue_depth(t: &TestEnv) -> serde_json::Value {
     t.http
-        .get(format!("{}/queue-depth", t.gateway_url))
+        .get(format!("{}/queue-depth", t.gateway_admin_url))
         .bearer_auth(QUEUE_DEPTH_TOKEN)
         .send()
         .await
@@ -132,7 +131,6 @@ async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight
     run_test_with(
         TestOptions {
             worker_later: true,
-            queue_depth_token: Some(QUEUE_DEPTH_TOKEN),
             ..Default::default()
         },
         async |t| {
@@ -145,13 +143,13 @@ async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight
             assert_eq!(pending["worker"]["backlog"], 3, "{pending}");
             assert_eq!(pending["worker"]["due"], 3, "{pending}");
             // Prometheus sees the same backlog.
-            let metrics = t.metrics_of(&t.gateway_url).await;
+            let metrics = t.metrics_of(&t.gateway_admin_url).await;
             assert!(
                 metrics.contains(r#"automate_e_queue_depth{queue="worker"} 3"#),
                 "{metrics}"
             );
             // Without the token, or with another, the depth is not told.
-            let url = format!("{}/queue-depth", t.gateway_url);
+            let url = format!("{}/queue-depth", t.gateway_admin_url);
             for request in [
                 t.http.get(&url),
                 t.http.get(&url).bearer_auth("not-the-token"),

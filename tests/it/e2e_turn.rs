@@ -239,22 +239,30 @@ async fn a_turn_whose_lease_was_taken_over_stops_calling_the_model() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_are_served() {
+async fn health_readiness_and_metrics_are_served_to_operators_only() {
     run_test(async |t| {
         t.openai.script([Scripted::Text("Hei.".into())]);
         ask(t).await;
         t.slack.take_posted();
-        for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
-            let response = t
-                .http
-                .get(format!("{}{path}", t.gateway_url))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200, "{path}");
-            assert_eq!(response.text().await.unwrap(), expected);
+        let get = async |url: String| {
+            let response = t.http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        };
+        assert_eq!(
+            get(format!("{}/healthz", t.gateway_url)).await,
+            (200, "ok".into())
+        );
+        let admin = &t.gateway_admin_url;
+        assert_eq!(get(format!("{admin}/readyz")).await, (200, "ready".into()));
+        // The webhook port, the one on the internet, serves none of them.
+        for path in ["/readyz", "/metrics", "/queue-depth"] {
+            assert_eq!(
+                get(format!("{}{path}", t.gateway_url)).await.0,
+                404,
+                "{path}"
+            );
         }
-        let metrics = t.metrics_of(&t.gateway_url).await;
+        let metrics = t.metrics_of(admin).await;
         assert!(
             metrics.contains("automate_e_messages_total{channel=\"slack\",outcome=\"accepted\"}"),
             "{metrics}"

@@ -26,6 +26,8 @@ async fn one_trace_runs_from_the_webhook_through_the_worker_to_the_delivery() {
             gateway_process: true,
             worker_later: true,
             collect_traces: true,
+            // The imagined ingress is trusted to set it.
+            gateway_env: &[("AE_TRUST_INBOUND_TRACEPARENT", "true")],
             ..Default::default()
         },
         async |t| {
@@ -126,7 +128,7 @@ async fn one_trace_runs_from_the_webhook_through_the_worker_to_the_delivery() {
             }
 
             // The turn shows in both services' metrics.
-            let gateway_metrics = t.metrics_of(&t.gateway_url).await;
+            let gateway_metrics = t.metrics_of(&t.gateway_admin_url).await;
             for expected in [
                 r#"automate_e_messages_total{channel="slack",outcome="accepted"} 1"#,
                 r#"automate_e_replies_delivered_total{channel="slack"} 1"#,
@@ -152,6 +154,49 @@ async fn one_trace_runs_from_the_webhook_through_the_worker_to_the_delivery() {
 
             let status = worker.terminate(std::time::Duration::from_secs(15)).await;
             assert!(status.success(), "worker exited with {status}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_traceparent_from_the_internet_is_not_continued_unless_trusted() {
+    run_test_with(
+        TestOptions {
+            gateway_process: true,
+            collect_traces: true,
+            ..Default::default()
+        },
+        async |t| {
+            t.openai.script([Scripted::Text("Svaret.".into())]);
+            let body = fixture("slack/event_callback.message.json");
+            let ts = chrono::Utc::now().timestamp().to_string();
+            let traceparent = format!("00-{INGRESS_TRACE}-{INGRESS_SPAN}-01");
+            let response = t
+                .post_slack_event_with(
+                    &body,
+                    &ts,
+                    &slack_signature(SLACK_SIGNING_SECRET, &ts, &body),
+                    &[("traceparent", &traceparent)],
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            t.wait_for_posts(1).await;
+            t.wait_idle().await;
+            assert_eq!(t.slack.take_texts(), ["Svaret."]);
+            let collector = t.collector.clone().expect("collecting traces");
+            t.wait_until("the webhook's span", || async {
+                collector.spans().iter().any(|s| s.name == "webhook")
+            })
+            .await;
+            let spans = collector.spans();
+            let webhook = spans.iter().find(|s| s.name == "webhook").unwrap();
+            assert_ne!(webhook.trace_id, INGRESS_TRACE, "a trace of its own");
+            assert_ne!(webhook.parent_span_id, INGRESS_SPAN);
+            assert!(
+                spans.iter().all(|s| s.trace_id != INGRESS_TRACE),
+                "{spans:#?}"
+            );
         },
     )
     .await;

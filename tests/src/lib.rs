@@ -76,6 +76,9 @@ pub const TEST_INPUT_PRICE: u64 = 2_000_000;
 /// Price of the test model's output tokens, in micros per million.
 pub const TEST_OUTPUT_PRICE: u64 = 8_000_000;
 
+/// The bearer token the gateway requires on `/queue-depth` (KEDA's).
+pub const QUEUE_DEPTH_TOKEN: &str = "keda-queue-depth-token";
+
 /// The Telegram user of the fixtures, a member of the test tenant.
 pub const TELEGRAM_OWNER: &str = "111111111";
 
@@ -302,8 +305,6 @@ pub struct TestOptions {
     /// Service processes log JSON at `info` and export their spans to a
     /// [`FakeCollector`] ([`TestEnv::collector`]).
     pub collect_traces: bool,
-    /// The bearer token the gateway requires on `/queue-depth`.
-    pub queue_depth_token: Option<&'static str>,
     /// Service processes reach Postgres and Redis directly instead of
     /// through the proxies the fault tests cut (benchmarks).
     pub direct_connections: bool,
@@ -339,6 +340,8 @@ pub struct TestEnv {
     pub discord_edge: Option<gateway::connection::discord::DiscordEdge>,
     /// The gateway's base URL.
     pub gateway_url: String,
+    /// The gateway's admin server (`/metrics`, `/queue-depth`, `/readyz`).
+    pub gateway_admin_url: String,
     /// The collector service processes export spans to
     /// ([`TestOptions::collect_traces`]).
     pub collector: Option<FakeCollector>,
@@ -415,6 +418,7 @@ impl TestEnv {
             telegram,
             discord_edge: None,
             gateway_url: String::new(),
+            gateway_admin_url: String::new(),
             collector: None,
             http: reqwest::Client::new(),
             redis_namespace,
@@ -437,9 +441,11 @@ impl TestEnv {
             }
             let gateway = ServiceProcess::start("gateway", &env.gateway_env()).await;
             env.gateway_url = gateway.url.clone();
+            env.gateway_admin_url = gateway.admin_url.clone();
             env.processes.push(gateway);
         } else {
-            env.gateway_url = env.spawn_gateway(redis.clone(), options).await;
+            (env.gateway_url, env.gateway_admin_url) =
+                env.spawn_gateway(redis.clone(), options).await;
         }
         env.redis = Some(redis);
         env.options = options;
@@ -456,7 +462,12 @@ impl TestEnv {
         }
     }
 
-    async fn spawn_gateway(&mut self, redis: RedisConfig, options: TestOptions) -> String {
+    /// Starts the gateway in this process; its public and admin base URLs.
+    async fn spawn_gateway(
+        &mut self,
+        redis: RedisConfig,
+        options: TestOptions,
+    ) -> (String, String) {
         let mut cfg = gateway::GatewayConfig {
             database: self.database_config(),
             redis,
@@ -466,7 +477,7 @@ impl TestEnv {
         cfg.slack.bot_token = SecretString::from(SLACK_BOT_TOKEN);
         cfg.slack.api_base_url = self.slack.base_url.clone();
         options.settings.apply_to_gateway(&mut cfg);
-        cfg.queue_depth_token = options.queue_depth_token.map(SecretString::from);
+        cfg.queue_depth_token = SecretString::from(QUEUE_DEPTH_TOKEN);
         cfg.discord.token = SecretString::from(DISCORD_TOKEN);
         cfg.discord.api_base_url = Some(self.discord.base_url.clone());
         cfg.discord.connect_gateway = Some(false);
@@ -478,19 +489,30 @@ impl TestEnv {
         if options.telegram_polling {
             cfg.telegram.mode = gateway::config::TelegramMode::Polling;
         }
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gateway");
-        let port = listener.local_addr().expect("gateway address").port();
+        let bind = async || {
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind gateway")
+        };
+        let listeners = gateway::Listeners {
+            public: bind().await,
+            admin: bind().await,
+        };
+        let port = listeners
+            .public
+            .local_addr()
+            .expect("gateway address")
+            .port();
         cfg.files.public_url = Some(format!("http://127.0.0.1:{port}"));
         cfg.files.link_secret = SecretString::from(LINK_SECRET);
-        let app = gateway::App::build(cfg, Some(listener))
+        let app = gateway::App::build(cfg, Some(listeners))
             .await
             .expect("build gateway");
         let url = format!("http://127.0.0.1:{}", app.port());
+        let admin_url = format!("http://127.0.0.1:{}", app.admin_port());
         self.discord_edge = app.discord_edge();
         self.spawn_service(app.run_until_stopped(self.shutdown.clone()));
-        url
+        (url, admin_url)
     }
 
     /// Starts a worker (one per call).
@@ -581,9 +603,10 @@ impl TestEnv {
             .map(|(k, v)| (k.to_owned(), v)),
         );
         env.extend(self.options.settings.gateway_env());
-        if let Some(token) = self.options.queue_depth_token {
-            env.push(("AE_QUEUE_DEPTH_TOKEN".to_owned(), token.to_owned()));
-        }
+        env.push((
+            "AE_QUEUE_DEPTH_TOKEN".to_owned(),
+            QUEUE_DEPTH_TOKEN.to_owned(),
+        ));
         env.extend(
             self.options
                 .gateway_env

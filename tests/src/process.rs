@@ -15,6 +15,9 @@ pub struct ServiceProcess {
     child: Child,
     /// Base URL of its HTTP listener.
     pub url: String,
+    /// Base URL of its operators' endpoints (`/metrics`, `/readyz`): the
+    /// gateway's admin listener, the worker's only one.
+    pub admin_url: String,
     /// Where its standard output (the log) goes.
     pub log_path: PathBuf,
 }
@@ -102,10 +105,12 @@ pub fn free_port() -> u16 {
 }
 
 impl ServiceProcess {
-    /// Starts `gateway` or `worker` with `env` (plus `AE_LISTEN_ADDR`) and
+    /// Starts `gateway` or `worker` with `env` (plus `AE_LISTEN_ADDR` and
+    /// `AE_ADMIN_ADDR`) and
     /// waits until its `/healthz` answers.
     pub async fn start(name: &'static str, env: &[(String, String)]) -> Self {
         let port = free_port();
+        let admin_port = if name == "gateway" { free_port() } else { port };
         let log_path =
             std::env::temp_dir().join(format!("ae-{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let log = std::fs::File::create(&log_path).expect("create the process log file");
@@ -114,6 +119,7 @@ impl ServiceProcess {
             .env("AE_LOG__FILTER", "warn")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("AE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(Stdio::inherit())
@@ -125,6 +131,7 @@ impl ServiceProcess {
             name,
             child,
             url: format!("http://127.0.0.1:{port}"),
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
             log_path,
         };
         process.wait_healthy().await;

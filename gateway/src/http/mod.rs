@@ -47,13 +47,15 @@ pub struct HttpState {
     pub telegram_secret: Option<Arc<SecretString>>,
     /// Renders metrics.
     pub metrics: PrometheusHandle,
-    /// Bearer token `/queue-depth` requires, if any.
-    pub queue_depth_token: Option<Arc<SecretString>>,
+    /// Bearer token `/queue-depth` requires.
+    pub queue_depth_token: Arc<SecretString>,
+    /// Whether an inbound `traceparent` is continued.
+    pub trust_inbound_traceparent: bool,
     /// The key receipt links are signed with, when they are given.
     pub link_secret: Option<Arc<SecretString>>,
 }
 
-/// The gateway's routes.
+/// The public routes: webhooks, liveness and receipt links.
 pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/slack/events", post(slack::events))
@@ -63,21 +65,30 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         )
         .route("/telegram/webhook", post(telegram::webhook))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn(traced))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), traced))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/queue-depth", get(queue_depth))
         .route("/files/{tenant}/{sha256}", get(files::serve))
         .with_state(state)
         // A bug must cost one request a 500, never the connection unanswered.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
 
-/// Runs one webhook request in its own span, continuing the caller's trace
-/// when it sends a W3C `traceparent` header (an ingress or proxy that
-/// traces); otherwise the span starts a trace.
-async fn traced(request: Request, next: Next) -> Response {
+/// The operators' routes, on their own port: readiness, metrics and the
+/// queue depth KEDA scales on.
+pub fn admin_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/queue-depth", get(queue_depth))
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+}
+
+/// Runs one webhook request in its own span. It continues the caller's W3C
+/// `traceparent` only when told to trust it (a tracing ingress sets it);
+/// otherwise the span starts a trace.
+async fn traced(State(state): State<HttpState>, request: Request, next: Next) -> Response {
     let span = tracing::info_span!(
         "webhook",
         http.path = %request.uri().path(),
@@ -87,6 +98,7 @@ async fn traced(request: Request, next: Next) -> Response {
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
+        .filter(|_| state.trust_inbound_traceparent)
         .unwrap_or_default();
     continue_trace(&span, parent);
     next.run(request).instrument(span).await
@@ -108,21 +120,19 @@ async fn readyz(State(state): State<HttpState>) -> Result<&'static str, ApiError
 
 /// The true depth of both queues, for autoscaling (KEDA's metrics-api
 /// scaler reads `worker.backlog`): apalis-redis keeps new jobs in a sorted
-/// set, so a Redis list length would read 0. Needs the bearer token when
-/// one is configured.
+/// set, so a Redis list length would read 0. Needs the bearer token.
 async fn queue_depth(
     State(state): State<HttpState>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    if let Some(expected) = &state.queue_depth_token {
-        let sent = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !bool::from(sent.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
-            return Err(ApiError::Unauthorized("a valid bearer token is required"));
-        }
+    let sent = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = state.queue_depth_token.expose_secret().as_bytes();
+    if !bool::from(sent.as_bytes().ct_eq(expected)) {
+        return Err(ApiError::Unauthorized("a valid bearer token is required"));
     }
     Ok(axum::Json(measure_queues(&state.queue).await?))
 }
