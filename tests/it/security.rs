@@ -226,3 +226,35 @@ async fn a_proposal_resting_on_long_reads_and_odd_text_still_gets_its_card_shown
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_nul_character_from_a_chat_or_the_model_is_dropped_and_never_a_server_error() {
+    tests::run_test(async |t| {
+        t.openai.script([
+            Scripted::tool_call(
+                "remember_fact",
+                r#"{"fact": "Runs a bakery\u0000 in Bergen."}"#,
+            ),
+            Scripted::Text("Notert\u{0}.".into()),
+        ]);
+        let body = fixture("slack/event_callback.message.json")
+            .replace("Hello World!", "Husk\\u0000 bakeriet");
+        assert_eq!(t.post_slack_event(&body).await, 200);
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_texts(), ["Notert."]);
+        let asked = t.openai.requests()[0]["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"]
+            .clone();
+        assert_eq!(asked, "Husk bakeriet");
+        let facts: Vec<String> = sqlx::query_scalar("SELECT fact FROM user_facts")
+            .fetch_all(&t.db.owner)
+            .await
+            .unwrap();
+        assert_eq!(facts, ["Runs a bakery in Bergen."]);
+    })
+    .await;
+}

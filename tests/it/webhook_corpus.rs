@@ -140,6 +140,25 @@ const UNPARSED_UPDATES: &Edits = &[
     ("/update_id", "1 900000001 4294967295"),
 ];
 
+/// Ids of a Slack message holding a NUL character (Postgres cannot store
+/// one): the message is ignored, never a 500.
+#[rustfmt::skip]
+const NUL_IDS: &Edits = &[
+    ("/team_id /event_id /event/channel /event/user /event/ts /event/user_team /event/thread_ts",
+        r#""\u0000" "T111\u0000" "\u0000C111" "1596183880.0042\u0000""#),
+];
+/// Fields of a click holding a NUL character: refused.
+#[rustfmt::skip]
+const NUL_CLICKS: &Edits = &[
+    ("/user/id /user/name /channel/id /team/id /actions/0/value /actions/0/action_id /trigger_id /container/message_ts",
+        r#""\u0000" "W222\u0000" "\u0000x""#),
+];
+/// String fields of each endpoint's authentic body that get a lone UTF-16
+/// surrogate (`\ud800`), which no UTF-8 text holds.
+const SURROGATE_FIELDS_EVENTS: &str =
+    "/team_id /event_id /event/channel /event/user /event/ts /event/text /event/team";
+const SURROGATE_FIELDS_CLICKS: &str = "/user/id /channel/id /team/id /actions/0/value /trigger_id";
+
 /// A request's headers (but the content type) and body.
 type Request = (Vec<Header>, Vec<u8>);
 /// Makes a forged or replayed request of a timestamp of now and an authentic
@@ -263,6 +282,8 @@ const EVENT_BODIES: &Bodies = &[
     ("ignored (200): signed, url_verification", 50, 200, |c| {
         json!({"type": "url_verification", "token": "x", "challenge": c.rng.text(60)}).to_string().into()
     }),
+    ("ignored (200): signed, an id holding NUL", 300, 200, |c| c.edited(EVENTS, NUL_IDS)),
+    ("signed: a lone surrogate in a string", 200, 400, |c| c.lone_surrogate(EVENTS, SURROGATE_FIELDS_EVENTS)),
     ("at the limit: signed, malformed", 3, 400, Corpus::at_the_limit),
 ];
 
@@ -287,6 +308,8 @@ const INTERACTIVITY_BODIES: &Bodies = &[
         let reason = format!("no {}", c.rng.text(30));
         c.reject_submission(&reference, true, &reason)
     }),
+    ("signed: a field holding NUL", 200, 400, |c| c.edited(INTERACTIVITY, NUL_CLICKS)),
+    ("signed: a lone surrogate in a string", 100, 400, |c| c.lone_surrogate(INTERACTIVITY, SURROGATE_FIELDS_CLICKS)),
     ("ignored (200): signed, an interaction not acted on", 100, 200, |c| {
         // Our modal with a blank reason (asks again), another modal, or a click.
         let (reference, blank) = (c.unknown_reference(), *c.rng.pick(&["", "   "]));
@@ -631,6 +654,22 @@ impl Corpus {
     fn edited(&mut self, path: &str, edits: &Edits) -> Vec<u8> {
         let json = self.authentic_json(path);
         body_of(path, &self.edit(json, edits)).into()
+    }
+
+    /// An authentic body of `path` whose string at one of `pointers` holds a
+    /// lone surrogate (written into the JSON text: no Rust string holds one).
+    fn lone_surrogate(&mut self, path: &str, pointers: &str) -> Vec<u8> {
+        const MARK: &str = "LONE-SURROGATE-5EED";
+        let mut json = self.authentic_json(path);
+        *json
+            .pointer_mut(self.rng.word(pointers))
+            .expect("the field") = json!(MARK);
+        let surrogate = *self.rng.pick(&[r"\ud800", r"\udfff", r"x\ud83dy"]);
+        let text = json.to_string().replace(MARK, surrogate);
+        match path {
+            INTERACTIVITY => form(&text).into(),
+            _ => text.into(),
+        }
     }
 
     /// The JSON of an authentic body of `path` cut short (never valid).

@@ -137,7 +137,9 @@ async fn handle_callback(
     callback: SlackPushEventCallback,
     author_team: Option<String>,
 ) -> Result<Response, ApiError> {
-    let message = normalize(&callback).map(|m| InboundMessage { author_team, ..m });
+    let message = normalize(&callback)
+        .map(|m| InboundMessage { author_team, ..m })
+        .and_then(InboundMessage::into_storable);
     // A reply in a review card's thread is a reviewer's question for the owner.
     if let (Some(m), Some((ts, thread_ts))) = (&message, thread_reply(&callback)) {
         let forwarded = state

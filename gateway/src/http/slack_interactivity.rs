@@ -14,6 +14,7 @@ use serde_json::json;
 use shared::engine::review::{
     APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, RECEIPT_ACTION, REJECT_ACTION, REJECT_CALLBACK,
 };
+use shared::engine::text::json_holds_nul;
 use shared::job::JobFailure;
 use slack_morphism::SlackActionId;
 use slack_morphism::blocks::{SlackBlockId, SlackView};
@@ -34,8 +35,17 @@ pub(super) async fn interactivity(
     let payload = form
         .get("payload")
         .ok_or_else(|| ApiError::BadRequest("no `payload` field".to_owned()))?;
-    let event: SlackInteractionEvent = serde_json::from_str(payload)
-        .map_err(|e| ApiError::BadRequest(format!("not a Slack interaction payload: {e}")))?;
+    let not_a_payload = |e: serde_json::Error| {
+        ApiError::BadRequest(format!("not a Slack interaction payload: {e}"))
+    };
+    let raw: serde_json::Value = serde_json::from_str(payload).map_err(not_a_payload)?;
+    // Slack sends no NUL character; Postgres could store no id holding one.
+    if json_holds_nul(&raw) {
+        return Err(ApiError::BadRequest(
+            "the payload holds a NUL character".to_owned(),
+        ));
+    }
+    let event: SlackInteractionEvent = serde_json::from_value(raw).map_err(not_a_payload)?;
     match event {
         SlackInteractionEvent::BlockActions(event) => {
             let Some(user) = event.user.as_ref().map(|u| u.id.0.clone()) else {

@@ -15,6 +15,7 @@ use shared::engine::pace::{
     per_minute,
 };
 use shared::engine::route::{self, TenantLimits};
+use shared::engine::text::{into_storable, storable};
 use shared::event::Attachment;
 use shared::ids::{InboxId, Platform, TenantId};
 use shared::job::{DeliveryJob, Job, WorkerJob};
@@ -50,6 +51,39 @@ pub struct InboundMessage {
     pub attachments: Vec<Attachment>,
     /// When the gateway received it.
     pub received_at: DateTime<Utc>,
+}
+
+impl InboundMessage {
+    /// The message as Postgres can store it: `None` when an id holds a NUL
+    /// character (no platform sends one: a forgery or a bug, ignored); NUL
+    /// characters of the text and of file names are dropped.
+    pub fn into_storable(mut self) -> Option<Self> {
+        let ids = [
+            &self.workspace,
+            &self.chat,
+            &self.thread,
+            &self.message_id,
+            &self.author_id,
+        ];
+        let ids_storable = ids.into_iter().all(|id| storable(id))
+            && self.delivery_id.as_deref().is_none_or(storable)
+            && self.author_team.as_deref().is_none_or(storable)
+            && self.author_roles.iter().all(|r| storable(r));
+        if !ids_storable {
+            tracing::warn!(
+                platform = self.platform.as_str(),
+                "A message whose ids hold NUL was ignored"
+            );
+            return None;
+        }
+        self.text = into_storable(self.text);
+        for file in &mut self.attachments {
+            file.filename = into_storable(std::mem::take(&mut file.filename));
+            file.url = into_storable(std::mem::take(&mut file.url));
+            file.content_type = file.content_type.take().map(into_storable);
+        }
+        Some(self)
+    }
 }
 
 /// Where an accepted message's conversation lives.
@@ -212,7 +246,7 @@ impl IngestManager {
         platform: Platform,
         msg: Option<InboundMessage>,
     ) -> anyhow::Result<IngestOutcome> {
-        let outcome = match msg {
+        let outcome = match msg.and_then(InboundMessage::into_storable) {
             None => IngestOutcome::Ignored,
             Some(msg) => {
                 let thread_name = msg.text.lines().next().unwrap_or_default().to_owned();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::engine::text::into_storable;
 use crate::request::ToolRequest;
 
 /// Errors of the Accounting API (an error status is not one: it is a response).
@@ -184,7 +185,7 @@ impl AccountingClient {
         Ok(AccountingResponse {
             status,
             bytes: body.len(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body: into_storable(String::from_utf8_lossy(&body).into_owned()),
             headers,
         })
     }

@@ -20,6 +20,7 @@ use async_openai::types::chat::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::engine::prompt::{ChatMessage, InlineFile, ToolCall};
+use crate::engine::text::into_storable;
 use crate::engine::tool::FunctionSpec;
 use crate::engine::turn::ModelAnswer;
 
@@ -214,7 +215,7 @@ impl LlmClient {
                 ChatCompletionMessageToolCalls::Function(c) => Some(ToolCall {
                     id: c.id,
                     name: c.function.name,
-                    arguments: c.function.arguments,
+                    arguments: into_storable(c.function.arguments),
                 }),
                 // Custom (free-form) tools are never offered, so never honoured.
                 ChatCompletionMessageToolCalls::Custom(_) => None,
@@ -234,7 +235,7 @@ impl LlmClient {
         span.record("gen_ai.usage.output_tokens", output_tokens);
         Ok(Completion {
             answer: ModelAnswer {
-                content: choice.message.content,
+                content: choice.message.content.map(into_storable),
                 tool_calls,
             },
             response_id: response.id,

@@ -13,5 +13,6 @@ pub mod read;
 pub mod retry;
 pub mod review;
 pub mod route;
+pub mod text;
 pub mod tool;
 pub mod turn;

@@ -13,6 +13,7 @@ use crate::character::{
     ApiProfile, BODY_ARGUMENT, Builtin, Character, Effect, NEW_CONTACT_ARGUMENT, RECEIPT_ARGUMENT,
     ToolDef,
 };
+use crate::engine::text::strip_nul;
 use crate::openapi::{Operation, ParamIn, RequestParts};
 use crate::request::{FileRef, Fill, FillTarget, ToolRequest, WritePlan, WriteStep};
 
@@ -388,7 +389,11 @@ fn parse_arguments(arguments: &str) -> Result<Map<String, Value>, ToolCallError>
         return Ok(Map::new());
     }
     match serde_json::from_str::<Value>(arguments) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(mut map)) => {
+            // A `\u0000` in a string would reach Postgres, which refuses it.
+            map.values_mut().for_each(strip_nul);
+            Ok(map)
+        }
         Ok(other) => Err(ToolCallError::NotAnObject(format!(
             "got {}",
             type_name(&other)

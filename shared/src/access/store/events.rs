@@ -1,10 +1,13 @@
 //! The append-only event log with optimistic concurrency per stream.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
+use crate::engine::text::{json_holds_nul, strip_nul};
 use crate::event::Actor;
 use crate::ids::{EventId, OutboxId, TenantId};
 
@@ -66,7 +69,8 @@ pub(super) async fn append(
     if events.iter().all(|e| e.dedupe_key.is_none()) {
         return append_new(conn, stream, expected, events).await;
     }
-    let c = Columns::of(events);
+    let events = storable(events);
+    let c = Columns::of(&events);
     // Skipping needs a look-up per event and `ON CONFLICT`, a speculative
     // insertion per row: only appends with keys pay for them.
     let appended = insert_events!(
@@ -97,7 +101,8 @@ pub(super) async fn append_new(
     if events.is_empty() {
         return Ok(expected);
     }
-    let c = Columns::of(events);
+    let events = storable(events);
+    let c = Columns::of(&events);
     let appended = insert_events!("", "", "", stream, expected, c)
         .fetch_all(&mut *conn)
         .await;
@@ -114,7 +119,8 @@ pub(super) async fn mark_delivered_with(
     stream: &str,
     event: &NewEvent,
 ) -> Result<bool, StoreError> {
-    let c = Columns::of(std::slice::from_ref(event));
+    let events = storable(std::slice::from_ref(event));
+    let c = Columns::of(&events);
     let appended = insert_events!(
         "WITH gate AS (UPDATE outbox SET delivered_at = now(), \
          chunks_delivered = greatest(chunks_delivered, $16) \
@@ -130,6 +136,18 @@ pub(super) async fn mark_delivered_with(
     .fetch_all(&mut *conn)
     .await;
     Ok(newest(appended, stream, 0)? != 0)
+}
+
+/// The events with every NUL character removed from their payloads (a model
+/// answer or an API's reply may hold one; `jsonb` refuses it); borrowed when
+/// there is none, as nearly always.
+fn storable(events: &[NewEvent]) -> Cow<'_, [NewEvent]> {
+    if !events.iter().any(|e| json_holds_nul(&e.payload)) {
+        return Cow::Borrowed(events);
+    }
+    let mut events = events.to_vec();
+    events.iter_mut().for_each(|e| strip_nul(&mut e.payload));
+    Cow::Owned(events)
 }
 
 /// The envelope fields of events to append, column by column (the append
