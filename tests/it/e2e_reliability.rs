@@ -5,7 +5,8 @@ use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
 use tests::{
-    QUEUE_DEPTH_TOKEN, ServiceSettings, TestEnv, TestOptions, fixture, run_test, run_test_with,
+    QUEUE_DEPTH_TOKEN, ServiceSettings, TELEGRAM_SECRET, TestEnv, TestOptions, fixture, run_test,
+    run_test_with,
 };
 
 #[tokio::test]
@@ -209,5 +210,47 @@ async fn turn_jobs_pushed_together_are_each_queued_once() {
             assert_eq!(depth.backlog(), 3, "{depth:?}");
         },
     )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reply_the_platform_accepted_is_not_sent_again_when_its_answer_cannot_be_read() {
+    run_test(async |t| {
+        t.slack.garble_next(1);
+        t.openai.script([Scripted::Text("Slack-svar.".into())]);
+        let slack = fixture("slack/event_callback.message.json");
+        assert_eq!(t.post_slack_event(&slack).await, 200);
+        t.wait_for_posts(1).await;
+
+        t.telegram.garble_next(1);
+        t.openai.script([Scripted::Text("Telegram-svar.".into())]);
+        let telegram = fixture("telegram/update.message.private_command.json");
+        let response = t
+            .post_telegram_update(&telegram, Some(TELEGRAM_SECRET))
+            .await;
+        assert_eq!(response.status(), 200);
+        t.wait_for_telegram_posts(1).await;
+
+        t.discord.garble_next(1);
+        t.openai.script([Scripted::Text("Discord-svar.".into())]);
+        let discord: serde_json::Value =
+            serde_json::from_str(&fixture("discord/gateway.MESSAGE_CREATE.json")).unwrap();
+        assert_eq!(t.discord_message_create(&discord).await.label(), "accepted");
+        t.wait_for_discord_posts(1).await;
+
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_texts(), ["Slack-svar."]);
+        assert_eq!(t.telegram.take_posts()[..].len(), 1);
+        assert_eq!(t.discord.take_posts()[..].len(), 1);
+        assert_eq!(t.slack.post_attempts().len(), 1, "posted once");
+        assert_eq!(t.telegram.post_attempts().len(), 1, "posted once");
+        assert_eq!(t.discord.post_attempts().len(), 1, "posted once");
+        let undelivered: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+                .fetch_one(&t.db.owner)
+                .await
+                .unwrap();
+        assert_eq!(undelivered, 0, "each delivery is recorded");
+    })
     .await;
 }

@@ -162,11 +162,20 @@ impl DiscordClient {
     pub async fn post_message(&self, channel: &str, text: &str) -> Result<String, DiscordError> {
         // Mentions in model output must never ping anyone.
         let body = json!({ "content": text, "allowed_mentions": { "parse": [] } });
-        let message = self
+        match self
             .http
             .send_message(channel_id(channel)?, Vec::new(), &body)
-            .await?;
-        Ok(message.id.to_string())
+            .await
+        {
+            Ok(message) => Ok(message.id.to_string()),
+            // Only a 2xx answer is read as a message: Discord posted it, and
+            // sending it again would post it twice.
+            Err(serenity::Error::Json(_)) => {
+                tracing::warn!("Discord posted the message; its answer could not be read");
+                Ok(String::new())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Shows "typing…" in a channel for about ten seconds.

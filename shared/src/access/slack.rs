@@ -32,13 +32,16 @@ pub enum SlackError {
     /// The request did not complete.
     #[error("cannot reach Slack: {0}")]
     Transport(#[from] reqwest::Error),
+    /// Slack's answer could not be read, not even whether it said `ok`.
+    #[error("Slack's answer could not be read")]
+    Unreadable,
 }
 
 impl SlackError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Transport(_) => true,
+            Self::RateLimited { .. } | Self::Transport(_) | Self::Unreadable => true,
             Self::Status(status) => *status >= 500,
             // Errors Slack documents as transient.
             Self::Api(code) => matches!(
@@ -78,6 +81,19 @@ struct Envelope {
     ok: bool,
     error: Option<String>,
     ts: Option<String>,
+}
+
+/// An answer of an unexpected shape that still says whether Slack did it:
+/// `ok: true` means the message was posted, and posting it again would
+/// post it twice.
+fn said_ok(body: &[u8]) -> Result<Envelope, ()> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(drop)?;
+    let ok = value["ok"].as_bool().ok_or(())?;
+    Ok(Envelope {
+        ok,
+        error: value["error"].as_str().map(str::to_owned),
+        ts: value["ts"].as_str().map(str::to_owned),
+    })
 }
 
 /// A Slack bot's Web API client.
@@ -215,12 +231,14 @@ impl SlackClient {
         self.call("views.open", &request).await.map(drop)
     }
 
-    /// Calls a method that posts a message; returns the message's `ts`.
+    /// Calls a method that posts a message; returns the message's `ts`
+    /// ("" when Slack said `ok` without one: it posted the message).
     async fn posted<R: Serialize>(&self, method: &str, request: &R) -> Result<String, SlackError> {
-        self.call(method, request)
-            .await?
-            .ts
-            .ok_or_else(|| SlackError::Api("missing_ts".to_owned()))
+        let envelope = self.call(method, request).await?;
+        if envelope.ts.is_none() {
+            tracing::warn!(method, "Slack posted the message; its ts could not be read");
+        }
+        Ok(envelope.ts.unwrap_or_default())
     }
 
     /// Calls a Web API method with a JSON body.
@@ -249,7 +267,10 @@ impl SlackClient {
         if !status.is_success() {
             return Err(SlackError::Status(status.as_u16()));
         }
-        let envelope: Envelope = response.json().await?;
+        let body = response.bytes().await?;
+        let envelope = serde_json::from_slice::<Envelope>(&body)
+            .or_else(|_| said_ok(&body))
+            .map_err(|()| SlackError::Unreadable)?;
         if envelope.ok {
             Ok(envelope)
         } else {

@@ -46,6 +46,8 @@ impl From<RequestError> for TelegramError {
             RequestError::RetryAfter(wait) => Self::RetryAfter(wait.duration()),
             RequestError::Api(api) => Self::Api(api.to_string()),
             RequestError::MigrateToChatId(id) => Self::Api(format!("the group moved to chat {id}")),
+            // Its text would hold the raw answer: the message text.
+            RequestError::InvalidJson { .. } => Self::Transport("an unreadable answer".to_owned()),
             other => Self::Transport(other.to_string()),
         }
     }
@@ -88,6 +90,12 @@ fn thread_id(raw: &str) -> Result<Option<ThreadId>, TelegramError> {
         .map_err(|_| TelegramError::InvalidId(raw.to_owned()))
 }
 
+/// Whether an answer teloxide could not read says `ok: true`: the message
+/// was sent, and sending it again would post it twice.
+fn accepted(raw: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(raw).is_ok_and(|v| v["ok"] == true)
+}
+
 impl TelegramClient {
     /// A client for the Bot API at `api_base_url` (`https://api.telegram.org`).
     pub fn new(token: &SecretString, api_base_url: &str) -> Result<Self, TelegramError> {
@@ -114,7 +122,14 @@ impl TelegramClient {
         if let Some(thread) = thread_id(thread)? {
             request = request.message_thread_id(thread);
         }
-        Ok(request.await?.id.0.to_string())
+        match request.await {
+            Ok(message) => Ok(message.id.0.to_string()),
+            Err(RequestError::InvalidJson { raw, .. }) if accepted(&raw) => {
+                tracing::warn!("Telegram sent the message; its answer could not be read");
+                Ok(String::new())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Shows "typing…" in a chat (or topic) for about five seconds.
@@ -178,5 +193,17 @@ impl TelegramClient {
             .offset(offset)
             .timeout(LONG_POLL_SECS)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unreadable_answer_counts_as_sent_only_when_it_says_ok() {
+        assert!(super::accepted(r#"{"ok":true,"result":{"date":"x"}}"#));
+        assert!(!super::accepted(
+            r#"{"ok":false,"description":"Bad Request"}"#
+        ));
+        assert!(!super::accepted("<html>bad gateway</html>"));
     }
 }

@@ -49,6 +49,8 @@ struct Inner {
     messages: HashMap<String, String>,
     typing: HashMap<String, u32>,
     rate_limit_next: u32,
+    /// Messages to post whose answer the client cannot read.
+    garbled_next: u32,
     /// Each channel's message bucket: when its window started, posts in it.
     buckets: HashMap<String, (Instant, u32)>,
     /// 429s answered: (scripted, over the bucket).
@@ -135,6 +137,12 @@ impl FakeDiscord {
         );
         self.files.put(&path, bytes, content_type);
         format!("{}{path}", self.cdn_base_url())
+    }
+
+    /// Posts the next `n` messages but answers 200 with a message of the
+    /// wrong shape.
+    pub fn garble_next(&self, n: u32) {
+        self.inner.lock().unwrap().garbled_next += n;
     }
 
     /// Answers the next `n` message posts with 429.
@@ -411,6 +419,10 @@ async fn create_message(
         channel: channel.clone(),
         content: content.clone(),
     });
+    if inner.garbled_next > 0 {
+        inner.garbled_next -= 1;
+        return Json(json!({ "id": id, "channel_id": channel, "timestamp": 17 })).into_response();
+    }
     let mut response = Json(json!({
         "id": id, "channel_id": channel, "content": content, "timestamp": "2026-11-23T10:00:00.000000+00:00",
         "author": { "id": "1000000000000000001", "username": "Book-E", "discriminator": "0000", "avatar": null, "bot": true },

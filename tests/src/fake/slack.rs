@@ -86,6 +86,8 @@ struct Inner {
     views: Vec<(String, Value)>,
     /// Scripted failures for the next calls: HTTP 429 with this Retry-After.
     rate_limit_next: VecDeque<u64>,
+    /// chat.postMessage calls to accept whose answer the client cannot read.
+    garbled_next: usize,
     /// Channels that answer `channel_not_found` (deleted, or the bot removed).
     gone_channels: HashSet<String>,
     /// Who is in which channel (for ephemeral messages).
@@ -510,6 +512,12 @@ impl FakeSlack {
         format!("{}{path}", self.files_base_url())
     }
 
+    /// Posts the next `n` messages but answers `ok: true` with a `ts` of
+    /// the wrong type.
+    pub fn garble_next(&self, n: usize) {
+        self.inner.lock().unwrap().garbled_next += n;
+    }
+
     /// Answers the next `n` calls with HTTP 429 and `Retry-After: secs`.
     pub fn rate_limit_next(&self, n: usize, secs: u64) {
         let mut inner = self.inner.lock().unwrap();
@@ -684,6 +692,10 @@ async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: S
             });
             fake.posted_total.send_modify(|n| *n += 1);
         }
+    }
+    if inner.garbled_next > 0 {
+        inner.garbled_next -= 1;
+        return Json(json!({"ok": true, "channel": channel, "ts": 17})).into_response();
     }
     Json(json!({
         "ok": true,

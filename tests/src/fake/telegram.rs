@@ -30,6 +30,8 @@ struct Inner {
     posts: VecDeque<TelegramPost>,
     chat_actions: u32,
     retry_after_next: u32,
+    /// sendMessage calls to accept whose answer the client cannot read.
+    garbled_next: u32,
     next_id: i64,
     updates: Vec<Value>,
     polls: u32,
@@ -107,6 +109,12 @@ impl FakeTelegram {
     /// Answers the next `n` sendMessage calls with 429 and `retry_after: 1`.
     pub fn retry_after_next(&self, n: u32) {
         self.inner.lock().unwrap().retry_after_next += n;
+    }
+
+    /// Accepts the next `n` sendMessage calls (the message is sent) but
+    /// answers `ok: true` with a message of the wrong shape.
+    pub fn garble_next(&self, n: u32) {
+        self.inner.lock().unwrap().garbled_next += n;
     }
 
     /// Takes the sent messages so far, oldest first.
@@ -264,6 +272,10 @@ fn method_now(fake: &FakeTelegram, (bot, method): &(String, String), body: &str)
             if let Some(thread) = thread {
                 message["message_thread_id"] = json!(thread);
                 message["is_topic_message"] = json!(true);
+            }
+            if inner.garbled_next > 0 {
+                inner.garbled_next -= 1;
+                message["date"] = json!("yesterday");
             }
             Json(json!({ "ok": true, "result": message })).into_response()
         }
