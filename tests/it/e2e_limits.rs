@@ -315,3 +315,68 @@ async fn a_user_over_the_inbound_limit_is_told_once_and_nothing_is_recorded() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_history_of_forty_longest_messages_is_cut_to_fit_the_model() {
+    run_test(async |t| {
+        t.openai.script([Scripted::Text("Hei.".into())]);
+        let first = fixture("slack/event_callback.message.json");
+        assert_eq!(t.post_slack_event(&first).await, 200);
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        t.slack.take_posted();
+        // Forty of the longest messages a chat allows (40,000 characters).
+        let acme = t.db.tenant_id("acme").await;
+        let conversation = t.db.last_conversation(acme).await;
+        sqlx::query(
+            r#"INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind,
+                                  actor_id, payload_schema, payload, source)
+               SELECT gen_random_uuid(), $1, 'conversation-' || $2, last.version + g,
+                      'automate_e.conversation.message_received.v1', now(), 'user', 'W111',
+                      'seed', jsonb_build_object('inbox_id', gen_random_uuid(),
+                      'conversation_id', $2, 'text', g || repeat('x', 39990),
+                      'attachments', '[]'::jsonb), 'test'
+               FROM (SELECT max(version) AS version FROM events
+                     WHERE stream = 'conversation-' || $2) last, generate_series(1, 40) g"#,
+        )
+        .bind(acme)
+        .bind(conversation)
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+
+        t.openai.script([Scripted::Text("Fortsatt her.".into())]);
+        let follow_up = first
+            .replace(
+                r#""ts": "1596183880.004200""#,
+                r#""ts": "1596183990.000100", "thread_ts": "1596183880.004200""#,
+            )
+            .replace("Hello World!", "Og nå?");
+        assert_eq!(t.post_slack_event(&follow_up).await, 200);
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_texts(), ["Fortsatt her."]);
+        let request = &t.openai.requests()[1];
+        let messages = request["messages"].as_array().unwrap();
+        let history_chars: usize = messages[1..messages.len() - 1]
+            .iter()
+            .filter_map(|m| m["content"].as_str())
+            .map(|c| c.chars().count())
+            .sum();
+        assert!(
+            history_chars <= 48_000,
+            "{history_chars} characters of history"
+        );
+        assert!(
+            history_chars > 40_000,
+            "the newest history is kept: {history_chars}"
+        );
+        let newest = messages[messages.len() - 2]["content"].as_str().unwrap();
+        assert!(
+            newest.starts_with("40x"),
+            "the newest seeded message, whole"
+        );
+        assert_eq!(messages.last().unwrap()["content"], "Og nå?");
+    })
+    .await;
+}

@@ -189,6 +189,11 @@ pub struct MemorySettings {
     /// The most recent conversation messages shown to the model
     /// (1 – 200, default 40).
     pub history_messages: u32,
+    /// The most characters of those messages shown (1,000 – 400,000,
+    /// default 48,000, some 12,000 tokens): the newest whole, the one that
+    /// crosses the line cut, older ones left out. A chat's longest message
+    /// is 40,000 characters: forty of them would overflow any model.
+    pub history_chars: u32,
     /// When set (at least 1), messages older than this many days are not
     /// shown to the model, even within `history_messages`.
     pub history_days: Option<u32>,
@@ -201,6 +206,7 @@ impl Default for MemorySettings {
     fn default() -> Self {
         Self {
             history_messages: 40,
+            history_chars: 48_000,
             history_days: None,
             facts: 20,
         }
@@ -208,6 +214,7 @@ impl Default for MemorySettings {
 }
 
 const MAX_HISTORY_MESSAGES: u32 = 200;
+const HISTORY_CHARS: std::ops::RangeInclusive<u32> = 1_000..=400_000;
 const MAX_FACTS: u32 = 100;
 
 /// Model settings of a character; unset fields fall back to the worker's config.

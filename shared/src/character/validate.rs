@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::{
-    Apis, Character, CharacterError, CronSchedule, MAX_FACTS, MAX_HISTORY_MESSAGES, PostTo,
-    ToolDef, Trigger, is_proposal_event, operation,
+    Apis, Character, CharacterError, CronSchedule, HISTORY_CHARS, MAX_FACTS, MAX_HISTORY_MESSAGES,
+    PostTo, ToolDef, Trigger, is_proposal_event, operation,
 };
 use crate::ids::EVENT_TYPE_PREFIX;
 
@@ -104,6 +104,13 @@ impl Character {
         if !(1..=MAX_HISTORY_MESSAGES).contains(&memory.history_messages) {
             return Err(self.invalid(format!(
                 "memory.history_messages must be between 1 and {MAX_HISTORY_MESSAGES}"
+            )));
+        }
+        if !HISTORY_CHARS.contains(&memory.history_chars) {
+            return Err(self.invalid(format!(
+                "memory.history_chars must be between {} and {}",
+                HISTORY_CHARS.start(),
+                HISTORY_CHARS.end()
             )));
         }
         if memory.history_days == Some(0) {
@@ -571,6 +578,7 @@ mod tests {
             c.memory,
             MemorySettings {
                 history_messages: 40,
+                history_chars: 48_000,
                 history_days: None,
                 facts: 20
             }
@@ -590,6 +598,10 @@ mod tests {
             (
                 "[memory]\nhistory_messages = 0",
                 "memory.history_messages must be between 1 and 200",
+            ),
+            (
+                "[memory]\nhistory_chars = 999",
+                "memory.history_chars must be between 1000 and 400000",
             ),
             (
                 "[memory]\nhistory_messages = 201",

@@ -170,6 +170,45 @@ pub fn digest(messages: &[ChatMessage]) -> String {
     hex::encode(Sha256::digest(json))
 }
 
+/// Marks where an old message of the history was cut to fit.
+pub const CUT_MARK: &str = "[…cut]";
+
+/// Keeps the newest messages of `history` within `max_chars` characters of
+/// text: older messages go whole; the message that crosses the line keeps
+/// its end (the latest of what was said) behind [`CUT_MARK`].
+pub fn fit_history(history: &mut Vec<ChatMessage>, max_chars: usize) {
+    let mut left = max_chars;
+    let mut keep_from = history.len();
+    for (i, message) in history.iter_mut().enumerate().rev() {
+        let text = match message {
+            ChatMessage::User { content, .. }
+            | ChatMessage::System { content }
+            | ChatMessage::Tool { content, .. } => content,
+            ChatMessage::Assistant { content, .. } => match content {
+                Some(content) => content,
+                None => {
+                    keep_from = i;
+                    continue;
+                }
+            },
+        };
+        let chars = text.chars().count();
+        if chars <= left {
+            left -= chars;
+            keep_from = i;
+            continue;
+        }
+        let room = left.saturating_sub(CUT_MARK.chars().count());
+        if room > 0 {
+            let tail: String = text.chars().skip(chars - room).collect();
+            *text = format!("{CUT_MARK}{tail}");
+            keep_from = i;
+        }
+        break;
+    }
+    history.drain(..keep_from);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -297,5 +336,23 @@ mod tests {
         assert_eq!(digest(&a), digest(&a.clone()));
         assert_ne!(digest(&a), digest(&b));
         assert_eq!(digest(&a).len(), 64);
+    }
+
+    #[test]
+    fn the_history_keeps_its_newest_text_within_the_limit() {
+        let user = |text: &str| ChatMessage::User {
+            content: text.to_owned(),
+            files: Vec::new(),
+        };
+        let mut history = vec![user(&"a".repeat(50)), user(&"b".repeat(40)), user("ccc")];
+        fit_history(&mut history, 30);
+        let cut = format!("{CUT_MARK}{}", "b".repeat(27 - CUT_MARK.chars().count()));
+        assert_eq!(history, [user(&cut), user("ccc")]);
+        let mut whole = vec![user("x"), user("y")];
+        fit_history(&mut whole, 2);
+        assert_eq!(whole, [user("x"), user("y")]);
+        let mut none_fits = vec![user(&"z".repeat(10))];
+        fit_history(&mut none_fits, 3);
+        assert!(none_fits.is_empty(), "{none_fits:?}");
     }
 }

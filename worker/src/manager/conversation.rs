@@ -754,6 +754,8 @@ impl ConversationManager {
         }
         past.history
             .drain(..past.history.len().saturating_sub(keep));
+        let chars = usize::try_from(character.memory.history_chars).unwrap_or(usize::MAX);
+        prompt::fit_history(&mut past.history, chars);
         Ok(past)
     }
 }
