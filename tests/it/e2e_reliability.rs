@@ -254,3 +254,54 @@ async fn a_reply_the_platform_accepted_is_not_sent_again_when_its_answer_cannot_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_proposal_whose_card_job_redis_lost_still_gets_its_card() {
+    run_test_with(
+        TestOptions {
+            settings: ServiceSettings {
+                relay_grace_ms: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        async |t| {
+            let purchase = serde_json::json!({"merchant": "Adobe", "body": {"date": "2026-11-20",
+                "kind": "cash_purchase", "paid": true, "currency": "NOK",
+                "paymentAccount": "1920:10001", "lines": [{"description": "Creative Cloud",
+                "netPrice": 15920, "vat": 3980, "account": "6810", "vatType": "HIGH"}]}});
+            t.openai.script([
+                Scripted::tool_call("register_purchase", &purchase.to_string()),
+                Scripted::Text("Sendt til godkjenning.".into()),
+            ]);
+            t.openai.script_for(
+                "Review-E",
+                [Scripted::Text(
+                    r#"{"verdict": "approve", "notes": "Ok."}"#.into(),
+                )],
+            );
+            // The reply and the card meet a 429 for a minute: their jobs wait
+            // in Redis, which then restarts empty.
+            t.slack.rate_limit_next(2, 60);
+            let body = fixture("slack/event_callback.message.json");
+            assert_eq!(t.post_slack_event(&body).await, 200);
+            t.wait_until("the reply and the card refused", || async {
+                t.slack.post_attempts().len() >= 2
+            })
+            .await;
+            t.wipe_redis().await;
+
+            t.wait_for_cards(1).await;
+            t.wait_for_posts(2).await; // the reply, and Review-E's note
+            t.wait_idle().await;
+            assert_eq!(t.slack.take_cards().len(), 1, "one card");
+            let posted = t.slack.take_texts();
+            assert!(
+                posted.contains(&"Sendt til godkjenning.".to_owned()),
+                "{posted:?}"
+            );
+            assert_eq!(t.proposals().await[0].1, "review_requested");
+        },
+    )
+    .await;
+}

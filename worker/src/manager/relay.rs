@@ -5,8 +5,9 @@
 //! restart without persistence it brings the lost jobs back, and a turn
 //! whose job ended without answering is pushed again under a fresh id. A
 //! message whose files were not fetched yet gets its fetch pushed instead;
-//! an approved write whose execution job was lost gets it back; files past
-//! their tenant's retention are deleted.
+//! an approved write whose execution job was lost gets it back, and so do
+//! a proposal not reviewed yet and one waiting for a card; files past their
+//! tenant's retention are deleted.
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct Sweep {
     pub runs: usize,
     /// Execution jobs pushed for approved writes not carried out.
     pub executions: usize,
+    /// Review jobs (the check, or the card) pushed for proposals stuck
+    /// before a reviewer could see them.
+    pub reviews: usize,
     /// Files deleted past their tenant's retention.
     pub files_expired: u64,
 }
@@ -119,29 +123,47 @@ impl Relay {
             sweep.runs += 1;
         }
         for proposal_id in store.unexecuted_proposals(before, self.cfg.batch).await? {
-            let job = Job::new(
-                tenant_id,
-                &shared::telemetry::current_traceparent(),
-                WorkerJob::ExecuteV1 { proposal_id },
-            );
-            let task_id = job.kind.dedupe_key().unwrap_or_default();
-            // A finished job was concluded (or given up, and the owner told):
-            // only a lost one is pushed again.
-            let finished = self
-                .queue
-                .is_finished(QueueName::Worker, &task_id)
-                .await
-                .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
-            if !finished {
-                self.queue
-                    .enqueue(job)
-                    .await
-                    .map_err(|e| JobFailure::retryable(e, "Cannot re-queue an execution"))?;
-                sweep.executions += 1;
-            }
+            let job = WorkerJob::ExecuteV1 { proposal_id };
+            sweep.executions += usize::from(self.requeue_unless_finished(tenant_id, job).await?);
+        }
+        for (proposal_id, card_missing) in
+            store.unreviewed_proposals(before, self.cfg.batch).await?
+        {
+            let queued = if card_missing {
+                let job = DeliveryJob::ReviewRequestV1 { proposal_id };
+                self.requeue_unless_finished(tenant_id, job).await?
+            } else {
+                let job = WorkerJob::ReviewV1 { proposal_id };
+                self.requeue_unless_finished(tenant_id, job).await?
+            };
+            sweep.reviews += usize::from(queued);
         }
         sweep.files_expired += store.delete_expired_files(self.cfg.batch).await?;
         Ok(())
+    }
+
+    /// Pushes `kind` again unless its job finished (concluded, or given up
+    /// and someone told): only a lost one comes back. `true` when pushed.
+    async fn requeue_unless_finished<K: JobKind>(
+        &self,
+        tenant: shared::ids::TenantId,
+        kind: K,
+    ) -> Result<bool, JobFailure> {
+        let job = Job::new(tenant, &shared::telemetry::current_traceparent(), kind);
+        let task_id = job.kind.dedupe_key().unwrap_or_default();
+        let finished = self
+            .queue
+            .is_finished(K::QUEUE, &task_id)
+            .await
+            .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
+        if finished {
+            return Ok(false);
+        }
+        self.queue
+            .enqueue(job)
+            .await
+            .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a job"))?;
+        Ok(true)
     }
 
     /// Sweeps every interval until `shutdown`.

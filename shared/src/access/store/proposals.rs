@@ -467,6 +467,31 @@ impl TenantStore {
         Ok(ids)
     }
 
+    /// Proposals whose next review step may have been lost, untouched since
+    /// `before`: filed but not reviewed (`proposed`), or waiting for a
+    /// reviewer with no card posted; `true` for the latter.
+    pub async fn unreviewed_proposals(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<(ProposalId, bool)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id: ProposalId", state = 'review_requested' AS "card_missing!"
+               FROM proposals
+               WHERE tenant_id = $1 AND updated_at < $2
+               AND (state = 'proposed' OR (state = 'review_requested' AND review_ts IS NULL))
+               ORDER BY updated_at LIMIT $3"#,
+            self.tenant as _,
+            before,
+            limit
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.card_missing)).collect())
+    }
+
     /// The digest the proposal was approved with (by a reviewer or a
     /// trusted pattern), if it was.
     pub async fn approved_digest(&self, id: ProposalId) -> Result<Option<String>, StoreError> {
