@@ -33,7 +33,7 @@ use connection::discord::{DiscordEdge, intents as discord_intents};
 use http::HttpState;
 use manager::delivery::{ChatClients, DeliveryManager};
 use manager::files::{FileManager, FileSources};
-use manager::ingest::{InboundPaces, IngestManager};
+use manager::ingest::{InboundLimiter, InboundPaces, IngestManager};
 use manager::presence::Presence;
 use manager::review_desk::{ReceiptLinks, ReviewDesk};
 
@@ -118,21 +118,25 @@ impl App {
             stop.clone(),
         );
         let limiter = Arc::new(Pacer::default());
-        let ingest = IngestManager::new(
-            store.clone(),
-            queue.clone(),
-            presence,
+        let inbound = InboundLimiter::new(
             limiter.clone(),
             InboundPaces {
                 user: per_minute(cfg.limits.user_per_minute),
                 tenant: per_minute(cfg.limits.tenant_per_minute),
             },
         );
+        let ingest = IngestManager::new(store.clone(), queue.clone(), presence, inbound.clone());
         let links = cfg.files.public_url.as_ref().map(|url| ReceiptLinks {
             public_url: url.clone(),
             secret: cfg.files.link_secret.clone(),
         });
-        let reviews = ReviewDesk::new(store.clone(), queue.clone(), chats.slack.clone(), links);
+        let reviews = ReviewDesk::new(
+            store.clone(),
+            queue.clone(),
+            chats.slack.clone(),
+            links,
+            inbound,
+        );
         let telegram_webhook = cfg.telegram.enabled() && cfg.telegram.mode == TelegramMode::Webhook;
         let state = HttpState {
             ingest: ingest.clone(),
@@ -334,6 +338,9 @@ impl JobHandler<DeliveryJob> for DeliveryManagers {
             }
             DeliveryJob::FetchFilesV1 { inbox_id } => {
                 self.files.fetch(tenant, inbox_id, &job.traceparent).await
+            }
+            DeliveryJob::ReviewDueV1 { proposal_id, .. } => {
+                self.reviews.review_due(tenant, proposal_id).await
             }
             DeliveryJob::Unknown => Err(JobFailure::permanent(
                 anyhow::anyhow!("unknown delivery job kind"),

@@ -163,6 +163,14 @@ pub enum DeliveryJob {
         /// The inbox row.
         inbox_id: InboxId,
     },
+    /// Remind, escalate or expire a proposal waiting for a reviewer.
+    ReviewDueV1 {
+        /// The proposal.
+        proposal_id: ProposalId,
+        /// What was due when it was queued (`remind`, `escalate`,
+        /// `expire`); the gateway does what is due when it runs.
+        due: String,
+    },
     /// A job kind this build does not know.
     #[serde(other)]
     Unknown,
@@ -176,6 +184,7 @@ impl JobKind for DeliveryJob {
             Self::DeliverV1 { .. } => "deliver",
             Self::ReviewRequestV1 { .. } => "review_request",
             Self::FetchFilesV1 { .. } => "fetch_files",
+            Self::ReviewDueV1 { .. } => "review_due",
             Self::Unknown => "unknown",
         }
     }
@@ -185,6 +194,7 @@ impl JobKind for DeliveryJob {
             Self::DeliverV1 { outbox_id } => Some(outbox_id.0),
             Self::ReviewRequestV1 { proposal_id } => Some(proposal_id.0),
             Self::FetchFilesV1 { inbox_id } => Some(inbox_id.0),
+            Self::ReviewDueV1 { proposal_id, .. } => Some(proposal_id.0),
             Self::Unknown => None,
         }
     }
@@ -194,6 +204,9 @@ impl JobKind for DeliveryJob {
             Self::DeliverV1 { outbox_id } => Some(format!("deliver-{outbox_id}")),
             Self::ReviewRequestV1 { proposal_id } => Some(format!("review-request-{proposal_id}")),
             Self::FetchFilesV1 { inbox_id } => Some(format!("fetch-files-{inbox_id}")),
+            Self::ReviewDueV1 { proposal_id, due } => {
+                Some(format!("review-due-{proposal_id}-{due}"))
+            }
             Self::Unknown => None,
         }
     }

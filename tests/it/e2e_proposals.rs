@@ -3,7 +3,7 @@
 //! authorized approval of that exact payload, or a trusted learned pattern.
 
 use serde_json::{Value, json};
-use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, parse_action_value};
+use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, notice_expired, parse_action_value};
 use tests::fake::openai::Scripted;
 use tests::fake::slack::{PostedCard, PostedMessage};
 use tests::{ACME, FIXTURE_CHANNEL, REVIEW_CHANNEL, TestEnv, fixture, run_test};
@@ -383,18 +383,26 @@ async fn a_rejection_asks_why_and_tells_the_owner() {
     .await;
 }
 
+/// A message posted by `user` in the card's thread.
+fn card_thread_reply(card: &PostedCard, user: &str, ts: &str, text: &str) -> String {
+    let mut reply: Value =
+        serde_json::from_str(&fixture("slack/event_callback.message.thread_reply.json")).unwrap();
+    reply["event"]["channel"] = json!(REVIEW_CHANNEL);
+    reply["event"]["thread_ts"] = json!(card.ts);
+    reply["event"]["user"] = json!(user);
+    reply["event"]["ts"] = json!(ts);
+    reply["event"]["text"] = json!(text);
+    reply["event_id"] = json!(format!("Ev{}", ts.replace('.', "")));
+    reply.to_string()
+}
+
 #[tokio::test]
 async fn a_question_in_the_review_thread_reaches_the_owner() {
     run_test(async |t| {
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
         let (card, _) = card_posted(t).await;
-        let mut reply: Value =
-            serde_json::from_str(&fixture("slack/event_callback.message.thread_reply.json"))
-                .unwrap();
-        reply["event"]["channel"] = json!(REVIEW_CHANNEL);
-        reply["event"]["thread_ts"] = json!(card.ts);
-        reply["event"]["text"] = json!("Which receipt is this?");
-        assert_eq!(t.post_slack_event(&reply.to_string()).await, 200);
+        let reply = card_thread_reply(&card, "W222", "1726133700.887259", "Which receipt is this?");
+        assert_eq!(t.post_slack_event(&reply).await, 200);
         t.wait_for_posts(1).await;
         t.wait_idle().await;
         assert_eq!(
@@ -406,6 +414,151 @@ async fn a_question_in_the_review_thread_reaches_the_owner() {
             }]
         );
         assert_eq!(t.db.count("inbox").await, 1, "not a new message for Book-E");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_reviewers_replies_in_a_card_thread_reach_the_owner_and_within_the_limits() {
+    run_test(async |t| {
+        propose(t, OWNER_THREAD, REVIEW_E_OK).await;
+        let (card, _) = card_posted(t).await;
+        sqlx::query("UPDATE tenants SET user_per_minute = 1")
+            .execute(&t.db.owner)
+            .await
+            .unwrap();
+        // Somebody in the review channel who is no reviewer.
+        let stranger = card_thread_reply(&card, "W999", "1726133701.000001", "Approve it, Kari");
+        assert_eq!(t.post_slack_event(&stranger).await, 200);
+        let question = card_thread_reply(&card, "W222", "1726133702.000001", "Which receipt?");
+        assert_eq!(t.post_slack_event(&question).await, 200);
+        t.wait_for_posts(1).await;
+        let again = card_thread_reply(&card, "W222", "1726133703.000001", "Hello?");
+        assert_eq!(t.post_slack_event(&again).await, 200);
+        t.wait_idle().await;
+        assert_eq!(
+            t.slack.take_texts(),
+            ["A reviewer asks about your pending proposal: Which receipt?"]
+        );
+        assert_eq!(t.db.count("inbox").await, 1, "none is a message for Book-E");
+        let comments = |outcome: &str| {
+            t.counter(&format!(
+                "automate_e_review_comments_total{{outcome=\"{outcome}\"}}"
+            ))
+        };
+        assert_eq!(
+            (
+                comments("not_a_reviewer"),
+                comments("limited"),
+                comments("forwarded")
+            ),
+            (1, 1, 1)
+        );
+    })
+    .await;
+}
+
+/// Moves a waiting proposal's 8-hour window so that `hours` have passed.
+async fn hours_passed(t: &TestEnv, hours: f64) {
+    sqlx::query(
+        "UPDATE proposals SET review_requested_at = now() - make_interval(secs => $1 * 3600), \
+         review_deadline = now() - make_interval(secs => $1 * 3600) + interval '8 hours'",
+    )
+    .bind(hours)
+    .execute(&t.db.owner)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_proposal_nobody_decides_on_is_reminded_escalated_then_expires_and_the_owner_is_told() {
+    run_test(async |t| {
+        let acme = t.db.tenant_id(ACME).await;
+        sqlx::query(
+            "INSERT INTO tenant_review_windows (tenant_id, tool, hours) \
+             VALUES ($1, 'register_purchase', 8), ($1, '*', 24)",
+        )
+        .bind(acme)
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE tenant_reviewers SET escalation = true WHERE user_id = 'W333'")
+            .execute(&t.db.owner)
+            .await
+            .unwrap();
+        propose(t, OWNER_THREAD, REVIEW_E_OK).await;
+        let (card, _) = card_posted(t).await;
+        let window: f64 = sqlx::query_scalar(
+            "SELECT extract(epoch FROM review_deadline - review_requested_at)::float8 FROM proposals",
+        )
+        .fetch_one(&t.db.owner)
+        .await
+        .unwrap();
+        assert_eq!(window, 8.0 * 3600.0, "the tool's own window");
+        let relay = worker::manager::relay::Relay::new(
+            t.db.service_store().await,
+            t.queue.clone(),
+            worker::config::RelayConfig::default(),
+        );
+        let sweep_and_take = async |what: &str| {
+            relay.sweep().await.unwrap();
+            t.wait_for_posts(1).await;
+            t.wait_idle().await;
+            let posted = t.slack.take_posted();
+            assert_eq!(posted.len(), 1, "{what}: {posted:?}");
+            posted.into_iter().next().unwrap()
+        };
+
+        hours_passed(t, 4.5).await;
+        let reminder = sweep_and_take("the reminder").await;
+        assert_eq!(reminder.channel, REVIEW_CHANNEL);
+        assert_eq!(reminder.thread_ts.as_deref(), Some(card.ts.as_str()));
+        assert!(
+            reminder.text.starts_with("<@W111> <@W222> <@W333> Reminder: this waits for a decision"),
+            "{}",
+            reminder.text
+        );
+        relay.sweep().await.unwrap();
+        t.wait_idle().await;
+        assert!(t.slack.take_posted().is_empty(), "reminded once");
+
+        hours_passed(t, 6.5).await;
+        let escalation = sweep_and_take("the escalation").await;
+        assert_eq!(escalation.thread_ts.as_deref(), Some(card.ts.as_str()));
+        assert!(
+            escalation.text.starts_with("<@W333> Nobody has decided on this yet"),
+            "{}",
+            escalation.text
+        );
+
+        hours_passed(t, 8.5).await;
+        let told = sweep_and_take("the owner's notice").await;
+        let (id, _) = parse_action_value(&card.approve_value()).unwrap();
+        assert_eq!(
+            told,
+            PostedMessage {
+                channel: FIXTURE_CHANNEL.into(),
+                thread_ts: Some(OWNER_THREAD.into()),
+                text: notice_expired("register_purchase", id)
+            }
+        );
+        assert_eq!(t.proposals().await[0].1, "expired");
+        let updates = t.slack.take_updates();
+        assert_eq!(updates.len(), 1);
+        assert!(updates[0].text.contains("Expired at"), "{}", updates[0].text);
+        assert_eq!(
+            t.db.event_types("proposal-").await.iter().filter(|e| e.contains("review_")).count(),
+            4,
+            "requested, posted, reminded, escalated"
+        );
+
+        // A click on the old card is refused.
+        assert_eq!(t.click("W222", APPROVE_ACTION, &card.approve_value()).await, 200);
+        t.wait_until("the refusal", || async { !t.slack.ephemerals().is_empty() })
+            .await;
+        assert!(t.slack.take_ephemerals()[0].2.contains("expired"));
+        t.wait_idle().await;
+        assert_eq!(t.accounting.writes(ACME), 0);
     })
     .await;
 }

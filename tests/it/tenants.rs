@@ -277,6 +277,15 @@ async fn a_tenant_never_reads_or_changes_another_tenants_rows_even_through_wrong
         db.seed_member(a.0, "slack", "user", "WA", Some("ann"))
             .await;
         db.seed_member(b.0, "slack", "user", "WB", Some("bo")).await;
+        for tenant in [a.0, b.0] {
+            sqlx::query(
+                "INSERT INTO tenant_review_windows (tenant_id, tool, hours) VALUES ($1, '*', 48)",
+            )
+            .bind(tenant)
+            .execute(&db.owner)
+            .await
+            .expect("a review window");
+        }
         let service = db.service_store().await;
         let (store_a, store_b) = (service.tenant(a), service.tenant(b));
         let (a_inbox, a_conversation) = seed_activity(&store_a, "alpha").await;

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::{ApiError, HttpState};
 use crate::manager::ingest::{InboundMessage, MAX_TEXT_CHARS};
+use crate::manager::review_desk::ThreadReply;
 
 /// `POST /slack/events`.
 pub(super) async fn events(
@@ -142,9 +143,16 @@ async fn handle_callback(
         .and_then(InboundMessage::into_storable);
     // A reply in a review card's thread is a reviewer's question for the owner.
     if let (Some(m), Some((ts, thread_ts))) = (&message, thread_reply(&callback)) {
+        let reply = ThreadReply {
+            channel: &m.chat,
+            thread_ts: &thread_ts,
+            message_ts: &ts,
+            author: &m.author_id,
+            text: &m.text,
+        };
         let forwarded = state
             .reviews
-            .forward_thread_reply(&m.chat, &thread_ts, &ts, &m.text)
+            .forward_thread_reply(&reply)
             .await
             .map_err(|e| ApiError::Internal(anyhow::Error::from(e)))?;
         if forwarded {

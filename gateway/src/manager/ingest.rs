@@ -143,6 +143,39 @@ pub struct InboundPaces {
     pub tenant: Pace,
 }
 
+/// The inbound rate limits: per user within a tenant and per tenant, the
+/// tenant's own where it set them. Shared by everything that takes what
+/// people write (messages, replies in review threads).
+#[derive(Debug, Clone)]
+pub struct InboundLimiter {
+    pacer: Arc<Pacer>,
+    paces: InboundPaces,
+}
+
+impl InboundLimiter {
+    /// Limits kept in `pacer`, at `paces` unless a tenant set its own.
+    pub fn new(pacer: Arc<Pacer>, paces: InboundPaces) -> Self {
+        Self { pacer, paces }
+    }
+
+    /// Takes a slot from `author`'s and the tenant's limits; `false` when
+    /// either is used up.
+    pub fn allows(&self, tenant: TenantId, limits: TenantLimits, author: &str) -> bool {
+        let user = limits.user_per_minute.map_or(self.paces.user, per_minute);
+        let whole = limits
+            .tenant_per_minute
+            .map_or(self.paces.tenant, per_minute);
+        self.pacer
+            .try_take(&format!("user:{tenant}:{author}"), user)
+            && self.pacer.try_take(&format!("tenant:{tenant}"), whole)
+    }
+
+    /// Whether `key` may happen now at `pace` (a notice to one author).
+    fn may(&self, key: &str, pace: Pace) -> bool {
+        self.pacer.try_take(key, pace)
+    }
+}
+
 impl IngestOutcome {
     /// Label for metrics.
     pub fn label(&self) -> &'static str {
@@ -168,21 +201,14 @@ pub struct IngestManager {
     turns: Batcher<Job<WorkerJob>, Result<(), String>>,
     queue: JobQueue,
     presence: Presence,
-    limiter: Arc<Pacer>,
-    paces: InboundPaces,
+    limiter: InboundLimiter,
 }
 
 impl IngestManager {
     /// A manager over the store, the queue, the platforms' presence and the
     /// inbound rate limiter. Starts the inbox's writer task and the task
     /// that pushes turn jobs (both group what arrives together).
-    pub fn new(
-        store: Store,
-        queue: JobQueue,
-        presence: Presence,
-        limiter: Arc<Pacer>,
-        paces: InboundPaces,
-    ) -> Self {
+    pub fn new(store: Store, queue: JobQueue, presence: Presence, limiter: InboundLimiter) -> Self {
         Self {
             routes: RouteCache::new(store.clone(), ROUTE_CACHE_TTL),
             members: MemberCache::new(store.clone(), ROUTE_CACHE_TTL),
@@ -192,20 +218,7 @@ impl IngestManager {
             queue,
             presence,
             limiter,
-            paces,
         }
-    }
-
-    /// Takes a slot for the message from its author's and its tenant's
-    /// inbound limits; `false` when either is used up.
-    fn within_limits(&self, tenant: TenantId, limits: TenantLimits, author: &str) -> bool {
-        let user = limits.user_per_minute.map_or(self.paces.user, per_minute);
-        let whole = limits
-            .tenant_per_minute
-            .map_or(self.paces.tenant, per_minute);
-        self.limiter
-            .try_take(&format!("user:{tenant}:{author}"), user)
-            && self.limiter.try_take(&format!("tenant:{tenant}"), whole)
     }
 
     /// Tells the author of a message that was not taken `text`, at most
@@ -223,7 +236,7 @@ impl IngestManager {
             params.author_id,
             pace.period.as_secs()
         );
-        if !self.limiter.try_take(&key, pace) {
+        if !self.limiter.may(&key, pace) {
             return Ok(());
         }
         let store = self.store.tenant(params.tenant_id);
@@ -374,7 +387,7 @@ impl IngestManager {
                 return Ok(IngestOutcome::NotAMember);
             }
         }
-        if !self.within_limits(tenant_id, limits, &params.author_id) {
+        if !self.limiter.allows(tenant_id, limits, &params.author_id) {
             let notice = (RATE_LIMITED_REPLY, LIMIT_NOTICE_PACE);
             self.tell_author(&params, traceparent, notice).await?;
             return Ok(IngestOutcome::Limited);

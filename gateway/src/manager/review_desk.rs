@@ -11,16 +11,33 @@ use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::engine::files::{FileLink, LINK_TTL_SECS};
 use shared::engine::proposal::{DecisionCheck, Transition, check_decision, next};
 use shared::engine::review::{
-    DecisionView, MAX_REASON_CHARS, agent_note, decided_card, notice_rejected,
-    notice_reviewer_comment, parse_action_value, reject_modal, review_card,
+    DecisionView, MAX_REASON_CHARS, ReviewCard, agent_note, decided_card, expired_card,
+    notice_expired, notice_rejected, notice_reviewer_comment, parse_action_value, reject_modal,
+    review_card, review_reminder,
 };
+use shared::engine::review_clock::ReviewDue;
 use shared::event::{
-    Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, ProposalEvent,
-    ReviewPosted, proposal_stream,
+    Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, Expired, ProposalEvent,
+    ReviewPosted, ReviewReminded, proposal_stream,
 };
 use shared::ids::{ProposalId, TenantId};
 use shared::job::{Job, JobFailure, WorkerJob};
 use shared::proposal::{AgentVerdict, DecisionRefusal, ProposalState};
+
+use super::ingest::InboundLimiter;
+use slack_morphism::prelude::SlackBlock;
+
+/// A message posted in a thread of the review channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadReply<'a> {
+    pub channel: &'a str,
+    /// The thread's parent (a card, if it is one).
+    pub thread_ts: &'a str,
+    pub message_ts: &'a str,
+    /// Its author's Slack user id.
+    pub author: &'a str,
+    pub text: &'a str,
+}
 
 /// A reviewer's click or submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +83,8 @@ pub struct ReviewDesk {
     queue: JobQueue,
     slack: SlackClient,
     links: Option<ReceiptLinks>,
+    /// Replies in review threads count against the inbound limits.
+    limiter: InboundLimiter,
 }
 
 impl ReviewDesk {
@@ -76,12 +95,14 @@ impl ReviewDesk {
         queue: JobQueue,
         slack: SlackClient,
         links: Option<ReceiptLinks>,
+        limiter: InboundLimiter,
     ) -> Self {
         Self {
             store,
             queue,
             slack,
             links,
+            limiter,
         }
     }
 
@@ -293,6 +314,76 @@ impl ReviewDesk {
         Ok(())
     }
 
+    /// Does what is due for a proposal waiting for a reviewer: a reminder in
+    /// its card's thread, an escalation (mentioning the escalation reviewers,
+    /// or all when none are named), or its expiry (recorded, the owner told,
+    /// the card closed). Each is written with its notice in one transaction.
+    pub async fn review_due(&self, tenant: TenantId, id: ProposalId) -> Result<(), JobFailure> {
+        let store = self.store.tenant(tenant);
+        let policy = store.tenant_policy().await?;
+        let mut tx = store.lock_proposal(id).await?;
+        let proposal = tx.proposal.clone();
+        let now = Utc::now();
+        let due = proposal
+            .review_clock()
+            .filter(|_| proposal.state() == ProposalState::ReviewRequested)
+            .and_then(|clock| Some((clock.deadline, clock.due(now)?)));
+        let Some((deadline, due)) = due else {
+            return Ok(());
+        };
+        let system = Actor {
+            kind: ActorKind::System,
+            id: "review-clock".to_owned(),
+        };
+        if due == ReviewDue::Expire {
+            let expired = ProposalEvent::Expired(Expired { deadline });
+            let state = next(proposal.state(), Transition::Expire)
+                .map_err(|e| JobFailure::permanent(e, "Invalid expiry"))?;
+            let changes = ProposalChanges {
+                state: Some(state),
+                ..Default::default()
+            };
+            tx.record(&proposal.event(&expired, system, None, "gateway"), changes)
+                .await?;
+            let notice = tx
+                .notify_conversation(
+                    &format!("expired:{id}"),
+                    &notice_expired(&proposal.tool, id),
+                )
+                .await?;
+            tx.commit().await?;
+            metrics::counter!("automate_e_proposals_total", "state" => state.as_str()).increment(1);
+            self.deliver_notice(&store, notice).await?;
+            let history = Self::history(&store, id).await?;
+            self.close_card(&proposal, &history, |card| expired_card(card, deadline))
+                .await;
+            return Ok(());
+        }
+        let escalated = due == ReviewDue::Escalate;
+        let mentioned = if escalated && !policy.escalation_reviewers.is_empty() {
+            policy.escalation_reviewers
+        } else {
+            policy.reviewers
+        };
+        let note = review_reminder(&mentioned, deadline, escalated);
+        let reminded = ProposalEvent::ReviewReminded(ReviewReminded {
+            escalated,
+            mentioned,
+        });
+        let changes = ProposalChanges {
+            reminded: true,
+            escalated,
+            ..Default::default()
+        };
+        tx.record(&proposal.event(&reminded, system, None, "gateway"), changes)
+            .await?;
+        let notice = tx
+            .notify_review_thread(&format!("{}:{id}", due.as_str()), &note)
+            .await?;
+        tx.commit().await?;
+        self.deliver_notice(&store, notice).await
+    }
+
     /// Replaces the card's buttons with who decided and when.
     async fn show_decision(
         &self,
@@ -300,11 +391,23 @@ impl ReviewDesk {
         history: &History,
         decision: DecisionView<'_>,
     ) {
+        self.close_card(proposal, history, |card| decided_card(card, &decision))
+            .await;
+    }
+
+    /// Replaces the card with `closed` (no buttons); a card that cannot be
+    /// updated keeps its buttons, which then refuse.
+    async fn close_card(
+        &self,
+        proposal: &ProposalModel,
+        history: &History,
+        closed: impl FnOnce(&ReviewCard<'_>) -> (String, Vec<SlackBlock>),
+    ) {
         let (Some(channel), Some(ts)) = (&proposal.review_channel, &proposal.review_ts) else {
             return;
         };
         let card = proposal.review_card(&history.reason, &history.evidence, false);
-        let (text, blocks) = decided_card(&card, &decision);
+        let (text, blocks) = closed(&card);
         if let Err(e) = self.slack.update_message(channel, ts, &text, blocks).await {
             tracing::warn!(error = %e, "Cannot update the review card");
         }
@@ -389,13 +492,14 @@ impl ReviewDesk {
 
     /// A reply in a review card's thread reaches the proposal's conversation;
     /// `false` when the thread is not a review card's.
-    pub async fn forward_thread_reply(
-        &self,
-        channel: &str,
-        thread_ts: &str,
-        message_ts: &str,
-        text: &str,
-    ) -> Result<bool, JobFailure> {
+    pub async fn forward_thread_reply(&self, reply: &ThreadReply<'_>) -> Result<bool, JobFailure> {
+        let ThreadReply {
+            channel,
+            thread_ts,
+            message_ts,
+            author,
+            text,
+        } = *reply;
         let Some(tenant) = self.store.review_tenant(channel).await? else {
             return Ok(false);
         };
@@ -403,6 +507,23 @@ impl ReviewDesk {
         let Some(proposal) = store.proposal_by_review_message(channel, thread_ts).await? else {
             return Ok(false);
         };
+        // Only a reviewer speaks for the company here, and no faster than
+        // anybody may write.
+        let reviewer = format!("slack:{author}");
+        let outcome = if !store.tenant_policy().await?.reviewers.contains(&reviewer) {
+            "not_a_reviewer"
+        } else if !self
+            .limiter
+            .allows(tenant, store.settings().await?.limits(), author)
+        {
+            "limited"
+        } else {
+            "forwarded"
+        };
+        metrics::counter!("automate_e_review_comments_total", "outcome" => outcome).increment(1);
+        if outcome != "forwarded" {
+            return Ok(true);
+        }
         let mut tx = store.lock_proposal(proposal.id).await?;
         let notice = tx
             .notify_conversation(
@@ -430,6 +551,9 @@ fn may_decide(
         proposer: &proposal.proposer,
         reviewer,
         same_person,
+        past_deadline: proposal
+            .review_clock()
+            .is_some_and(|clock| Utc::now() >= clock.deadline),
         reviewers,
         seen_sha256,
     })

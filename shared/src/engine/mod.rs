@@ -12,6 +12,7 @@ pub mod proposal;
 pub mod read;
 pub mod retry;
 pub mod review;
+pub mod review_clock;
 pub mod route;
 pub mod text;
 pub mod tool;

@@ -99,6 +99,9 @@ pub struct DecisionCheck<'a> {
     /// Whether the tenant lists proposer and reviewer as one person (with
     /// identities on several platforms).
     pub same_person: bool,
+    /// Whether its review window has ended (expired, even before the
+    /// expiry is recorded).
+    pub past_deadline: bool,
     /// The tenant's reviewers (`platform:user id`).
     pub reviewers: &'a [String],
     /// The digest the reviewer saw.
@@ -116,6 +119,11 @@ pub fn check_decision(c: &DecisionCheck<'_>) -> Result<(), DecisionRefusal> {
     if c.state != ProposalState::ReviewRequested {
         return Err(DecisionRefusal::NotPending {
             state: c.state.as_str().to_owned(),
+        });
+    }
+    if c.past_deadline {
+        return Err(DecisionRefusal::NotPending {
+            state: ProposalState::Expired.as_str().to_owned(),
         });
     }
     if c.seen_sha256 != c.payload_sha256 {
@@ -398,6 +406,7 @@ mod tests {
             proposer: "slack:U1",
             reviewer,
             same_person: false,
+            past_deadline: false,
             reviewers,
             seen_sha256: seen,
         })
@@ -426,12 +435,25 @@ mod tests {
             proposer: "discord:7",
             reviewer: "slack:R1",
             same_person: true,
+            past_deadline: false,
             reviewers: &reviewers,
             seen_sha256: "abc",
         };
         assert_eq!(
             check_decision(&same_person),
             Err(DecisionRefusal::OwnProposal)
+        );
+        let late = DecisionCheck {
+            proposer: "slack:U1",
+            same_person: false,
+            past_deadline: true,
+            ..same_person
+        };
+        assert_eq!(
+            check_decision(&late),
+            Err(DecisionRefusal::NotPending {
+                state: "expired".into()
+            })
         );
         assert_eq!(
             check("slack:R1", &reviewers, ProposalState::Approved, "abc"),

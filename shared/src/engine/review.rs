@@ -334,10 +334,44 @@ pub fn decided_card(
         let reason = escape_line(decision.reason.unwrap_or("no reason given"));
         format!(":x: Rejected by <@{}> at {at}: {reason}", decision.reviewer)
     };
+    closed_card(card, line)
+}
+
+/// The card of a proposal nobody decided on in time: no buttons.
+pub fn expired_card(card: &ReviewCard<'_>, deadline: DateTime<Utc>) -> (String, Vec<SlackBlock>) {
+    let at = deadline.format("%Y-%m-%d %H:%M UTC");
+    closed_card(
+        card,
+        format!(":hourglass: Expired at {at}: nobody decided in time"),
+    )
+}
+
+/// The card without its buttons, and `line` saying how it ended.
+fn closed_card(card: &ReviewCard<'_>, line: String) -> (String, Vec<SlackBlock>) {
     let mut blocks = card_blocks(card);
     let summary = format!("{}: {}", summary(card), line);
     blocks.push(section(line));
     (summary, blocks)
+}
+
+/// The note in a card's thread that reminds the reviewers, or (escalated)
+/// asks the escalation reviewers, before the proposal expires.
+/// `reviewers` are `platform:user id`s.
+pub fn review_reminder(reviewers: &[String], deadline: DateTime<Utc>, escalated: bool) -> String {
+    let mentions: Vec<String> = reviewers
+        .iter()
+        .filter_map(|r| r.strip_prefix("slack:"))
+        .map(|user| format!("<@{user}>"))
+        .collect();
+    let at = deadline.format("%Y-%m-%d %H:%M UTC");
+    let ask = if escalated {
+        "Nobody has decided on this yet; please take it over"
+    } else {
+        "Reminder: this waits for a decision"
+    };
+    format!("{} {ask}. It expires at {at}.", mentions.join(" "))
+        .trim_start()
+        .to_owned()
 }
 
 /// The modal asking a reviewer why they reject.
@@ -436,6 +470,14 @@ pub fn notice_gave_up(tool: &str, id: ProposalId) -> String {
         "`{tool}` was approved but could not be confirmed as carried out: the accounting system \
          could not be reached after several attempts. Please check the books; an operator can \
          retry it, and the books are read before anything is sent again (proposal {id})."
+    )
+}
+
+/// What the owner hears when nobody decided on a proposal in time.
+pub fn notice_expired(tool: &str, id: ProposalId) -> String {
+    format!(
+        "Nobody decided on `{tool}` in time, so it expired and nothing was written \
+         (proposal {id}). Ask again if it is still needed."
     )
 }
 

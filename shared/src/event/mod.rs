@@ -14,8 +14,8 @@ pub use conversation::{
 };
 pub use proposal::{
     AgentReviewed, AutoApproved, Decided, DecisionRefused, Evidence, ExecutionFinished,
-    ExecutionStarted, ExecutionUncertain, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed,
-    ReviewPosted, ReviewRequested, StepFinished, StepOutcome, StepStarted,
+    ExecutionStarted, ExecutionUncertain, Expired, MAX_EVIDENCE_CHARS, ProposalEvent, Proposed,
+    ReviewPosted, ReviewReminded, ReviewRequested, StepFinished, StepOutcome, StepStarted,
 };
 pub use run::{DeliveryEvent, ReplyDelivered, RunCompleted, RunEvent};
 

@@ -50,6 +50,10 @@ pub enum ProposalEvent {
     StepFinished(StepFinished),
     /// Whether a step's write was made cannot be found out.
     ExecutionUncertain(ExecutionUncertain),
+    /// The reviewers were reminded (or, escalated, other reviewers asked).
+    ReviewReminded(ReviewReminded),
+    /// Nobody decided in time.
+    Expired(Expired),
 }
 
 /// A filed write: the exact request and what it is bound by.
@@ -206,6 +210,22 @@ pub struct ExecutionUncertain {
     pub reason: String,
 }
 
+/// A reminder in the card's thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewReminded {
+    /// Whether it asked the escalation reviewers.
+    pub escalated: bool,
+    /// Who was mentioned (`platform:user id`).
+    pub mentioned: Vec<String>,
+}
+
+/// The end of a review window nobody decided in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    /// When the window ended.
+    pub deadline: chrono::DateTime<chrono::Utc>,
+}
+
 impl ProposalEvent {
     /// Type of [`Self::Proposed`].
     pub const PROPOSED: &'static str = "automate_e.proposal.proposed.v1";
@@ -235,6 +255,12 @@ impl ProposalEvent {
     pub const STEP_FINISHED: &'static str = "automate_e.proposal.step_finished.v1";
     /// Type of [`Self::ExecutionUncertain`].
     pub const EXECUTION_UNCERTAIN: &'static str = "automate_e.proposal.execution_uncertain.v1";
+    /// Type of a reminding [`Self::ReviewReminded`].
+    pub const REVIEW_REMINDED: &'static str = "automate_e.proposal.review_reminded.v1";
+    /// Type of an escalating [`Self::ReviewReminded`].
+    pub const REVIEW_ESCALATED: &'static str = "automate_e.proposal.review_escalated.v1";
+    /// Type of [`Self::Expired`].
+    pub const EXPIRED: &'static str = "automate_e.proposal.expired.v1";
 
     /// The event's type in the log.
     pub fn type_name(&self) -> &'static str {
@@ -253,6 +279,9 @@ impl ProposalEvent {
             Self::StepStarted(_) => Self::STEP_STARTED,
             Self::StepFinished(_) => Self::STEP_FINISHED,
             Self::ExecutionUncertain(_) => Self::EXECUTION_UNCERTAIN,
+            Self::ReviewReminded(r) if r.escalated => Self::REVIEW_ESCALATED,
+            Self::ReviewReminded(_) => Self::REVIEW_REMINDED,
+            Self::Expired(_) => Self::EXPIRED,
         }
     }
 
@@ -281,6 +310,10 @@ impl ProposalEvent {
             Self::EXECUTION_UNCERTAIN => {
                 serde_json::from_value(payload).map(Self::ExecutionUncertain)
             }
+            Self::REVIEW_REMINDED | Self::REVIEW_ESCALATED => {
+                serde_json::from_value(payload).map(Self::ReviewReminded)
+            }
+            Self::EXPIRED => serde_json::from_value(payload).map(Self::Expired),
             _ => return None,
         };
         parsed.ok()

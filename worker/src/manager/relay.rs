@@ -6,8 +6,9 @@
 //! whose job ended without answering is pushed again under a fresh id. A
 //! message whose files were not fetched yet gets its fetch pushed instead;
 //! an approved write whose execution job was lost gets it back, and so do
-//! a proposal not reviewed yet and one waiting for a card; files past their
-//! tenant's retention are deleted.
+//! a proposal not reviewed yet and one waiting for a card; a proposal
+//! waiting for a reviewer is reminded, escalated and expired in time; files
+//! past their tenant's retention are deleted.
 
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Sweep {
     /// Review jobs (the check, or the card) pushed for proposals stuck
     /// before a reviewer could see them.
     pub reviews: usize,
+    /// Reminders, escalations and expiries queued for waiting proposals.
+    pub reviews_due: usize,
     /// Files deleted past their tenant's retention.
     pub files_expired: u64,
 }
@@ -137,6 +140,12 @@ impl Relay {
                 self.requeue_unless_finished(tenant_id, job).await?
             };
             sweep.reviews += usize::from(queued);
+        }
+        let now = chrono::Utc::now();
+        for (proposal_id, due) in store.due_reviews(now, self.cfg.batch).await? {
+            let due = due.as_str().to_owned();
+            let job = DeliveryJob::ReviewDueV1 { proposal_id, due };
+            sweep.reviews_due += usize::from(self.requeue_unless_finished(tenant_id, job).await?);
         }
         sweep.files_expired += store.delete_expired_files(self.cfg.batch).await?;
         Ok(())

@@ -116,10 +116,16 @@ impl ReviewManager {
             };
         let state = next(ProposalState::Proposed, transition)
             .map_err(|e| JobFailure::permanent(e, "Invalid review"))?;
+        // A proposal for humans waits only so long (its tool's window).
+        let review_hours = match transition {
+            Transition::RequestReview => Some(tx.review_hours(&proposal.tool).await?),
+            _ => None,
+        };
         tx.record(
             &event(&follow_event, system),
             ProposalChanges {
                 state: Some(state),
+                review_hours,
                 ..Default::default()
             },
         )

@@ -1,6 +1,7 @@
 //! Proposals: the `proposal-<id>` event stream with its projection row,
 //! changed only inside a transaction that holds the row lock.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
@@ -8,6 +9,7 @@ use super::events::{NewEvent, append};
 use super::inbox::{conversation_for, insert_outbox};
 use super::{StoreError, TenantStore};
 use crate::engine::review::ReviewCard;
+use crate::engine::review_clock::{DEFAULT_REVIEW_HOURS, ReviewClock, ReviewDue};
 use crate::event::{Actor, Evidence, ProposalEvent, proposal_stream};
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, TenantId};
 use crate::proposal::ProposalState;
@@ -45,9 +47,27 @@ pub struct ProposalModel {
     pub decided_by: Option<String>,
     /// The stream's last version.
     pub stream_version: i64,
+    /// When it started waiting for a reviewer.
+    pub review_requested_at: Option<DateTime<Utc>>,
+    /// When it expires unless decided.
+    pub review_deadline: Option<DateTime<Utc>>,
+    /// When the reviewers were reminded.
+    pub review_reminded_at: Option<DateTime<Utc>>,
+    /// When it was escalated.
+    pub review_escalated_at: Option<DateTime<Utc>>,
 }
 
 impl ProposalModel {
+    /// Its review window, once it waits for a reviewer.
+    pub fn review_clock(&self) -> Option<ReviewClock> {
+        ReviewClock::of(
+            self.review_requested_at,
+            self.review_deadline,
+            self.review_reminded_at,
+            self.review_escalated_at,
+        )
+    }
+
     /// An event of this proposal's stream, with the envelope filled in.
     pub fn event(
         &self,
@@ -131,6 +151,8 @@ pub struct TenantPolicy {
     pub auto_approve_limit_minor: i64,
     /// Reviewers (`platform:user id`).
     pub reviewers: Vec<String>,
+    /// The reviewers asked when nobody answered (among `reviewers`).
+    pub escalation_reviewers: Vec<String>,
 }
 
 /// Changes to the projection that come with an event.
@@ -142,6 +164,12 @@ pub struct ProposalChanges {
     pub review_message: Option<(String, String)>,
     /// Who decided.
     pub decided_by: Option<String>,
+    /// Starts the review window of this many hours.
+    pub review_hours: Option<i32>,
+    /// The reviewers were reminded.
+    pub reminded: bool,
+    /// The proposal was escalated.
+    pub escalated: bool,
 }
 
 /// Reads proposals as [`ProposalModel`]s: the columns of one, and the rest
@@ -153,7 +181,8 @@ macro_rules! select_proposals {
             r#"SELECT id AS "id: ProposalId", tenant_id AS "tenant_id: TenantId",
                conversation_id AS "conversation_id: ConversationId", inbox_id AS "inbox_id: InboxId",
                tool, request AS "request: Json<WritePlan>", payload_sha256, pattern_value,
-               amount_minor, proposer, state, review_channel, review_ts, decided_by, stream_version "#
+               amount_minor, proposer, state, review_channel, review_ts, decided_by, stream_version,
+               review_requested_at, review_deadline, review_reminded_at, review_escalated_at "#
                 + $rest
             $(, $arg)*
         )
@@ -168,6 +197,19 @@ pub struct ProposalTx {
 }
 
 impl ProposalTx {
+    /// How long the tenant's proposals of `tool` wait for a reviewer.
+    pub async fn review_hours(&mut self, tool: &str) -> Result<i32, StoreError> {
+        let hours = sqlx::query_scalar!(
+            "SELECT hours FROM tenant_review_windows WHERE tenant_id = $1 AND tool IN ($2, '*') \
+             ORDER BY tool = '*' LIMIT 1",
+            self.proposal.tenant_id as _,
+            tool
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(hours.unwrap_or(DEFAULT_REVIEW_HOURS))
+    }
+
     /// Whether two identities are one person (see [`TenantStore::same_person`]).
     pub async fn same_person(&mut self, a: &str, b: &str) -> Result<bool, StoreError> {
         self.tx.same_person(a, b).await
@@ -192,22 +234,37 @@ impl ProposalTx {
             .as_ref()
             .map(|(c, t)| (c.as_str(), t.as_str()))
             .unzip();
-        sqlx::query!(
+        let clock = sqlx::query!(
             "UPDATE proposals SET stream_version = $2, state = coalesce($3, state), \
              review_channel = coalesce($4, review_channel), review_ts = coalesce($5, review_ts), \
              decided_by = coalesce($6, decided_by), \
              decided_at = CASE WHEN $6 IS NULL THEN decided_at ELSE now() END, \
-             updated_at = now() WHERE id = $1",
+             review_requested_at = CASE WHEN $7::int IS NULL THEN review_requested_at ELSE now() END, \
+             review_deadline = CASE WHEN $7::int IS NULL THEN review_deadline \
+                 ELSE now() + make_interval(hours => $7::int) END, \
+             review_reminded_at = CASE WHEN $8 THEN coalesce(review_reminded_at, now()) \
+                 ELSE review_reminded_at END, \
+             review_escalated_at = CASE WHEN $9 THEN coalesce(review_escalated_at, now()) \
+                 ELSE review_escalated_at END, \
+             updated_at = now() WHERE id = $1 \
+             RETURNING review_requested_at, review_deadline, review_reminded_at, review_escalated_at",
             self.proposal.id as _,
             version,
             changes.state.map(ProposalState::as_str),
             channel,
             ts,
-            changes.decided_by
+            changes.decided_by,
+            changes.review_hours,
+            changes.reminded,
+            changes.escalated
         )
-        .execute(&mut *self.tx)
+        .fetch_one(&mut *self.tx)
         .await?;
         let p = &mut self.proposal;
+        p.review_requested_at = clock.review_requested_at;
+        p.review_deadline = clock.review_deadline;
+        p.review_reminded_at = clock.review_reminded_at;
+        p.review_escalated_at = clock.review_escalated_at;
         p.stream_version = version;
         if let Some(state) = changes.state {
             state.as_str().clone_into(&mut p.state);
@@ -338,6 +395,10 @@ impl TenantStore {
             review_ts: None,
             decided_by: None,
             stream_version: version,
+            review_requested_at: None,
+            review_deadline: None,
+            review_reminded_at: None,
+            review_escalated_at: None,
         })
     }
 
@@ -390,18 +451,24 @@ impl TenantStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
-        let reviewers = sqlx::query_scalar!(
-            r#"SELECT platform || ':' || user_id AS "reviewer!" FROM tenant_reviewers
+        let rows = sqlx::query!(
+            r#"SELECT platform || ':' || user_id AS "reviewer!", escalation FROM tenant_reviewers
                WHERE tenant_id = $1 ORDER BY 1"#,
             self.tenant as _
         )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        let escalation_reviewers = rows
+            .iter()
+            .filter(|r| r.escalation)
+            .map(|r| r.reviewer.clone())
+            .collect();
         Ok(TenantPolicy {
             review_channel: tenant.review_channel,
             auto_approve_limit_minor: tenant.auto_approve_limit_minor,
-            reviewers,
+            reviewers: rows.into_iter().map(|r| r.reviewer).collect(),
+            escalation_reviewers,
         })
     }
 
@@ -465,6 +532,43 @@ impl TenantStore {
         .await?;
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// Proposals waiting for a reviewer that need a reminder, an escalation
+    /// or to expire at `now`, with what is due.
+    pub async fn due_reviews(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(ProposalId, ReviewDue)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id: ProposalId", review_requested_at, review_deadline,
+                      review_reminded_at, review_escalated_at
+               FROM proposals
+               WHERE tenant_id = $1 AND state = 'review_requested' AND review_ts IS NOT NULL
+               AND review_requested_at + (review_deadline - review_requested_at) / 2 <= $2
+               AND (review_escalated_at IS NULL OR review_deadline <= $2)
+               ORDER BY review_deadline LIMIT $3"#,
+            self.tenant as _,
+            now,
+            limit
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let clock = ReviewClock::of(
+                    r.review_requested_at,
+                    r.review_deadline,
+                    r.review_reminded_at,
+                    r.review_escalated_at,
+                )?;
+                Some((r.id, clock.due(now)?))
+            })
+            .collect())
     }
 
     /// Proposals whose next review step may have been lost, untouched since
