@@ -380,3 +380,53 @@ async fn a_history_of_forty_longest_messages_is_cut_to_fit_the_model() {
     })
     .await;
 }
+
+/// A replay that stopped between reopening a delivery and pushing its job
+/// (the operator's process killed there) leaves the reply open: the relay
+/// pushes it, under a fresh task id since the dead job's is spent.
+#[tokio::test]
+async fn a_replay_stopped_before_its_push_is_finished_by_the_relay() {
+    run_test(async |t| {
+        t.slack.set_channel_gone(FIXTURE_CHANNEL, true);
+        t.openai.script([Scripted::Text("Her er svaret.".into())]);
+        let body = fixture("slack/event_callback.message.json");
+        assert_eq!(t.post_slack_event(&body).await, 200);
+        t.wait_idle().await;
+        let store = t.db.service_store().await;
+        let dead = store.dead_jobs(true, 10).await.unwrap();
+        assert_eq!(dead[0].kind, "deliver", "{dead:?}");
+        t.slack.set_channel_gone(FIXTURE_CHANNEL, false);
+
+        // What `worker dead replay` does before its push.
+        assert!(
+            store
+                .mark_dead_job_replayed(dead[0].id, "stopped~replay")
+                .await
+                .unwrap()
+        );
+        let tenant = shared::ids::TenantId::from(t.db.tenant_id("acme").await);
+        let outbox = shared::ids::OutboxId::from(dead[0].subject.expect("its outbox row"));
+        assert!(
+            store
+                .tenant(tenant)
+                .set_delivery_given_up(outbox, false)
+                .await
+                .unwrap()
+        );
+
+        let relay = Relay::new(
+            store.clone(),
+            t.queue.clone(),
+            RelayConfig {
+                grace_ms: 0,
+                ..RelayConfig::default()
+            },
+        );
+        assert_eq!(relay.sweep().await.unwrap().deliveries, 1);
+        t.wait_for_posts(1).await;
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_texts(), ["Her er svaret."]);
+        assert_eq!(relay.sweep().await.unwrap().deliveries, 0, "delivered");
+    })
+    .await;
+}

@@ -674,6 +674,47 @@ async fn a_prompt_injected_receipt_cannot_cause_a_write_without_review() {
 }
 
 #[tokio::test]
+async fn review_es_note_is_not_lost_when_its_run_stops_after_the_verdict_was_recorded() {
+    run_test(async |t| {
+        // The first write of the note fails, as if the worker died after the
+        // verdict was committed and before the note was written.
+        sqlx::raw_sql(
+            r#"CREATE SEQUENCE note_writes;
+               CREATE FUNCTION stop_first_note() RETURNS trigger LANGUAGE plpgsql
+                   SECURITY DEFINER SET search_path = public AS $$
+               BEGIN
+                   IF NEW.text LIKE 'Review-E (%' AND nextval('note_writes') = 1 THEN
+                       RAISE EXCEPTION 'the worker stopped here';
+                   END IF;
+                   RETURN NEW;
+               END $$;
+               CREATE TRIGGER stop_first_note BEFORE INSERT ON outbox
+                   FOR EACH ROW EXECUTE FUNCTION stop_first_note();"#,
+        )
+        .execute(&t.db.owner)
+        .await
+        .unwrap();
+        propose(t, OWNER_THREAD, REVIEW_E_OK).await;
+        let (card, posted) = card_posted(t).await;
+        assert!(
+            posted
+                .iter()
+                .any(|p| p.thread_ts.as_deref() == Some(card.ts.as_str())
+                    && p.text == "Review-E (no concerns): Matches the Adobe subscription."),
+            "{posted:?}"
+        );
+        t.wait_idle().await;
+        let tries: i64 = sqlx::query_scalar("SELECT last_value FROM note_writes")
+            .fetch_one(&t.db.owner)
+            .await
+            .unwrap();
+        assert_eq!(tries, 2, "the first write was stopped");
+        assert_eq!(t.openai.requests().len(), 3, "Book-E twice, Review-E once");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn review_e_reacts_to_the_review_requested_event_in_the_cards_thread() {
     run_test(async |t| {
         propose(

@@ -44,7 +44,7 @@ fn binary(name: &str) -> PathBuf {
                 path.display()
             )
         });
-    if let Some((source, changed)) = newest_source()
+    if let Some((source, changed)) = newest_source(name)
         && changed > built
     {
         panic!(
@@ -56,29 +56,17 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The most recently changed file the service binaries are built from.
-fn newest_source() -> Option<(PathBuf, std::time::SystemTime)> {
-    static NEWEST: std::sync::OnceLock<Option<(PathBuf, std::time::SystemTime)>> =
-        std::sync::OnceLock::new();
-    NEWEST
-        .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-            let mut newest = None;
-            // Not `.sqlx/`: it follows the queries in the sources, and
-            // `scripts/sqlx-data prepare` writes it after building.
-            for part in [
-                "Cargo.toml",
-                "Cargo.lock",
-                "migrations",
-                "shared",
-                "gateway",
-                "worker",
-            ] {
-                visit(&root.join(part), &mut newest);
-            }
-            newest
-        })
-        .clone()
+/// The most recently changed file binary `name` is built from: its own
+/// crate, `shared`, the migrations and the workspace's manifest and lock.
+fn newest_source(name: &str) -> Option<(PathBuf, std::time::SystemTime)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut newest = None;
+    // Not `.sqlx/`: it follows the queries in the sources, and
+    // `scripts/sqlx-data prepare` writes it after building.
+    for part in ["Cargo.toml", "Cargo.lock", "migrations", "shared", name] {
+        visit(&root.join(part), &mut newest);
+    }
+    newest
 }
 
 fn visit(path: &std::path::Path, newest: &mut Option<(PathBuf, std::time::SystemTime)>) {

@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use shared::access::queue::JobQueue;
 use shared::access::store::{Store, TenantStore};
-use shared::job::{DeliveryJob, Job, JobFailure, JobKind, QueueName, WorkerJob};
+use shared::job::{DeliveryJob, Job, JobFailure, JobKind, WorkerJob};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelayConfig;
+
+/// How long one fresh task id of open work whose job ended is used.
+const FRESH_ID_PERIOD_SECS: i64 = 600;
 
 /// Re-queues possibly lost work.
 #[derive(Debug, Clone)]
@@ -88,41 +91,19 @@ impl Relay {
                 sweep.turns += 1;
                 continue;
             }
-            let job = Job::new(
-                tenant_id,
-                &shared::telemetry::current_traceparent(),
-                WorkerJob::TurnV1 { inbox_id },
-            );
-            let task_id = job.kind.dedupe_key().unwrap_or_default();
-            let finished = self
-                .queue
-                .is_finished(QueueName::Worker, &task_id)
-                .await
-                .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
-            let queued = if finished {
-                // Its job ended (e.g. dead-lettered, then the notice could not
-                // be written): the old id is spent, so push it anew.
-                let json = serde_json::to_value(&job).unwrap_or_default();
-                let fresh = format!("{task_id}~relay-{}", uuid::Uuid::now_v7().simple());
-                self.queue.replay(QueueName::Worker, &json, fresh).await
-            } else {
-                self.queue.enqueue(job).await
-            };
-            queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue a turn"))?;
+            self.push_again(tenant_id, WorkerJob::TurnV1 { inbox_id })
+                .await?;
             sweep.turns += 1;
         }
         for outbox_id in store.undelivered_outbox(before, self.cfg.batch).await? {
-            self.queue
-                .deliver_outbox(
-                    tenant_id,
-                    outbox_id,
-                    &shared::telemetry::current_traceparent(),
-                )
+            self.push_again(tenant_id, DeliveryJob::DeliverV1 { outbox_id })
                 .await?;
             sweep.deliveries += 1;
         }
         for run_id in store.unfinished_agent_runs(before, self.cfg.batch).await? {
-            super::triggers::queue_run(&self.queue, store, run_id).await?;
+            self.push_again(tenant_id, WorkerJob::RunV1 { run_id })
+                .await?;
+            store.mark_agent_run_enqueued(run_id).await?;
             sweep.runs += 1;
         }
         for proposal_id in store.unexecuted_proposals(before, self.cfg.batch).await? {
@@ -149,6 +130,34 @@ impl Relay {
         }
         sweep.files_expired += store.delete_expired_files(self.cfg.batch).await?;
         Ok(())
+    }
+
+    /// Pushes the job of open work again. Its job may have ended (a turn
+    /// dead-lettered whose notice could not be written; a delivery or run
+    /// reopened by a replay that stopped before its push): that id is
+    /// spent, so it goes under a fresh one, the same for ten minutes, so
+    /// that sweeps while it waits add nothing.
+    async fn push_again<K: JobKind>(
+        &self,
+        tenant: shared::ids::TenantId,
+        kind: K,
+    ) -> Result<(), JobFailure> {
+        let job = Job::new(tenant, &shared::telemetry::current_traceparent(), kind);
+        let task_id = job.kind.dedupe_key().unwrap_or_default();
+        let finished = self
+            .queue
+            .is_finished(K::QUEUE, &task_id)
+            .await
+            .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
+        let queued = if finished {
+            let json = serde_json::to_value(&job).unwrap_or_default();
+            let period = chrono::Utc::now().timestamp() / FRESH_ID_PERIOD_SECS;
+            let fresh = format!("{task_id}~relay-{period}");
+            self.queue.replay(K::QUEUE, &json, fresh).await
+        } else {
+            self.queue.enqueue(job).await
+        };
+        queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue open work"))
     }
 
     /// Pushes `kind` again unless its job finished (concluded, or given up

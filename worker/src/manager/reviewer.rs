@@ -130,10 +130,27 @@ impl AgentReviewer {
         reason: &str,
     ) -> Result<Option<String>, JobFailure> {
         let proposal = store.proposal(id).await?;
-        let reviewed = store
-            .read_stream(&proposal_stream(id), &[ProposalEvent::AGENT_REVIEWED])
-            .await?;
-        if !reviewed.is_empty() || proposal.state() != ProposalState::ReviewRequested {
+        let types = [
+            ProposalEvent::REVIEW_REQUESTED,
+            ProposalEvent::AGENT_REVIEWED,
+        ];
+        let mut reviewed_before_request = false;
+        let mut requested = false;
+        for e in store.read_stream(&proposal_stream(id), &types).await? {
+            match ProposalEvent::from_stored(&e.type_name, e.payload) {
+                Some(ProposalEvent::ReviewRequested(_)) => requested = true,
+                // An annotation an earlier attempt recorded, whose run did not
+                // get to write the note: the same note again (the run's own
+                // keys keep it to one).
+                Some(ProposalEvent::AgentReviewed(a)) if requested => {
+                    return Ok(Some(agent_note(&a.verdict, &a.notes)));
+                }
+                // The review that gated an auto-approval: shown with the card.
+                Some(ProposalEvent::AgentReviewed(_)) => reviewed_before_request = true,
+                _ => {}
+            }
+        }
+        if reviewed_before_request || proposal.state() != ProposalState::ReviewRequested {
             return Ok(None);
         }
         let evidence = evidence(store, id).await?;
