@@ -161,10 +161,10 @@ impl App {
             Some(l) => l,
             None => Listeners::bind(&cfg).await?,
         };
-        let discord_edge = cfg
-            .discord
-            .enabled()
-            .then(|| DiscordEdge::new(ingest.clone(), &cfg.discord.allowed_bot_ids));
+        let discord_edge = cfg.discord.enabled().then(|| {
+            let history = chats.discord.clone().map(|client| (store.clone(), client));
+            DiscordEdge::new(ingest.clone(), &cfg.discord.allowed_bot_ids, history)
+        });
         let telegram_polling = chats
             .telegram
             .clone()
@@ -281,9 +281,14 @@ async fn run_discord(
     edge: Option<DiscordEdge>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(edge) = edge.filter(|_| cfg.connect_gateway.unwrap_or(true)) else {
+    let Some(edge) = edge else {
         return Ok(());
     };
+    if !cfg.connect_gateway.unwrap_or(true) {
+        // No connection whose READY would start it: catch up once now.
+        edge.spawn_catch_up();
+        return Ok(());
+    }
     let token = cfg.token.expose_secret();
     let builder = match &cfg.api_base_url {
         Some(url) => serenity::client::ClientBuilder::new_with_http(

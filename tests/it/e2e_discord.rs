@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tests::fake::discord::{DiscordPost, DiscordThread};
 use tests::fake::openai::Scripted;
 use tests::fake::rate_limits_waited_out;
-use tests::{DISCORD_CHANNEL, fixture, run_test};
+use tests::{DISCORD_CHANNEL, TestOptions, fixture, run_test, run_test_with};
 
 /// The MESSAGE_CREATE of the fixture: "Supa Hot" in the listened channel.
 const MESSAGE_ID: &str = "334385199974967042";
@@ -287,5 +287,52 @@ async fn a_message_in_a_thread_we_did_not_start_is_answered_in_that_thread() {
             }]
         );
     })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_posted_while_the_gateway_was_down_are_answered_when_it_is_back() {
+    run_test_with(
+        TestOptions {
+            gateway_process: true,
+            ..Default::default()
+        },
+        async |t| {
+            // Down: the owner asks in the listened channel.
+            t.stop_gateway_process().await;
+            t.openai.script([Scripted::Text("Svar én.".into())]);
+            let first = t.discord.post_as_user(DISCORD_CHANNEL, "Hva er saldoen?");
+            t.start_gateway_process().await;
+            t.wait_for_discord_posts(1).await;
+            t.wait_idle().await;
+            let answer = |content: &str| DiscordPost {
+                channel: first.clone(),
+                content: content.into(),
+            };
+            assert_eq!(
+                t.discord.take_posts(),
+                [answer("Svar én.")],
+                "in its thread"
+            );
+
+            // Down again: a follow-up in that thread.
+            t.stop_gateway_process().await;
+            t.openai.script([Scripted::Text("Svar to.".into())]);
+            t.discord.post_as_user(&first, "Og i går?");
+            t.start_gateway_process().await;
+            t.wait_for_discord_posts(1).await;
+            t.wait_idle().await;
+            assert_eq!(t.discord.take_posts(), [answer("Svar to.")]);
+            assert_eq!(t.db.count("inbox").await, 2, "each message once");
+            let requests = t.openai.requests();
+            assert_eq!(requests.len(), 2);
+            assert!(
+                requests[1]["messages"]
+                    .to_string()
+                    .contains("Hva er saldoen?"),
+                "the follow-up continues the conversation"
+            );
+        },
+    )
     .await;
 }

@@ -599,6 +599,10 @@ impl TestEnv {
                 ("AE_SLACK__BOT_TOKEN", SLACK_BOT_TOKEN.to_owned()),
                 ("AE_SLACK__API_BASE_URL", self.slack.base_url.clone()),
                 ("AE_FILES__SLACK_BASE_URL", self.slack.files_base_url()),
+                ("AE_DISCORD__TOKEN", DISCORD_TOKEN.to_owned()),
+                ("AE_DISCORD__API_BASE_URL", self.discord.base_url.clone()),
+                // No WebSocket: messages reach a gateway process only by catching up.
+                ("AE_DISCORD__CONNECT_GATEWAY", "false".to_owned()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
@@ -644,6 +648,23 @@ impl TestEnv {
         self.processes
             .first()
             .expect("started with gateway_process")
+    }
+
+    /// Stops the gateway process (SIGTERM); [`Self::start_gateway_process`]
+    /// starts it again.
+    pub async fn stop_gateway_process(&mut self) {
+        assert!(self.options.gateway_process, "started with gateway_process");
+        let gateway = self.processes.remove(0);
+        let status = gateway.terminate(Duration::from_secs(15)).await;
+        assert!(status.success(), "the gateway exited with {status}");
+    }
+
+    /// Starts the gateway process again (on new ports).
+    pub async fn start_gateway_process(&mut self) {
+        let gateway = ServiceProcess::start("gateway", &self.gateway_env()).await;
+        self.gateway_url = gateway.url.clone();
+        self.gateway_admin_url = gateway.admin_url.clone();
+        self.processes.insert(0, gateway);
     }
 
     /// Settings of a worker process like [`Self::start_worker`]'s; `extra`

@@ -5,9 +5,11 @@
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-use chrono::Utc;
-use serenity::all::{Context, EventHandler, GatewayIntents, Message, MessageType, Ready};
+use chrono::{DateTime, Utc};
+use serenity::all::{Context, EventHandler, GatewayIntents, GuildId, Message, MessageType, Ready};
 use serenity::async_trait;
+use shared::access::discord::DiscordClient;
+use shared::access::store::Store;
 use shared::event::{Attachment, MAX_ATTACHMENTS};
 use shared::ids::Platform;
 
@@ -32,20 +34,30 @@ pub fn intents() -> GatewayIntents {
         | GatewayIntents::MESSAGE_CONTENT
 }
 
+/// Most pages of 100 messages read back per channel when catching up.
+const CATCH_UP_PAGES: usize = 10;
+
 /// Handles Discord messages; serenity calls it for every MESSAGE_CREATE.
 #[derive(Clone)]
 pub struct DiscordEdge {
     ingest: IngestManager,
     own_user_id: Arc<OnceLock<u64>>,
     allowed_bots: Arc<HashSet<u64>>,
+    /// Where what was posted while the gateway was away is read back from.
+    history: Option<(Store, DiscordClient)>,
 }
 
 impl DiscordEdge {
     /// An edge over the managers; `allowed_bot_ids` are bots whose messages
-    /// are answered.
-    pub fn new(ingest: IngestManager, allowed_bot_ids: &[String]) -> Self {
+    /// are answered; with `history`, it catches up after (re)connecting.
+    pub fn new(
+        ingest: IngestManager,
+        allowed_bot_ids: &[String],
+        history: Option<(Store, DiscordClient)>,
+    ) -> Self {
         Self {
             ingest,
+            history,
             own_user_id: Arc::new(OnceLock::new()),
             allowed_bots: Arc::new(
                 allowed_bot_ids
@@ -123,11 +135,93 @@ impl DiscordEdge {
     }
 }
 
+impl DiscordEdge {
+    /// Reads back what was posted while the gateway was away (down, rolling
+    /// out, reconnecting): each explicitly routed channel's messages, and
+    /// its recent conversation threads', from shortly before the newest one
+    /// recorded (at most a day back; a quarter of an hour when none is),
+    /// oldest first, ingested like live ones (a message recorded already
+    /// is a duplicate). Returns how many were taken.
+    pub async fn catch_up(&self) -> anyhow::Result<usize> {
+        let Some((store, client)) = &self.history else {
+            return Ok(0);
+        };
+        let (channels, newest) = store.discord_catch_up().await?;
+        let start = catch_up_start(newest.as_deref(), Utc::now());
+        let mut taken = 0;
+        for (channel, guild) in channels {
+            let guild = guild.parse::<u64>().ok().map(GuildId::new);
+            let mut after = start;
+            for _ in 0..CATCH_UP_PAGES {
+                let page = match client.messages_after(&channel, after).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, discord.channel = %channel, "Cannot read a channel back");
+                        break;
+                    }
+                };
+                let full = page.len() >= 100;
+                for mut msg in page {
+                    after = after.max(msg.id.get());
+                    // Read back over REST, a message does not name its guild.
+                    msg.guild_id = msg.guild_id.or(guild);
+                    if matches!(self.on_message(&msg).await?, IngestOutcome::Accepted(_)) {
+                        taken += 1;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        metrics::counter!("automate_e_discord_caught_up_total").increment(taken as u64);
+        tracing::info!(taken, "Discord caught up");
+        Ok(taken)
+    }
+
+    /// Catches up in the background.
+    pub fn spawn_catch_up(&self) {
+        let edge = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = edge.catch_up().await {
+                tracing::error!(error = format!("{e:#}"), "Discord catch-up failed");
+            }
+        });
+    }
+}
+
+/// Discord's epoch (2015-01-01), in Unix milliseconds: snowflakes count
+/// milliseconds from it in their upper bits.
+const DISCORD_EPOCH_MS: i64 = 1_420_070_400_000;
+
+/// Margin before the newest recorded message: messages of other channels
+/// posted at about the same time may not have been recorded.
+const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The snowflake catching up starts after: shortly before the newest
+/// recorded message, never more than a day back, a quarter of an hour back
+/// when nothing is recorded.
+fn catch_up_start(newest: Option<&str>, now: DateTime<Utc>) -> u64 {
+    let at = |id: u64| {
+        let ms = i64::try_from(id >> 22).unwrap_or(i64::MAX) + DISCORD_EPOCH_MS;
+        DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(now)
+    };
+    let from = newest
+        .and_then(|id| id.parse::<u64>().ok())
+        .map_or(now - chrono::Duration::minutes(15), |id| {
+            at(id) - CATCH_UP_MARGIN
+        });
+    let from = from.max(now - chrono::Duration::days(1));
+    u64::try_from(from.timestamp_millis() - DISCORD_EPOCH_MS).unwrap_or(0) << 22
+}
+
 #[async_trait]
 impl EventHandler for DiscordEdge {
     async fn ready(&self, _ctx: Context, ready: Ready) {
         self.set_own_user_id(ready.user.id.get());
         tracing::info!(shard = ?ready.shard, "Discord gateway ready");
+        // A new session: what was posted since the last one never comes as events.
+        self.spawn_catch_up();
     }
 
     async fn message(&self, _ctx: Context, msg: Message) {
@@ -151,5 +245,33 @@ impl EventHandler for DiscordEdge {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snowflake(at: DateTime<Utc>) -> u64 {
+        u64::try_from(at.timestamp_millis() - DISCORD_EPOCH_MS).unwrap() << 22
+    }
+
+    #[test]
+    fn catching_up_starts_shortly_before_the_newest_message_and_at_most_a_day_back() {
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let hour_ago = snowflake(now - chrono::Duration::hours(1)).to_string();
+        assert_eq!(
+            catch_up_start(Some(&hour_ago), now),
+            snowflake(now - chrono::Duration::hours(1) - CATCH_UP_MARGIN)
+        );
+        let week_ago = snowflake(now - chrono::Duration::days(7)).to_string();
+        assert_eq!(
+            catch_up_start(Some(&week_ago), now),
+            snowflake(now - chrono::Duration::days(1))
+        );
+        assert_eq!(
+            catch_up_start(None, now),
+            snowflake(now - chrono::Duration::minutes(15))
+        );
     }
 }

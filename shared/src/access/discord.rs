@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use serenity::http::{DiscordJsonError, ErrorResponse, Http, HttpBuilder, HttpError};
+use serenity::http::{
+    DiscordJsonError, ErrorResponse, Http, HttpBuilder, HttpError, MessagePagination,
+};
 use serenity::model::id::{ChannelId, MessageId};
 
 /// Discord's error code for "a thread has already been created for this message".
@@ -176,6 +178,22 @@ impl DiscordClient {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Up to 100 messages of `channel` posted after message `after`
+    /// (snowflakes grow with time), oldest first.
+    pub async fn messages_after(
+        &self,
+        channel: &str,
+        after: u64,
+    ) -> Result<Vec<serenity::model::channel::Message>, DiscordError> {
+        let after = MessagePagination::After(MessageId::new(after.max(1)));
+        let mut messages = self
+            .http
+            .get_messages(channel_id(channel)?, Some(after), Some(100))
+            .await?;
+        messages.sort_by_key(|m| m.id);
+        Ok(messages)
     }
 
     /// Shows "typing…" in a channel for about ten seconds.

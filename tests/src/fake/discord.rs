@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -47,6 +47,9 @@ struct Inner {
     channels: HashSet<String>,
     /// Messages that exist: id → channel.
     messages: HashMap<String, String>,
+    /// What people posted in each channel (as the REST API returns it),
+    /// oldest first.
+    history: HashMap<String, Vec<Value>>,
     typing: HashMap<String, u32>,
     rate_limit_next: u32,
     /// Messages to post whose answer the client cannot read.
@@ -101,7 +104,10 @@ impl FakeDiscord {
                 "/api/v10/channels/{channel}/messages/{message}/threads",
                 post(create_thread),
             )
-            .route("/api/v10/channels/{channel}/messages", post(create_message))
+            .route(
+                "/api/v10/channels/{channel}/messages",
+                post(create_message).get(list_messages),
+            )
             .route("/api/v10/channels/{channel}/typing", post(typing))
             .route(
                 "/attachments/{*path}",
@@ -171,6 +177,32 @@ impl FakeDiscord {
             .insert(message.to_owned(), channel.to_owned());
     }
 
+    /// A person posts `content` in `channel` now (while no gateway hears
+    /// it); returns the message's id, a snowflake of now.
+    pub fn post_as_user(&self, channel: &str, content: &str) -> String {
+        let mut inner = self.inner.lock().unwrap();
+        let since_epoch = chrono::Utc::now().timestamp_millis() - 1_420_070_400_000;
+        let history = inner.history.entry(channel.to_owned()).or_default();
+        // Unique within the millisecond: the low bits count.
+        let id = (u64::try_from(since_epoch).unwrap() << 22) + history.len() as u64;
+        let mut message: Value =
+            serde_json::from_str(&crate::fixture("discord/gateway.MESSAGE_CREATE.json"))
+                .map(|dispatch: Value| dispatch["d"].clone())
+                .unwrap();
+        let object = message.as_object_mut().unwrap();
+        // The REST API's message: no guild, no member.
+        object.remove("guild_id");
+        object.remove("member");
+        object.insert("id".into(), json!(id.to_string()));
+        object.insert("channel_id".into(), json!(channel));
+        object.insert("content".into(), json!(content));
+        object.insert("reactions".into(), json!([]));
+        history.push(message);
+        inner.channels.insert(channel.to_owned());
+        inner.messages.insert(id.to_string(), channel.to_owned());
+        id.to_string()
+    }
+
     /// Takes the posted messages so far, oldest first.
     pub fn take_posts(&self) -> Vec<DiscordPost> {
         self.inner.lock().unwrap().posts.drain(..).collect()
@@ -219,6 +251,28 @@ impl FakeDiscord {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(), Box<Response>> {
+        self.check_parts(headers, method, path, &[], body)
+    }
+
+    /// [`Self::check`] of a request with a query string and no body.
+    fn check_with_query(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<(), Box<Response>> {
+        self.check_parts(headers, method, path, query, None)
+    }
+
+    fn check_parts(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<(), Box<Response>> {
         if !self.authorized(headers) {
             return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
@@ -232,7 +286,7 @@ impl FakeDiscord {
         };
         let request = shared::openapi::RequestParts {
             path: params,
-            query: &[],
+            query,
             body,
         };
         let problems = spec.check_request(op, &request);
@@ -358,6 +412,49 @@ async fn create_thread(
     );
     Json(json!({ "id": message, "type": 11, "name": name, "parent_id": channel, "guild_id": "290926798999357249" }))
         .into_response()
+}
+
+/// `GET /channels/{id}/messages?after=&limit=`: the `limit` (≤ 100)
+/// messages right after `after`, newest first, as Discord answers.
+async fn list_messages(
+    State(fake): State<FakeDiscord>,
+    Path(channel): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/channels/{channel}/messages");
+    if let Err(refused) = fake.check_with_query(&headers, "GET", &path, &query) {
+        return *refused;
+    }
+    let value = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let after: u64 = value("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit: usize = value("limit").and_then(|v| v.parse().ok()).unwrap_or(50);
+    let inner = fake.inner.lock().unwrap();
+    if !inner.channels.contains(&channel) {
+        return unknown("Channel", 10_003);
+    }
+    let id = |m: &Value| {
+        m["id"]
+            .as_str()
+            .and_then(|id| id.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut page: Vec<Value> = inner
+        .history
+        .get(&channel)
+        .into_iter()
+        .flatten()
+        .filter(|m| id(m) > after)
+        .take(limit)
+        .cloned()
+        .collect();
+    page.reverse();
+    Json(page).into_response()
 }
 
 async fn create_message(

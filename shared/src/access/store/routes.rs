@@ -79,6 +79,26 @@ impl Store {
         Ok(tenant)
     }
 
+    /// The Discord channels to catch up on after a reconnect (explicitly
+    /// routed channels and their recent conversation threads), each with its
+    /// guild, and the newest Discord message recorded.
+    pub async fn discord_catch_up(
+        &self,
+    ) -> Result<(Vec<(String, String)>, Option<String>), StoreError> {
+        let channels = sqlx::query!(
+            r#"SELECT channel AS "channel!", guild AS "guild!" FROM automate_e_discord_channels()"#
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.channel, r.guild))
+        .collect();
+        let newest = sqlx::query_scalar!(r#"SELECT automate_e_discord_newest_message() AS "id""#)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((channels, newest))
+    }
+
     /// Every tenant's id.
     pub async fn tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
         let ids = sqlx::query_scalar!(r#"SELECT automate_e_tenant_ids() AS "id!: TenantId""#)

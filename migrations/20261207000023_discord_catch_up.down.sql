@@ -1,0 +1,2 @@
+DROP FUNCTION automate_e_discord_newest_message();
+DROP FUNCTION automate_e_discord_channels();

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS inbox_discord_newest;
