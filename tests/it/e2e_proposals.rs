@@ -715,6 +715,27 @@ async fn review_es_note_is_not_lost_when_its_run_stops_after_the_verdict_was_rec
 }
 
 #[tokio::test]
+async fn a_card_whose_answer_slack_lost_is_found_in_the_channel_not_posted_twice() {
+    run_test(async |t| {
+        t.slack.lose_card_answers_next(1);
+        propose(t, OWNER_THREAD, REVIEW_E_OK).await;
+        // One card (two would fail here), Review-E's note in its thread.
+        let (card, _) = card_posted(t).await;
+        t.wait_idle().await;
+        assert!(t.slack.take_cards().is_empty(), "no second card");
+        let recorded: String = sqlx::query_scalar("SELECT review_ts FROM proposals")
+            .fetch_one(&t.db.owner)
+            .await
+            .unwrap();
+        assert_eq!(
+            recorded, card.ts,
+            "the card found in the channel is recorded"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn review_e_reacts_to_the_review_requested_event_in_the_cards_thread() {
     run_test(async |t| {
         propose(

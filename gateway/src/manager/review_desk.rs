@@ -143,8 +143,19 @@ impl ReviewDesk {
         })?;
         let history = Self::history(&store, id).await?;
         let card = proposal.review_card(&history.reason, &history.evidence, self.links.is_some());
-        let (text, blocks) = review_card(&card);
-        let ts = self.slack.post_blocks(&channel, &text, blocks).await?;
+        // Slack takes no idempotency key: an earlier attempt may have posted
+        // the card and lost Slack's answer. Read it back before posting again.
+        let ts = match store.mark_review_posting(id).await? {
+            Some(since) => self.posted_card(&channel, id, since).await?,
+            None => None,
+        };
+        let ts = match ts {
+            Some(ts) => ts,
+            None => {
+                let (text, blocks) = review_card(&card);
+                self.slack.post_blocks(&channel, &text, blocks).await?
+            }
+        };
         let mut tx = store.lock_proposal(id).await?;
         let posted = ProposalEvent::ReviewPosted(ReviewPosted {
             channel: channel.clone(),
@@ -170,6 +181,23 @@ impl ReviewDesk {
             }
         }
         Ok(())
+    }
+
+    /// The `ts` of proposal `id`'s card, if one was posted to `channel`
+    /// since `since` (its buttons carry the proposal's id).
+    async fn posted_card(
+        &self,
+        channel: &str,
+        id: ProposalId,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Option<String>, JobFailure> {
+        let margin = chrono::Duration::seconds(10);
+        let messages = self.slack.history_since(channel, since - margin).await?;
+        let reference = format!("\"{id}:");
+        Ok(messages
+            .iter()
+            .find(|m| m["blocks"].to_string().contains(&reference))
+            .and_then(|m| m["ts"].as_str().map(str::to_owned)))
     }
 
     /// Approve: records the decision and queues the execution.

@@ -224,6 +224,41 @@ impl SlackClient {
         self.call("chat.postEphemeral", &request).await.map(drop)
     }
 
+    /// The messages of `channel` posted since `oldest` (at most 100, newest
+    /// first; `conversations.history`, scope `channels:history` or
+    /// `groups:history`), as JSON.
+    pub async fn history_since(
+        &self,
+        channel: &str,
+        oldest: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<serde_json::Value>, SlackError> {
+        let oldest = format!(
+            "{}.{:06}",
+            oldest.timestamp(),
+            oldest.timestamp_subsec_micros()
+        );
+        let response = self
+            .http
+            .get(format!("{}/conversations.history", self.api_base_url))
+            .bearer_auth(self.bot_token.expose_secret())
+            .query(&[("channel", channel), ("oldest", &oldest), ("limit", "100")])
+            .send()
+            .await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(SlackError::RateLimited { retry_after: None });
+        }
+        if !status.is_success() {
+            return Err(SlackError::Status(status.as_u16()));
+        }
+        let body: serde_json::Value = response.json().await?;
+        if body["ok"] != true {
+            let code = body["error"].as_str().unwrap_or("unknown");
+            return Err(SlackError::Api(code.to_owned()));
+        }
+        Ok(body["messages"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Opens a modal for the user who triggered `trigger_id` (`views.open`).
     pub async fn open_view(&self, trigger_id: &str, view: SlackView) -> Result<(), SlackError> {
         let request =

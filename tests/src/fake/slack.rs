@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -88,6 +88,8 @@ struct Inner {
     rate_limit_next: VecDeque<u64>,
     /// chat.postMessage calls to accept whose answer the client cannot read.
     garbled_next: usize,
+    /// Cards to post whose answer is then lost (a 503).
+    lost_card_answers_next: usize,
     /// Channels that answer `channel_not_found` (deleted, or the bot removed).
     gone_channels: HashSet<String>,
     /// Who is in which channel (for ephemeral messages).
@@ -455,7 +457,7 @@ impl FakeSlack {
     /// Starts the fake; only `bot_token` is accepted.
     pub async fn start(bot_token: &str) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
-            next_ts: 1_700_000_000,
+            next_ts: u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
             ..Inner::default()
         }));
         let mut fake = Self {
@@ -468,6 +470,10 @@ impl FakeSlack {
         };
         let router = Router::new()
             .route("/api/chat.postMessage", post(post_message))
+            .route(
+                "/api/conversations.history",
+                axum::routing::get(conversations_history),
+            )
             .route("/api/chat.update", post(update_message))
             .route("/api/chat.postEphemeral", post(post_ephemeral))
             .route("/api/views.open", post(open_view))
@@ -516,6 +522,12 @@ impl FakeSlack {
     /// the wrong type.
     pub fn garble_next(&self, n: usize) {
         self.inner.lock().unwrap().garbled_next += n;
+    }
+
+    /// Posts the next `n` cards (Block Kit messages) and answers 503, as
+    /// when Slack's answer is lost after it posted.
+    pub fn lose_card_answers_next(&self, n: usize) {
+        self.inner.lock().unwrap().lost_card_answers_next += n;
     }
 
     /// Answers the next `n` calls with HTTP 429 and `Retry-After: secs`.
@@ -631,6 +643,54 @@ impl FakeSlack {
     }
 }
 
+/// `GET conversations.history?channel=&oldest=&limit=`: the channel's cards
+/// after `oldest`, newest first.
+async fn conversations_history(
+    State(fake): State<FakeSlack>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    match super::bearer(&headers) {
+        None => return slack_error("not_authed"),
+        Some(t) if t != fake.bot_token => return slack_error("invalid_auth"),
+        Some(_) => {}
+    }
+    let spec = super::spec(super::Api::Slack);
+    let Some((op, path)) = spec.route("GET", "/conversations.history") else {
+        return slack_error("unknown_method");
+    };
+    let request = shared::openapi::RequestParts {
+        path,
+        query: &query,
+        body: None,
+    };
+    let problems = spec.check_request(op, &request);
+    if !problems.is_empty() {
+        fake.refusals
+            .record(format!("conversations.history: {}", problems.join("; ")));
+        return invalid("invalid_arguments", &problems);
+    }
+    let value = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(channel), oldest) = (value("channel"), value("oldest")) else {
+        return slack_error("channel_not_found");
+    };
+    let oldest: f64 = oldest.and_then(|o| o.parse().ok()).unwrap_or(0.0);
+    let inner = fake.inner.lock().unwrap();
+    let mut messages: Vec<Value> = inner
+        .cards
+        .iter()
+        .filter(|c| c.channel == channel && c.ts.parse::<f64>().unwrap_or(0.0) > oldest)
+        .map(|c| json!({"type": "message", "ts": c.ts, "text": c.text, "blocks": c.blocks, "bot_id": "B0FAKE"}))
+        .collect();
+    messages.reverse();
+    Json(json!({"ok": true, "messages": messages, "has_more": false})).into_response()
+}
+
 async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: String) -> Response {
     let limited = {
         let mut inner = fake.inner.lock().unwrap();
@@ -672,12 +732,18 @@ async fn post_message(State(fake): State<FakeSlack>, headers: HeaderMap, body: S
     inner.next_ts += 1;
     let ts = format!("{}.000100", inner.next_ts);
     match req.blocks {
-        Some(blocks) if blocks.is_array() => inner.cards.push(PostedCard {
-            channel: channel.clone(),
-            ts: ts.clone(),
-            text: text.clone(),
-            blocks,
-        }),
+        Some(blocks) if blocks.is_array() => {
+            inner.cards.push(PostedCard {
+                channel: channel.clone(),
+                ts: ts.clone(),
+                text: text.clone(),
+                blocks,
+            });
+            if inner.lost_card_answers_next > 0 {
+                inner.lost_card_answers_next -= 1;
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        }
         Some(_) => {
             return invalid(
                 "invalid_blocks",

@@ -534,6 +534,31 @@ impl TenantStore {
         Ok(ids)
     }
 
+    /// Notes that the proposal's review card is about to be sent; when it
+    /// was first sent, if before (the card may be in the channel already).
+    pub async fn mark_review_posting(
+        &self,
+        id: ProposalId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut tx = self.begin().await?;
+        let before = sqlx::query_scalar!(
+            "SELECT review_posting_at FROM proposals WHERE id = $1 FOR UPDATE",
+            id as _
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if before.is_none() {
+            sqlx::query!(
+                "UPDATE proposals SET review_posting_at = now() WHERE id = $1",
+                id as _
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(before)
+    }
+
     /// Proposals waiting for a reviewer that need a reminder, an escalation
     /// or to expire at `now`, with what is due.
     pub async fn due_reviews(
