@@ -298,6 +298,12 @@ async fn messages_posted_while_the_gateway_was_down_are_answered_when_it_is_back
             ..Default::default()
         },
         async |t| {
+            // The company's Discord people are those with its staff role.
+            let acme = t.db.tenant_id(tests::ACME).await;
+            t.db.seed_member(acme, "discord", "role", "777000000000000001", None)
+                .await;
+            t.discord
+                .give_roles("53908099506183680", &["777000000000000001"]);
             // Down: the owner asks in the listened channel.
             t.stop_gateway_process().await;
             t.openai.script([Scripted::Text("Svar én.".into())]);

@@ -2,7 +2,8 @@
 //! and DMs become inbound messages. A top-level message starts a thread
 //! (whose id is the message's id); a message inside that thread continues it.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -149,6 +150,7 @@ impl DiscordEdge {
         let (channels, newest) = store.discord_catch_up().await?;
         let start = catch_up_start(newest.as_deref(), Utc::now());
         let mut taken = 0;
+        let mut roles: HashMap<(u64, u64), Vec<String>> = HashMap::new();
         for (channel, guild) in channels {
             let guild = guild.parse::<u64>().ok().map(GuildId::new);
             let mut after = start;
@@ -163,11 +165,23 @@ impl DiscordEdge {
                 let full = page.len() >= 100;
                 for mut msg in page {
                     after = after.max(msg.id.get());
-                    // Read back over REST, a message does not name its guild.
+                    // Read back over REST, a message names neither its guild
+                    // nor its author's roles (which may make them a member).
                     msg.guild_id = msg.guild_id.or(guild);
-                    if matches!(self.on_message(&msg).await?, IngestOutcome::Accepted(_)) {
-                        taken += 1;
+                    let Some(mut inbound) = self.normalize(&msg) else {
+                        continue;
+                    };
+                    if let Some(guild) = guild {
+                        let key = (guild.get(), msg.author.id.get());
+                        if let Entry::Vacant(entry) = roles.entry(key) {
+                            entry.insert(
+                                client.member_roles(key.0, key.1).await.unwrap_or_default(),
+                            );
+                        }
+                        inbound.author_roles.clone_from(&roles[&key]);
                     }
+                    let outcome = self.ingest.accept(Platform::Discord, Some(inbound)).await?;
+                    taken += usize::from(matches!(outcome, IngestOutcome::Accepted(_)));
                 }
                 if !full {
                     break;

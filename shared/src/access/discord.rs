@@ -8,7 +8,7 @@ use serde_json::json;
 use serenity::http::{
     DiscordJsonError, ErrorResponse, Http, HttpBuilder, HttpError, MessagePagination,
 };
-use serenity::model::id::{ChannelId, MessageId};
+use serenity::model::id::{ChannelId, GuildId, MessageId, UserId};
 
 /// Discord's error code for "a thread has already been created for this message".
 const THREAD_ALREADY_CREATED: isize = 160_004;
@@ -194,6 +194,16 @@ impl DiscordClient {
             .await?;
         messages.sort_by_key(|m| m.id);
         Ok(messages)
+    }
+
+    /// The roles `user` holds in `guild` (`GET /guilds/{id}/members/{id}`):
+    /// a message read back over REST does not carry them.
+    pub async fn member_roles(&self, guild: u64, user: u64) -> Result<Vec<String>, DiscordError> {
+        let member = self
+            .http
+            .get_member(GuildId::new(guild.max(1)), UserId::new(user.max(1)))
+            .await?;
+        Ok(member.roles.iter().map(ToString::to_string).collect())
     }
 
     /// Shows "typing…" in a channel for about ten seconds.

@@ -50,6 +50,8 @@ struct Inner {
     /// What people posted in each channel (as the REST API returns it),
     /// oldest first.
     history: HashMap<String, Vec<Value>>,
+    /// Each user's roles in the guild.
+    roles: HashMap<String, Vec<String>>,
     typing: HashMap<String, u32>,
     rate_limit_next: u32,
     /// Messages to post whose answer the client cannot read.
@@ -109,6 +111,10 @@ impl FakeDiscord {
                 post(create_message).get(list_messages),
             )
             .route("/api/v10/channels/{channel}/typing", post(typing))
+            .route(
+                "/api/v10/guilds/{guild}/members/{user}",
+                axum::routing::get(guild_member),
+            )
             .route(
                 "/attachments/{*path}",
                 axum::routing::get(
@@ -175,6 +181,16 @@ impl FakeDiscord {
         inner
             .messages
             .insert(message.to_owned(), channel.to_owned());
+    }
+
+    /// Gives `user` these guild roles.
+    pub fn give_roles(&self, user: &str, roles: &[&str]) {
+        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.inner
+            .lock()
+            .unwrap()
+            .roles
+            .insert(user.to_owned(), roles);
     }
 
     /// A person posts `content` in `channel` now (while no gateway hears
@@ -412,6 +428,33 @@ async fn create_thread(
     );
     Json(json!({ "id": message, "type": 11, "name": name, "parent_id": channel, "guild_id": "290926798999357249" }))
         .into_response()
+}
+
+/// `GET /guilds/{id}/members/{id}`: the member, with the roles set by
+/// [`FakeDiscord::give_roles`] (none by default).
+async fn guild_member(
+    State(fake): State<FakeDiscord>,
+    Path((guild, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/guilds/{guild}/members/{user}");
+    if let Err(refused) = fake.check(&headers, "GET", &path, None) {
+        return *refused;
+    }
+    let roles = fake
+        .inner
+        .lock()
+        .unwrap()
+        .roles
+        .get(&user)
+        .cloned()
+        .unwrap_or_default();
+    Json(json!({
+        "user": { "id": user, "username": "member", "discriminator": "0", "avatar": null },
+        "roles": roles, "joined_at": "2017-07-01T10:00:00.000000+00:00", "deaf": false,
+        "mute": false, "flags": 0
+    }))
+    .into_response()
 }
 
 /// `GET /channels/{id}/messages?after=&limit=`: the `limit` (≤ 100)
