@@ -1,5 +1,6 @@
 //! One integration binary for all end-to-end tests (keeps link time down).
 
+mod admin;
 mod agents;
 mod e2e_discord;
 mod e2e_limits;

@@ -3,6 +3,7 @@
 //! reply to the outbox and enqueues its delivery. Holds LLM and Accounting
 //! API credentials, never chat tokens.
 
+pub mod admin;
 pub mod config;
 pub mod dead_jobs;
 pub mod manager;

@@ -1,7 +1,9 @@
 //! The worker binary: `worker [CONFIG.toml]` runs jobs; `worker migrate`
 //! applies the database migrations (with the owner's `AE_DATABASE__URL`);
 //! `worker dead list [--all] | show <id> | replay <id>` lists, inspects and
-//! replays dead jobs (with `AE_DATABASE__URL` and `AE_REDIS__URL`).
+//! replays dead jobs (with `AE_DATABASE__URL` and `AE_REDIS__URL`);
+//! `worker admin …` sets up companies (with an `AE_DATABASE__URL` whose
+//! login holds `automate_e_admin`).
 
 use std::path::PathBuf;
 
@@ -25,7 +27,7 @@ async fn main() {
     }
 }
 
-/// Settings of `worker migrate`.
+/// Settings of `worker migrate` and `worker admin`: the database only.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 struct MigrateConfig {
@@ -39,6 +41,13 @@ struct MigrateConfig {
 struct OpsConfig {
     database: DatabaseConfig,
     redis: RedisConfig,
+}
+
+/// A subcommand's arguments, as text.
+fn utf8(args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Result<Vec<String>> {
+    args.map(std::ffi::OsString::into_string)
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("arguments must be UTF-8"))
 }
 
 async fn try_main() -> anyhow::Result<()> {
@@ -61,11 +70,18 @@ async fn try_main() -> anyhow::Result<()> {
             telemetry.shutdown();
             Ok(())
         }
+        Some(cmd) if cmd == "admin" => {
+            let args = utf8(args)?;
+            let cfg: MigrateConfig = shared::config::load(&MigrateConfig::default(), None)?;
+            cfg.database.validate()?;
+            let store = shared::access::store::Store::connect(&cfg.database)
+                .await
+                .context("Cannot connect to Postgres")?;
+            println!("{}", worker::admin::command(&store, &args).await?);
+            Ok(())
+        }
         Some(cmd) if cmd == "dead" => {
-            let args: Vec<String> = args
-                .map(|a| a.into_string())
-                .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("arguments must be UTF-8"))?;
+            let args = utf8(args)?;
             let cfg: OpsConfig = shared::config::load(&OpsConfig::default(), None)?;
             cfg.database.validate()?;
             cfg.redis.validate()?;

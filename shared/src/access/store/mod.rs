@@ -22,6 +22,7 @@ mod members;
 mod outbox;
 mod proposals;
 mod routes;
+mod settings;
 mod tenant;
 mod usage;
 
@@ -45,6 +46,7 @@ pub use lease::Lease;
 pub use outbox::{DeliveryTurn, OutboxModel, ReplyParams};
 pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
 pub use routes::{MemberCache, RouteCache};
+pub use settings::{MemberRow, TenantSetting};
 pub use tenant::TenantSettings;
 pub use usage::TokenBudget;
 
