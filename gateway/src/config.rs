@@ -71,10 +71,11 @@ impl Default for AdminAddr {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SlackConfig {
-    /// Signing secret of the Slack app (verifies Events API requests). Required.
+    /// Signing secret of the Slack app (verifies Events API requests). With
+    /// the bot token, turns Slack on; neither (the default) leaves it off.
     #[serde(skip_serializing)]
     pub signing_secret: SecretString,
-    /// Bot token (`xoxb-…`) for chat.postMessage. Required.
+    /// Bot token (`xoxb-…`) for chat.postMessage.
     #[serde(skip_serializing)]
     pub bot_token: SecretString,
     /// Web API base URL. Default `https://slack.com/api`.
@@ -128,6 +129,14 @@ impl std::fmt::Debug for DiscordConfig {
             .field("api_base_url", &self.api_base_url)
             .field("allowed_bot_ids", &self.allowed_bot_ids)
             .finish_non_exhaustive()
+    }
+}
+
+impl SlackConfig {
+    /// Whether Slack is configured (both its secrets are).
+    pub fn enabled(&self) -> bool {
+        !self.signing_secret.expose_secret().trim().is_empty()
+            && !self.bot_token.expose_secret().trim().is_empty()
     }
 }
 
@@ -278,50 +287,105 @@ impl Default for FilesConfig {
 }
 
 impl GatewayConfig {
-    /// Checks required settings and ranges.
+    /// Checks required settings and ranges: the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.redis.validate()?;
-        require_secret("slack.signing_secret", &self.slack.signing_secret)?;
-        require_secret("slack.bot_token", &self.slack.bot_token)?;
-        require_secret("queue_depth_token", &self.queue_depth_token)?;
-        require_http_url("slack.api_base_url", &self.slack.api_base_url)?;
+        self.problems().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every problem of the settings (`gateway --check-config` lists them).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut found = Vec::new();
+        let mut check = |checked: Result<(), ConfigError>| found.extend(checked.err());
+        check(self.database.validate());
+        check(self.redis.validate());
+        check(require_secret("queue_depth_token", &self.queue_depth_token));
+        let slack = &self.slack;
+        let half = |a: &SecretString, b: &SecretString| {
+            a.expose_secret().trim().is_empty() != b.expose_secret().trim().is_empty()
+        };
+        if half(&slack.signing_secret, &slack.bot_token) {
+            check(Err(ConfigError {
+                field: "slack",
+                problem: "needs both signing_secret and bot_token (or neither: Slack off)",
+            }));
+        }
+        if slack.enabled() {
+            check(require_http_url("slack.api_base_url", &slack.api_base_url));
+            check(require_http_url(
+                "files.slack_base_url",
+                &self.files.slack_base_url,
+            ));
+        }
+        if !slack.enabled() && !self.discord.enabled() && !self.telegram.enabled() {
+            check(Err(ConfigError {
+                field: "channels",
+                problem: "no chat platform is on: set Slack's, Discord's or Telegram's token",
+            }));
+        }
         if let Some(url) = &self.discord.api_base_url {
-            require_http_url("discord.api_base_url", url)?;
+            check(require_http_url("discord.api_base_url", url));
         }
         if self.telegram.enabled() {
-            require_http_url("telegram.api_base_url", &self.telegram.api_base_url)?;
+            check(require_http_url(
+                "telegram.api_base_url",
+                &self.telegram.api_base_url,
+            ));
             if self.telegram.mode == TelegramMode::Webhook {
-                require_secret("telegram.webhook_secret", &self.telegram.webhook_secret)?;
+                check(require_secret(
+                    "telegram.webhook_secret",
+                    &self.telegram.webhook_secret,
+                ));
             }
         }
         if self.limits.user_per_minute == 0 || self.limits.tenant_per_minute == 0 {
-            return Err(ConfigError {
+            check(Err(ConfigError {
                 field: "limits",
                 problem: "limits.user_per_minute and limits.tenant_per_minute must be at least 1",
-            });
+            }));
         }
         if self.delivery.concurrency == 0 || self.delivery.max_attempts == 0 {
-            return Err(ConfigError {
+            check(Err(ConfigError {
                 field: "delivery",
                 problem: "concurrency and max_attempts must be at least 1",
-            });
+            }));
         }
         if self.files.max_bytes == 0 || self.files.max_per_message == 0 {
-            return Err(ConfigError {
+            check(Err(ConfigError {
                 field: "files",
                 problem: "files.max_bytes and files.max_per_message must be at least 1",
-            });
+            }));
         }
-        require_http_url("files.slack_base_url", &self.files.slack_base_url)?;
         for url in &self.files.discord_base_urls {
-            require_http_url("files.discord_base_urls", url)?;
+            check(require_http_url("files.discord_base_urls", url));
         }
         if let Some(url) = &self.files.public_url {
-            require_http_url("files.public_url", url)?;
-            require_secret("files.link_secret", &self.files.link_secret)?;
+            check(require_http_url("files.public_url", url));
+            check(require_secret("files.link_secret", &self.files.link_secret));
         }
-        Ok(())
+        found
+    }
+
+    /// Which chat platforms are on, and what turns on the others: the
+    /// gateway's first line.
+    pub fn channels(&self) -> String {
+        let slack = if self.slack.enabled() {
+            "slack on (events, interactivity, review cards)".to_owned()
+        } else {
+            "slack off (set AE_SLACK__SIGNING_SECRET and AE_SLACK__BOT_TOKEN; without it no review cards)".to_owned()
+        };
+        let discord = if !self.discord.enabled() {
+            "discord off (set AE_DISCORD__TOKEN)".to_owned()
+        } else if self.discord.connect_gateway.unwrap_or(true) {
+            "discord on".to_owned()
+        } else {
+            "discord on (REST only: no gateway connection)".to_owned()
+        };
+        let telegram = match (self.telegram.enabled(), self.telegram.mode) {
+            (false, _) => "telegram off (set AE_TELEGRAM__TOKEN)",
+            (true, TelegramMode::Webhook) => "telegram on (webhook)",
+            (true, TelegramMode::Polling) => "telegram on (long polling)",
+        };
+        format!("{slack}; {discord}; {telegram}")
     }
 }
 
@@ -337,6 +401,35 @@ mod tests {
         cfg.redis.url = SecretString::from("redis://localhost");
         cfg.queue_depth_token = SecretString::from("keda");
         cfg
+    }
+
+    #[test]
+    fn any_one_platform_will_do_and_every_problem_is_listed() {
+        let mut discord_only = complete();
+        discord_only.slack = SlackConfig::default();
+        discord_only.discord.token = SecretString::from("discord-token");
+        assert!(discord_only.problems().is_empty());
+        assert!(
+            discord_only
+                .channels()
+                .starts_with("slack off (set AE_SLACK__SIGNING_SECRET")
+        );
+        assert!(discord_only.channels().contains("; discord on;"));
+
+        let mut broken = GatewayConfig::default();
+        broken.slack.bot_token = SecretString::from("xoxb-1");
+        broken.limits.user_per_minute = 0;
+        let fields: Vec<&str> = broken.problems().iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "database.url",
+                "queue_depth_token",
+                "slack",
+                "channels",
+                "limits"
+            ]
+        );
     }
 
     #[test]

@@ -92,12 +92,14 @@ impl App {
             shared::access::http_client(Duration::from_secs(cfg.slack.request_timeout_secs))
                 .context("Cannot build HTTP client")?;
         let chats = ChatClients {
-            slack: SlackClient::new(
-                http_client.clone(),
-                &cfg.slack.api_base_url,
-                cfg.slack.bot_token.clone(),
-            )
-            .with_files_base_url(&cfg.files.slack_base_url),
+            slack: cfg.slack.enabled().then(|| {
+                SlackClient::new(
+                    http_client.clone(),
+                    &cfg.slack.api_base_url,
+                    cfg.slack.bot_token.clone(),
+                )
+                .with_files_base_url(&cfg.files.slack_base_url)
+            }),
             discord: cfg.discord.enabled().then(|| {
                 DiscordClient::new(&cfg.discord.token, cfg.discord.api_base_url.as_deref())
             }),
@@ -143,9 +145,11 @@ impl App {
             reviews: reviews.clone(),
             store: store.clone(),
             queue: queue.clone(),
-            slack_signing_secret: Arc::new(SlackSigningSecret::new(
-                cfg.slack.signing_secret.expose_secret().to_owned(),
-            )),
+            slack_signing_secret: cfg.slack.enabled().then(|| {
+                Arc::new(SlackSigningSecret::new(
+                    cfg.slack.signing_secret.expose_secret().to_owned(),
+                ))
+            }),
             telegram_secret: telegram_webhook
                 .then(|| Arc::new(cfg.telegram.webhook_secret.clone())),
             metrics: shared::telemetry::metrics_handle(),
@@ -220,7 +224,7 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr: SocketAddr = self.listeners.public.local_addr()?;
         let admin: SocketAddr = self.listeners.admin.local_addr()?;
-        tracing::info!(%addr, %admin, "Gateway listening");
+        tracing::info!(%addr, %admin, channels = %self.cfg.channels(), "Gateway listening");
         let stop = self.stop.clone();
         let forward = shutdown.clone();
         tokio::spawn(async move {

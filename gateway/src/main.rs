@@ -9,6 +9,20 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `gateway --check-config [config.toml]`: every problem of the settings,
+/// or which chat platforms they turn on; fails when there is a problem.
+fn check_config(cfg: &gateway::GatewayConfig) -> anyhow::Result<()> {
+    let problems = cfg.problems();
+    for problem in &problems {
+        eprintln!("gateway: {problem}");
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{} problem(s) in the configuration", problems.len());
+    }
+    println!("configuration ok: {}", cfg.channels());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     shared::telemetry::install_crypto_provider();
@@ -20,9 +34,17 @@ async fn main() {
 }
 
 async fn try_main() -> anyhow::Result<()> {
-    let file = std::env::args_os().nth(1).map(PathBuf::from);
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    let check_only = args.first().is_some_and(|a| a == "--check-config");
+    if check_only {
+        args.remove(0);
+    }
+    let file = args.first().map(PathBuf::from);
     let cfg: gateway::GatewayConfig =
         shared::config::load(&gateway::GatewayConfig::default(), file.as_deref())?;
+    if check_only {
+        return check_config(&cfg);
+    }
     let telemetry = shared::telemetry::init(&cfg.log, "gateway")?;
     let app = gateway::App::build(cfg, None).await?;
     let shutdown = CancellationToken::new();

@@ -342,3 +342,85 @@ async fn messages_posted_while_the_gateway_was_down_are_answered_when_it_is_back
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_discord_only_gateway_starts_without_any_slack_setting() {
+    run_test_with(
+        TestOptions {
+            gateway_process: true,
+            gateway_env: &[("AE_LOG__FILTER", "info")],
+            ..Default::default()
+        },
+        async |t| {
+            t.stop_gateway_process().await;
+            t.openai.script([Scripted::Text("Hei fra Discord.".into())]);
+            let id = t.discord.post_as_user(DISCORD_CHANNEL, "Hei?");
+            t.start_gateway_process_without(&[
+                "AE_SLACK__SIGNING_SECRET",
+                "AE_SLACK__BOT_TOKEN",
+                "AE_SLACK__API_BASE_URL",
+                "AE_FILES__SLACK_BASE_URL",
+            ])
+            .await;
+            t.wait_for_discord_posts(1).await;
+            t.wait_idle().await;
+            assert_eq!(
+                t.discord.take_posts(),
+                [DiscordPost {
+                    channel: id,
+                    content: "Hei fra Discord.".into()
+                }]
+            );
+            let log = t.gateway_process().log();
+            assert!(
+                log.contains("slack off (set AE_SLACK__SIGNING_SECRET and AE_SLACK__BOT_TOKEN"),
+                "the startup line says what turns Slack on:\n{log}"
+            );
+            let slack = t
+                .http
+                .post(format!("{}/slack/events", t.gateway_url))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(slack.status(), 404, "no Slack endpoint without Slack");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn check_config_lists_every_problem_and_fails() {
+    let (status, _, stderr) = tests::process::run_to_end(
+        "gateway",
+        &["--check-config"],
+        &[
+            ("AE_SLACK__BOT_TOKEN", "xoxb-1"),
+            ("AE_LIMITS__USER_PER_MINUTE", "0"),
+        ],
+    )
+    .await;
+    assert!(!status.success(), "{stderr}");
+    for field in [
+        "database.url",
+        "queue_depth_token",
+        "`slack`",
+        "channels",
+        "limits",
+    ] {
+        assert!(stderr.contains(field), "{field} in:\n{stderr}");
+    }
+    let (status, stdout, stderr) = tests::process::run_to_end(
+        "gateway",
+        &["--check-config"],
+        &[
+            ("AE_DATABASE__URL", "postgres://u@localhost/db"),
+            ("AE_QUEUE_DEPTH_TOKEN", "keda"),
+            ("AE_TELEGRAM__TOKEN", "123:abc"),
+            ("AE_TELEGRAM__MODE", "polling"),
+        ],
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("telegram on (long polling)"), "{stdout}");
+}

@@ -661,7 +661,14 @@ impl TestEnv {
 
     /// Starts the gateway process again (on new ports).
     pub async fn start_gateway_process(&mut self) {
-        let gateway = ServiceProcess::start("gateway", &self.gateway_env()).await;
+        self.start_gateway_process_without(&[]).await;
+    }
+
+    /// Starts the gateway process again without the settings `unset`.
+    pub async fn start_gateway_process_without(&mut self, unset: &[&str]) {
+        let mut env = self.gateway_env();
+        env.retain(|(key, _)| !unset.contains(&key.as_str()));
+        let gateway = ServiceProcess::start("gateway", &env).await;
         self.gateway_url = gateway.url.clone();
         self.gateway_admin_url = gateway.admin_url.clone();
         self.processes.insert(0, gateway);

@@ -84,6 +84,25 @@ fn visit(path: &std::path::Path, newest: &mut Option<(PathBuf, std::time::System
     }
 }
 
+/// Runs `name` to its end with `args` and exactly `env` (nothing
+/// inherited): its exit status, standard output and standard error.
+pub async fn run_to_end(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
+    let output = Command::new(binary(name))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status, text(output.stdout), text(output.stderr))
+}
+
 /// A free local port (bound, then released for the child to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

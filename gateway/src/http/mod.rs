@@ -41,8 +41,9 @@ pub struct HttpState {
     pub store: Store,
     /// For readiness.
     pub queue: JobQueue,
-    /// Verifies Slack requests.
-    pub slack_signing_secret: Arc<SlackSigningSecret>,
+    /// Verifies Slack requests; `None` when Slack is off (its routes are
+    /// not served).
+    pub slack_signing_secret: Option<Arc<SlackSigningSecret>>,
     /// The Telegram webhook's secret token, when Telegram uses a webhook.
     pub telegram_secret: Option<Arc<SecretString>>,
     /// Renders metrics.
@@ -57,12 +58,14 @@ pub struct HttpState {
 
 /// The public routes: webhooks, liveness and receipt links.
 pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/slack/events", post(slack::events))
-        .route(
+    let mut webhooks = Router::new();
+    if state.slack_signing_secret.is_some() {
+        webhooks = webhooks.route("/slack/events", post(slack::events)).route(
             "/slack/interactivity",
             post(slack_interactivity::interactivity),
-        )
+        );
+    }
+    webhooks
         .route("/telegram/webhook", post(telegram::webhook))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), traced))

@@ -97,7 +97,11 @@ pub(super) fn verify(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Res
     }
     let body =
         std::str::from_utf8(body).map_err(|_| ApiError::Unauthorized("invalid Slack signature"))?;
-    SlackEventSignatureVerifier::new(&state.slack_signing_secret)
+    let secret = state
+        .slack_signing_secret
+        .as_ref()
+        .ok_or(ApiError::Unauthorized("Slack is off"))?;
+    SlackEventSignatureVerifier::new(secret)
         .verify(signature, body, timestamp)
         .map_err(|e| {
             metrics::counter!("automate_e_webhooks_rejected_total", "channel" => "slack")

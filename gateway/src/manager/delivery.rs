@@ -35,8 +35,8 @@ const HOLD_POLL: Duration = Duration::from_millis(20);
 /// The chat platforms replies can go to; a platform without a client is off.
 #[derive(Debug, Clone)]
 pub struct ChatClients {
-    /// Slack Web API.
-    pub slack: SlackClient,
+    /// Slack Web API, when Slack is configured.
+    pub slack: Option<SlackClient>,
     /// Discord REST, when Discord is configured.
     pub discord: Option<DiscordClient>,
     /// Telegram Bot API, when Telegram is configured.
@@ -324,7 +324,7 @@ impl DeliveryManager {
         let chat = target.chat.as_str();
         let thread = target.thread.as_deref();
         Ok(match platform {
-            Platform::Slack => self.chats.slack.post_message(chat, thread, text).await?,
+            Platform::Slack => self.slack()?.post_message(chat, thread, text).await?,
             Platform::Discord => self.discord()?.post_message(chat, text).await?,
             Platform::Telegram => {
                 self.telegram()?
@@ -332,6 +332,13 @@ impl DeliveryManager {
                     .await?
             }
         })
+    }
+
+    fn slack(&self) -> Result<&SlackClient, PostFailure> {
+        self.chats
+            .slack
+            .as_ref()
+            .ok_or_else(|| not_configured("Slack"))
     }
 
     fn discord(&self) -> Result<&DiscordClient, PostFailure> {

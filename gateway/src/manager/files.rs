@@ -24,8 +24,8 @@ use crate::config::FilesConfig;
 /// Where files are fetched from.
 #[derive(Debug, Clone)]
 pub struct FileSources {
-    /// Slack, with the bot token.
-    pub slack: SlackClient,
+    /// Slack, with the bot token, when configured.
+    pub slack: Option<SlackClient>,
     /// Telegram, when configured.
     pub telegram: Option<TelegramClient>,
     /// For Discord's CDN and Telegram's file URLs.
@@ -195,7 +195,10 @@ impl FileManager {
         );
         let sources = &self.sources;
         match platform {
-            Platform::Slack => sources.slack.download(url, max, timeout).await,
+            Platform::Slack => {
+                let slack = sources.slack.as_ref().ok_or(DownloadError::NotAllowed)?;
+                slack.download(url, max, timeout).await
+            }
             Platform::Telegram => {
                 let telegram = sources.telegram.as_ref().ok_or(DownloadError::NotAllowed)?;
                 let file_id = url

@@ -81,7 +81,8 @@ impl std::fmt::Debug for ReceiptLinks {
 pub struct ReviewDesk {
     store: Store,
     queue: JobQueue,
-    slack: SlackClient,
+    /// Reviews happen in Slack: without it there are no cards.
+    slack: Option<SlackClient>,
     links: Option<ReceiptLinks>,
     /// Replies in review threads count against the inbound limits.
     limiter: InboundLimiter,
@@ -93,7 +94,7 @@ impl ReviewDesk {
     pub fn new(
         store: Store,
         queue: JobQueue,
-        slack: SlackClient,
+        slack: Option<SlackClient>,
         links: Option<ReceiptLinks>,
         limiter: InboundLimiter,
     ) -> Self {
@@ -129,9 +130,19 @@ impl ReviewDesk {
         Ok(history)
     }
 
+    /// The Slack client; a permanent failure when Slack is off.
+    fn slack(&self) -> Result<&SlackClient, JobFailure> {
+        self.slack.as_ref().ok_or_else(|| {
+            JobFailure::Permanent(anyhow::anyhow!(
+                "review cards need Slack: set AE_SLACK__SIGNING_SECRET and AE_SLACK__BOT_TOKEN"
+            ))
+        })
+    }
+
     /// Posts the review card to the tenant's review channel (once), with the
     /// agent reviewer's notes in its thread.
     pub async fn post_review(&self, tenant: TenantId, id: ProposalId) -> Result<(), JobFailure> {
+        let slack = self.slack()?;
         let store = self.store.tenant(tenant);
         let proposal = store.proposal(id).await?;
         if proposal.review_ts.is_some() || proposal.state() != ProposalState::ReviewRequested {
@@ -153,7 +164,7 @@ impl ReviewDesk {
             Some(ts) => ts,
             None => {
                 let (text, blocks) = review_card(&card);
-                self.slack.post_blocks(&channel, &text, blocks).await?
+                slack.post_blocks(&channel, &text, blocks).await?
             }
         };
         let mut tx = store.lock_proposal(id).await?;
@@ -176,7 +187,7 @@ impl ReviewDesk {
         tx.commit().await?;
         if let Some(agent) = history.agent {
             let note = agent_note(&agent.verdict, &agent.notes);
-            if let Err(e) = self.slack.post_message(&channel, Some(&ts), &note).await {
+            if let Err(e) = slack.post_message(&channel, Some(&ts), &note).await {
                 tracing::warn!(error = %e, "Cannot post Review-E's notes");
             }
         }
@@ -192,7 +203,7 @@ impl ReviewDesk {
         since: chrono::DateTime<Utc>,
     ) -> Result<Option<String>, JobFailure> {
         let margin = chrono::Duration::seconds(10);
-        let messages = self.slack.history_since(channel, since - margin).await?;
+        let messages = self.slack()?.history_since(channel, since - margin).await?;
         let reference = format!("\"{id}:");
         Ok(messages
             .iter()
@@ -224,7 +235,7 @@ impl ReviewDesk {
         let same_person = store.same_person(&proposal.proposer, &reviewer).await?;
         match may_decide(&proposal, &reviewers, &reviewer, same_person, &sha) {
             Ok(()) => Ok(self
-                .slack
+                .slack()?
                 .open_view(trigger_id, reject_modal(id, &sha))
                 .await?),
             Err(refusal) => {
@@ -436,7 +447,10 @@ impl ReviewDesk {
         };
         let card = proposal.review_card(&history.reason, &history.evidence, false);
         let (text, blocks) = closed(&card);
-        if let Err(e) = self.slack.update_message(channel, ts, &text, blocks).await {
+        let Some(slack) = &self.slack else {
+            return;
+        };
+        if let Err(e) = slack.update_message(channel, ts, &text, blocks).await {
             tracing::warn!(error = %e, "Cannot update the review card");
         }
     }
@@ -507,10 +521,11 @@ impl ReviewDesk {
 
     /// Tells only the clicker `text`.
     fn tell(&self, click: &Click<'_>, text: String) {
-        let Some(channel) = click.channel.map(str::to_owned) else {
+        let (Some(channel), Some(slack)) = (click.channel.map(str::to_owned), self.slack.clone())
+        else {
             return;
         };
-        let (slack, user) = (self.slack.clone(), click.user.to_owned());
+        let user = click.user.to_owned();
         tokio::spawn(async move {
             if let Err(e) = slack.post_ephemeral(&channel, &user, &text).await {
                 tracing::warn!(error = %e, "Cannot tell the reviewer");
