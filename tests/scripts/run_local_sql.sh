@@ -3,7 +3,8 @@
 # review channel and reviewers holding quotes are stored as given, a
 # bad database name is refused, and the optional variables may be unset.
 # Runs the script (or $RUN_LOCAL) with AE_LOCAL_SETUP_ONLY=1 against a scratch
-# database migrated here with psql, as the worker would; builds nothing.
+# database migrated here with psql, as the worker would, with the debug
+# worker binary (built first by scripts/test); builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run_local=${RUN_LOCAL:-scripts/run-local}
@@ -27,8 +28,8 @@ expect() { # what, query, wanted output
 
 export AE_SLACK__SIGNING_SECRET=dummy AE_SLACK__BOT_TOKEN=dummy AE_LLM__API_KEY=dummy \
   AE_ACCOUNTING__TOKEN=dummy AE_LOCAL_FIKEN_COMPANY=demo-co AE_LOCAL_SLACK_TEAM=T1 \
-  AE_LOCAL_SETUP_ONLY=1
-channel="C1'); DROP TABLE tenants; --"
+  AE_LOCAL_SETUP_ONLY=1 AE_LOCAL_WORKER=${AE_LOCAL_WORKER:-target/debug/worker}
+channel="C1');DROP--"
 reviewers="U1'||'x, U2',('x" # comma-separated: U1'||'x, U2' and ('x
 
 AE_LOCAL_DATABASE=$db AE_LOCAL_REVIEW_CHANNEL=$channel AE_LOCAL_AUTO_APPROVE_LIMIT_MINOR=500 \
