@@ -423,4 +423,20 @@ async fn check_config_lists_every_problem_and_fails() {
     .await;
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("telegram on (long polling)"), "{stdout}");
+    // The worker's too.
+    let (status, _, stderr) = tests::process::run_to_end(
+        "worker",
+        &["--check-config"],
+        &[("AE_LLM__BASE_URL", "ftp://x")],
+    )
+    .await;
+    assert!(!status.success(), "{stderr}");
+    for field in [
+        "database.url",
+        "llm.base_url",
+        "llm.api_key",
+        "accounting.token",
+    ] {
+        assert!(stderr.contains(field), "{field} in:\n{stderr}");
+    }
 }

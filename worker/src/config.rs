@@ -240,24 +240,34 @@ impl std::fmt::Debug for AccountingConfig {
 impl WorkerConfig {
     /// Checks required settings and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()?;
-        self.redis.validate()?;
-        require_http_url("llm.base_url", &self.llm.base_url)?;
-        require_secret("llm.api_key", &self.llm.api_key)?;
-        require_http_url("accounting.base_url", &self.accounting.base_url)?;
-        require_secret("accounting.token", &self.accounting.token)?;
+        self.problems().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every problem of the settings (`worker --check-config` lists them).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut found = Vec::new();
+        let mut check = |checked: Result<(), ConfigError>| found.extend(checked.err());
+        check(self.database.validate());
+        check(self.redis.validate());
+        check(require_http_url("llm.base_url", &self.llm.base_url));
+        check(require_secret("llm.api_key", &self.llm.api_key));
+        check(require_http_url(
+            "accounting.base_url",
+            &self.accounting.base_url,
+        ));
+        check(require_secret("accounting.token", &self.accounting.token));
         if self.lease_ttl_ms < 1_000 {
-            return Err(ConfigError {
+            check(Err(ConfigError {
                 field: "lease_ttl_ms",
                 problem: "a conversation lease must live at least 1000 ms",
-            });
+            }));
         }
         if self.concurrency == 0 || self.max_attempts == 0 || self.llm.max_tool_rounds == 0 {
-            return Err(ConfigError {
+            check(Err(ConfigError {
                 field: "concurrency",
                 problem: "concurrency, max_attempts and llm.max_tool_rounds must be at least 1",
-            });
+            }));
         }
-        Ok(())
+        found
     }
 }

@@ -3,7 +3,8 @@
 //! `worker dead list [--all] | show <id> | replay <id>` lists, inspects and
 //! replays dead jobs (with `AE_DATABASE__URL` and `AE_REDIS__URL`);
 //! `worker admin …` sets up companies (with an `AE_DATABASE__URL` whose
-//! login holds `automate_e_admin`).
+//! login holds `automate_e_admin`); `worker --check-config [CONFIG.toml]`
+//! lists every problem of the settings and fails.
 
 use std::path::PathBuf;
 
@@ -95,6 +96,20 @@ async fn try_main() -> anyhow::Result<()> {
                 "{}",
                 worker::dead_jobs::command(&store, &queue, &args).await?
             );
+            Ok(())
+        }
+        Some(cmd) if cmd == "--check-config" => {
+            let file = args.next().map(PathBuf::from);
+            let cfg: worker::WorkerConfig =
+                shared::config::load(&worker::WorkerConfig::default(), file.as_deref())?;
+            let problems = cfg.problems();
+            for problem in &problems {
+                eprintln!("worker: {problem}");
+            }
+            if !problems.is_empty() {
+                anyhow::bail!("{} problem(s) in the configuration", problems.len());
+            }
+            println!("configuration ok");
             Ok(())
         }
         file => {
