@@ -17,6 +17,7 @@ mod harness;
 mod members;
 mod observability;
 mod receipts;
+mod sandbox;
 mod security;
 mod store;
 mod tenants;

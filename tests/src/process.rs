@@ -25,7 +25,7 @@ pub struct ServiceProcess {
 /// Where cargo put the workspace's binaries: next to the test binary's
 /// `deps/` directory, or next to the bench binary. Refuses a binary older
 /// than the sources it is built from: a test must not pass on old code.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().expect("the test binary is in a directory");
     // Test binaries live in target/<profile>/deps, the bench binary next to

@@ -8,6 +8,7 @@
 //! fail the ways a network fails (committed and the answer lost).
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +134,14 @@ pub fn bank_balances() -> Value {
 impl FakeAccounting {
     /// Starts the fake; only `token` is accepted.
     pub async fn start(token: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Accounting API fake");
+        Self::start_on(listener, token)
+    }
+
+    /// Starts the fake on `listener` (the sandbox's fixed address).
+    pub fn start_on(listener: tokio::net::TcpListener, token: &str) -> Self {
         let mut fake = Self {
             inner: Arc::new(Mutex::new(Inner {
                 next_id: 3_458_100,
@@ -146,7 +155,8 @@ impl FakeAccounting {
         let router = Router::new()
             .route("/{*path}", any(handle))
             .with_state(fake.clone());
-        let addr = super::serve(router).await;
+        let addr = listener.local_addr().expect("the fake's address");
+        tokio::spawn(axum::serve(listener, router).into_future());
         fake.base_url = format!("http://{addr}/api/v2");
         fake
     }
