@@ -1,6 +1,6 @@
-//! The Fiken sandbox `scripts/run-local` starts when no Fiken token is
-//! given: the spec-checking Accounting API fake as a server, with a demo
-//! company whose purchases lack receipts.
+//! The sandbox `scripts/run-local` starts when no Fiken token or model key
+//! is given: the spec-checking Accounting API fake as a server, with a demo
+//! company whose purchases lack receipts, and a scripted model.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,12 +9,14 @@ use serde_json::Value;
 use tokio::process::Command;
 
 #[tokio::test]
-async fn the_fiken_sandbox_serves_a_demo_company_whose_purchases_lack_receipts() {
+async fn the_sandbox_serves_a_demo_company_in_fiken_and_a_scripted_model() {
     shared::telemetry::install_crypto_provider();
-    let port = tests::process::free_port();
+    let (port, model_port) = (tests::process::free_port(), tests::process::free_port());
     let _sandbox = Command::new(tests::process::binary("fiken-sandbox"))
         .env("AE_SANDBOX__ADDR", format!("127.0.0.1:{port}"))
         .env("AE_SANDBOX__TOKEN", "sandbox-test-token")
+        .env("AE_SANDBOX__MODEL_ADDR", format!("127.0.0.1:{model_port}"))
+        .env("AE_SANDBOX__MODEL_KEY", "sandbox-test-key")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -58,4 +60,46 @@ async fn the_fiken_sandbox_serves_a_demo_company_whose_purchases_lack_receipts()
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+
+    // The scripted model reads the books once a turn, then says what it is.
+    let completions = format!("http://127.0.0.1:{model_port}/v1/chat/completions");
+    let tool = serde_json::json!([{"type": "function", "function": {
+        "name": "list_purchases_without_receipt", "description": "Purchases without receipt.",
+        "parameters": {"type": "object", "properties": {}}}}]);
+    let ask = |messages: Value| {
+        http.post(&completions)
+            .bearer_auth("sandbox-test-key")
+            .json(&serde_json::json!({"model": "sandbox", "messages": messages, "tools": tool}))
+            .send()
+    };
+    let first: Value =
+        ask(serde_json::json!([{"role": "user", "content": "Mangler det kvitteringer?"}]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let call = &first["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(
+        call["function"]["name"], "list_purchases_without_receipt",
+        "{first}"
+    );
+    let second: Value = ask(serde_json::json!([
+        {"role": "user", "content": "Mangler det kvitteringer?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "[{\"purchaseId\": 1}]"}
+    ]))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let text = second["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("scripted sandbox model"), "{second}");
+    assert!(
+        text.contains("purchaseId"),
+        "it reports what the books answered: {text}"
+    );
 }

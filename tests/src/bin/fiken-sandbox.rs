@@ -1,14 +1,19 @@
-//! A local Fiken to try Automate-E with: the test suite's Accounting API
-//! fake (every request checked against Fiken's own document, books kept in
-//! memory) as a server, with a demo company whose purchases lack receipts.
-//! `scripts/run-local` starts it when no Fiken token is given.
+//! A local Fiken, and a scripted model, to try Automate-E with: the test
+//! suite's Accounting API fake (every request checked against Fiken's own
+//! document, books kept in memory) with a demo company whose purchases lack
+//! receipts, and its OpenAI-compatible fake answering every turn with one
+//! read of the books and a text that says it is scripted. `scripts/run-local`
+//! starts it when no Fiken token or no model key is given.
 //!
-//! Settings (`AE_SANDBOX__…`): `addr` (default `127.0.0.1:8095`), `token`
-//! (default `sandbox-token`). Its books are gone when it stops.
+//! Settings (`AE_SANDBOX__…`): `addr` (Fiken, default `127.0.0.1:8095`),
+//! `token` (default `sandbox-token`), `model_addr` (default
+//! `127.0.0.1:8096`), `model_key` (default `sandbox-model-key`). Its books are
+//! gone when it stops.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tests::fake::accounting::FakeAccounting;
+use tests::fake::openai::{FakeOpenAi, Scripted};
 
 /// The demo company's slug (`tenants.accounting_company`).
 const COMPANY: &str = "demo";
@@ -18,6 +23,8 @@ const COMPANY: &str = "demo";
 struct SandboxConfig {
     addr: String,
     token: String,
+    model_addr: String,
+    model_key: String,
 }
 
 impl Default for SandboxConfig {
@@ -25,6 +32,8 @@ impl Default for SandboxConfig {
         Self {
             addr: "127.0.0.1:8095".to_owned(),
             token: "sandbox-token".to_owned(),
+            model_addr: "127.0.0.1:8096".to_owned(),
+            model_key: "sandbox-model-key".to_owned(),
         }
     }
 }
@@ -42,9 +51,17 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.addr).await?;
     let fiken = FakeAccounting::start_on(listener, &cfg.token);
     seed(&fiken);
+    let model = FakeOpenAi::start_on(
+        tokio::net::TcpListener::bind(&cfg.model_addr).await?,
+        &cfg.model_key,
+    );
+    model.when_empty(Scripted::ToolThenReport(
+        "list_purchases_without_receipt".to_owned(),
+    ));
     println!(
-        "fiken-sandbox: Fiken API v2 at {} (bearer token {}), company `{COMPANY}`",
-        fiken.base_url, cfg.token
+        "fiken-sandbox: Fiken API v2 at {} (bearer token {}), company `{COMPANY}`; \
+         a scripted model at {}",
+        fiken.base_url, cfg.token, model.base_url
     );
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -3,6 +3,7 @@
 //! its answer), answers from a script, records every request.
 
 use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -41,6 +42,9 @@ pub enum Scripted {
     /// A call of this tool (no arguments) when the user spoke last, an
     /// [`Self::Echo`] once the tool has answered: one tool per turn.
     ToolThenEcho(String),
+    /// Like [`Self::ToolThenEcho`], then a text that says it is scripted
+    /// and what the tool answered (the sandbox's model).
+    ToolThenReport(String),
 }
 
 impl Scripted {
@@ -90,6 +94,14 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// Starts the fake; only `api_key` is accepted.
     pub async fn start(api_key: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the model fake");
+        Self::start_on(listener, api_key)
+    }
+
+    /// Starts the fake on `listener` (the sandbox's fixed address).
+    pub fn start_on(listener: tokio::net::TcpListener, api_key: &str) -> Self {
         let mut fake = Self {
             inner: Arc::default(),
             refusals: super::Refusals::default(),
@@ -99,7 +111,8 @@ impl FakeOpenAi {
         let router = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(fake.clone());
-        let addr = super::serve(router).await;
+        let addr = listener.local_addr().expect("the fake's address");
+        tokio::spawn(axum::serve(listener, router).into_future());
         fake.base_url = format!("http://{addr}/v1");
         fake
     }
@@ -330,17 +343,28 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             .unoffered
             .push(format!("`{name}` called; offered: {offered:?}"));
     }
+    let report = matches!(answer, Scripted::ToolThenReport(_));
     let (answer, wait) = match answer {
         Scripted::Hang(wait) => (Scripted::Text("too late".into()), Some(wait)),
-        Scripted::ToolThenEcho(name) => {
-            let tool_answered = body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .is_some_and(|m| m["role"] == "tool");
-            if tool_answered {
-                (Scripted::Echo, None)
-            } else {
-                (Scripted::tool_call(&name, "{}"), None)
+        Scripted::ToolThenEcho(name) | Scripted::ToolThenReport(name) => {
+            let last = body["messages"].as_array().and_then(|m| m.last());
+            match last.filter(|m| m["role"] == "tool") {
+                None => (Scripted::tool_call(&name, "{}"), None),
+                Some(_) if !report => (Scripted::Echo, None),
+                Some(tool) => {
+                    let answered: String = tool["content"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(400)
+                        .collect();
+                    let text = format!(
+                        "(A scripted sandbox model answers here: set AE_LLM__BASE_URL and \
+                         AE_LLM__API_KEY for a real one.) I asked the books with `{name}`; \
+                         they answered: {answered}"
+                    );
+                    (Scripted::Text(text), None)
+                }
             }
         }
         other => (other, None),
@@ -398,7 +422,9 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             );
             return Answer::Now(response);
         }
-        Scripted::Hang(_) | Scripted::ToolThenEcho(_) => unreachable!("replaced above"),
+        Scripted::Hang(_) | Scripted::ToolThenEcho(_) | Scripted::ToolThenReport(_) => {
+            unreachable!("replaced above")
+        }
     };
     let model = body["model"].clone();
     let response = Json(json!({
