@@ -70,6 +70,10 @@ pub struct RedisConfig {
     /// Prefix of every queue key, so deployments (and tests) can share a
     /// Redis. Default `automate-e`.
     pub namespace: String,
+    /// How often an idle consumer looks for jobs nobody announced (retries
+    /// coming due, jobs of a producer that could not announce them): a job
+    /// pushed by the services wakes its consumer at once. Default 100 ms.
+    pub poll_interval_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -77,6 +81,7 @@ impl Default for RedisConfig {
         Self {
             url: SecretString::from("redis://127.0.0.1:6379"),
             namespace: "automate-e".to_owned(),
+            poll_interval_ms: 100,
         }
     }
 }

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{
-    AbortError, Attempt, BackendExt, BoxDynError, Data, ParallelizeExt, TaskId, WorkerBuilder,
+    AbortError, Attempt, BoxDynError, Data, ParallelizeExt, PollWith, Strategy, TaskId,
+    WorkerBuilder,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::access::queue::{JobQueue, POLL_INTERVAL};
+use crate::access::queue::JobQueue;
 use crate::access::store::{NewDeadJob, Store};
 use crate::config::RetryConfig;
 use crate::engine::retry::{Backoff, gives_up};
@@ -83,12 +84,16 @@ pub async fn consume<K, H>(
         shutdown: shutdown.clone(),
     });
     while !shutdown.is_cancelled() {
+        // Woken the moment a job is announced; the poll finds the rest
+        // (retries coming due, jobs whose announcement was lost).
+        let wake = Strategy::new()
+            .stream(queue.wake_ups(K::QUEUE))
+            .interval(queue.poll_interval());
         let worker = WorkerBuilder::new(unique_worker_name(settings.role))
-            .backend(
-                queue
-                    .storage::<K>(settings.concurrency)
-                    .poll_with_interval(POLL_INTERVAL),
-            )
+            .backend(PollWith::new(
+                queue.storage::<K>(settings.concurrency),
+                wake,
+            ))
             .concurrency(settings.concurrency)
             .parallelize(|job| tokio::spawn(job))
             .data(consumer.clone())

@@ -274,3 +274,48 @@ async fn health_readiness_and_metrics_are_served_to_operators_only() {
     })
     .await;
 }
+
+/// How many consumers listen for announcements of pushes to `queue`.
+async fn woken_consumers(t: &TestEnv, queue: QueueName) -> i64 {
+    let client = redis::Client::open(tests::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{}:wake", t.queue.key_prefix(queue));
+    let (_, listening): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    listening
+}
+
+#[tokio::test]
+async fn a_message_is_answered_without_waiting_for_a_poll() {
+    run_test_with(
+        TestOptions {
+            settings: ServiceSettings {
+                // Nobody polls within the test's time: only a wake-up answers.
+                poll_interval_ms: 600_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        async |t| {
+            t.wait_until("the consumers listening", || async {
+                woken_consumers(t, QueueName::Worker).await >= 1
+                    && woken_consumers(t, QueueName::Delivery).await >= 1
+            })
+            .await;
+            for (n, answer) in ["Straks.", "Igjen."].into_iter().enumerate() {
+                t.openai.script([Scripted::Text(answer.into())]);
+                let body = fixture("slack/event_callback.message.json")
+                    .replace("1596183880.004200", &format!("1596183880.00420{n}"));
+                assert_eq!(t.post_slack_event(&body).await, 200);
+                t.wait_for_posts(1).await;
+                assert_eq!(t.slack.take_texts(), [answer]);
+            }
+            t.wait_idle().await;
+        },
+    )
+    .await;
+}

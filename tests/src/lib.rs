@@ -149,6 +149,8 @@ pub struct ServiceSettings {
     pub accounting_timeout_secs: u64,
     /// The largest file the gateway reads, in bytes.
     pub max_file_bytes: u64,
+    /// How often idle consumers poll their queue, in milliseconds.
+    pub poll_interval_ms: u64,
 }
 
 impl Default for ServiceSettings {
@@ -169,6 +171,7 @@ impl Default for ServiceSettings {
             shutdown_grace_ms: 2_000,
             accounting_timeout_secs: worker.accounting.timeout_secs,
             max_file_bytes: gateway::GatewayConfig::default().files.max_bytes,
+            poll_interval_ms: shared::config::RedisConfig::default().poll_interval_ms,
         }
     }
 }
@@ -405,6 +408,7 @@ impl TestEnv {
         let redis = RedisConfig {
             url: SecretString::from(redis_url()),
             namespace: redis_namespace.clone(),
+            poll_interval_ms: options.settings.poll_interval_ms,
         };
         let queue = JobQueue::connect(&redis).await.expect("connect to Redis");
         let mut env = Self {
@@ -576,6 +580,10 @@ impl TestEnv {
             ("AE_DATABASE__ACQUIRE_TIMEOUT_SECS", "2".to_owned()),
             ("AE_REDIS__URL", via(&redis_url(), &self.redis_proxy)),
             ("AE_REDIS__NAMESPACE", self.redis_namespace.clone()),
+            (
+                "AE_REDIS__POLL_INTERVAL_MS",
+                self.options.settings.poll_interval_ms.to_string(),
+            ),
         ]
         .into_iter()
         .chain(self.collector.iter().flat_map(|collector| {

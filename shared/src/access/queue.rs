@@ -20,8 +20,13 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Heartbeats a worker may miss before its jobs are re-queued.
 pub const MISSED_HEARTBEATS: usize = 3;
 
-/// How often an idle worker polls for new jobs.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a consumer's wake-up subscription waits before it subscribes
+/// again after Redis dropped it.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Wake-ups of an idle consumer: one item each time jobs were pushed to its
+/// queue (the poll stays, for what nobody announces).
+pub type WakeUps = std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send + Sync>>;
 
 /// Errors of the job queue.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +64,10 @@ impl QueueDepth {
 #[derive(Clone)]
 pub struct JobQueue {
     conn: ConnectionManager,
+    /// For the wake-up subscriptions (a connection each).
+    client: redis::Client,
     namespace: String,
+    poll_interval: Duration,
 }
 
 impl std::fmt::Debug for JobQueue {
@@ -76,8 +84,69 @@ impl JobQueue {
         let conn = apalis_redis::connect(cfg.url.expose_secret()).await?;
         Ok(Self {
             conn,
+            client: redis::Client::open(cfg.url.expose_secret())?,
             namespace: cfg.namespace.clone(),
+            poll_interval: Duration::from_millis(cfg.poll_interval_ms.max(1)),
         })
+    }
+
+    /// How often an idle consumer polls for jobs nobody announced.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// The channel that announces pushes to `queue`.
+    fn wake_channel(&self, queue: QueueName) -> String {
+        format!("{}:wake", self.key_prefix(queue))
+    }
+
+    /// Tells `queue`'s consumers that jobs were pushed. A lost announcement
+    /// costs only latency: the consumers' poll finds the jobs.
+    async fn announce(&self, queue: QueueName) {
+        let mut conn = self.conn.clone();
+        let published: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(self.wake_channel(queue))
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = published {
+            tracing::debug!(error = %e, "Cannot announce pushed jobs; the poll will find them");
+        }
+    }
+
+    /// Announcements of pushes to `queue`, for as long as the stream lives
+    /// (subscribed again after Redis drops the subscription).
+    pub fn wake_ups(&self, queue: QueueName) -> WakeUps {
+        let (tx, rx) = tokio::sync::watch::channel(());
+        let (client, channel) = (self.client.clone(), self.wake_channel(queue));
+        tokio::spawn(async move {
+            while !tx.is_closed() {
+                if let Ok(mut pubsub) = client.get_async_pubsub().await
+                    && pubsub.subscribe(&channel).await.is_ok()
+                {
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            message = futures::StreamExt::next(&mut messages) => {
+                                if message.is_none() {
+                                    break;
+                                }
+                                tx.send_replace(());
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                }
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        }))
     }
 
     /// The Redis key prefix of a queue.
@@ -110,7 +179,9 @@ impl JobQueue {
             let key = job.kind.dedupe_key();
             (job, key)
         });
-        push(self.storage::<K>(1), keyed).await
+        push(self.storage::<K>(1), keyed).await?;
+        self.announce(K::QUEUE).await;
+        Ok(())
     }
 
     /// Queues the delivery of an outbox item (the relay re-queues it when
@@ -143,13 +214,15 @@ impl JobQueue {
         match queue {
             QueueName::Worker => {
                 let job: Job<WorkerJob> = serde_json::from_value(job.clone()).map_err(bad)?;
-                push(self.storage::<WorkerJob>(1), [(job, Some(task_id))]).await
+                push(self.storage::<WorkerJob>(1), [(job, Some(task_id))]).await?;
             }
             QueueName::Delivery => {
                 let job: Job<DeliveryJob> = serde_json::from_value(job.clone()).map_err(bad)?;
-                push(self.storage::<DeliveryJob>(1), [(job, Some(task_id))]).await
+                push(self.storage::<DeliveryJob>(1), [(job, Some(task_id))]).await?;
             }
         }
+        self.announce(queue).await;
+        Ok(())
     }
 
     /// Whether the job with `task_id` ran to its end on `queue` (done or
