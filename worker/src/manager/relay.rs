@@ -91,34 +91,34 @@ impl Relay {
                 sweep.turns += 1;
                 continue;
             }
-            self.push_again(tenant_id, WorkerJob::TurnV1 { inbox_id })
+            self.requeue(tenant_id, WorkerJob::TurnV1 { inbox_id }, true)
                 .await?;
             sweep.turns += 1;
         }
         for outbox_id in store.undelivered_outbox(before, self.cfg.batch).await? {
-            self.push_again(tenant_id, DeliveryJob::DeliverV1 { outbox_id })
+            self.requeue(tenant_id, DeliveryJob::DeliverV1 { outbox_id }, true)
                 .await?;
             sweep.deliveries += 1;
         }
         for run_id in store.unfinished_agent_runs(before, self.cfg.batch).await? {
-            self.push_again(tenant_id, WorkerJob::RunV1 { run_id })
+            self.requeue(tenant_id, WorkerJob::RunV1 { run_id }, true)
                 .await?;
             store.mark_agent_run_enqueued(run_id).await?;
             sweep.runs += 1;
         }
         for proposal_id in store.unexecuted_proposals(before, self.cfg.batch).await? {
             let job = WorkerJob::ExecuteV1 { proposal_id };
-            sweep.executions += usize::from(self.requeue_unless_finished(tenant_id, job).await?);
+            sweep.executions += usize::from(self.requeue(tenant_id, job, false).await?);
         }
         for (proposal_id, card_missing) in
             store.unreviewed_proposals(before, self.cfg.batch).await?
         {
             let queued = if card_missing {
                 let job = DeliveryJob::ReviewRequestV1 { proposal_id };
-                self.requeue_unless_finished(tenant_id, job).await?
+                self.requeue(tenant_id, job, false).await?
             } else {
                 let job = WorkerJob::ReviewV1 { proposal_id };
-                self.requeue_unless_finished(tenant_id, job).await?
+                self.requeue(tenant_id, job, false).await?
             };
             sweep.reviews += usize::from(queued);
         }
@@ -126,46 +126,23 @@ impl Relay {
         for (proposal_id, due) in store.due_reviews(now, self.cfg.batch).await? {
             let due = due.as_str().to_owned();
             let job = DeliveryJob::ReviewDueV1 { proposal_id, due };
-            sweep.reviews_due += usize::from(self.requeue_unless_finished(tenant_id, job).await?);
+            sweep.reviews_due += usize::from(self.requeue(tenant_id, job, false).await?);
         }
         sweep.files_expired += store.delete_expired_files(self.cfg.batch).await?;
         Ok(())
     }
 
-    /// Pushes the job of open work again. Its job may have ended (a turn
-    /// dead-lettered whose notice could not be written; a delivery or run
-    /// reopened by a replay that stopped before its push): that id is
-    /// spent, so it goes under a fresh one, the same for ten minutes, so
+    /// Pushes `kind` again; `true` when pushed. A job that ended is left
+    /// alone (concluded, or given up and someone told) unless `reopened`:
+    /// the work is open again (a turn given up without its notice, a
+    /// delivery or run reopened by a replay stopped before its push), and
+    /// its spent id is replaced by a fresh one, the same for ten minutes, so
     /// that sweeps while it waits add nothing.
-    async fn push_again<K: JobKind>(
+    async fn requeue<K: JobKind>(
         &self,
         tenant: shared::ids::TenantId,
         kind: K,
-    ) -> Result<(), JobFailure> {
-        let job = Job::new(tenant, &shared::telemetry::current_traceparent(), kind);
-        let task_id = job.kind.dedupe_key().unwrap_or_default();
-        let finished = self
-            .queue
-            .is_finished(K::QUEUE, &task_id)
-            .await
-            .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
-        let queued = if finished {
-            let json = serde_json::to_value(&job).unwrap_or_default();
-            let period = chrono::Utc::now().timestamp() / FRESH_ID_PERIOD_SECS;
-            let fresh = format!("{task_id}~relay-{period}");
-            self.queue.replay(K::QUEUE, &json, fresh).await
-        } else {
-            self.queue.enqueue(job).await
-        };
-        queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue open work"))
-    }
-
-    /// Pushes `kind` again unless its job finished (concluded, or given up
-    /// and someone told): only a lost one comes back. `true` when pushed.
-    async fn requeue_unless_finished<K: JobKind>(
-        &self,
-        tenant: shared::ids::TenantId,
-        kind: K,
+        reopened: bool,
     ) -> Result<bool, JobFailure> {
         let job = Job::new(tenant, &shared::telemetry::current_traceparent(), kind);
         let task_id = job.kind.dedupe_key().unwrap_or_default();
@@ -174,13 +151,17 @@ impl Relay {
             .is_finished(K::QUEUE, &task_id)
             .await
             .map_err(|e| JobFailure::retryable(e, "Cannot read the queue"))?;
-        if finished {
-            return Ok(false);
-        }
-        self.queue
-            .enqueue(job)
-            .await
-            .map_err(|e| JobFailure::retryable(e, "Cannot re-queue a job"))?;
+        let queued = match (finished, reopened) {
+            (true, false) => return Ok(false),
+            (true, true) => {
+                let json = serde_json::to_value(&job).unwrap_or_default();
+                let period = chrono::Utc::now().timestamp() / FRESH_ID_PERIOD_SECS;
+                let fresh = format!("{task_id}~relay-{period}");
+                self.queue.replay(K::QUEUE, &json, fresh).await
+            }
+            (false, _) => self.queue.enqueue(job).await,
+        };
+        queued.map_err(|e| JobFailure::retryable(e, "Cannot re-queue a job"))?;
         Ok(true)
     }
 
