@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub discord: DiscordConfig,
     /// Telegram bot; off unless `telegram.token` is set.
     pub telegram: TelegramConfig,
+    /// The chat page; off unless `web.addr` is set.
+    pub web: WebConfig,
     /// Reply delivery.
     pub delivery: DeliveryConfig,
     /// Files owners send (receipts).
@@ -201,6 +203,40 @@ impl TelegramConfig {
     }
 }
 
+/// The chat page (`web`): the owner chats with the agent and reviewers
+/// decide on proposals in a browser. Meant for trying the system and for
+/// one operator's machine: whoever holds the token may speak as any page
+/// user, and the members and reviewers listed for `web` decide who is heard.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct WebConfig {
+    /// Address the page is served on, its own listener (e.g.
+    /// `127.0.0.1:8090`); unset (the default) turns the page off.
+    pub addr: Option<String>,
+    /// The page's secret: opened once as `/?token=…`, then a cookie.
+    /// Required with `addr`.
+    #[serde(skip_serializing)]
+    pub token: SecretString,
+    /// Say at the top of the page that the model is scripted (the sandbox).
+    pub scripted_model: bool,
+}
+
+impl WebConfig {
+    /// Whether the page is on.
+    pub fn enabled(&self) -> bool {
+        self.addr.is_some()
+    }
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("addr", &self.addr)
+            .field("scripted_model", &self.scripted_model)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Inbound message rate limits. Each is a per-minute rate with a burst of
 /// one minute's worth; a message over a limit is not recorded, and its author
 /// is told (at most once a minute) to slow down.
@@ -316,11 +352,18 @@ impl GatewayConfig {
                 &self.files.slack_base_url,
             ));
         }
-        if !slack.enabled() && !self.discord.enabled() && !self.telegram.enabled() {
+        if !slack.enabled()
+            && !self.discord.enabled()
+            && !self.telegram.enabled()
+            && !self.web.enabled()
+        {
             check(Err(ConfigError {
                 field: "channels",
-                problem: "no chat platform is on: set Slack's, Discord's or Telegram's token",
+                problem: "no chat platform is on: set Slack's, Discord's or Telegram's token, or web.addr",
             }));
+        }
+        if self.web.enabled() {
+            check(require_secret("web.token", &self.web.token));
         }
         if let Some(url) = &self.discord.api_base_url {
             check(require_http_url("discord.api_base_url", url));
@@ -371,7 +414,7 @@ impl GatewayConfig {
         let slack = if self.slack.enabled() {
             "slack on (events, interactivity, review cards)".to_owned()
         } else {
-            "slack off (set AE_SLACK__SIGNING_SECRET and AE_SLACK__BOT_TOKEN; without it no review cards)".to_owned()
+            "slack off (set AE_SLACK__SIGNING_SECRET and AE_SLACK__BOT_TOKEN; without it no review cards in Slack)".to_owned()
         };
         let discord = if !self.discord.enabled() {
             "discord off (set AE_DISCORD__TOKEN)".to_owned()
@@ -385,7 +428,11 @@ impl GatewayConfig {
             (true, TelegramMode::Webhook) => "telegram on (webhook)",
             (true, TelegramMode::Polling) => "telegram on (long polling)",
         };
-        format!("{slack}; {discord}; {telegram}")
+        let web = match &self.web.addr {
+            Some(addr) => format!("web on ({addr})"),
+            None => "web off (set AE_WEB__ADDR and AE_WEB__TOKEN)".to_owned(),
+        };
+        format!("{slack}; {discord}; {telegram}; {web}")
     }
 }
 
@@ -429,6 +476,23 @@ mod tests {
                 "channels",
                 "limits"
             ]
+        );
+    }
+
+    #[test]
+    fn the_page_alone_will_do_but_not_without_its_token() {
+        let mut page_only = complete();
+        page_only.slack = SlackConfig::default();
+        page_only.web.addr = Some("127.0.0.1:8090".to_owned());
+        let fields: Vec<&str> = page_only.problems().iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["web.token"]);
+        page_only.web.token = SecretString::from("page-secret");
+        assert!(page_only.problems().is_empty());
+        assert!(page_only.channels().ends_with("; web on (127.0.0.1:8090)"));
+        assert!(
+            complete()
+                .channels()
+                .ends_with("web off (set AE_WEB__ADDR and AE_WEB__TOKEN)")
         );
     }
 

@@ -34,14 +34,17 @@ use http::HttpState;
 use manager::delivery::{ChatClients, DeliveryManager};
 use manager::files::{FileManager, FileSources};
 use manager::ingest::{InboundLimiter, InboundPaces, IngestManager};
+use manager::page::{ChatPage, PageBell};
 use manager::presence::Presence;
 use manager::review_desk::{ReceiptLinks, ReviewDesk};
 
-/// The gateway's two sockets: the public one (webhooks) and the operators'.
+/// The gateway's sockets: the public one (webhooks), the operators' and,
+/// when it is on, the chat page's.
 #[derive(Debug)]
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: TcpListener,
+    pub page: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -52,9 +55,14 @@ impl Listeners {
                 .await
                 .with_context(|| format!("Cannot listen on {addr}"))
         };
+        let page = match &cfg.web.addr {
+            Some(addr) => Some(bind(addr.clone()).await?),
+            None => None,
+        };
         Ok(Self {
             public: bind(cfg.listen_addr.0.clone()).await?,
             admin: bind(cfg.admin_addr.0.clone()).await?,
+            page,
         })
     }
 }
@@ -64,6 +72,7 @@ pub struct App {
     listeners: Listeners,
     router: axum::Router,
     admin_router: axum::Router,
+    page_router: Option<axum::Router>,
     queue: JobQueue,
     delivery: Arc<DeliveryManagers>,
     ingest: IngestManager,
@@ -91,7 +100,9 @@ impl App {
         let http_client =
             shared::access::http_client(Duration::from_secs(cfg.slack.request_timeout_secs))
                 .context("Cannot build HTTP client")?;
+        let bell = PageBell::default();
         let chats = ChatClients {
+            page: cfg.web.enabled().then(|| bell.clone()),
             slack: cfg.slack.enabled().then(|| {
                 SlackClient::new(
                     http_client.clone(),
@@ -138,6 +149,7 @@ impl App {
             chats.slack.clone(),
             links,
             inbound,
+            bell.clone(),
         );
         let telegram_webhook = cfg.telegram.enabled() && cfg.telegram.mode == TelegramMode::Webhook;
         let state = HttpState {
@@ -173,9 +185,25 @@ impl App {
             .telegram
             .clone()
             .filter(|_| cfg.telegram.mode == TelegramMode::Polling);
+        let page_router = cfg.web.enabled().then(|| {
+            http::page::router(http::page::PageState {
+                page: ChatPage::new(
+                    store.clone(),
+                    ingest.clone(),
+                    reviews.clone(),
+                    queue.clone(),
+                    bell,
+                    cfg.files.clone(),
+                    cfg.web.scripted_model,
+                    manager::ingest::ROUTE_CACHE_TTL,
+                ),
+                token: Arc::new(cfg.web.token.clone()),
+            })
+        });
         let pacer = Arc::new(Pacer::default());
         Ok(Self {
             listeners,
+            page_router,
             admin_router: http::admin_router(state.clone()),
             router: http::router(state, cfg.slack.max_body_bytes),
             queue: queue.clone(),
@@ -188,6 +216,7 @@ impl App {
                         slack: chats.slack.clone(),
                         telegram: chats.telegram.clone(),
                         http: http_client,
+                        page: cfg.web.enabled(),
                     },
                     cfg.files.clone(),
                 ),
@@ -211,6 +240,12 @@ impl App {
     /// The port the admin server listens on.
     pub fn admin_port(&self) -> u16 {
         self.listeners.admin.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The port the chat page listens on, when it is on.
+    pub fn page_port(&self) -> Option<u16> {
+        let page = self.listeners.page.as_ref()?;
+        page.local_addr().ok().map(|a| a.port())
     }
 
     /// The Discord edge, when Discord is configured: what the gateway
@@ -238,9 +273,16 @@ impl App {
         };
         let public = serve(self.listeners.public, self.router);
         let admin = serve(self.listeners.admin, self.admin_router);
+        let page = async {
+            match (self.listeners.page, self.page_router) {
+                (Some(listener), Some(router)) => serve(listener, router).await,
+                _ => Ok(()),
+            }
+        };
         let server = async {
-            let (public, admin) = tokio::join!(public.into_future(), admin.into_future());
-            public.and(admin)
+            let (public, admin, page) =
+                tokio::join!(public.into_future(), admin.into_future(), page);
+            public.and(admin).and(page)
         };
         let settings = ConsumerSettings {
             role: "gateway-delivery",

@@ -63,6 +63,8 @@ pub enum Platform {
     Discord,
     /// Telegram, through the Bot API.
     Telegram,
+    /// The gateway's own chat page (`web.addr`).
+    Web,
 }
 
 impl Platform {
@@ -72,6 +74,7 @@ impl Platform {
             Self::Slack => "slack",
             Self::Discord => "discord",
             Self::Telegram => "telegram",
+            Self::Web => "web",
         }
     }
 
@@ -88,6 +91,7 @@ impl Platform {
             "slack" => Some(Self::Slack),
             "discord" => Some(Self::Discord),
             "telegram" => Some(Self::Telegram),
+            "web" => Some(Self::Web),
             _ => None,
         }
     }

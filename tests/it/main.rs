@@ -2,6 +2,7 @@
 
 mod admin;
 mod agents;
+mod browser;
 mod e2e_discord;
 mod e2e_limits;
 mod e2e_proposals;
@@ -16,6 +17,7 @@ mod faults;
 mod harness;
 mod members;
 mod observability;
+mod page;
 mod receipts;
 mod sandbox;
 mod security;

@@ -16,10 +16,10 @@ use tests::{
     receipt_id, receipt_jpeg, receipt_pdf, run_test, run_test_with,
 };
 
-const REVIEW_E_OK: &str = r#"{"verdict": "approve", "notes": "Matches the receipt."}"#;
+pub(crate) const REVIEW_E_OK: &str = r#"{"verdict": "approve", "notes": "Matches the receipt."}"#;
 
 /// Fiken's `purchaseRequest` of a cash purchase paid by card.
-fn cash_purchase() -> Value {
+pub(crate) fn cash_purchase() -> Value {
     json!({"date": "2026-11-20", "kind": "cash_purchase", "paid": true, "currency": "NOK",
            "paymentAccount": "1920:10001",
            "lines": [{"description": "Kontorrekvisita", "netPrice": 40000, "vat": 10000,

@@ -38,12 +38,20 @@ expect "tenants" "SELECT count(*) FROM tenants" 1
 expect "review channel" "SELECT review_channel FROM tenants" "$channel"
 expect "limit" "SELECT auto_approve_limit_minor FROM tenants" 500
 expect "company" "SELECT accounting_company FROM tenants" demo-co
-expect "reviewers" "SELECT string_agg(user_id, ' | ' ORDER BY user_id COLLATE \"C\") FROM tenant_reviewers" \
-  "('x | U1'||'x | U2'"
+expect "reviewers" "SELECT string_agg(platform || ':' || user_id, ' | ' ORDER BY user_id COLLATE \"C\") FROM tenant_reviewers" \
+  "slack:('x | slack:U1'||'x | slack:U2' | web:reviewer"
 
 env -u AE_LOCAL_REVIEWERS -u AE_LOCAL_REVIEW_CHANNEL -u AE_LOCAL_AUTO_APPROVE_LIMIT_MINOR \
   AE_LOCAL_DATABASE="$db" bash "$run_local" || fail "run-local failed without the optional values"
-expect "reviewers after a run without them" "SELECT count(*) FROM tenant_reviewers" 3
+expect "reviewers after a run without them" "SELECT count(*) FROM tenant_reviewers" 4
+
+# With nothing set at all: the demo company on the chat page and the sandbox.
+env -i PATH="$PATH" HOME="${HOME:-/root}" AE_LOCAL_SETUP_ONLY=1 AE_LOCAL_WORKER="$AE_LOCAL_WORKER" \
+  AE_LOCAL_DATABASE="$db" bash "$run_local" || fail "run-local failed with an empty environment"
+expect "page route" "SELECT string_agg(platform || ' ' || workspace || ' ' || channel, ', ' ORDER BY platform) FROM tenant_routes" \
+  "slack T1 *, web page *"
+expect "page member" "SELECT kind || ':' || value FROM tenant_members WHERE platform = 'web'" "user:owner"
+expect "page reviews" "SELECT review_channel || ' ' || accounting_company FROM tenants" "web:reviews demo"
 out=$(AE_LOCAL_DATABASE="bad-name" bash "$run_local" 2>&1) && fail "a bad database name was accepted"
 grep -q "AE_LOCAL_DATABASE must be" <<<"$out" || fail "no clear error for a bad database name: $out"
 echo "run_local_sql: ok"

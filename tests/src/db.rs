@@ -220,6 +220,26 @@ impl TestDb {
         }
     }
 
+    /// Puts a tenant on the chat page: every page chat routed to Book-E,
+    /// `owner` its member, `reviewer` its reviewer, its cards on the page.
+    pub async fn seed_page(&self, tenant: Uuid, owner: &str, reviewer: &str) {
+        self.seed_route(tenant, "web", "page", "*", "book-e").await;
+        self.seed_member(tenant, "web", "user", owner, None).await;
+        sqlx::query("UPDATE tenants SET review_channel = 'web:reviews' WHERE id = $1")
+            .bind(tenant)
+            .execute(&self.owner)
+            .await
+            .expect("seed page review channel");
+        sqlx::query(
+            "INSERT INTO tenant_reviewers (tenant_id, platform, user_id) VALUES ($1, 'web', $2)",
+        )
+        .bind(tenant)
+        .bind(reviewer)
+        .execute(&self.owner)
+        .await
+        .expect("seed page reviewer");
+    }
+
     /// Inbox messages not yet answered plus outbox replies not yet delivered
     /// (nor given up).
     pub async fn pending_work(&self) -> i64 {

@@ -78,6 +78,8 @@ pub const TEST_OUTPUT_PRICE: u64 = 8_000_000;
 
 /// The bearer token the gateway requires on `/queue-depth` (KEDA's).
 pub const QUEUE_DEPTH_TOKEN: &str = "keda-queue-depth-token";
+/// The chat page's token (in-process gateways serve the page).
+pub const PAGE_TOKEN: &str = "page-token-for-tests";
 
 /// The Telegram user of the fixtures, a member of the test tenant.
 pub const TELEGRAM_OWNER: &str = "111111111";
@@ -345,6 +347,8 @@ pub struct TestEnv {
     pub gateway_url: String,
     /// The gateway's admin server (`/metrics`, `/queue-depth`, `/readyz`).
     pub gateway_admin_url: String,
+    /// The chat page's base URL (in-process gateways only; "" otherwise).
+    pub page_url: String,
     /// The collector service processes export spans to
     /// ([`TestOptions::collect_traces`]).
     pub collector: Option<FakeCollector>,
@@ -423,6 +427,7 @@ impl TestEnv {
             discord_edge: None,
             gateway_url: String::new(),
             gateway_admin_url: String::new(),
+            page_url: String::new(),
             collector: None,
             http: reqwest::Client::new(),
             redis_namespace,
@@ -501,7 +506,10 @@ impl TestEnv {
         let listeners = gateway::Listeners {
             public: bind().await,
             admin: bind().await,
+            page: Some(bind().await),
         };
+        cfg.web.addr = Some("127.0.0.1:0".to_owned());
+        cfg.web.token = SecretString::from(PAGE_TOKEN);
         let port = listeners
             .public
             .local_addr()
@@ -515,6 +523,7 @@ impl TestEnv {
         let url = format!("http://127.0.0.1:{}", app.port());
         let admin_url = format!("http://127.0.0.1:{}", app.admin_port());
         self.discord_edge = app.discord_edge();
+        self.page_url = format!("http://127.0.0.1:{}", app.page_port().unwrap_or_default());
         self.spawn_service(app.run_until_stopped(self.shutdown.clone()));
         (url, admin_url)
     }

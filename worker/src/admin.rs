@@ -6,7 +6,7 @@
 
 use anyhow::{Context, bail};
 use shared::access::store::{MemberRow, Store, StoreError, TenantSetting, TenantStore};
-use shared::ids::TenantId;
+use shared::ids::{Platform, TenantId};
 
 /// Usage, printed for a command that is not one.
 pub const USAGE: &str = "usage: worker admin
@@ -17,13 +17,14 @@ pub const USAGE: &str = "usage: worker admin
       auto-approve-limit (minor units), tokens-per-day (number | unlimited),
       user-per-minute, tenant-per-minute (number | default), accounting-company,
       accounting-credential, accounting-url (https://… | default), file-retention-days
-      (review-channel, accounting-company, accounting-credential: `none` clears)
-  route add <slug> <slack|discord|telegram> <workspace> <channel | *> [<character>]
+      (review-channel, accounting-company, accounting-credential: `none` clears;
+      a review-channel `web:<name>` is on the gateway's chat page)
+  route add <slug> <slack|discord|telegram|web> <workspace> <channel | *> [<character>]
   route remove <slug> <platform> <workspace> <channel | *>
   member add <slug> <platform> <user|team|role> <id> [<person>]
   member remove <slug> <platform> <user|team|role> <id>
-  reviewer add <slug> <slack user id> [--escalation]
-  reviewer remove <slug> <slack user id>
+  reviewer add <slug> <slack user id | web:<page user>> [--escalation]
+  reviewer remove <slug> <slack user id | web:<page user>>
   window set <slug> <tool | *> <hours>
   window remove <slug> <tool | *>";
 
@@ -140,21 +141,21 @@ pub async fn command(store: &Store, args: &[String]) -> anyhow::Result<String> {
             }
         }
         ["reviewer", "add", slug, user, rest @ ..] if rest.len() <= 1 => {
-            check_id("Slack user id", user)?;
+            let (platform, user) = check_reviewer(user)?;
             let escalation = match rest {
                 [] => false,
                 ["--escalation"] => true,
                 _ => bail!("{USAGE}"),
             };
             change(store, slug, "reviewer add", async |tx| {
-                tx.add_reviewer(user, escalation).await
+                tx.add_reviewer(platform, user, escalation).await
             })
             .await
         }
         ["reviewer", "remove", slug, user] => {
-            check_id("Slack user id", user)?;
+            let (platform, user) = check_reviewer(user)?;
             change(store, slug, "reviewer remove", async |tx| {
-                tx.remove_reviewer(user).await
+                tx.remove_reviewer(platform, user).await
             })
             .await
         }
@@ -308,8 +309,16 @@ fn check_slug(slug: &str) -> anyhow::Result<&str> {
 
 fn check_platform(platform: &str) -> anyhow::Result<&str> {
     match platform {
-        "slack" | "discord" | "telegram" => Ok(platform),
-        other => bail!("a platform is slack, discord or telegram, not `{other}`"),
+        "slack" | "discord" | "telegram" | "web" => Ok(platform),
+        other => bail!("a platform is slack, discord, telegram or web, not `{other}`"),
+    }
+}
+
+/// A reviewer: a Slack user id, or `web:<user>` on the chat page.
+fn check_reviewer(reviewer: &str) -> anyhow::Result<(Platform, &str)> {
+    match reviewer.strip_prefix("web:") {
+        Some(user) => Ok((Platform::Web, check_id("chat page user", user)?)),
+        None => Ok((Platform::Slack, check_id("Slack user id", reviewer)?)),
     }
 }
 

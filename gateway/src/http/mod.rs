@@ -2,6 +2,7 @@
 
 mod error;
 mod files;
+pub mod page;
 mod slack;
 mod slack_interactivity;
 mod telegram;

@@ -10,12 +10,16 @@ use shared::access::discord::DiscordClient;
 use shared::access::slack::SlackClient;
 use shared::access::store::{DeliveryTurn, NewEvent, OutboxModel, Store, TenantStore};
 use shared::access::telegram::TelegramClient;
-use shared::engine::chunk::{DISCORD_LIMIT, MessageLimit, SLACK_LIMIT, TELEGRAM_LIMIT, chunk};
+use shared::engine::chunk::{
+    DISCORD_LIMIT, MessageLimit, SLACK_LIMIT, TELEGRAM_LIMIT, WEB_LIMIT, chunk,
+};
 use shared::engine::pace::{MAX_INLINE_RETRY_AFTER, delivery_pace};
 use shared::event::{Actor, ActorKind, DeliveryEvent, ReplyDelivered, delivery_stream};
 use shared::ids::{ConversationId, OutboxId, Platform, TenantId};
 use shared::job::JobFailure;
 use shared::pacer::Pacer;
+
+use super::page::PageBell;
 
 /// Posts of one chunk before the attempt gives up and the job retries later.
 const MAX_POSTS_PER_CHUNK: u32 = 5;
@@ -41,6 +45,9 @@ pub struct ChatClients {
     pub discord: Option<DiscordClient>,
     /// Telegram Bot API, when Telegram is configured.
     pub telegram: Option<TelegramClient>,
+    /// The chat page, when it is on: a reply is posted there by being
+    /// recorded delivered (the page reads it), then the page is told.
+    pub page: Option<PageBell>,
 }
 
 /// A failed post: the job failure, and how long the platform asked to wait.
@@ -96,6 +103,7 @@ fn limit(platform: Platform) -> MessageLimit {
         Platform::Slack => SLACK_LIMIT,
         Platform::Discord => DISCORD_LIMIT,
         Platform::Telegram => TELEGRAM_LIMIT,
+        Platform::Web => WEB_LIMIT,
     }
 }
 
@@ -243,6 +251,9 @@ impl DeliveryManager {
             .await?;
         metrics::counter!("automate_e_replies_delivered_total", "channel" => platform.as_str())
             .increment(1);
+        if let (Platform::Web, Some(page)) = (platform, &self.chats.page) {
+            page.ring();
+        }
         Ok(())
     }
 
@@ -330,6 +341,13 @@ impl DeliveryManager {
                 self.telegram()?
                     .post_message(chat, thread.unwrap_or_default(), text)
                     .await?
+            }
+            Platform::Web => {
+                self.chats
+                    .page
+                    .as_ref()
+                    .ok_or_else(|| not_configured("The chat page"))?;
+                format!("page:{}", uuid::Uuid::new_v4())
             }
         })
     }

@@ -19,6 +19,7 @@ use shared::ids::{InboxId, Platform, TenantId};
 use shared::job::{Job, JobFailure, WorkerJob};
 use shared::request::FileRef;
 
+use super::page::UPLOAD_PREFIX;
 use crate::config::FilesConfig;
 
 /// Where files are fetched from.
@@ -30,6 +31,8 @@ pub struct FileSources {
     pub telegram: Option<TelegramClient>,
     /// For Discord's CDN and Telegram's file URLs.
     pub http: reqwest::Client,
+    /// Whether the chat page is on (its uploads wait in Redis).
+    pub page: bool,
 }
 
 /// Fetches and keeps inbound files.
@@ -218,6 +221,22 @@ impl FileManager {
                     return Err(DownloadError::NotAllowed);
                 }
                 download::fetch(&sources.http, url, None, max, timeout).await
+            }
+            Platform::Web => {
+                let id = url
+                    .strip_prefix(UPLOAD_PREFIX)
+                    .filter(|_| sources.page)
+                    .ok_or(DownloadError::NotAllowed)?;
+                let bytes = self
+                    .queue
+                    .unstash(id)
+                    .await
+                    .map_err(|e| DownloadError::Unavailable(e.to_string()))?
+                    .ok_or(DownloadError::Refused(410))?;
+                if bytes.len() as u64 > max {
+                    return Err(DownloadError::TooLarge { limit_bytes: max });
+                }
+                Ok(bytes)
             }
         }
     }

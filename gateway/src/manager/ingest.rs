@@ -132,7 +132,7 @@ const TURN_PUSH_BATCH: usize = 64;
 
 /// How long a route or member lookup is reused: a changed route, tenant
 /// limit or member takes effect within this.
-const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Inbound rates, per user (within a tenant) and per tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,5 +3,6 @@
 pub mod delivery;
 pub mod files;
 pub mod ingest;
+pub mod page;
 pub mod presence;
 pub mod review_desk;

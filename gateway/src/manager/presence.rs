@@ -60,8 +60,8 @@ impl Presence {
     /// a typing indicator up until the message is answered. Best effort:
     /// failures are logged, never surfaced to the sender.
     pub async fn show_working(&self, working: Working) {
-        // Slack has no typing indicator for bots.
-        if working.platform == Platform::Slack {
+        // Slack has no typing indicator for bots; the page shows replies only.
+        if matches!(working.platform, Platform::Slack | Platform::Web) {
             return;
         }
         if let (Platform::Discord, Some(discord)) = (working.platform, &self.discord)

@@ -12,19 +12,23 @@ use shared::engine::files::{FileLink, LINK_TTL_SECS};
 use shared::engine::proposal::{DecisionCheck, Transition, check_decision, next};
 use shared::engine::review::{
     DecisionView, MAX_REASON_CHARS, ReviewCard, agent_note, decided_card, expired_card,
-    notice_expired, notice_rejected, notice_reviewer_comment, parse_action_value, reject_modal,
-    review_card, review_reminder,
+    notice_expired, notice_rejected, notice_reviewer_comment, page_card, parse_action_value,
+    reject_modal, review_card, review_platform, review_reminder,
 };
 use shared::engine::review_clock::ReviewDue;
 use shared::event::{
     Actor, ActorKind, AgentReviewed, Decided, DecisionRefused, Evidence, Expired, ProposalEvent,
     ReviewPosted, ReviewReminded, proposal_stream,
 };
-use shared::ids::{ProposalId, TenantId};
+use shared::ids::{Platform, ProposalId, TenantId};
 use shared::job::{Job, JobFailure, WorkerJob};
 use shared::proposal::{AgentVerdict, DecisionRefusal, ProposalState};
 
 use super::ingest::InboundLimiter;
+use super::page::PageBell;
+
+/// Cards the chat page shows, newest first.
+const PAGE_CARDS: i64 = 20;
 use slack_morphism::prelude::SlackBlock;
 
 /// A message posted in a thread of the review channel.
@@ -86,6 +90,8 @@ pub struct ReviewDesk {
     links: Option<ReceiptLinks>,
     /// Replies in review threads count against the inbound limits.
     limiter: InboundLimiter,
+    /// Rung when a card on the chat page changes.
+    page: PageBell,
 }
 
 impl ReviewDesk {
@@ -97,6 +103,7 @@ impl ReviewDesk {
         slack: Option<SlackClient>,
         links: Option<ReceiptLinks>,
         limiter: InboundLimiter,
+        page: PageBell,
     ) -> Self {
         Self {
             store,
@@ -104,6 +111,7 @@ impl ReviewDesk {
             slack,
             links,
             limiter,
+            page,
         }
     }
 
@@ -142,7 +150,6 @@ impl ReviewDesk {
     /// Posts the review card to the tenant's review channel (once), with the
     /// agent reviewer's notes in its thread.
     pub async fn post_review(&self, tenant: TenantId, id: ProposalId) -> Result<(), JobFailure> {
-        let slack = self.slack()?;
         let store = self.store.tenant(tenant);
         let proposal = store.proposal(id).await?;
         if proposal.review_ts.is_some() || proposal.state() != ProposalState::ReviewRequested {
@@ -152,6 +159,10 @@ impl ReviewDesk {
         let channel = policy.review_channel.ok_or_else(|| {
             JobFailure::Permanent(anyhow::anyhow!("the tenant has no review channel"))
         })?;
+        if review_platform(&channel) == Platform::Web {
+            return self.show_on_page(&store, &proposal, channel).await;
+        }
+        let slack = self.slack()?;
         let history = Self::history(&store, id).await?;
         let card = proposal.review_card(&history.reason, &history.evidence, self.links.is_some());
         // Slack takes no idempotency key: an earlier attempt may have posted
@@ -167,7 +178,24 @@ impl ReviewDesk {
                 slack.post_blocks(&channel, &text, blocks).await?
             }
         };
-        let mut tx = store.lock_proposal(id).await?;
+        Self::record_posted(&store, &proposal, channel.clone(), ts.clone()).await?;
+        if let Some(agent) = history.agent {
+            let note = agent_note(&agent.verdict, &agent.notes);
+            if let Err(e) = slack.post_message(&channel, Some(&ts), &note).await {
+                tracing::warn!(error = %e, "Cannot post Review-E's notes");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records where the card of `proposal` is (its thread).
+    async fn record_posted(
+        store: &TenantStore,
+        proposal: &ProposalModel,
+        channel: String,
+        ts: String,
+    ) -> Result<(), JobFailure> {
+        let mut tx = store.lock_proposal(proposal.id).await?;
         let posted = ProposalEvent::ReviewPosted(ReviewPosted {
             channel: channel.clone(),
             ts: ts.clone(),
@@ -179,19 +207,53 @@ impl ReviewDesk {
         tx.record(
             &proposal.event(&posted, system, None, "gateway"),
             ProposalChanges {
-                review_message: Some((channel.clone(), ts.clone())),
+                review_message: Some((channel, ts)),
                 ..Default::default()
             },
         )
         .await?;
         tx.commit().await?;
-        if let Some(agent) = history.agent {
-            let note = agent_note(&agent.verdict, &agent.notes);
-            if let Err(e) = slack.post_message(&channel, Some(&ts), &note).await {
-                tracing::warn!(error = %e, "Cannot post Review-E's notes");
-            }
-        }
         Ok(())
+    }
+
+    /// A card on the chat page is the proposal itself, read by the page:
+    /// its thread is named after the proposal, and the page is told.
+    async fn show_on_page(
+        &self,
+        store: &TenantStore,
+        proposal: &ProposalModel,
+        channel: String,
+    ) -> Result<(), JobFailure> {
+        Self::record_posted(store, proposal, channel, proposal.id.to_string()).await?;
+        self.page.ring();
+        Ok(())
+    }
+
+    /// The newest cards of review channel `channel` on the chat page, with
+    /// their state and who decided.
+    pub async fn page_cards(
+        &self,
+        store: &TenantStore,
+        channel: &str,
+    ) -> Result<Vec<serde_json::Value>, JobFailure> {
+        let mut cards = Vec::new();
+        for proposal in store
+            .proposals_in_review_channel(channel, PAGE_CARDS)
+            .await?
+        {
+            let history = Self::history(store, proposal.id).await?;
+            let card = page_card(&proposal.review_card(&history.reason, &history.evidence, false));
+            let agent = history.agent.map(|a| agent_note(&a.verdict, &a.notes));
+            cards.push(serde_json::json!({
+                "card": card,
+                "thread": proposal.review_ts,
+                "state": proposal.state().as_str(),
+                "decided_by": proposal.decided_by,
+                "deadline": proposal.review_deadline,
+                "agent": agent,
+            }));
+        }
+        Ok(cards)
     }
 
     /// The `ts` of proposal `id`'s card, if one was posted to `channel`
@@ -213,7 +275,11 @@ impl ReviewDesk {
 
     /// Approve: records the decision and queues the execution.
     pub async fn approve(&self, click: &Click<'_>) -> Result<(), JobFailure> {
-        self.decide(click, true, None).await
+        let refused = self
+            .decide(Platform::Slack, click.user, click.value, true, None)
+            .await?;
+        self.tell_refusal(click, refused);
+        Ok(())
     }
 
     /// Reject, first step: asks for a reason in a modal (only of someone who
@@ -248,16 +314,45 @@ impl ReviewDesk {
     /// Reject, second step: the reason was submitted.
     pub async fn reject(&self, click: &Click<'_>, reason: &str) -> Result<(), JobFailure> {
         let reason: String = reason.trim().chars().take(MAX_REASON_CHARS).collect();
-        self.decide(click, false, Some(reason)).await
+        let refused = self
+            .decide(
+                Platform::Slack,
+                click.user,
+                click.value,
+                false,
+                Some(reason),
+            )
+            .await?;
+        self.tell_refusal(click, refused);
+        Ok(())
     }
 
+    /// A decision made on the chat page by page user `user` on the card
+    /// whose buttons carry `value`: why it did not count, if it did not.
+    pub async fn decide_on_page(
+        &self,
+        user: &str,
+        value: &str,
+        approved: bool,
+        reason: Option<&str>,
+    ) -> Result<Option<DecisionRefusal>, JobFailure> {
+        let reason = reason.map(|r| r.trim().chars().take(MAX_REASON_CHARS).collect());
+        self.decide(Platform::Web, user, value, approved, reason)
+            .await
+    }
+
+    /// Records `user`'s decision on the card whose buttons carry `value`
+    /// (or the refusal, which it returns), and queues the execution of an
+    /// approved write.
     async fn decide(
         &self,
-        click: &Click<'_>,
+        platform: Platform,
+        user: &str,
+        value: &str,
         approved: bool,
         reason: Option<String>,
-    ) -> Result<(), JobFailure> {
-        let Some((id, seen_sha)) = parse_action_value(click.value) else {
+    ) -> Result<Option<DecisionRefusal>, JobFailure> {
+        let Some((id, seen_sha)) = parse_action_value(value) else {
             return Err(JobFailure::Permanent(anyhow::anyhow!(
                 "malformed proposal reference"
             )));
@@ -265,7 +360,7 @@ impl ReviewDesk {
         let store = self.proposal_store(id).await?;
         let reviewers = store.tenant_policy().await?.reviewers;
         let history = Self::history(&store, id).await?;
-        let reviewer = format!("slack:{}", click.user);
+        let reviewer = format!("{platform}:{user}");
         let actor = Actor {
             kind: ActorKind::Reviewer,
             id: reviewer.clone(),
@@ -285,8 +380,7 @@ impl ReviewDesk {
             .await?;
             tx.commit().await?;
             metrics::counter!("automate_e_review_refusals_total").increment(1);
-            self.tell_reviewer(click, &refusal);
-            return Ok(());
+            return Ok(Some(refusal));
         }
         let transition = if approved {
             Transition::Approve
@@ -344,13 +438,13 @@ impl ReviewDesk {
             &history,
             DecisionView {
                 approved,
-                reviewer: click.user,
+                reviewer: user,
                 at: Utc::now(),
                 reason: reason.as_deref(),
             },
         )
         .await;
-        Ok(())
+        Ok(None)
     }
 
     /// Does what is due for a proposal waiting for a reviewer: a reminder in
@@ -445,6 +539,10 @@ impl ReviewDesk {
         let (Some(channel), Some(ts)) = (&proposal.review_channel, &proposal.review_ts) else {
             return;
         };
+        if review_platform(channel) == Platform::Web {
+            self.page.ring();
+            return;
+        }
         let card = proposal.review_card(&history.reason, &history.evidence, false);
         let (text, blocks) = closed(&card);
         let Some(slack) = &self.slack else {
@@ -517,6 +615,13 @@ impl ReviewDesk {
     /// Tells only the clicker why their decision did not count.
     fn tell_reviewer(&self, click: &Click<'_>, refusal: &DecisionRefusal) {
         self.tell(click, refusal.to_string());
+    }
+
+    /// Tells the clicker of a decision that did not count why.
+    fn tell_refusal(&self, click: &Click<'_>, refused: Option<DecisionRefusal>) {
+        if let Some(refusal) = refused {
+            self.tell_reviewer(click, &refusal);
+        }
     }
 
     /// Tells only the clicker `text`.

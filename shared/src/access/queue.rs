@@ -242,6 +242,34 @@ impl JobQueue {
         Ok(done || dead)
     }
 
+    /// Keeps `bytes` (a file uploaded on the chat page) for `ttl` under a
+    /// fresh id, until the file fetch of its message reads them.
+    pub async fn stash(&self, bytes: &[u8], ttl: Duration) -> Result<String, QueueError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.stash_key(&id))
+            .arg(bytes)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// The bytes stashed under `id`, `None` once they expired.
+    pub async fn unstash(&self, id: &str) -> Result<Option<Vec<u8>>, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("GET")
+            .arg(self.stash_key(id))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    fn stash_key(&self, id: &str) -> String {
+        format!("{}:stash:{id}", self.namespace)
+    }
+
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();

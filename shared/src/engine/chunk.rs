@@ -50,6 +50,12 @@ pub const TELEGRAM_LIMIT: MessageLimit = MessageLimit {
     measure: Measure::Utf16,
 };
 
+/// The chat page takes what Slack takes whole.
+pub const WEB_LIMIT: MessageLimit = MessageLimit {
+    max: 40_000,
+    measure: Measure::Chars,
+};
+
 /// Splits `text` into ordered chunks that each fit `limit`.
 ///
 /// Prefers to break after a paragraph, then after a line, then after a space,

@@ -13,6 +13,9 @@ pub const DISCORD_DM_WORKSPACE: &str = "@dm";
 /// The workspace of every Telegram chat (one bot).
 pub const TELEGRAM_WORKSPACE: &str = "bot";
 
+/// The workspace of every chat on the gateway's chat page.
+pub const PAGE_WORKSPACE: &str = "page";
+
 /// One tenant's members on one platform, as listed by its operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Members {
@@ -76,7 +79,7 @@ pub fn admit(members: &Members, route_channel: &str, author: &Author<'_>) -> Adm
     }
     let open_to_anyone = route_channel == ANY_CHANNEL
         && match author.platform {
-            Platform::Telegram => true,
+            Platform::Telegram | Platform::Web => true,
             Platform::Discord => author.workspace == DISCORD_DM_WORKSPACE,
             Platform::Slack => false,
         };

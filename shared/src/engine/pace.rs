@@ -41,6 +41,11 @@ pub fn delivery_pace(platform: Platform, chat: &str) -> Pace {
             period: Duration::from_secs(1),
             burst: 1,
         },
+        // The page is ours: paced only against a runaway loop.
+        Platform::Web => Pace {
+            period: Duration::from_millis(100),
+            burst: 10,
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use slack_morphism::prelude::{
 
 use crate::character::{BODY_ARGUMENT, NEW_CONTACT_ARGUMENT, RECEIPT_ARGUMENT};
 use crate::event::Evidence;
-use crate::ids::ProposalId;
+use crate::ids::{Platform, ProposalId};
 use crate::proposal::AgentVerdict;
 use crate::request::{FillTarget, WritePlan};
 
@@ -32,6 +32,19 @@ pub const REASON_ACTION: &str = "reason_input";
 
 /// Longest reject reason kept, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
+
+/// A review channel on the gateway's chat page is named `web:<name>`; any
+/// other is a Slack channel id (which never holds `:`).
+pub const PAGE_REVIEW_PREFIX: &str = "web:";
+
+/// Where the cards of review channel `channel` are shown.
+pub fn review_platform(channel: &str) -> Platform {
+    if channel.starts_with(PAGE_REVIEW_PREFIX) {
+        Platform::Web
+    } else {
+        Platform::Slack
+    }
+}
 
 /// What a review card shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +293,42 @@ fn decision_button(
         .with_style(style)
         .with_value(value.to_owned())
         .into()
+}
+
+/// A review card as the chat page shows it: plain text, rendered there as
+/// text (never markup), with the value its buttons send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PageCard {
+    pub title: String,
+    /// The writes, one line each.
+    pub writes: String,
+    /// Who asked, why a human decides, the id.
+    pub context: String,
+    pub evidence: String,
+    /// What a decision sends back (`proposal:sha256`).
+    pub value: String,
+}
+
+/// The card of `card` for the chat page: the same lines as in Slack, with
+/// Slack's escaping undone (the page shows text as text).
+pub fn page_card(card: &ReviewCard<'_>) -> PageCard {
+    let unescape = |text: String| {
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    PageCard {
+        title: summary(card).replace('`', ""),
+        writes: unescape(plan_text(card.plan)),
+        context: unescape(format!(
+            "Asked by {} · why review: {} · id {}",
+            escape_line(card.proposer),
+            escape_line(card.reason),
+            card.proposal_id
+        )),
+        evidence: unescape(evidence_text(card.evidence)),
+        value: action_value(card.proposal_id, card.payload_sha256),
+    }
 }
 
 /// The review message: the proposal, its evidence, and Approve / Reject.

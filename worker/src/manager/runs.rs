@@ -9,10 +9,11 @@ use shared::access::queue::JobQueue;
 use shared::access::store::{NewEvent, RunCompletion, RunDestination, Store, TenantStore};
 use shared::character::{Builtin, Character, PostTo};
 use shared::engine::prompt::{self, PromptContext, ToolCall};
+use shared::engine::review::review_platform;
 use shared::engine::tool::{CallSite, PlannedCall, plan_call};
 use shared::engine::turn;
 use shared::event::{Actor, ActorKind, RunCompleted, RunEvent, proposal_of_stream, run_stream};
-use shared::ids::{AgentRunId, OutboxId, Platform, TenantId};
+use shared::ids::{AgentRunId, OutboxId, TenantId};
 use shared::job::JobFailure;
 use shared::trigger::RunReason;
 
@@ -177,7 +178,7 @@ impl RunManager {
         let note = self.reviewer.annotate(store, id, why).await?;
         Ok((
             RunDestination {
-                platform: Platform::Slack,
+                platform: review_platform(&channel),
                 chat: channel,
                 thread: ts,
             },

@@ -8,10 +8,10 @@ use sqlx::types::Json;
 use super::events::{NewEvent, append};
 use super::inbox::{conversation_for, insert_outbox};
 use super::{StoreError, TenantStore};
-use crate::engine::review::ReviewCard;
+use crate::engine::review::{ReviewCard, review_platform};
 use crate::engine::review_clock::{DEFAULT_REVIEW_HOURS, ReviewClock, ReviewDue};
 use crate::event::{Actor, Evidence, ProposalEvent, proposal_stream};
-use crate::ids::{ConversationId, InboxId, OutboxId, Platform, ProposalId, TenantId};
+use crate::ids::{ConversationId, InboxId, OutboxId, ProposalId, TenantId};
 use crate::proposal::ProposalState;
 use crate::request::WritePlan;
 
@@ -315,7 +315,7 @@ impl ProposalTx {
         let thread = conversation_for(
             &mut self.tx,
             self.proposal.tenant_id,
-            Platform::Slack,
+            review_platform(&channel),
             &channel,
             &ts,
             &character,
@@ -400,6 +400,27 @@ impl TenantStore {
             review_reminded_at: None,
             review_escalated_at: None,
         })
+    }
+
+    /// The newest `limit` proposals whose card is in review channel
+    /// `channel`, newest first.
+    pub async fn proposals_in_review_channel(
+        &self,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<ProposalModel>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = select_proposals!(
+            "FROM proposals WHERE tenant_id = $1 AND review_channel = $2 \
+             ORDER BY created_at DESC LIMIT $3",
+            self.tenant as _,
+            channel,
+            limit
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// A proposal.

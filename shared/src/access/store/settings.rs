@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{Store, StoreError, TenantStore, TenantTx, in_own_transaction};
-use crate::ids::TenantId;
+use crate::ids::{Platform, TenantId};
 
 /// A setting of the `tenants` row an operator may change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,15 +225,21 @@ impl TenantTx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Makes a Slack user a reviewer (or changes whether they are asked at
-    /// escalation).
-    pub async fn add_reviewer(&mut self, user: &str, escalation: bool) -> Result<bool, StoreError> {
+    /// Makes a Slack or chat page user a reviewer (or changes whether they
+    /// are asked at escalation).
+    pub async fn add_reviewer(
+        &mut self,
+        platform: Platform,
+        user: &str,
+        escalation: bool,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query!(
             "INSERT INTO tenant_reviewers (tenant_id, platform, user_id, escalation) \
-             VALUES ($1, 'slack', $2, $3) ON CONFLICT (tenant_id, platform, user_id) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, platform, user_id) \
              DO UPDATE SET escalation = EXCLUDED.escalation \
              WHERE tenant_reviewers.escalation IS DISTINCT FROM EXCLUDED.escalation",
             self.tenant as _,
+            platform as _,
             user,
             escalation
         )
@@ -243,11 +249,16 @@ impl TenantTx {
     }
 
     /// Removes a reviewer.
-    pub async fn remove_reviewer(&mut self, user: &str) -> Result<bool, StoreError> {
+    pub async fn remove_reviewer(
+        &mut self,
+        platform: Platform,
+        user: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query!(
-            "DELETE FROM tenant_reviewers WHERE tenant_id = $1 AND platform = 'slack' \
-             AND user_id = $2",
+            "DELETE FROM tenant_reviewers WHERE tenant_id = $1 AND platform = $2 \
+             AND user_id = $3",
             self.tenant as _,
+            platform as _,
             user
         )
         .execute(&mut **self)
