@@ -61,6 +61,7 @@ async fn view_until(t: &TestEnv, what: &str, wanted: impl Fn(&Value) -> bool) ->
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
+    let mut seen = Value::Null;
     let read = async {
         while let Some(chunk) = body.next().await {
             buffer.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
@@ -70,18 +71,20 @@ async fn view_until(t: &TestEnv, what: &str, wanted: impl Fn(&Value) -> bool) ->
                     .lines()
                     .filter_map(|l| l.strip_prefix("data: "))
                     .collect();
-                if let Ok(view) = serde_json::from_str::<Value>(&data)
-                    && wanted(&view)
-                {
-                    return view;
+                if let Ok(view) = serde_json::from_str::<Value>(&data) {
+                    if wanted(&view) {
+                        return view;
+                    }
+                    seen = view;
                 }
             }
         }
         panic!("the page's stream ended before {what}");
     };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .unwrap_or_else(|_| panic!("the page never showed {what}"))
+    match tokio::time::timeout(Duration::from_secs(30), read).await {
+        Ok(view) => view,
+        Err(_) => panic!("the page never showed {what}; it last showed {seen}"),
+    }
 }
 
 fn chat_says(view: &Value, text: &str) -> bool {
@@ -352,6 +355,61 @@ async fn a_browser_chats_on_the_page_and_approves_a_write_that_lands_in_the_book
         let uploads = t.accounting.uploads(ACME);
         assert_eq!(uploads.len(), 1);
         assert_eq!(uploads[0].bytes, jpeg);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sandbox_model_proposes_attaching_a_receipt_sent_on_the_page_to_a_purchase_lacking_one()
+{
+    run_test(async |t| {
+        seed_page(t).await;
+        let purchase = t.accounting.add_purchase(
+            ACME,
+            json!({"date": "2026-11-20", "kind": "cash_purchase", "paid": true, "currency": "NOK",
+                   "paymentAccount": "1920:10001",
+                   "lines": [{"description": "Telenor: November", "netPrice": 39900,
+                              "vat": 9975, "account": "6900", "vatType": "HIGH"}]}),
+        );
+        t.openai.when_empty(Scripted::SandboxBookkeeper);
+
+        // Text alone: it reads the books and says it is scripted.
+        let (_, answer) = post(t, "/page/messages", &message(OWNER, "Hva mangler?", &json!([]))).await;
+        assert_eq!(answer["outcome"], "accepted");
+        let view = view_until(t, "the scripted answer", |v| {
+            v["chat"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|l| l["text"].as_str().unwrap_or_default().contains("scripted sandbox model"))
+            })
+        })
+        .await;
+        assert!(view["chat"].to_string().contains("Telenor: November"), "{view}");
+
+        // A receipt: a proposal to attach it, decided on the page.
+        let jpeg = receipt_jpeg(3);
+        let file = json!([{"name": "telenor.jpg",
+                           "data": base64::engine::general_purpose::STANDARD.encode(&jpeg)}]);
+        post(t, "/page/messages", &message(OWNER, "Her er kvitteringen", &file)).await;
+        let view = view_until(t, "the card", |v| card_in(v, "review_requested")).await;
+        let card = &view["cards"][0]["card"];
+        assert!(
+            card["writes"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/purchases/{purchase}/attachments")),
+            "{card}"
+        );
+        let (_, decided) = post(
+            t,
+            "/page/decisions",
+            &json!({"reviewer": REVIEWER, "value": card["value"], "approve": true}),
+        )
+        .await;
+        assert_eq!(decided["decided"], true, "{decided}");
+        view_until(t, "the write carried out", |v| card_in(v, "executed")).await;
+        let uploads = t.accounting.uploads(ACME);
+        assert_eq!(uploads.len(), 1);
+        assert_eq!((uploads[0].parent, &uploads[0].bytes), (purchase, &jpeg));
     })
     .await;
 }

@@ -55,9 +55,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(&cfg.model_addr).await?,
         &cfg.model_key,
     );
-    model.when_empty(Scripted::ToolThenReport(
-        "list_purchases_without_receipt".to_owned(),
-    ));
+    model.when_empty(Scripted::SandboxBookkeeper);
     println!(
         "fiken-sandbox: Fiken API v2 at {} (bearer token {}), company `{COMPANY}`; \
          a scripted model at {}",

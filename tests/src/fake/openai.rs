@@ -42,9 +42,11 @@ pub enum Scripted {
     /// A call of this tool (no arguments) when the user spoke last, an
     /// [`Self::Echo`] once the tool has answered: one tool per turn.
     ToolThenEcho(String),
-    /// Like [`Self::ToolThenEcho`], then a text that says it is scripted
-    /// and what the tool answered (the sandbox's model).
-    ToolThenReport(String),
+    /// The sandbox's bookkeeper: lists the purchases without a receipt;
+    /// when the owner sent a receipt, proposes attaching it to the first of
+    /// them (`attach_receipt`, a write a reviewer decides on); otherwise,
+    /// or after that, says what it did and that it is scripted.
+    SandboxBookkeeper,
 }
 
 impl Scripted {
@@ -343,28 +345,14 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             .unoffered
             .push(format!("`{name}` called; offered: {offered:?}"));
     }
-    let report = matches!(answer, Scripted::ToolThenReport(_));
     let (answer, wait) = match answer {
         Scripted::Hang(wait) => (Scripted::Text("too late".into()), Some(wait)),
-        Scripted::ToolThenEcho(name) | Scripted::ToolThenReport(name) => {
+        Scripted::SandboxBookkeeper => (sandbox_bookkeeper(body), None),
+        Scripted::ToolThenEcho(name) => {
             let last = body["messages"].as_array().and_then(|m| m.last());
             match last.filter(|m| m["role"] == "tool") {
                 None => (Scripted::tool_call(&name, "{}"), None),
-                Some(_) if !report => (Scripted::Echo, None),
-                Some(tool) => {
-                    let answered: String = tool["content"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(400)
-                        .collect();
-                    let text = format!(
-                        "(A scripted sandbox model answers here: set AE_LLM__BASE_URL and \
-                         AE_LLM__API_KEY for a real one.) I asked the books with `{name}`; \
-                         they answered: {answered}"
-                    );
-                    (Scripted::Text(text), None)
-                }
+                Some(_) => (Scripted::Echo, None),
             }
         }
         other => (other, None),
@@ -422,7 +410,7 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             );
             return Answer::Now(response);
         }
-        Scripted::Hang(_) | Scripted::ToolThenEcho(_) | Scripted::ToolThenReport(_) => {
+        Scripted::Hang(_) | Scripted::ToolThenEcho(_) | Scripted::SandboxBookkeeper => {
             unreachable!("replaced above")
         }
     };
@@ -503,4 +491,67 @@ pub fn unanswered_tool_calls(messages: &Value) -> Option<String> {
         }
     }
     (!pending.is_empty()).then(|| unanswered(&pending))
+}
+
+/// What the sandbox's scripted bookkeeper does next in a turn.
+fn sandbox_bookkeeper(body: &Value) -> Scripted {
+    const LIST: &str = "list_purchases_without_receipt";
+    const ATTACH: &str = "attach_receipt";
+    const SCRIPTED: &str = "(A scripted sandbox model answers here: set AE_LLM__BASE_URL and \
+                            AE_LLM__API_KEY for a real one.)";
+    let offered = body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == LIST));
+    if !offered {
+        // An agent without the books' tools: Review-E, asked for a verdict.
+        return Scripted::Text(
+            json!({"verdict": "flag", "notes": "The sandbox's scripted reviewer read nothing: a human decides."})
+                .to_string(),
+        );
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let Some(last) = messages.last().filter(|m| m["role"] == "tool") else {
+        return Scripted::tool_call(LIST, "{}");
+    };
+    let called = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "assistant")
+        .and_then(|m| m["tool_calls"][0]["function"]["name"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let answered = last["content"].as_str().unwrap_or_default();
+    if called == ATTACH {
+        return Scripted::Text(format!(
+            "{SCRIPTED} I proposed attaching your receipt; a reviewer decides. The books said: {}",
+            answered.chars().take(300).collect::<String>()
+        ));
+    }
+    let receipt = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| m["content"].to_string())
+        .and_then(|text| {
+            let at = text.find("receipt-")?;
+            let id = text.get(at..at + "receipt-".len() + 12)?;
+            id["receipt-".len()..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit())
+                .then(|| id.to_owned())
+        });
+    let purchase = serde_json::from_str::<Value>(answered).ok().and_then(|v| {
+        v["items"].as_array()?.first()?["purchaseId"].as_i64()
+    });
+    match (receipt, purchase) {
+        (Some(receipt), Some(purchase)) => Scripted::tool_call(
+            ATTACH,
+            &json!({"purchaseId": purchase, "receipt": receipt}).to_string(),
+        ),
+        _ => Scripted::Text(format!(
+            "{SCRIPTED} I asked the books with `{LIST}`; they answered: {}. Send a receipt \
+             (a photo or a PDF) and I propose attaching it to the first of them.",
+            answered.chars().take(400).collect::<String>()
+        )),
+    }
 }
