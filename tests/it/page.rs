@@ -374,22 +374,39 @@ async fn the_sandbox_model_proposes_attaching_a_receipt_sent_on_the_page_to_a_pu
         t.openai.when_empty(Scripted::SandboxBookkeeper);
 
         // Text alone: it reads the books and says it is scripted.
-        let (_, answer) = post(t, "/page/messages", &message(OWNER, "Hva mangler?", &json!([]))).await;
+        let (_, answer) = post(
+            t,
+            "/page/messages",
+            &message(OWNER, "Hva mangler?", &json!([])),
+        )
+        .await;
         assert_eq!(answer["outcome"], "accepted");
         let view = view_until(t, "the scripted answer", |v| {
             v["chat"].as_array().is_some_and(|l| {
-                l.iter()
-                    .any(|l| l["text"].as_str().unwrap_or_default().contains("scripted sandbox model"))
+                l.iter().any(|l| {
+                    l["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("scripted sandbox model")
+                })
             })
         })
         .await;
-        assert!(view["chat"].to_string().contains("Telenor: November"), "{view}");
+        assert!(
+            view["chat"].to_string().contains("Telenor: November"),
+            "{view}"
+        );
 
         // A receipt: a proposal to attach it, decided on the page.
         let jpeg = receipt_jpeg(3);
         let file = json!([{"name": "telenor.jpg",
                            "data": base64::engine::general_purpose::STANDARD.encode(&jpeg)}]);
-        post(t, "/page/messages", &message(OWNER, "Her er kvitteringen", &file)).await;
+        post(
+            t,
+            "/page/messages",
+            &message(OWNER, "Her er kvitteringen", &file),
+        )
+        .await;
         let view = view_until(t, "the card", |v| card_in(v, "review_requested")).await;
         let card = &view["cards"][0]["card"];
         assert!(

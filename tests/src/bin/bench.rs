@@ -11,6 +11,10 @@
 //!   turns/s, the worker's peak RSS;
 //! - `ingest`: signed Slack webhooks into the durable inbox and the queue,
 //!   no worker: acks/s and ack latency;
+//! - `latency`: what the platform adds, one at a time with an instant model
+//!   and tools: a message's webhook sent → its reply's `chat.postMessage`
+//!   reaching Slack, and an Approve click's webhook sent → the execution's
+//!   first request reaching the Accounting API (p50/p99 of each);
 //! - `growth`: the event store and proposals grown to 1k, 100k and 1M
 //!   events: turn latency, the proposal queries and the usage report at
 //!   each size, and turns in one conversation grown along (to 100k events).
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
+use shared::engine::review::APPROVE_ACTION;
 use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::load::SlackLoad;
@@ -54,8 +59,11 @@ async fn main() {
             "concurrency" => concurrency(1500, 600).await,
             "ingest" => ingest(20_000, 64).await,
             "growth" => growth().await,
+            "latency" => latency(200).await,
             other => {
-                eprintln!("usage: bench turn|concurrency|ingest|growth [runs] (not {other:?})");
+                eprintln!(
+                    "usage: bench turn|concurrency|ingest|growth|latency [runs] (not {other:?})"
+                );
                 std::process::exit(2);
             }
         };
@@ -269,6 +277,84 @@ async fn turn(n: usize, sequential: usize) -> Value {
         "sequential_p99_ms": percentile(&latencies, 0.99),
         "worker_peak_rss_mib": peak_rss_mib(worker.pid()),
         "seq_scans": t.db.seq_scans().await,
+    });
+    stop(t, worker).await;
+    result
+}
+
+/// `n` messages, then `n` decisions, each alone in the system.
+async fn latency(n: usize) -> Value {
+    let t = start().await;
+    t.openai
+        .when_empty(Scripted::ToolThenEcho(READ_TOOL.into()));
+    let worker = start_worker(&t, 16).await;
+    let mut posted = 0;
+    let mut messages = Vec::with_capacity(n);
+    // The first message warms the connections and caches up; not counted.
+    for c in 0..=n {
+        let sent = Instant::now();
+        post(&t, c..c + 1, 1).await;
+        posted += 1;
+        t.slack.wait_posted_total(posted).await;
+        let reached = t.slack.post_attempts().last().expect("the reply").at;
+        if c > 0 {
+            messages.push(reached.duration_since(sent));
+        }
+    }
+    let mut decisions = Vec::with_capacity(n);
+    for d in 0..=n {
+        let args = json!({"merchant": "Kontorland", "body": {
+            "date": "2026-11-20", "kind": "cash_purchase", "paid": true, "currency": "NOK",
+            "paymentAccount": "1920:10001",
+            "lines": [{"description": format!("Rekvisita {d}"), "netPrice": 400_000 + d,
+                       "vat": 100_000, "account": "6800", "vatType": "HIGH"}]}});
+        t.openai.script([
+            Scripted::tool_call("register_purchase", &args.to_string()),
+            Scripted::Text("Sendt til godkjenning.".into()),
+        ]);
+        t.openai.script_for(
+            "Review-E",
+            [Scripted::Text(
+                r#"{"verdict": "approve", "notes": "Looks right."}"#.into(),
+            )],
+        );
+        let c = n + 1 + d;
+        post(&t, c..c + 1, 1).await;
+        // The reply and Review-E's note, then nothing running.
+        posted += 2;
+        t.slack.wait_posted_total(posted).await;
+        t.wait_idle().await;
+        let card = t.slack.take_cards().pop().expect("a review card");
+        t.accounting.take_requests();
+        let sent = Instant::now();
+        assert_eq!(
+            t.click("W222", APPROVE_ACTION, &card.approve_value()).await,
+            200
+        );
+        let reached = loop {
+            let requests = t.accounting.take_requests();
+            if let Some(write) = requests.iter().find(|r| r.method == "POST") {
+                break write.at;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if d > 0 {
+            decisions.push(reached.duration_since(sent));
+        }
+        // The owner's notice, and the card updated.
+        posted += 1;
+        t.slack.wait_posted_total(posted).await;
+        t.wait_idle().await;
+    }
+    messages.sort();
+    decisions.sort();
+    let result = json!({
+        "messages": n,
+        "message_p50_ms": percentile(&messages, 0.5),
+        "message_p99_ms": percentile(&messages, 0.99),
+        "decisions": n,
+        "decision_p50_ms": percentile(&decisions, 0.5),
+        "decision_p99_ms": percentile(&decisions, 0.99),
     });
     stop(t, worker).await;
     result

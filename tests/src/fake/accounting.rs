@@ -34,6 +34,8 @@ pub struct RecordedRequest {
     pub bearer: Option<String>,
     /// JSON body, if any.
     pub body: Option<Value>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A file uploaded as an attachment.
@@ -286,6 +288,7 @@ async fn handle(
         .to_owned();
     let json_body = serde_json::from_slice::<Value>(&body).ok();
     fake.inner.lock().unwrap().requests.push(RecordedRequest {
+        at: std::time::Instant::now(),
         method: method.to_string(),
         uri: uri.to_string(),
         bearer: super::bearer(&headers),

@@ -540,9 +540,9 @@ fn sandbox_bookkeeper(body: &Value) -> Scripted {
                 .all(|c| c.is_ascii_hexdigit())
                 .then(|| id.to_owned())
         });
-    let purchase = serde_json::from_str::<Value>(answered).ok().and_then(|v| {
-        v["items"].as_array()?.first()?["purchaseId"].as_i64()
-    });
+    let purchase = serde_json::from_str::<Value>(answered)
+        .ok()
+        .and_then(|v| v["items"].as_array()?.first()?["purchaseId"].as_i64());
     match (receipt, purchase) {
         (Some(receipt), Some(purchase)) => Scripted::tool_call(
             ATTACH,
