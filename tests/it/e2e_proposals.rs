@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, notice_expired, parse_action_value};
 use tests::fake::openai::Scripted;
 use tests::fake::slack::{PostedCard, PostedMessage};
-use tests::{ACME, FIXTURE_CHANNEL, REVIEW_CHANNEL, TestEnv, fixture, run_test};
+use shared::job::QueueName;
+use tests::{
+    ACME, FIXTURE_CHANNEL, REVIEW_CHANNEL, ServiceSettings, TestEnv, TestOptions, fixture,
+    run_test, run_test_with,
+};
+
+use crate::e2e_turn::woken_consumers;
 
 const OWNER_THREAD: &str = "1596183880.004200";
 
@@ -72,6 +78,37 @@ fn one_card(t: &TestEnv) -> PostedCard {
 
 async fn event_types(t: &TestEnv) -> Vec<String> {
     t.db.event_types("proposal-").await
+}
+
+/// A reviewer's click is carried out at once: the execution's job is
+/// announced, not found by a poll (none comes within the test).
+#[tokio::test]
+async fn an_approval_is_carried_out_without_waiting_for_a_poll() {
+    let options = TestOptions {
+        settings: ServiceSettings {
+            poll_interval_ms: 600_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    run_test_with(options, async |t| {
+        t.wait_until("the consumers listening", || async {
+            woken_consumers(t, QueueName::Worker).await >= 1
+                && woken_consumers(t, QueueName::Delivery).await >= 1
+        })
+        .await;
+        propose(t, OWNER_THREAD, REVIEW_E_OK).await;
+        let (card, _) = card_posted(t).await;
+        assert_eq!(t.click("W222", APPROVE_ACTION, &card.approve_value()).await, 200);
+        t.wait_for_proposal("executed").await;
+        assert_eq!(t.accounting.purchases(ACME).len(), 1);
+        // The owner's notice and the card's update are delivered at once too.
+        t.wait_for_posts(1).await;
+        assert!(t.slack.take_texts()[0].starts_with("Done: "));
+        t.wait_idle().await;
+        assert_eq!(t.slack.take_updates().len(), 1);
+    })
+    .await;
 }
 
 #[tokio::test]

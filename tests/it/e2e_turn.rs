@@ -276,7 +276,7 @@ async fn health_readiness_and_metrics_are_served_to_operators_only() {
 }
 
 /// How many consumers listen for announcements of pushes to `queue`.
-async fn woken_consumers(t: &TestEnv, queue: QueueName) -> i64 {
+pub(crate) async fn woken_consumers(t: &TestEnv, queue: QueueName) -> i64 {
     let client = redis::Client::open(tests::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let channel = format!("{}:wake", t.queue.key_prefix(queue));
