@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 use shared::engine::review::{APPROVE_ACTION, REJECT_ACTION, notice_expired, parse_action_value};
+use shared::job::QueueName;
 use tests::fake::openai::Scripted;
 use tests::fake::slack::{PostedCard, PostedMessage};
-use shared::job::QueueName;
 use tests::{
     ACME, FIXTURE_CHANNEL, REVIEW_CHANNEL, ServiceSettings, TestEnv, TestOptions, fixture,
     run_test, run_test_with,
@@ -99,7 +99,10 @@ async fn an_approval_is_carried_out_without_waiting_for_a_poll() {
         .await;
         propose(t, OWNER_THREAD, REVIEW_E_OK).await;
         let (card, _) = card_posted(t).await;
-        assert_eq!(t.click("W222", APPROVE_ACTION, &card.approve_value()).await, 200);
+        assert_eq!(
+            t.click("W222", APPROVE_ACTION, &card.approve_value()).await,
+            200
+        );
         t.wait_for_proposal("executed").await;
         assert_eq!(t.accounting.purchases(ACME).len(), 1);
         // The owner's notice and the card's update are delivered at once too.

@@ -345,6 +345,7 @@ async fn latency(n: usize) -> Value {
         posted += 1;
         t.slack.wait_posted_total(posted).await;
         t.wait_idle().await;
+        t.slack.take_updates();
     }
     messages.sort();
     decisions.sort();
