@@ -11,7 +11,10 @@ use fantoccini::Locator;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tests::fake::openai::Scripted;
-use tests::{ACME, PAGE_TOKEN, TestEnv, receipt_id, receipt_jpeg, run_test};
+use tests::{
+    ACME, PAGE_TOKEN, ServiceSettings, TestEnv, TestOptions, receipt_id, receipt_jpeg, run_test,
+    run_test_with,
+};
 
 use crate::receipts::{REVIEW_E_OK, cash_purchase};
 
@@ -362,7 +365,14 @@ async fn a_browser_chats_on_the_page_and_approves_a_write_that_lands_in_the_book
 #[tokio::test]
 async fn the_sandbox_model_proposes_attaching_a_receipt_sent_on_the_page_to_a_purchase_lacking_one()
 {
-    run_test(async |t| {
+    let options = TestOptions {
+        settings: ServiceSettings {
+            scripted_model: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    run_test_with(options, async |t| {
         seed_page(t).await;
         let purchase = t.accounting.add_purchase(
             ACME,
@@ -396,6 +406,8 @@ async fn the_sandbox_model_proposes_attaching_a_receipt_sent_on_the_page_to_a_pu
             view["chat"].to_string().contains("Telenor: November"),
             "{view}"
         );
+        // The page says, at the top, that the model is scripted.
+        assert_eq!(view["scripted_model"], true);
 
         // A receipt: a proposal to attach it, decided on the page.
         let jpeg = receipt_jpeg(3);

@@ -153,6 +153,8 @@ pub struct ServiceSettings {
     pub max_file_bytes: u64,
     /// How often idle consumers poll their queue, in milliseconds.
     pub poll_interval_ms: u64,
+    /// The chat page says the model is scripted (the sandbox's).
+    pub scripted_model: bool,
 }
 
 impl Default for ServiceSettings {
@@ -174,6 +176,7 @@ impl Default for ServiceSettings {
             accounting_timeout_secs: worker.accounting.timeout_secs,
             max_file_bytes: gateway::GatewayConfig::default().files.max_bytes,
             poll_interval_ms: shared::config::RedisConfig::default().poll_interval_ms,
+            scripted_model: false,
         }
     }
 }
@@ -253,6 +256,7 @@ impl ServiceSettings {
         cfg.delivery.retry.max_ms = self.retry_max_ms;
         cfg.limits.user_per_minute = self.user_per_minute;
         cfg.files.max_bytes = self.max_file_bytes;
+        cfg.web.scripted_model = self.scripted_model;
     }
 }
 
