@@ -195,7 +195,6 @@ impl App {
                     bell,
                     cfg.files.clone(),
                     cfg.web.scripted_model,
-                    manager::ingest::ROUTE_CACHE_TTL,
                 ),
                 token: Arc::new(cfg.web.token.clone()),
             })

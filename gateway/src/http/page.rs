@@ -129,23 +129,19 @@ async fn index(
 }
 
 async fn script() -> Response {
-    with_page_headers(
-        (
-            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-            include_str!("page/page.js"),
-        )
-            .into_response(),
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("page/page.js"),
     )
 }
 
 async fn style() -> Response {
-    with_page_headers(
-        (
-            [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-            include_str!("page/page.css"),
-        )
-            .into_response(),
-    )
+    asset("text/css; charset=utf-8", include_str!("page/page.css"))
+}
+
+/// One of the page's own files.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    with_page_headers(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -163,10 +159,8 @@ async fn stream(
     if !signed_in(&state, &headers) {
         return refused();
     }
-    if check_user(&who.owner).is_err() || check_user(&who.reviewer).is_err() {
-        return page_error(PageError::Invalid(
-            "a page user is 1 to 64 of letters, digits, `.`, `_` and `-`".to_owned(),
-        ));
+    if let Err(e) = check_user(&who.owner).and(check_user(&who.reviewer)) {
+        return page_error(e);
     }
     Sse::new(views(state.page, who))
         .keep_alive(KeepAlive::default())
@@ -179,8 +173,7 @@ fn views(page: ChatPage, who: Viewers) -> impl Stream<Item = Result<Event, Infal
     let bell = page.listen();
     futures::stream::unfold(
         (page, who, bell, String::new(), true),
-        |(page, who, mut bell, last, first)| async move {
-            let mut first = first;
+        |(page, who, mut bell, last, mut first)| async move {
             loop {
                 if !first {
                     tokio::select! {

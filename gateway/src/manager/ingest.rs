@@ -132,7 +132,7 @@ const TURN_PUSH_BATCH: usize = 64;
 
 /// How long a route or member lookup is reused: a changed route, tenant
 /// limit or member takes effect within this.
-pub const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Inbound rates, per user (within a tenant) and per tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +219,11 @@ impl IngestManager {
             presence,
             limiter,
         }
+    }
+
+    /// The routes it reads, through its cache.
+    pub fn routes(&self) -> &RouteCache {
+        &self.routes
     }
 
     /// Tells the author of a message that was not taken `text`, at most

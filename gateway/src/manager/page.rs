@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::access::queue::JobQueue;
-use shared::access::store::{PageLine, RouteCache, Store, TenantStore};
+use shared::access::store::{PageLine, Store, TenantStore};
 use shared::engine::member::PAGE_WORKSPACE;
 use shared::engine::review::{PAGE_REVIEW_PREFIX, review_platform};
 use shared::engine::route;
@@ -108,7 +108,6 @@ pub struct PageView {
 #[derive(Debug, Clone)]
 pub struct ChatPage {
     store: Store,
-    routes: RouteCache,
     ingest: IngestManager,
     reviews: ReviewDesk,
     queue: JobQueue,
@@ -134,7 +133,6 @@ pub fn check_user(user: &str) -> Result<&str, PageError> {
 
 impl ChatPage {
     /// The page over the gateway's own managers.
-    #[expect(clippy::too_many_arguments, reason = "the managers it composes")]
     pub fn new(
         store: Store,
         ingest: IngestManager,
@@ -143,10 +141,8 @@ impl ChatPage {
         bell: PageBell,
         files: FilesConfig,
         scripted_model: bool,
-        routes_ttl: Duration,
     ) -> Self {
         Self {
-            routes: RouteCache::new(store.clone(), routes_ttl),
             store,
             ingest,
             reviews,
@@ -251,7 +247,8 @@ impl ChatPage {
     /// The company whose agent answers `owner` on the page.
     async fn company(&self, owner: &str) -> anyhow::Result<Option<TenantStore>> {
         let routes = self
-            .routes
+            .ingest
+            .routes()
             .routes(Platform::Web, PAGE_WORKSPACE, owner)
             .await?;
         Ok(route::pick(&routes, owner).map(|r| self.store.tenant(r.tenant_id)))

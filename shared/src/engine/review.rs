@@ -262,13 +262,18 @@ fn section(text: String) -> SlackBlock {
         .into()
 }
 
-fn card_blocks(card: &ReviewCard<'_>) -> Vec<SlackBlock> {
-    let context = format!(
+/// Who asked, why a human decides, and the proposal's id, escaped.
+fn context_line(card: &ReviewCard<'_>) -> String {
+    format!(
         "Asked by {} · why review: {} · id {}",
         escape_line(card.proposer),
         escape_line(card.reason),
         card.proposal_id
-    );
+    )
+}
+
+fn card_blocks(card: &ReviewCard<'_>) -> Vec<SlackBlock> {
+    let context = context_line(card);
     vec![
         SlackHeaderBlock::new(bounded(summary(card).replace('`', ""), MAX_HEADER_CHARS).into())
             .into(),
@@ -320,12 +325,7 @@ pub fn page_card(card: &ReviewCard<'_>) -> PageCard {
     PageCard {
         title: summary(card).replace('`', ""),
         writes: unescape(plan_text(card.plan)),
-        context: unescape(format!(
-            "Asked by {} · why review: {} · id {}",
-            escape_line(card.proposer),
-            escape_line(card.reason),
-            card.proposal_id
-        )),
+        context: unescape(context_line(card)),
         evidence: unescape(evidence_text(card.evidence)),
         value: action_value(card.proposal_id, card.payload_sha256),
     }
