@@ -114,6 +114,47 @@ async fn an_approval_is_carried_out_without_waiting_for_a_poll() {
     .await;
 }
 
+/// The execution starts in one transaction (the proposal locked, the
+/// tenant's Accounting API resolved, the hold taken, `execution_started`
+/// recorded): when the tenant's credential is not configured, none of it
+/// stays; the proposal is still approved, nobody holds it, nothing is sent.
+#[tokio::test]
+async fn an_execution_without_its_credential_leaves_the_proposal_approved_and_unheld() {
+    run_test(async |t| {
+        propose(t, OWNER_THREAD, REVIEW_E_OK).await;
+        let (card, _) = card_posted(t).await;
+        sqlx::query("UPDATE tenants SET accounting_credential = 'nowhere'")
+            .execute(&t.db.owner)
+            .await
+            .unwrap();
+        t.accounting.take_requests();
+        assert_eq!(
+            t.click("W222", APPROVE_ACTION, &card.approve_value()).await,
+            200
+        );
+        // The job fails for good at once; the owner hears it was not done.
+        t.wait_for_posts(1).await;
+        assert!(t.slack.take_texts()[0].contains("was approved but could not be confirmed"));
+        t.wait_idle().await;
+        assert_eq!(t.proposals().await[0].1, "approved");
+        let held: (Option<String>, bool) =
+            sqlx::query_as("SELECT execution_holder, execution_until IS NOT NULL FROM proposals")
+                .fetch_one(&t.db.owner)
+                .await
+                .unwrap();
+        assert_eq!(held, (None, false));
+        let log = t.db.event_types("proposal-").await;
+        assert!(
+            !log.iter().any(|e| e.contains("execution_started")),
+            "{log:?}"
+        );
+        assert!(t.accounting.take_requests().is_empty());
+        // The card shows the approval all the same.
+        assert_eq!(t.slack.take_updates().len(), 1);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_approved_proposal_is_executed_once_and_the_owner_is_told() {
     run_test(async |t| {

@@ -449,7 +449,7 @@ impl TestEnv {
         }
         if options.gateway_process {
             if !options.direct_connections {
-                env.postgres_proxy = Some(TcpProxy::start(service_addr(&db::admin_url())).await);
+                env.postgres_proxy = Some(TcpProxy::postgres(service_addr(&db::admin_url())).await);
                 env.redis_proxy = Some(TcpProxy::start(service_addr(&redis_url())).await);
             }
             let gateway = ServiceProcess::start("gateway", &env.gateway_env()).await;
@@ -575,6 +575,22 @@ impl TestEnv {
         }));
     }
 
+    /// A new proxy to Postgres that counts its traffic (for one process).
+    pub async fn counting_postgres_proxy(&self) -> TcpProxy {
+        TcpProxy::postgres(service_addr(&db::admin_url())).await
+    }
+
+    /// The service role's database URL, through `proxy` if given (which
+    /// reads the messages, so without TLS).
+    pub fn postgres_url_via(&self, proxy: Option<&TcpProxy>) -> String {
+        let mut url = reqwest::Url::parse(&self.db.service_url()).expect("service URL");
+        if let Some(proxy) = proxy {
+            url.set_port(Some(proxy.port)).expect("URL takes a port");
+            url.query_pairs_mut().append_pair("sslmode", "disable");
+        }
+        url.to_string()
+    }
+
     /// Settings both service processes share: the database and Redis
     /// through the proxies.
     fn process_env(&self) -> ProcessEnv {
@@ -588,7 +604,7 @@ impl TestEnv {
         [
             (
                 "AE_DATABASE__URL",
-                via(&self.db.service_url(), &self.postgres_proxy),
+                self.postgres_url_via(self.postgres_proxy.as_ref()),
             ),
             ("AE_DATABASE__ACQUIRE_TIMEOUT_SECS", "2".to_owned()),
             ("AE_REDIS__URL", via(&redis_url(), &self.redis_proxy)),

@@ -90,12 +90,12 @@ impl App {
             cfg.accounting.max_response_bytes,
         );
         let accounts = Accounts::new(cfg.accounting.clone());
-        let agents = AgentContext {
+        let agents = AgentContext::new(
             llm,
-            characters: Arc::new(characters),
-            default_model: cfg.llm.model.clone(),
-            default_max_tool_rounds: cfg.llm.max_tool_rounds,
-        };
+            characters,
+            cfg.llm.model.clone(),
+            cfg.llm.max_tool_rounds,
+        );
         let reviewer = AgentReviewer::new(agents.clone());
         let reviews = ReviewManager::new(
             store.clone(),

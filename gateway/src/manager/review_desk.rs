@@ -7,7 +7,7 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use shared::access::queue::JobQueue;
 use shared::access::slack::SlackClient;
-use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
+use shared::access::store::{ProposalChanges, ProposalModel, Store, StoredEvent, TenantStore};
 use shared::engine::files::{FileLink, LINK_TTL_SECS};
 use shared::engine::proposal::{DecisionCheck, Transition, check_decision, next};
 use shared::engine::review::{
@@ -60,6 +60,22 @@ struct History {
     evidence: Vec<Evidence>,
     reason: String,
     agent: Option<AgentReviewed>,
+}
+
+impl History {
+    /// Read from the proposal's events.
+    fn of(events: Vec<StoredEvent>) -> Self {
+        let mut history = Self::default();
+        for event in events {
+            match ProposalEvent::from_stored(&event.type_name, event.payload) {
+                Some(ProposalEvent::Proposed(p)) => history.evidence = p.evidence,
+                Some(ProposalEvent::ReviewRequested(r)) => history.reason = r.reason,
+                Some(ProposalEvent::AgentReviewed(a)) => history.agent = Some(a),
+                _ => {}
+            }
+        }
+        history
+    }
 }
 
 /// Where reviewers' links to receipts point, and the key they are signed
@@ -126,16 +142,9 @@ impl ReviewDesk {
     }
 
     async fn history(store: &TenantStore, id: ProposalId) -> Result<History, JobFailure> {
-        let mut history = History::default();
-        for event in store.read_stream(&proposal_stream(id), &[]).await? {
-            match ProposalEvent::from_stored(&event.type_name, event.payload) {
-                Some(ProposalEvent::Proposed(p)) => history.evidence = p.evidence,
-                Some(ProposalEvent::ReviewRequested(r)) => history.reason = r.reason,
-                Some(ProposalEvent::AgentReviewed(a)) => history.agent = Some(a),
-                _ => {}
-            }
-        }
-        Ok(history)
+        Ok(History::of(
+            store.read_stream(&proposal_stream(id), &[]).await?,
+        ))
     }
 
     /// The Slack client; a permanent failure when Slack is off.
@@ -358,8 +367,6 @@ impl ReviewDesk {
             )));
         };
         let store = self.proposal_store(id).await?;
-        let reviewers = store.tenant_policy().await?.reviewers;
-        let history = Self::history(&store, id).await?;
         let reviewer = format!("{platform}:{user}");
         let actor = Actor {
             kind: ActorKind::Reviewer,
@@ -367,6 +374,8 @@ impl ReviewDesk {
         };
         let mut tx = store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
+        let reviewers = tx.tenant_policy().await?.reviewers;
+        let history = History::of(tx.read_stream(&proposal_stream(id), &[]).await?);
         let same_person = tx.same_person(&proposal.proposer, &reviewer).await?;
         if let Err(refusal) = may_decide(&proposal, &reviewers, &reviewer, same_person, &seen_sha) {
             let refused = ProposalEvent::DecisionRefused(DecisionRefused {

@@ -14,10 +14,10 @@ use async_openai::types::chat::{
     ChatCompletionRequestMessageContentPartText, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestToolMessage, ChatCompletionRequestUserMessage,
     ChatCompletionRequestUserMessageContent, ChatCompletionRequestUserMessageContentPart,
-    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequestArgs, FileObject,
-    FunctionCall, FunctionObject, ImageDetail, ImageUrl,
+    CreateChatCompletionResponse, FileObject, FunctionCall, ImageDetail, ImageUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 
 use crate::engine::prompt::{ChatMessage, InlineFile, ToolCall};
 use crate::engine::text::into_storable;
@@ -162,31 +162,18 @@ impl LlmClient {
     /// Asks the model once.
     #[tracing::instrument(skip_all, fields(gen_ai.request.model = request.model, gen_ai.response.id, gen_ai.usage.input_tokens, gen_ai.usage.output_tokens))]
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, LlmError> {
-        let mut args = CreateChatCompletionRequestArgs::default();
-        args.model(request.model)
-            .messages(to_openai_messages(request.messages)?);
-        if !request.functions.is_empty() {
-            args.tools(
-                request
-                    .functions
-                    .iter()
-                    .map(to_openai_tool)
-                    .collect::<Vec<_>>(),
-            );
-        }
-        if let Some(t) = request.temperature {
-            args.temperature(t);
-        }
-        if let Some(max) = request.max_output_tokens {
-            args.max_completion_tokens(max);
-        }
-        let built = args
-            .build()
-            .map_err(|e| LlmError::Malformed(e.to_string()))?;
+        let built = ChatRequest {
+            model: request.model,
+            messages: to_openai_messages(request.messages)?,
+            tools: Tools(request.functions),
+            temperature: request.temperature,
+            max_completion_tokens: request.max_output_tokens,
+        };
         let started = std::time::Instant::now();
         let (response, retry_after) = RETRY_AFTER
             .scope(Cell::new(None), async {
-                let response = self.client.chat().create(built).await;
+                let response: Result<CreateChatCompletionResponse, _> =
+                    self.client.chat().create_byot(built).await;
                 (response, RETRY_AFTER.with(Cell::get))
             })
             .await;
@@ -246,15 +233,53 @@ impl LlmClient {
     }
 }
 
-fn to_openai_tool(f: &FunctionSpec) -> ChatCompletionTools {
-    ChatCompletionTools::Function(ChatCompletionTool {
-        function: FunctionObject {
-            name: f.name.clone(),
-            description: Some(f.description.clone()),
-            parameters: Some(f.parameters.clone()),
-            strict: None,
-        },
-    })
+/// A Chat Completions request (the body `CreateChatCompletionRequest`
+/// describes, without streaming) serialized from borrowed parts: the
+/// tools' schemas, tens of kilobytes for an API's operations, are written
+/// into the body, not copied for each call.
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: Vec<ChatCompletionRequestMessage>,
+    #[serde(skip_serializing_if = "Tools::is_empty")]
+    tools: Tools<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+}
+
+/// Functions offered as Chat Completions `function` tools.
+struct Tools<'a>(&'a [FunctionSpec]);
+
+impl Tools<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Tool<'a> {
+            r#type: &'static str,
+            function: Function<'a>,
+        }
+        #[derive(Serialize)]
+        struct Function<'a> {
+            name: &'a str,
+            description: &'a str,
+            parameters: &'a serde_json::Value,
+        }
+        serializer.collect_seq(self.0.iter().map(|f| Tool {
+            r#type: "function",
+            function: Function {
+                name: &f.name,
+                description: &f.description,
+                parameters: &f.parameters,
+            },
+        }))
+    }
 }
 
 /// A message's text, then its files: an image as an image part (the
@@ -358,4 +383,76 @@ fn to_openai_messages(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use async_openai::types::chat::{
+        ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequestArgs, FunctionObject,
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    /// The borrowed request is the body async-openai's own request type
+    /// makes of the same parts.
+    #[test]
+    fn the_borrowed_request_serializes_as_async_openais_request() {
+        let functions = [FunctionSpec {
+            name: "get_bank_balances".to_owned(),
+            description: "Bank balances".to_owned(),
+            parameters: json!({"type": "object", "properties": {"date": {"type": "string"}}}),
+        }];
+        let messages = [
+            ChatMessage::System {
+                content: "You are Book-E.".to_owned(),
+            },
+            ChatMessage::User {
+                content: "Hei".to_owned(),
+                files: Vec::new(),
+            },
+        ];
+        for (functions, temperature, max) in [
+            (&functions[..], Some(0.2), Some(800)),
+            (&[][..], None, None),
+        ] {
+            let ours = ChatRequest {
+                model: "gpt-test",
+                messages: to_openai_messages(&messages).unwrap(),
+                tools: Tools(functions),
+                temperature,
+                max_completion_tokens: max,
+            };
+            let mut args = CreateChatCompletionRequestArgs::default();
+            args.model("gpt-test")
+                .messages(to_openai_messages(&messages).unwrap());
+            if !functions.is_empty() {
+                args.tools(
+                    functions
+                        .iter()
+                        .map(|f| {
+                            ChatCompletionTools::Function(ChatCompletionTool {
+                                function: FunctionObject {
+                                    name: f.name.clone(),
+                                    description: Some(f.description.clone()),
+                                    parameters: Some(f.parameters.clone()),
+                                    strict: None,
+                                },
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            if let Some(t) = temperature {
+                args.temperature(t);
+            }
+            if let Some(m) = max {
+                args.max_completion_tokens(m);
+            }
+            assert_eq!(
+                serde_json::to_value(&ours).unwrap(),
+                serde_json::to_value(args.build().unwrap()).unwrap()
+            );
+        }
+    }
 }

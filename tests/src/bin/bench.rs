@@ -14,7 +14,10 @@
 //! - `latency`: what the platform adds, one at a time with an instant model
 //!   and tools: a message's webhook sent → its reply's `chat.postMessage`
 //!   reaching Slack, and an Approve click's webhook sent → the execution's
-//!   first request reaching the Accounting API (p50/p99 of each);
+//!   write (its `POST`, after the list read and the recorded intent)
+//!   reaching the Accounting API (p50/p99 of each);
+//! - `trips`: Postgres round trips and transactions per message, the
+//!   gateway's and the worker's, read from the protocol by proxies;
 //! - `growth`: the event store and proposals grown to 1k, 100k and 1M
 //!   events: turn latency, the proposal queries and the usage report at
 //!   each size, and turns in one conversation grown along (to 100k events).
@@ -60,9 +63,10 @@ async fn main() {
             "ingest" => ingest(20_000, 64).await,
             "growth" => growth().await,
             "latency" => latency(200).await,
+            "trips" => trips(200).await,
             other => {
                 eprintln!(
-                    "usage: bench turn|concurrency|ingest|growth|latency [runs] (not {other:?})"
+                    "usage: bench turn|concurrency|ingest|growth|latency|trips [runs] (not {other:?})"
                 );
                 std::process::exit(2);
             }
@@ -356,6 +360,63 @@ async fn latency(n: usize) -> Value {
         "decisions": n,
         "decision_p50_ms": percentile(&decisions, 0.5),
         "decision_p99_ms": percentile(&decisions, 0.99),
+    });
+    stop(t, worker).await;
+    result
+}
+
+/// Postgres round trips and transactions per message of `n` messages
+/// answered one at a time (instant model, one read tool), the gateway's and
+/// the worker's, counted by proxies that read the protocol; with what the
+/// same processes do idle (sweeps, heartbeats) in as long, which is also in
+/// the per-message numbers.
+async fn trips(n: usize) -> Value {
+    let t = TestEnv::start_with(TestOptions {
+        gateway_process: true,
+        worker_later: true,
+        gateway_env: GATEWAY_ENV,
+        ..Default::default()
+    })
+    .await;
+    t.openai
+        .when_empty(Scripted::ToolThenEcho(READ_TOOL.into()));
+    let gateway = t.postgres_proxy.as_ref().expect("the gateway's proxy");
+    let worker_proxy = t.counting_postgres_proxy().await;
+    let worker_url = t.postgres_url_via(Some(&worker_proxy));
+    let worker = t
+        .start_worker_process(&[
+            ("AE_CONCURRENCY", "16"),
+            ("AE_LLM__TIMEOUT_SECS", "30"),
+            ("AE_DATABASE__URL", &worker_url),
+        ])
+        .await;
+    let traffic = || (gateway.traffic(), worker_proxy.traffic());
+    // The first message warms the connections and caches up; not counted.
+    post(&t, 0..1, 1).await;
+    t.slack.wait_posted_total(1).await;
+    t.wait_idle().await;
+    let (gateway_before, worker_before) = traffic();
+    let started = Instant::now();
+    for c in 1..=n {
+        post(&t, c..c + 1, 1).await;
+        t.slack.wait_posted_total(c + 1).await;
+    }
+    t.wait_idle().await;
+    let busy = started.elapsed();
+    let (gateway_busy, worker_busy) = traffic();
+    tokio::time::sleep(busy).await;
+    let (gateway_idle, worker_idle) = traffic();
+    #[expect(clippy::cast_precision_loss)]
+    let per_message =
+        |after: u64, before: u64| ((after - before) as f64 / n as f64 * 10.0).round() / 10.0;
+    let result = json!({
+        "messages": n,
+        "gateway_round_trips": per_message(gateway_busy.round_trips, gateway_before.round_trips),
+        "gateway_transactions": per_message(gateway_busy.transactions, gateway_before.transactions),
+        "worker_round_trips": per_message(worker_busy.round_trips, worker_before.round_trips),
+        "worker_transactions": per_message(worker_busy.transactions, worker_before.transactions),
+        "idle_gateway_round_trips": per_message(gateway_idle.round_trips, gateway_busy.round_trips),
+        "idle_worker_round_trips": per_message(worker_idle.round_trips, worker_busy.round_trips),
     });
     stop(t, worker).await;
     result

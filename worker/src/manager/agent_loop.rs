@@ -6,6 +6,7 @@
 //! triggered run and Review-E differ only in their [`LoopSink`]: what they
 //! record of each round and how they run a tool.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use shared::access::llm::{Completion, CompletionRequest, LlmClient};
 use shared::access::store::{TenantStore, TokenBudget};
 use shared::character::Character;
 use shared::engine::prompt::{ChatMessage, ToolCall};
-use shared::engine::tool::{FunctionSpec, function_specs};
+use shared::engine::tool::FunctionSpec;
 use shared::engine::turn::{self, MAX_TOOL_CALLS_PER_ROUND, Step};
 use shared::job::JobFailure;
 
@@ -117,7 +118,7 @@ pub struct AgentLoop<'a> {
     character: &'a Character,
     model: &'a str,
     max_rounds: u32,
-    functions: Vec<FunctionSpec>,
+    functions: Cow<'a, [FunctionSpec]>,
 }
 
 impl<'a> AgentLoop<'a> {
@@ -132,7 +133,7 @@ impl<'a> AgentLoop<'a> {
                 .model
                 .max_tool_rounds
                 .unwrap_or(agents.default_max_tool_rounds),
-            functions: function_specs(character),
+            functions: agents.functions_of(character),
         }
     }
 
@@ -140,7 +141,7 @@ impl<'a> AgentLoop<'a> {
     pub fn single_answer(agents: &'a AgentContext, character: &'a Character) -> Self {
         Self {
             max_rounds: 1,
-            functions: Vec::new(),
+            functions: Cow::Borrowed(&[]),
             ..Self::new(agents, character)
         }
     }

@@ -9,14 +9,15 @@
 //! new match is what the step made, none means it was not made, several
 //! cannot be told apart — then the proposal waits for a human.
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use sha2::{Digest, Sha256};
 use shared::access::accounting::{AccountingClient, AccountingError, AccountingTarget};
 use shared::access::queue::JobQueue;
-use shared::access::store::{ProposalChanges, ProposalModel, Store, TenantStore};
+use shared::access::store::{ExecutionRecord, ProposalChanges, ProposalModel, Store, TenantStore};
 use shared::character::Apis;
 use shared::character::api::{ApiProfile, Confirm};
 use shared::engine::execution::{
@@ -39,7 +40,8 @@ use shared::request::ToolRequest;
 use super::accounts::Accounts;
 
 /// How many requests' time an execution holds its proposal without
-/// renewing (it renews before every request it sends).
+/// renewing (before a request, it renews a hold older than one request's
+/// time).
 const HOLD_REQUESTS: u32 = 4;
 
 /// Carries out approved proposals.
@@ -104,7 +106,7 @@ impl ExecutionManager {
         traceparent: &str,
     ) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
-        let steps = store.execution_steps(id).await?;
+        let steps = store.execution_record(id).await?.steps;
         let mut tx = store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
         // Only an approved write that did not finish has anything to tell.
@@ -177,30 +179,82 @@ impl ExecutionManager {
         attempt: u32,
     ) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
-        // Resolved before anything changes: a missing credential fails the
-        // job without marking the write as started.
-        let (_, target) = self.accounts.of(&store).await?;
         let holder = shared::runner::unique_worker_name("execution");
-        if !store.hold_execution(id, &holder, self.hold_ttl()).await? {
+        let trace = shared::telemetry::trace_id(traceparent);
+        let held_at = Instant::now();
+        let Some(started) = self.start(&store, id, &holder, trace, attempt).await? else {
+            return Ok(());
+        };
+        let run = Run {
+            manager: self,
+            store: &store,
+            target: &started.target,
+            id,
+            holder: &holder,
+            held_at: Mutex::new(held_at),
+            trace,
+            traceparent,
+        };
+        let executed = run.execute(started.proposal, started.record).await;
+        if let Err(e) = store.release_execution(id, &holder).await {
+            tracing::warn!(error = %e, "Cannot release a proposal's execution; its hold runs out");
+        }
+        executed
+    }
+
+    /// Takes the proposal's execution for `holder` and marks it executing,
+    /// in one transaction; `None` when there is nothing (more) to do.
+    async fn start(
+        &self,
+        store: &TenantStore,
+        id: ProposalId,
+        holder: &str,
+        trace: Option<&str>,
+        attempt: u32,
+    ) -> Result<Option<Started>, JobFailure> {
+        let mut tx = store.lock_proposal(id).await?;
+        let proposal = tx.proposal.clone();
+        let state = match next(proposal.state(), Transition::StartExecution) {
+            Ok(state) => state,
+            // Executed, rejected, expired or waiting for a human: nothing
+            // (more) to do.
+            Err(_)
+                if matches!(
+                    proposal.state(),
+                    ProposalState::Executed
+                        | ProposalState::Rejected
+                        | ProposalState::Expired
+                        | ProposalState::ExecutionUncertain
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(JobFailure::permanent(e, "Proposal is not approved")),
+        };
+        // Rolled back on a missing credential: the write is not marked as
+        // started.
+        let target = self.accounts.target(&tx.settings().await?)?;
+        if !tx.hold_execution(id, holder, self.hold_ttl()).await? {
             return Err(JobFailure::deferred(
                 anyhow::anyhow!("proposal {id} is being executed"),
                 "Another execution holds the proposal",
             ));
         }
-        let run = Run {
-            manager: self,
-            store: &store,
-            target: &target,
-            id,
-            holder: &holder,
-            trace: shared::telemetry::trace_id(traceparent),
-            traceparent,
-        };
-        let executed = run.execute(attempt).await;
-        if let Err(e) = store.release_execution(id, &holder).await {
-            tracing::warn!(error = %e, "Cannot release a proposal's execution; its hold runs out");
-        }
-        executed
+        let record = tx.execution_record(id).await?;
+        let started = ProposalEvent::ExecutionStarted(ExecutionStarted { attempt });
+        tx.record(
+            &proposal.event(&started, system(), trace, "worker"),
+            ProposalChanges {
+                state: Some(state),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Some(Started {
+            proposal: tx.commit().await?,
+            target,
+            record,
+        }))
     }
 
     /// How long one execution holds its proposal: longer than a request
@@ -231,20 +285,31 @@ struct Run<'a> {
     target: &'a AccountingTarget,
     id: ProposalId,
     holder: &'a str,
+    /// When the hold was last taken or renewed (before the statement).
+    held_at: Mutex<Instant>,
     trace: Option<&'a str>,
     traceparent: &'a str,
 }
 
+/// A proposal whose execution was started and is held.
+struct Started {
+    proposal: ProposalModel,
+    target: AccountingTarget,
+    record: ExecutionRecord,
+}
+
 impl Run<'_> {
-    async fn execute(&self, attempt: u32) -> Result<(), JobFailure> {
-        let approved = self.store.approved_digest(self.id).await?;
-        let Some(proposal) = self.start(attempt).await? else {
-            return Ok(());
-        };
+    async fn execute(
+        &self,
+        proposal: ProposalModel,
+        record: ExecutionRecord,
+    ) -> Result<(), JobFailure> {
         // Exactly what was approved: the writes still hash to the digest the
         // approval bound.
         let digest = payload_digest(&proposal.request);
-        if approved.as_deref() != Some(digest.as_str()) || digest != proposal.payload_sha256 {
+        if record.approved_sha256.as_deref() != Some(digest.as_str())
+            || digest != proposal.payload_sha256
+        {
             let finished = ExecutionFinished {
                 succeeded: false,
                 status: None,
@@ -266,8 +331,7 @@ impl Run<'_> {
         let api = self.manager.apis.get(&plan.api).ok_or_else(|| {
             JobFailure::Permanent(anyhow::anyhow!("no API named `{}` is loaded", plan.api))
         })?;
-        let events = self.store.execution_steps(self.id).await?;
-        let mut states = step_states(plan.steps.len(), &events);
+        let mut states = step_states(plan.steps.len(), &record.steps);
         let mut made: Vec<Option<String>> = vec![None; plan.steps.len()];
         for (i, step) in plan.steps.iter().enumerate() {
             if let StepState::Done { id } = &states[i] {
@@ -290,53 +354,27 @@ impl Run<'_> {
     }
 
     /// Renews the hold on the proposal; a deferral when another execution
-    /// took it over (this one's hold ran out).
+    /// took it over (this one's hold ran out). A hold taken or renewed less
+    /// than one request's time ago is left alone: most of it is left, and
+    /// no one can have taken it over.
     async fn renew(&self) -> Result<(), JobFailure> {
+        let held_at = || self.held_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if held_at().elapsed() < self.manager.timeout {
+            return Ok(());
+        }
+        let at = Instant::now();
         if self
             .store
             .hold_execution(self.id, self.holder, self.manager.hold_ttl())
             .await?
         {
+            *held_at() = at;
             return Ok(());
         }
         Err(JobFailure::deferred(
             anyhow::anyhow!("the execution of {} was taken over", self.id),
             "The execution's hold ran out",
         ))
-    }
-
-    /// Marks the proposal executing; `None` when there is nothing (more)
-    /// to do.
-    async fn start(&self, attempt: u32) -> Result<Option<ProposalModel>, JobFailure> {
-        let mut tx = self.store.lock_proposal(self.id).await?;
-        let proposal = tx.proposal.clone();
-        let state = match next(proposal.state(), Transition::StartExecution) {
-            Ok(state) => state,
-            // Executed, rejected, expired or waiting for a human: nothing
-            // (more) to do.
-            Err(_)
-                if matches!(
-                    proposal.state(),
-                    ProposalState::Executed
-                        | ProposalState::Rejected
-                        | ProposalState::Expired
-                        | ProposalState::ExecutionUncertain
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(JobFailure::permanent(e, "Proposal is not approved")),
-        };
-        let started = ProposalEvent::ExecutionStarted(ExecutionStarted { attempt });
-        tx.record(
-            &proposal.event(&started, system(), self.trace, "worker"),
-            ProposalChanges {
-                state: Some(state),
-                ..Default::default()
-            },
-        )
-        .await?;
-        Ok(Some(tx.commit().await?))
     }
 
     /// Makes step `i` once: after a possibly sent request, finds out first

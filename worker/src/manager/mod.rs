@@ -11,12 +11,15 @@ pub mod runs;
 pub mod tools;
 pub mod triggers;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shared::access::llm::LlmClient;
 use shared::access::store::TenantStore;
 use shared::character::{Character, Characters};
 use shared::engine::prompt::InlineFile;
+use shared::engine::tool::{FunctionSpec, function_specs};
 use shared::job::JobFailure;
 use shared::request::FileRef;
 
@@ -32,9 +35,41 @@ pub struct AgentContext {
     pub default_model: String,
     /// Model rounds with tool calls when the character sets none.
     pub default_max_tool_rounds: u32,
+    /// Each character's function schemas, made once: an API's operations
+    /// are tens of kilobytes of schema, which every model call would
+    /// otherwise copy.
+    functions: Arc<BTreeMap<String, Vec<FunctionSpec>>>,
 }
 
 impl AgentContext {
+    /// The context of `characters`, with the worker's defaults.
+    pub fn new(
+        llm: LlmClient,
+        characters: Characters,
+        default_model: String,
+        default_max_tool_rounds: u32,
+    ) -> Self {
+        let functions = characters
+            .all()
+            .map(|c| (c.name.clone(), function_specs(c)))
+            .collect();
+        Self {
+            llm,
+            characters: Arc::new(characters),
+            default_model,
+            default_max_tool_rounds,
+            functions: Arc::new(functions),
+        }
+    }
+
+    /// The function schemas of `character`'s tools.
+    pub fn functions_of<'a>(&'a self, character: &Character) -> Cow<'a, [FunctionSpec]> {
+        match self.functions.get(&character.name) {
+            Some(specs) => Cow::Borrowed(specs),
+            None => Cow::Owned(function_specs(character)),
+        }
+    }
+
     /// The model `character` is run with.
     pub fn model_of<'a>(&'a self, character: &'a Character) -> &'a str {
         character

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgPoolOptions, Postgres};
-use sqlx::{PgConnection, PgPool, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Transaction};
 
 use crate::config::DatabaseConfig;
 use crate::ids::TenantId;
@@ -46,7 +46,9 @@ pub use inbox_writer::InboxWriter;
 pub use lease::Lease;
 pub use outbox::{DeliveryTurn, OutboxModel, ReplyParams};
 pub use page::PageLine;
-pub use proposals::{NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy};
+pub use proposals::{
+    ExecutionRecord, NewProposal, ProposalChanges, ProposalModel, ProposalTx, TenantPolicy,
+};
 pub use routes::{MemberCache, RouteCache};
 pub use settings::{MemberRow, TenantSetting};
 pub use tenant::TenantSettings;
@@ -96,6 +98,10 @@ impl From<StoreError> for crate::job::JobFailure {
     }
 }
 
+/// How long a pooled connection may sit idle and still be used without a
+/// ping (a round trip) first.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The Postgres store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -108,6 +114,15 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(Duration::from_secs(cfg.acquire_timeout_secs))
+            // sqlx pings a connection when it is given back; one given back
+            // within `PING_IDLE_AFTER` is used as is, an older one is pinged
+            // first (and replaced if dead, as after a Postgres restart).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(
+                    async move { Ok(meta.idle_for < PING_IDLE_AFTER || conn.ping().await.is_ok()) },
+                )
+            })
             .connect(cfg.url.expose_secret())
             .await?;
         Ok(Self { pool })

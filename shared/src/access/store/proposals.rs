@@ -7,7 +7,7 @@ use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
 use super::inbox::{conversation_for, insert_outbox};
-use super::{StoreError, TenantStore};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::review::{ReviewCard, review_platform};
 use crate::engine::review_clock::{DEFAULT_REVIEW_HOURS, ReviewClock, ReviewDue};
 use crate::event::{Actor, Evidence, ProposalEvent, proposal_stream};
@@ -191,9 +191,34 @@ macro_rules! select_proposals {
 
 /// A proposal locked for one change; dropped without commit, nothing changes.
 pub struct ProposalTx {
-    tx: super::TenantTx,
+    tx: TenantTx,
     /// The proposal as locked.
     pub proposal: ProposalModel,
+}
+
+/// The tenant's other queries, in the same transaction.
+impl std::ops::Deref for ProposalTx {
+    type Target = TenantTx;
+
+    fn deref(&self) -> &TenantTx {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for ProposalTx {
+    fn deref_mut(&mut self) -> &mut TenantTx {
+        &mut self.tx
+    }
+}
+
+/// What an execution needs of its proposal's stream.
+#[derive(Debug, Default)]
+pub struct ExecutionRecord {
+    /// The digest the proposal was approved with (by a reviewer or a
+    /// trusted pattern), if it was.
+    pub approved_sha256: Option<String>,
+    /// Its steps' events (started, finished), oldest first.
+    pub steps: Vec<ProposalEvent>,
 }
 
 impl ProposalTx {
@@ -208,11 +233,6 @@ impl ProposalTx {
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(hours.unwrap_or(DEFAULT_REVIEW_HOURS))
-    }
-
-    /// Whether two identities are one person (see [`TenantStore::same_person`]).
-    pub async fn same_person(&mut self, a: &str, b: &str) -> Result<bool, StoreError> {
-        self.tx.same_person(a, b).await
     }
 
     /// Appends an event to the proposal's stream and applies `changes`.
@@ -462,61 +482,6 @@ impl TenantStore {
         Ok(proposal)
     }
 
-    /// The tenant's review channel, auto-approval limit and reviewers.
-    pub async fn tenant_policy(&self) -> Result<TenantPolicy, StoreError> {
-        let mut tx = self.begin().await?;
-        let tenant = sqlx::query!(
-            "SELECT review_channel, auto_approve_limit_minor FROM tenants WHERE id = $1",
-            self.tenant as _
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("tenant"))?;
-        let rows = sqlx::query!(
-            r#"SELECT platform || ':' || user_id AS "reviewer!", escalation FROM tenant_reviewers
-               WHERE tenant_id = $1 ORDER BY 1"#,
-            self.tenant as _
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let escalation_reviewers = rows
-            .iter()
-            .filter(|r| r.escalation)
-            .map(|r| r.reviewer.clone())
-            .collect();
-        Ok(TenantPolicy {
-            review_channel: tenant.review_channel,
-            auto_approve_limit_minor: tenant.auto_approve_limit_minor,
-            reviewers: rows.into_iter().map(|r| r.reviewer).collect(),
-            escalation_reviewers,
-        })
-    }
-
-    /// Holds the proposal's execution for `holder` during `ttl` (taken, or
-    /// renewed when `holder` has it); `false` while another holds it.
-    pub async fn hold_execution(
-        &self,
-        id: ProposalId,
-        holder: &str,
-        ttl: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let held = sqlx::query!(
-            "UPDATE proposals SET execution_holder = $2, \
-             execution_until = now() + $3::bigint * interval '1 millisecond' \
-             WHERE id = $1 AND (execution_until IS NULL OR execution_until < now() OR execution_holder = $2)",
-            id as _,
-            holder,
-            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(held == 1)
-    }
-
     /// Lets the proposal's execution go, if `holder` has it.
     pub async fn release_execution(&self, id: ProposalId, holder: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
@@ -642,42 +607,6 @@ impl TenantStore {
         Ok(rows.into_iter().map(|r| (r.id, r.card_missing)).collect())
     }
 
-    /// The digest the proposal was approved with (by a reviewer or a
-    /// trusted pattern), if it was.
-    pub async fn approved_digest(&self, id: ProposalId) -> Result<Option<String>, StoreError> {
-        let mut tx = self.begin().await?;
-        let events = tx
-            .read_stream(
-                &proposal_stream(id),
-                &[ProposalEvent::APPROVED, ProposalEvent::AUTO_APPROVED],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(events.into_iter().find_map(|e| {
-            match ProposalEvent::from_stored(&e.type_name, e.payload)? {
-                ProposalEvent::Decided(d) => Some(d.payload_sha256),
-                ProposalEvent::AutoApproved(a) => Some(a.payload_sha256),
-                _ => None,
-            }
-        }))
-    }
-
-    /// The proposal's step events (started, finished), oldest first.
-    pub async fn execution_steps(&self, id: ProposalId) -> Result<Vec<ProposalEvent>, StoreError> {
-        let mut tx = self.begin().await?;
-        let events = tx
-            .read_stream(
-                &proposal_stream(id),
-                &[ProposalEvent::STEP_STARTED, ProposalEvent::STEP_FINISHED],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(events
-            .into_iter()
-            .filter_map(|e| ProposalEvent::from_stored(&e.type_name, e.payload))
-            .collect())
-    }
-
     /// The arguments of the tenant's executed proposals of `tool` with this
     /// pattern value, newest first.
     pub async fn executed_arguments(
@@ -701,4 +630,98 @@ impl TenantStore {
         tx.commit().await?;
         Ok(bodies)
     }
+}
+
+impl TenantTx {
+    /// The tenant's review channel, auto-approval limit and reviewers.
+    pub async fn tenant_policy(&mut self) -> Result<TenantPolicy, StoreError> {
+        let tenant = sqlx::query!(
+            "SELECT review_channel, auto_approve_limit_minor FROM tenants WHERE id = $1",
+            self.tenant as _
+        )
+        .fetch_optional(&mut **self)
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))?;
+        let rows = sqlx::query!(
+            r#"SELECT platform || ':' || user_id AS "reviewer!", escalation FROM tenant_reviewers
+               WHERE tenant_id = $1 ORDER BY 1"#,
+            self.tenant as _
+        )
+        .fetch_all(&mut **self)
+        .await?;
+        let escalation_reviewers = rows
+            .iter()
+            .filter(|r| r.escalation)
+            .map(|r| r.reviewer.clone())
+            .collect();
+        Ok(TenantPolicy {
+            review_channel: tenant.review_channel,
+            auto_approve_limit_minor: tenant.auto_approve_limit_minor,
+            reviewers: rows.into_iter().map(|r| r.reviewer).collect(),
+            escalation_reviewers,
+        })
+    }
+
+    /// Holds the proposal's execution for `holder` during `ttl` (taken, or
+    /// renewed when `holder` has it); `false` while another holds it.
+    pub async fn hold_execution(
+        &mut self,
+        id: ProposalId,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let held = sqlx::query!(
+            "UPDATE proposals SET execution_holder = $2, \
+             execution_until = now() + $3::bigint * interval '1 millisecond' \
+             WHERE id = $1 AND (execution_until IS NULL OR execution_until < now() OR execution_holder = $2)",
+            id as _,
+            holder,
+            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+        )
+        .execute(&mut **self)
+        .await?
+        .rows_affected();
+        Ok(held == 1)
+    }
+
+    /// What an execution needs of the proposal's stream: the digest it was
+    /// approved with and its steps' events.
+    pub async fn execution_record(
+        &mut self,
+        id: ProposalId,
+    ) -> Result<ExecutionRecord, StoreError> {
+        let events = self
+            .read_stream(
+                &proposal_stream(id),
+                &[
+                    ProposalEvent::APPROVED,
+                    ProposalEvent::AUTO_APPROVED,
+                    ProposalEvent::STEP_STARTED,
+                    ProposalEvent::STEP_FINISHED,
+                ],
+            )
+            .await?;
+        let mut record = ExecutionRecord::default();
+        for event in events {
+            match ProposalEvent::from_stored(&event.type_name, event.payload) {
+                Some(ProposalEvent::Decided(d)) => record.approved_sha256 = Some(d.payload_sha256),
+                Some(ProposalEvent::AutoApproved(a)) => {
+                    record.approved_sha256 = Some(a.payload_sha256);
+                }
+                Some(step) => record.steps.push(step),
+                None => {}
+            }
+        }
+        Ok(record)
+    }
+}
+
+in_own_transaction! {
+    /// The tenant's review channel, auto-approval limit and reviewers.
+    fn tenant_policy(&self) -> TenantPolicy;
+    /// Holds the proposal's execution for `holder` during `ttl` (taken, or
+    /// renewed when `holder` has it); `false` while another holds it.
+    fn hold_execution(&self, id: ProposalId, holder: &str, ttl: std::time::Duration) -> bool;
+    /// What an execution needs of the proposal's stream.
+    fn execution_record(&self, id: ProposalId) -> ExecutionRecord;
 }
