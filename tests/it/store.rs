@@ -399,7 +399,7 @@ async fn a_turn_whose_folded_follow_up_was_answered_meanwhile_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_reply_delivered_twice_is_recorded_delivered_once() {
+async fn a_reply_delivered_twice_is_recorded_delivered_once_and_gives_the_hold_back() {
     TestDb::run(async |db| {
         let (store, msg) = one_message(db).await;
         let outbox_id = shared::ids::OutboxId::new_v7();
@@ -418,14 +418,35 @@ async fn a_reply_delivered_twice_is_recorded_delivered_once() {
             !store.complete_turn(&reply).await.unwrap(),
             "an answered message is not answered again"
         );
+        // The delivery holds the conversation's deliveries and gives them
+        // back with its record.
+        use shared::access::store::DeliveryTurn;
+        let hold = std::time::Duration::from_secs(60);
+        let held = store.next_delivery(outbox_id, "first", hold).await.unwrap();
+        assert!(matches!(held, DeliveryTurn::Held { next: Some(_), .. }));
+        assert!(matches!(
+            store
+                .next_delivery(outbox_id, "second", hold)
+                .await
+                .unwrap(),
+            DeliveryTurn::Busy
+        ));
         let stream = format!("delivery-{outbox_id}");
         let delivered = event(msg.tenant_id, Some(&format!("delivered:{outbox_id}")));
-        for _ in 0..2 {
+        let release = Some((msg.conversation_id, "first"));
+        for release in [release, None] {
             store
-                .complete_delivery(outbox_id, 1, &stream, &delivered)
+                .complete_delivery(outbox_id, 1, &stream, &delivered, release)
                 .await
                 .unwrap();
         }
+        assert!(matches!(
+            store
+                .next_delivery(outbox_id, "second", hold)
+                .await
+                .unwrap(),
+            DeliveryTurn::Held { next: None, .. }
+        ));
         assert_eq!(store.read_stream(&stream, &[]).await.unwrap().len(), 1);
         assert!(
             store

@@ -174,7 +174,7 @@ impl DeliveryManager {
                 return Ok(());
             };
             let own = item.id == outbox_id;
-            match self.post_reply(store, &item, holder, trace_id).await {
+            match self.post_reply(store, &item, holder, own, trace_id).await {
                 Err(failure) if !own => {
                     return Err(JobFailure::deferred(
                         failure.into_error(),
@@ -184,18 +184,22 @@ impl DeliveryManager {
                 posted => posted?,
             }
             if own {
+                // Given back with the delivery's record.
+                *held = None;
                 return Ok(());
             }
         }
     }
 
     /// Posts a reply's chunks not yet posted (renewing the hold before each
-    /// but the first) and records the delivery.
+    /// but the first) and records the delivery, giving the hold back with
+    /// it when `last`.
     async fn post_reply(
         &self,
         store: &TenantStore,
         item: &OutboxModel,
         holder: &str,
+        last: bool,
         trace_id: Option<&str>,
     ) -> Result<(), JobFailure> {
         let outbox_id = item.id;
@@ -247,6 +251,7 @@ impl DeliveryManager {
                 i32::try_from(chunks.len()).unwrap_or(i32::MAX),
                 &delivery_stream(outbox_id),
                 &event,
+                last.then_some((item.conversation_id, holder)),
             )
             .await?;
         metrics::counter!("automate_e_replies_delivered_total", "channel" => platform.as_str())

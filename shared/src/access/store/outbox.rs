@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::{NewEvent, append_new, mark_delivered_with};
 use super::lease::{Lease, check_fence, millis};
-use super::{StoreError, TenantStore, TenantTx};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
 /// A reply that ends a turn.
@@ -142,24 +142,6 @@ impl TenantStore {
         Ok(renewed == 1)
     }
 
-    /// Lets the deliveries of `conversation` go, if `holder` has them.
-    pub async fn release_deliveries(
-        &self,
-        conversation: ConversationId,
-        holder: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query!(
-            "UPDATE delivery_holds SET held_until = now() WHERE conversation_id = $1 AND holder = $2",
-            conversation as _,
-            holder
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Ends a turn atomically in a transaction of its own; see
     /// [`TenantTx::complete_turn`].
     pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {
@@ -253,25 +235,47 @@ impl TenantStore {
     }
 
     /// Marks the reply delivered (all `chunks` posted) and appends its
-    /// delivery event; a no-op when it was marked before.
+    /// delivery event; a no-op when it was marked before. With `release`
+    /// (the conversation and the holder), the delivery's hold is given back
+    /// in the same transaction.
     pub async fn complete_delivery(
         &self,
         id: OutboxId,
         chunks: i32,
         stream: &str,
         event: &NewEvent,
+        release: Option<(ConversationId, &str)>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         // One statement: the row is marked and the event appended only when
         // the row was not delivered before (by a redelivered job: its event
         // is there).
         mark_delivered_with(&mut tx, id, chunks, stream, event).await?;
+        if let Some((conversation, holder)) = release {
+            tx.release_deliveries(conversation, holder).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 }
 
 impl TenantTx {
+    /// Lets the deliveries of `conversation` go, if `holder` has them.
+    pub async fn release_deliveries(
+        &mut self,
+        conversation: ConversationId,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE delivery_holds SET held_until = now() WHERE conversation_id = $1 AND holder = $2",
+            conversation as _,
+            holder
+        )
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
     /// Ends a turn: marks the inbox messages processed, appends the turn's
     /// final events (as new: the caller leaves out what is in the log
     /// already, such as a `message_received` an earlier attempt recorded)
@@ -328,4 +332,9 @@ impl TenantTx {
         append_new(self, &p.stream, p.expected_version, &p.events).await?;
         Ok(true)
     }
+}
+
+in_own_transaction! {
+    /// Lets the deliveries of `conversation` go, if `holder` has them.
+    fn release_deliveries(&self, conversation: ConversationId, holder: &str) -> ();
 }
