@@ -449,7 +449,7 @@ impl TestEnv {
         }
         if options.gateway_process {
             if !options.direct_connections {
-                env.postgres_proxy = Some(TcpProxy::postgres(service_addr(&db::admin_url())).await);
+                env.postgres_proxy = Some(env.counting_postgres_proxy().await);
                 env.redis_proxy = Some(TcpProxy::start(service_addr(&redis_url())).await);
             }
             let gateway = ServiceProcess::start("gateway", &env.gateway_env()).await;

@@ -106,7 +106,6 @@ impl ExecutionManager {
         traceparent: &str,
     ) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
-        let steps = store.execution_record(id).await?.steps;
         let mut tx = store.lock_proposal(id).await?;
         let proposal = tx.proposal.clone();
         // Only an approved write that did not finish has anything to tell.
@@ -119,6 +118,7 @@ impl ExecutionManager {
         ) {
             return Ok(());
         }
+        let steps = tx.execution_record(id).await?.steps;
         let unknown = step_states(proposal.request.steps.len(), &steps)
             .iter()
             .position(|s| matches!(s, StepState::Sent { .. }));

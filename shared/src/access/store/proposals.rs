@@ -7,6 +7,7 @@ use sqlx::types::Json;
 
 use super::events::{NewEvent, append};
 use super::inbox::{conversation_for, insert_outbox};
+use super::lease::millis;
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::review::{ReviewCard, review_platform};
 use crate::engine::review_clock::{DEFAULT_REVIEW_HOURS, ReviewClock, ReviewDue};
@@ -676,7 +677,7 @@ impl TenantTx {
              WHERE id = $1 AND (execution_until IS NULL OR execution_until < now() OR execution_holder = $2)",
             id as _,
             holder,
-            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+            millis(ttl)
         )
         .execute(&mut **self)
         .await?
@@ -722,6 +723,4 @@ in_own_transaction! {
     /// Holds the proposal's execution for `holder` during `ttl` (taken, or
     /// renewed when `holder` has it); `false` while another holds it.
     fn hold_execution(&self, id: ProposalId, holder: &str, ttl: std::time::Duration) -> bool;
-    /// What an execution needs of the proposal's stream.
-    fn execution_record(&self, id: ProposalId) -> ExecutionRecord;
 }
