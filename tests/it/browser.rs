@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -73,6 +74,41 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("no WebDriver session at {url}: {last:?}");
+    }
+
+    /// The text of the element `locator` finds, once there.
+    pub async fn text_of(&self, locator: Locator<'_>) -> String {
+        self.fresh(locator, async |e| e.text().await).await
+    }
+
+    /// Clicks the element `locator` finds, once there.
+    pub async fn click(&self, locator: Locator<'_>) {
+        self.fresh(locator, async |e| e.click().await).await;
+    }
+
+    /// Does `act` on the element `locator` finds (waiting up to 30 s for
+    /// it), finding it again when the page re-rendered it in between: the
+    /// page redraws its view on every update.
+    async fn fresh<T>(
+        &self,
+        locator: Locator<'_>,
+        act: impl AsyncFn(fantoccini::elements::Element) -> Result<T, CmdError>,
+    ) -> T {
+        for _ in 0..20 {
+            let element = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(30))
+                .for_element(locator)
+                .await
+                .unwrap_or_else(|e| panic!("no element {locator:?}: {e}"));
+            match act(element).await {
+                Ok(out) => return out,
+                Err(e) if e.is_stale_element_reference() => {}
+                Err(e) => panic!("{locator:?}: {e}"),
+            }
+        }
+        panic!("{locator:?} was re-rendered every time it was found");
     }
 
     /// Ends the session and the driver.

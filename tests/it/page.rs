@@ -315,20 +315,13 @@ async fn a_browser_chats_on_the_page_and_approves_a_write_that_lands_in_the_book
             .unwrap();
         page.find(Locator::Css("#send")).await.unwrap().click().await.unwrap();
 
-        let reply = wait()
-            .for_element(Locator::XPath(
+        let reply = browser
+            .text_of(Locator::XPath(
                 "//ol[@id='chat']/li[contains(@class,'agent') and contains(., 'Sendt til godkjenning.')]",
             ))
-            .await
-            .unwrap();
-        assert!(reply.text().await.unwrap().contains("Book-E"));
-        let own = page
-            .find(Locator::Css("#chat li.own"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+            .await;
+        assert!(reply.contains("Book-E"));
+        let own = browser.text_of(Locator::Css("#chat li.own")).await;
         assert!(own.contains("Registrer denne kvitteringen") && own.contains("IMG_"), "{own}");
         wait()
             .for_element(Locator::XPath(
@@ -336,13 +329,11 @@ async fn a_browser_chats_on_the_page_and_approves_a_write_that_lands_in_the_book
             ))
             .await
             .unwrap();
-        wait()
-            .for_element(Locator::Css(".card[data-state='review_requested'] button.approve"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser
+            .click(Locator::Css(
+                ".card[data-state='review_requested'] button.approve",
+            ))
+            .await;
         wait()
             .for_element(Locator::Css(".card[data-state='executed']"))
             .await
