@@ -2,12 +2,15 @@
 
 use chrono::Utc;
 use serde_json::json;
+use std::collections::HashMap;
+
 use shared::access::store::{
-    InboxWriter, NewEvent, NewMessageParams, RecordOutcome, StoreError, TenantStore,
+    CharacterMemory, InboxWriter, Lease, NewEvent, NewMessageParams, RecordOutcome, ReplyParams,
+    StoreError, TenantStore,
 };
 use shared::event::{Actor, ActorKind};
-use shared::ids::{Platform, TenantId};
-use tests::db::TestDb;
+use shared::ids::{InboxId, OutboxId, Platform, TenantId};
+use tests::db::{TestDb, turn_start};
 
 fn event(tenant: TenantId, dedupe: Option<&str>) -> NewEvent {
     NewEvent {
@@ -301,14 +304,16 @@ async fn a_conversation_lease_is_exclusive_expires_and_fences_a_stale_holder() {
 async fn a_claim_takes_a_free_lease_and_only_for_an_unanswered_message() {
     TestDb::run(async |db| {
         let (store, msg) = one_message(db).await;
-        let ttl = std::time::Duration::from_secs(30);
+        let memory = HashMap::new();
         let claim = |holder: &'static str| {
             let store = store.clone();
+            let memory = &memory;
             async move {
-                let mut tx = store.begin().await.unwrap();
-                let claimed = tx.claim(msg.id, holder, ttl).await.unwrap();
-                tx.commit().await.unwrap();
-                claimed
+                let start = store
+                    .start_turn(&turn_start(msg.id, holder, None, memory, &[]))
+                    .await
+                    .unwrap();
+                (start.message, start.lease)
             }
         };
 
@@ -676,11 +681,10 @@ async fn a_follow_up_is_recorded_while_a_turn_holds_its_conversation() {
         // A turn's first transaction: the lease taken, the row locked until it
         // commits.
         let mut turn = store.begin().await.unwrap();
-        let (_, lease) = turn
-            .claim(msg.id, "a", Duration::from_secs(30))
+        turn.try_acquire_lease(msg.conversation_id, "a", Duration::from_secs(30))
             .await
-            .unwrap();
-        lease.expect("a free conversation is leased");
+            .unwrap()
+            .expect("a free conversation is leased");
 
         let follow_up = NewMessageParams {
             chat: "C9".into(),
@@ -1106,4 +1110,198 @@ async fn waits_for_a_lock(db: &TestDb) -> bool {
     .fetch_one(&db.owner)
     .await
     .unwrap()
+}
+
+/// A turn's start and end, each one call of a function in Postgres.
+#[tokio::test]
+async fn a_turn_starts_and_ends_in_one_call_each_under_its_lease() {
+    const HEARD: &str = "automate_e.test.heard.v1";
+    TestDb::run(async |db| {
+        let (store, lead) = one_message(db).await;
+        let RecordOutcome::New {
+            inbox_id: follow_up,
+        } = store
+            .record_message(&NewMessageParams {
+                chat: "C9".into(),
+                ..message(lead.tenant_id, "1.1", "T9:C9:1.2", "and one more thing")
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("a new message");
+        };
+        for fact in ["likes tea", "pays in NOK"] {
+            store
+                .remember_fact(Platform::Slack, "U9", fact, lead.conversation_id)
+                .await
+                .unwrap();
+        }
+        store
+            .remember_fact(
+                Platform::Slack,
+                "U1",
+                "not the lead's",
+                lead.conversation_id,
+            )
+            .await
+            .unwrap();
+        // Five events of the history's type, the lead's `message_received`
+        // (an earlier attempt's) and one of another type, the last.
+        let stream = format!("conversation-{}", lead.conversation_id);
+        let mut history: Vec<NewEvent> = (0..5)
+            .map(|_| NewEvent {
+                type_name: HEARD,
+                ..event(lead.tenant_id, None)
+            })
+            .collect();
+        history.push(event(lead.tenant_id, Some(&format!("message:{}", lead.id))));
+        history.push(event(lead.tenant_id, None));
+        store.append(&stream, 0, &history).await.unwrap();
+        let memory = HashMap::from([(
+            "book-e".to_owned(),
+            CharacterMemory {
+                facts: 1,
+                history_days: None,
+                history_messages: 2,
+            },
+        )]);
+
+        let start = store
+            .start_turn(&turn_start(lead.id, "a", None, &memory, &[HEARD]))
+            .await
+            .unwrap();
+        assert_eq!(start.message, lead);
+        let lease = start.lease.expect("a free conversation is leased");
+        let context = start.context.expect("read under the lease");
+        let pending: Vec<InboxId> = context.pending.iter().map(|m| m.id).collect();
+        assert_eq!(pending, [lead.id, follow_up], "oldest first");
+        assert_eq!(context.settings.slug, "fenced");
+        assert_eq!(context.budget.used, 0);
+        assert_eq!(context.facts, ["pays in NOK"], "the lead author's newest");
+        assert_eq!(context.tail.version, 7);
+        let versions: Vec<i64> = context.tail.events.iter().map(|e| e.version).collect();
+        assert_eq!(
+            versions,
+            [2, 3, 4, 5],
+            "the newest history and the pending messages' room"
+        );
+        assert_eq!(context.tail.keyed.len(), 1, "the lead's recorded message");
+        assert_eq!(context.tail.keyed[0].version, 6);
+
+        let busy = store
+            .start_turn(&turn_start(lead.id, "b", None, &memory, &[HEARD]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (busy.lease, busy.context),
+            (None, None),
+            "a held lease waits"
+        );
+
+        let today = Utc::now().date_naive();
+        let reply = ReplyParams {
+            outbox_id: OutboxId::new_v7(),
+            inbox_ids: vec![lead.id, follow_up],
+            lease: Some(lease),
+            dedupe_key: format!("reply:{}", lead.id),
+            stream: stream.clone(),
+            expected_version: 7,
+            events: vec![event(lead.tenant_id, None)],
+            text: "svar".into(),
+        };
+        let stale = Lease {
+            fence: lease.fence - 1,
+            ..lease
+        };
+        assert!(matches!(
+            store
+                .start_turn(&turn_start(lead.id, "a", Some(stale), &memory, &[HEARD]))
+                .await,
+            Err(StoreError::LeaseLost)
+        ));
+        assert!(matches!(
+            store
+                .end_turn(
+                    &ReplyParams {
+                        lease: Some(stale),
+                        ..reply.clone()
+                    },
+                    true,
+                    &[]
+                )
+                .await,
+            Err(StoreError::LeaseLost)
+        ));
+        let conflict = store
+            .end_turn(
+                &ReplyParams {
+                    expected_version: 6,
+                    ..reply.clone()
+                },
+                true,
+                &[],
+            )
+            .await;
+        assert!(
+            matches!(
+                conflict,
+                Err(StoreError::VersionConflict { expected: 6, .. })
+            ),
+            "{conflict:?}"
+        );
+        assert!(
+            store
+                .inbox_message(lead.id)
+                .await
+                .unwrap()
+                .processed_at
+                .is_none(),
+            "a failed end writes nothing"
+        );
+
+        let unreviewed = store.end_turn(&reply, true, &[(today, 42)]).await.unwrap();
+        assert_eq!(unreviewed, Some(vec![]), "ended, the lease given back");
+        for id in [lead.id, follow_up] {
+            assert!(
+                store
+                    .inbox_message(id)
+                    .await
+                    .unwrap()
+                    .processed_at
+                    .is_some()
+            );
+        }
+        assert_eq!(store.stream_version(&stream).await.unwrap(), 8);
+        assert_eq!(store.token_budget(today).await.unwrap().used, 42);
+        assert!(
+            store
+                .try_acquire_lease(
+                    lead.conversation_id,
+                    "b",
+                    std::time::Duration::from_secs(30)
+                )
+                .await
+                .unwrap()
+                .is_some(),
+            "the lease was given back"
+        );
+        let again = ReplyParams {
+            outbox_id: OutboxId::new_v7(),
+            lease: None,
+            expected_version: 8,
+            ..reply
+        };
+        assert_eq!(
+            store.end_turn(&again, false, &[(today, 1)]).await.unwrap(),
+            None,
+            "answered already"
+        );
+        assert_eq!(
+            store.token_budget(today).await.unwrap().used,
+            42,
+            "nothing written"
+        );
+        assert_eq!(store.stream_version(&stream).await.unwrap(), 8);
+    })
+    .await;
 }

@@ -512,3 +512,25 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// A turn's start for `inbox_id` by `holder` (taking the lease, or under
+/// `held`), with the characters' `memory`, the history of type `history`.
+pub fn turn_start<'a>(
+    inbox_id: shared::ids::InboxId,
+    holder: &'a str,
+    held: Option<shared::access::store::Lease>,
+    memory: &'a std::collections::HashMap<String, shared::access::store::CharacterMemory>,
+    history: &'a [&'a str],
+) -> shared::access::store::TurnStartParams<'a> {
+    shared::access::store::TurnStartParams {
+        inbox_id,
+        holder,
+        ttl: std::time::Duration::from_secs(30),
+        held,
+        limit: 10,
+        day: chrono::Utc::now().date_naive(),
+        memory,
+        history_types: history,
+        received_key_prefix: "message:",
+    }
+}

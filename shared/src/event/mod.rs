@@ -68,8 +68,11 @@ pub fn event_type_matches(name: &str, event_type: &str) -> bool {
 
 /// The stream name of a conversation.
 pub fn conversation_stream(id: ConversationId) -> String {
-    format!("conversation-{id}")
+    format!("{CONVERSATION_STREAM_PREFIX}{id}")
 }
+
+/// What a conversation's stream name starts with (its id follows).
+pub const CONVERSATION_STREAM_PREFIX: &str = "conversation-";
 
 /// The stream name of an outbox item's delivery.
 pub fn delivery_stream(id: OutboxId) -> String {

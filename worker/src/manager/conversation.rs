@@ -5,14 +5,15 @@
 //! transactions as its guarantees allow (`docs/design.md`, "A turn's
 //! writes").
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use shared::access::accounting::AccountingTarget;
 use shared::access::queue::JobQueue;
 use shared::access::store::{
-    InboxModel, Lease, NewEvent, ReplyParams, Store, StoreError, StoredEvent, TenantStore,
-    TenantTx, TokenBudget,
+    CharacterMemory, InboxModel, Lease, NewEvent, ReplyParams, Store, StoreError, StoredEvent,
+    StreamTail, TenantStore, TenantTx, TokenBudget, TurnContext, TurnStart, TurnStartParams,
 };
 use shared::character::Character;
 use shared::engine::prompt::{self, ChatMessage, PromptContext, ToolCall};
@@ -34,6 +35,15 @@ use super::tools::{CallContext, ToolRunner};
 
 /// How often a job waiting for a busy conversation looks again.
 const LEASE_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The event types of a conversation's history shown to the model.
+const HISTORY_TYPES: [&str; 2] = [
+    ConversationEvent::MESSAGE_RECEIVED,
+    ConversationEvent::REPLY_COMPOSED,
+];
+
+/// What a `message_received`'s dedupe key starts with (the inbox id follows).
+const RECEIVED_KEY_PREFIX: &str = "message:";
 
 /// Settings of a turn that come from config.
 #[derive(Debug, Clone)]
@@ -97,6 +107,8 @@ pub struct ConversationManager {
     settings: TurnSettings,
     /// This process's name as a lease holder.
     holder: String,
+    /// Each character's memory, as a turn's start reads it.
+    memory: HashMap<String, CharacterMemory>,
 }
 
 /// A lease this worker holds, renewed in the background while it lives.
@@ -177,16 +189,6 @@ impl Turn<'_> {
             None => self.unwritten_tokens.push((day, tokens)),
         }
     }
-
-    /// Adds the unwritten tokens to the tenant's usage (one statement per
-    /// day): the last statement of a transaction, as it locks a usage row
-    /// until the commit. They stay unwritten until the commit.
-    async fn write_tokens(&mut self, tx: &mut TenantTx) -> Result<(), StoreError> {
-        for &(day, tokens) in &self.unwritten_tokens {
-            tx.add_tokens(day, tokens).await?;
-        }
-        Ok(())
-    }
 }
 
 impl ConversationManager {
@@ -199,6 +201,19 @@ impl ConversationManager {
         accounts: Accounts,
         settings: TurnSettings,
     ) -> Self {
+        let memory = agents
+            .characters
+            .all()
+            .map(|c| {
+                let m = &c.memory;
+                let memory = CharacterMemory {
+                    facts: m.facts,
+                    history_days: m.history_days,
+                    history_messages: m.history_messages,
+                };
+                (c.name.clone(), memory)
+            })
+            .collect();
         Self {
             store,
             queue,
@@ -207,6 +222,23 @@ impl ConversationManager {
             accounts,
             settings,
             holder: shared::runner::unique_worker_name("turns"),
+            memory,
+        }
+    }
+
+    /// A turn's start for message `inbox_id`: taking the lease, or under
+    /// the `held` one.
+    fn start_params(&self, inbox_id: InboxId, held: Option<Lease>) -> TurnStartParams<'_> {
+        TurnStartParams {
+            inbox_id,
+            holder: &self.holder,
+            ttl: self.settings.lease_ttl,
+            held,
+            limit: i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX),
+            day: Utc::now().date_naive(),
+            memory: &self.memory,
+            history_types: &HISTORY_TYPES,
+            received_key_prefix: RECEIVED_KEY_PREFIX,
         }
     }
 
@@ -222,16 +254,19 @@ impl ConversationManager {
         shutdown: &CancellationToken,
     ) -> Result<TurnOutcome, JobFailure> {
         let store = self.store.tenant(tenant);
-        let (msg, claimed) = self.claim(&store, inbox_id).await?;
-        let lease = claimed.as_ref().map(|(lease, _)| *lease);
+        let TurnStart {
+            message: msg,
+            lease,
+            context,
+        } = self.claim(&store, inbox_id).await?;
         let mut done = Done {
             outcome: TurnOutcome::AlreadyDone,
             unreviewed: None,
         };
-        if let Some((lease, tx)) = claimed {
+        if let (Some(lease), Some(context)) = (lease, context) {
             let held = self.keep_renewed(lease);
             let answered = self
-                .answer_until(&store, tx, &held, inbox_id, traceparent, shutdown)
+                .answer_until(&store, context, &held, inbox_id, traceparent, shutdown)
                 .await;
             drop(held);
             match answered {
@@ -256,30 +291,18 @@ impl ConversationManager {
     }
 
     /// Reads the message and takes its conversation's lease, waiting while
-    /// another worker holds it; no lease when the message is answered. The
-    /// lease comes with the transaction that took it, still open (the
-    /// turn's first step goes on in it).
-    async fn claim(
-        &self,
-        store: &TenantStore,
-        inbox_id: InboxId,
-    ) -> Result<(InboxModel, Option<(Lease, TenantTx)>), JobFailure> {
+    /// another worker holds it, with the turn's context read under it; no
+    /// lease when the message is answered.
+    async fn claim(&self, store: &TenantStore, inbox_id: InboxId) -> Result<TurnStart, JobFailure> {
         let deadline = Instant::now() + self.settings.lease_wait;
         loop {
-            let mut tx = store.begin().await?;
-            let (msg, lease) = tx
-                .claim(inbox_id, &self.holder, self.settings.lease_ttl)
-                .await?;
-            if msg.processed_at.is_some() {
-                return Ok((msg, None));
+            let start = store.start_turn(&self.start_params(inbox_id, None)).await?;
+            if start.message.processed_at.is_some() || start.lease.is_some() {
+                return Ok(start);
             }
-            if let Some(lease) = lease {
-                return Ok((msg, Some((lease, tx))));
-            }
-            drop(tx);
             if Instant::now() >= deadline {
                 return Err(JobFailure::deferred(
-                    anyhow::anyhow!("conversation {} is busy", msg.conversation_id),
+                    anyhow::anyhow!("conversation {} is busy", start.message.conversation_id),
                     "Another worker holds the conversation",
                 ));
             }
@@ -327,35 +350,37 @@ impl ConversationManager {
     }
 
     /// Under the `held` lease, answers the conversation's pending messages
-    /// oldest first until `own` is answered; `claimed` is the open
-    /// transaction that took the lease.
+    /// oldest first until `own` is answered; `claimed` is the context read
+    /// when the lease was taken.
     async fn answer_until(
         &self,
         store: &TenantStore,
-        claimed: TenantTx,
+        claimed: TurnContext,
         held: &HeldLease,
         own: InboxId,
         traceparent: &str,
         shutdown: &CancellationToken,
     ) -> Result<Done, JobFailure> {
-        let limit = i64::try_from(turn::MAX_FOLDED_MESSAGES).unwrap_or(i64::MAX);
-        let lease = held.lease;
         let mut claimed = Some(claimed);
         loop {
-            // The claiming transaction read `own` unanswered just before
-            // taking the lease; a later turn looks again.
-            let (mut tx, look_again) = match claimed.take() {
-                Some(tx) => (tx, false),
-                None => (store.begin_fenced(&lease).await?, true),
+            // The claim read `own` unanswered just before taking the lease;
+            // a later turn looks again.
+            let mut context = match claimed.take() {
+                Some(context) => context,
+                None => {
+                    let start = self.start_params(own, Some(held.lease));
+                    match store.start_turn(&start).await?.context {
+                        Some(context) => context,
+                        None => {
+                            return Ok(Done {
+                                outcome: TurnOutcome::AlreadyDone,
+                                unreviewed: None,
+                            });
+                        }
+                    }
+                }
             };
-            if look_again && tx.inbox_message(own).await?.processed_at.is_some() {
-                tx.commit().await?;
-                return Ok(Done {
-                    outcome: TurnOutcome::AlreadyDone,
-                    unreviewed: None,
-                });
-            }
-            let pending = tx.pending_messages(lease.conversation_id, limit).await?;
+            let pending = std::mem::take(&mut context.pending);
             let authors: Vec<&str> = pending.iter().map(|m| m.author_id.as_str()).collect();
             // A message whose files the gateway is still fetching waits, and
             // so do the messages after it.
@@ -372,7 +397,7 @@ impl ConversationManager {
             }
             let is_own = batch.iter().any(|m| m.id == own);
             match self
-                .answer(store, tx, held, batch, traceparent, is_own)
+                .answer(store, context, held, batch, traceparent, is_own)
                 .await
             {
                 Ok(Some(reply)) if is_own => {
@@ -403,14 +428,14 @@ impl ConversationManager {
         }
     }
 
-    /// One turn for `batch` (a message and its folded follow-ups), whose
-    /// context is read in `tx` (which holds the `held` lease); `None` when another
-    /// writer answered them first. The `last` turn of a job gives the lease
-    /// back with its reply.
+    /// One turn for `batch` (a message and its folded follow-ups), with the
+    /// `context` read under the `held` lease; `None` when another writer
+    /// answered them first. The `last` turn of a job gives the lease back
+    /// with its reply.
     async fn answer(
         &self,
         store: &TenantStore,
-        mut tx: TenantTx,
+        context: TurnContext,
         held: &HeldLease,
         batch: &[InboxModel],
         traceparent: &str,
@@ -432,22 +457,20 @@ impl ConversationManager {
                 character.name
             )));
         }
-        let (tenant, budget) = tx.settings_with_budget(Utc::now().date_naive()).await?;
+        let TurnContext {
+            settings: tenant,
+            budget,
+            facts,
+            tail,
+            ..
+        } = context;
         let target = self.accounts.target(&tenant)?;
-        let memory = &character.memory;
-        let remembered_since = memory
+        let remembered_since = character
+            .memory
             .history_days
             .map(|days| Utc::now() - chrono::Duration::days(i64::from(days)));
-        let facts = tx
-            .user_facts(
-                msg.platform,
-                &msg.author_id,
-                remembered_since,
-                i64::from(memory.facts),
-            )
-            .await?;
         let stream = conversation_stream(msg.conversation_id);
-        let past = Self::past(&mut tx, &stream, batch, character, remembered_since).await?;
+        let past = Self::past(tail, batch, character, remembered_since);
         let current: Vec<Receipt> = batch
             .iter()
             .flat_map(|m| stored_receipts(&m.attachments))
@@ -476,7 +499,6 @@ impl ConversationManager {
             .filter(|m| !past.recorded.contains(&m.id))
             .map(|m| received(m, msg, turn.trace_id.clone()))
             .collect();
-        tx.commit().await?;
 
         let content = batch
             .iter()
@@ -558,17 +580,12 @@ impl ConversationManager {
             events,
             text: reply,
         };
-        let mut tx = store.begin_fenced(&lease).await?;
-        if !tx.complete_turn(&params).await? {
+        let Some(unreviewed) = store
+            .end_turn(&params, last, &turn.unwritten_tokens)
+            .await?
+        else {
             return Ok(None);
-        }
-        let unreviewed = if last {
-            Some(tx.hand_back(msg.conversation_id, Some(&lease)).await?)
-        } else {
-            None
         };
-        turn.write_tokens(&mut tx).await?;
-        tx.commit().await?;
         turn.unwritten.clear();
         turn.unwritten_tokens.clear();
         self.queue
@@ -576,7 +593,7 @@ impl ConversationManager {
             .await?;
         Ok(Some(Reply {
             outbox_id,
-            unreviewed,
+            unreviewed: last.then_some(unreviewed),
         }))
     }
 
@@ -619,12 +636,17 @@ impl ConversationManager {
         traceparent: &str,
     ) -> Result<(), JobFailure> {
         let store = self.store.tenant(tenant);
-        let (msg, claimed) = self.claim(&store, inbox_id).await?;
-        let Some((lease, tx)) = claimed else {
+        let TurnStart {
+            message: msg,
+            lease: Some(lease),
+            context: Some(context),
+        } = self.claim(&store, inbox_id).await?
+        else {
             return Ok(());
         };
-        tx.commit().await?;
-        let written = self.write_failure(&msg, lease, reason, traceparent).await;
+        let written = self
+            .write_failure(&msg, lease, context.tail, reason, traceparent)
+            .await;
         if let Err(e) = store.release_lease(&lease).await {
             tracing::warn!(error = %e, "Cannot release a conversation lease; it will expire");
         }
@@ -636,22 +658,26 @@ impl ConversationManager {
             .await
     }
 
+    /// Answers `msg` with the failure notice; `tail` is its conversation's
+    /// end, read under `lease`.
     async fn write_failure(
         &self,
         msg: &InboxModel,
         lease: Lease,
+        tail: StreamTail,
         reason: &str,
         traceparent: &str,
     ) -> Result<Option<OutboxId>, JobFailure> {
         let store = self.store.tenant(msg.tenant_id);
         let stream = conversation_stream(msg.conversation_id);
         let trace_id = shared::telemetry::trace_id(traceparent).map(str::to_owned);
-        let tail = store
-            .read_stream_tail(&stream, &[], 0, &[received_key(msg.id)])
-            .await?;
         let version = tail.version;
         let mut events = Vec::new();
-        if tail.keyed.is_empty() {
+        if !tail
+            .keyed
+            .iter()
+            .any(|e| received_inbox_id(e) == Some(msg.id))
+        {
             events.push(received(msg, msg, trace_id.clone()));
         }
         let outbox_id = OutboxId::new_v7();
@@ -701,29 +727,26 @@ impl ConversationManager {
         Ok(())
     }
 
-    /// The conversation before this turn, read from its stream.
-    async fn past(
-        tx: &mut TenantTx,
-        stream: &str,
+    /// The conversation before this turn, from the end of its stream
+    /// (`tail`, read with the turn's start).
+    fn past(
+        tail: StreamTail,
         current: &[InboxModel],
         character: &Character,
         since: Option<chrono::DateTime<Utc>>,
-    ) -> Result<Past, JobFailure> {
-        let types = [
-            ConversationEvent::MESSAGE_RECEIVED,
-            ConversationEvent::REPLY_COMPOSED,
-        ];
+    ) -> Past {
         let keep = usize::try_from(character.memory.history_messages).unwrap_or(usize::MAX);
-        // The current messages' own `message_received` (an earlier attempt
-        // recorded them) are looked up by key; the history is the newest
-        // events without them. An event this version cannot read takes its
-        // place in that window and is left out, so the history can come out
-        // shorter than `keep`.
-        let keys: Vec<String> = current.iter().map(|m| received_key(m.id)).collect();
-        let tail = tx
-            .read_stream_tail(stream, &types, keep.saturating_add(current.len()), &keys)
-            .await?;
-        let recorded: Vec<InboxId> = tail.keyed.iter().filter_map(received_inbox_id).collect();
+        // The pending messages' own `message_received` (an earlier attempt
+        // recorded them) were looked up by key; the history is the newest
+        // events without the current ones. An event this version cannot
+        // read takes its place in that window and is left out, so the
+        // history can come out shorter than `keep`.
+        let recorded: Vec<InboxId> = tail
+            .keyed
+            .iter()
+            .filter_map(received_inbox_id)
+            .filter(|id| current.iter().any(|c| c.id == *id))
+            .collect();
         let mut past = Past {
             history: Vec::new(),
             recorded,
@@ -756,7 +779,7 @@ impl ConversationManager {
             .drain(..past.history.len().saturating_sub(keep));
         let chars = usize::try_from(character.memory.history_chars).unwrap_or(usize::MAX);
         prompt::fit_history(&mut past.history, chars);
-        Ok(past)
+        past
     }
 }
 
@@ -799,7 +822,7 @@ fn received(m: &InboxModel, lead: &InboxModel, trace_id: Option<String>) -> NewE
 
 /// The dedupe key of the `message_received` of inbox message `id`.
 fn received_key(id: InboxId) -> String {
-    format!("message:{id}")
+    format!("{RECEIVED_KEY_PREFIX}{id}")
 }
 
 /// The message a `message_received` records, told by its id alone, so one

@@ -141,7 +141,7 @@ pub(super) async fn mark_delivered_with(
 /// The events with every NUL character removed from their payloads (a model
 /// answer or an API's reply may hold one; `jsonb` refuses it); borrowed when
 /// there is none, as nearly always.
-fn storable(events: &[NewEvent]) -> Cow<'_, [NewEvent]> {
+pub(super) fn storable(events: &[NewEvent]) -> Cow<'_, [NewEvent]> {
     if !events.iter().any(|e| json_holds_nul(&e.payload)) {
         return Cow::Borrowed(events);
     }
@@ -152,23 +152,23 @@ fn storable(events: &[NewEvent]) -> Cow<'_, [NewEvent]> {
 
 /// The envelope fields of events to append, column by column (the append
 /// unnests them: one statement for any number of events).
-struct Columns<'a> {
-    ids: Vec<uuid::Uuid>,
-    tenants: Vec<uuid::Uuid>,
-    types: Vec<&'a str>,
-    occurred: Vec<DateTime<Utc>>,
-    actor_kinds: Vec<&'a str>,
-    actor_ids: Vec<&'a str>,
-    payloads: Vec<&'a Value>,
-    dedupe_keys: Vec<Option<&'a str>>,
-    correlations: Vec<Option<uuid::Uuid>>,
-    causations: Vec<Option<uuid::Uuid>>,
-    trace_ids: Vec<Option<&'a str>>,
-    sources: Vec<&'a str>,
+pub(super) struct Columns<'a> {
+    pub(super) ids: Vec<uuid::Uuid>,
+    pub(super) tenants: Vec<uuid::Uuid>,
+    pub(super) types: Vec<&'a str>,
+    pub(super) occurred: Vec<DateTime<Utc>>,
+    pub(super) actor_kinds: Vec<&'a str>,
+    pub(super) actor_ids: Vec<&'a str>,
+    pub(super) payloads: Vec<&'a Value>,
+    pub(super) dedupe_keys: Vec<Option<&'a str>>,
+    pub(super) correlations: Vec<Option<uuid::Uuid>>,
+    pub(super) causations: Vec<Option<uuid::Uuid>>,
+    pub(super) trace_ids: Vec<Option<&'a str>>,
+    pub(super) sources: Vec<&'a str>,
 }
 
 impl<'a> Columns<'a> {
-    fn of(events: &'a [NewEvent]) -> Self {
+    pub(super) fn of(events: &'a [NewEvent]) -> Self {
         fn column<'a, T>(events: &'a [NewEvent], field: impl Fn(&'a NewEvent) -> T) -> Vec<T> {
             events.iter().map(field).collect()
         }
@@ -239,7 +239,13 @@ fn newest(
     stream: &str,
     expected: i64,
 ) -> Result<i64, StoreError> {
-    let versions = appended.map_err(|e| match &e {
+    let versions = appended.map_err(|e| append_error(e, stream, expected))?;
+    Ok(versions.into_iter().max().unwrap_or(expected))
+}
+
+/// An append's error: its unique keys' as their [`StoreError`]s.
+pub(super) fn append_error(e: sqlx::Error, stream: &str, expected: i64) -> StoreError {
+    match &e {
         sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
             StoreError::VersionConflict {
                 stream: stream.to_owned(),
@@ -252,8 +258,7 @@ fn newest(
             }
         }
         _ => StoreError::Database(e),
-    })?;
-    Ok(versions.into_iter().max().unwrap_or(expected))
+    }
 }
 
 impl TenantStore {
@@ -367,8 +372,7 @@ impl TenantTx {
         )
         .fetch_all(&mut **self)
         .await?;
-        let mut tail = StreamTail::default();
-        for row in rows {
+        let rows = rows.into_iter().map(|row| {
             let event = StoredEvent {
                 id: row.id,
                 stream: row.stream,
@@ -382,18 +386,9 @@ impl TenantTx {
                 trace_id: row.trace_id,
                 occurred_at: row.occurred_at,
             };
-            tail.version = tail.version.max(event.version);
-            if row.keyed {
-                tail.keyed.push(event);
-            } else if types.contains(&event.type_name.as_str()) {
-                tail.events.push(event);
-            }
-        }
-        tail.events.sort_by_key(|e| std::cmp::Reverse(e.version));
-        tail.events.truncate(limit);
-        tail.events.reverse();
-        tail.keyed.sort_by_key(|e| e.version);
-        Ok(tail)
+            (event, row.keyed)
+        });
+        Ok(StreamTail::from_rows(rows, types, limit))
     }
 }
 
@@ -406,6 +401,32 @@ pub struct StreamTail {
     pub keyed: Vec<StoredEvent>,
     /// The stream's last version (0 when empty).
     pub version: i64,
+}
+
+impl StreamTail {
+    /// The tail of `rows` read by [`TenantTx::read_stream_tail`]'s query
+    /// (each event with whether it was found by its key), for the newest
+    /// `limit` events of `types`.
+    pub(super) fn from_rows(
+        rows: impl IntoIterator<Item = (StoredEvent, bool)>,
+        types: &[&str],
+        limit: usize,
+    ) -> Self {
+        let mut tail = Self::default();
+        for (event, keyed) in rows {
+            tail.version = tail.version.max(event.version);
+            if keyed {
+                tail.keyed.push(event);
+            } else if types.contains(&event.type_name.as_str()) {
+                tail.events.push(event);
+            }
+        }
+        tail.events.sort_by_key(|e| std::cmp::Reverse(e.version));
+        tail.events.truncate(limit);
+        tail.events.reverse();
+        tail.keyed.sort_by_key(|e| e.version);
+        tail
+    }
 }
 
 in_own_transaction! {

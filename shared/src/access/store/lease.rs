@@ -10,11 +10,8 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use sqlx::types::Json;
-
-use super::{InboxModel, StoreError, TenantStore, TenantTx, in_own_transaction};
-use crate::event::Attachment;
-use crate::ids::{ConversationId, InboxId, Platform, ProposalId, TenantId};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
+use crate::ids::{ConversationId, ProposalId, TenantId};
 
 /// A held conversation lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,56 +63,6 @@ impl TenantTx {
         .fetch_optional(&mut **self)
         .await?;
         Ok(self.hold(conversation, fence))
-    }
-
-    /// Reads an inbox message and, unless it was answered, tries to take
-    /// its conversation's lease, in one statement: like
-    /// [`Self::inbox_message`] then [`Self::try_acquire_lease`] (the same
-    /// update).
-    pub async fn claim(
-        &mut self,
-        inbox_id: InboxId,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<(InboxModel, Option<Lease>), StoreError> {
-        let row = sqlx::query!(
-            r#"WITH msg AS (SELECT i.id, i.tenant_id, i.conversation_id, c.character, c.platform,
-                 c.chat, c.thread, i.author_id, i.text, i.attachments, i.received_at, i.processed_at
-                 FROM inbox i JOIN conversations c ON c.id = i.conversation_id WHERE i.id = $1),
-             taken AS (UPDATE conversations SET lease_fence = nextval('lease_fences'),
-                 lease_holder = $2, lease_until = now() + $3::bigint * interval '1 millisecond'
-                 WHERE (lease_until IS NULL OR lease_until < now())
-                 AND id = (SELECT conversation_id FROM msg WHERE processed_at IS NULL)
-                 RETURNING lease_fence)
-             SELECT id AS "id!: InboxId", tenant_id AS "tenant_id!: TenantId",
-                 conversation_id AS "conversation_id!: ConversationId", character AS "character!",
-                 platform AS "platform!: Platform", chat AS "chat!", thread AS "thread!",
-                 author_id AS "author_id!", text AS "text!",
-                 attachments AS "attachments!: Json<Vec<Attachment>>", received_at AS "received_at!",
-                 processed_at, (SELECT lease_fence FROM taken) FROM msg"#,
-            inbox_id as _,
-            holder,
-            millis(ttl)
-        )
-        .fetch_optional(&mut **self)
-        .await?
-        .ok_or(StoreError::NotFound("inbox message"))?;
-        let msg = InboxModel {
-            id: row.id,
-            tenant_id: row.tenant_id,
-            conversation_id: row.conversation_id,
-            character: row.character,
-            platform: row.platform,
-            chat: row.chat,
-            thread: row.thread,
-            author_id: row.author_id,
-            text: row.text,
-            attachments: row.attachments,
-            received_at: row.received_at,
-            processed_at: row.processed_at,
-        };
-        let lease = self.hold(msg.conversation_id, row.lease_fence);
-        Ok((msg, lease))
     }
 
     /// The lease `fence` stands for, if one was taken. The conversation's
@@ -181,29 +128,6 @@ impl TenantTx {
         .await?;
         Ok(ids)
     }
-
-    /// The conversation's messages not answered yet, in arrival order.
-    pub async fn pending_messages(
-        &mut self,
-        conversation: ConversationId,
-        limit: i64,
-    ) -> Result<Vec<InboxModel>, StoreError> {
-        let messages = sqlx::query_as!(
-            InboxModel,
-            r#"SELECT i.id AS "id: InboxId", i.tenant_id AS "tenant_id: TenantId",
-               i.conversation_id AS "conversation_id: ConversationId", c.character,
-               c.platform AS "platform: Platform", c.chat, c.thread, i.author_id, i.text,
-               i.attachments AS "attachments: Json<Vec<Attachment>>", i.received_at, i.processed_at
-               FROM inbox i JOIN conversations c ON c.id = i.conversation_id
-               WHERE i.conversation_id = $1 AND i.processed_at IS NULL
-               ORDER BY i.received_at, i.id LIMIT $2"#,
-            conversation as _,
-            limit
-        )
-        .fetch_all(&mut **self)
-        .await?;
-        Ok(messages)
-    }
 }
 
 in_own_transaction! {
@@ -214,6 +138,4 @@ in_own_transaction! {
     fn renew_lease(&self, lease: &Lease, ttl: Duration) -> bool;
     /// Gives a lease back (a no-op when it was taken over).
     fn release_lease(&self, lease: &Lease) -> ();
-    /// The conversation's messages not answered yet, in arrival order.
-    fn pending_messages(&self, conversation: ConversationId, limit: i64) -> Vec<InboxModel>;
 }

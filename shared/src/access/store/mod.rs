@@ -25,6 +25,7 @@ mod proposals;
 mod routes;
 mod settings;
 mod tenant;
+mod turn;
 mod usage;
 
 use std::ops::{Deref, DerefMut};
@@ -52,6 +53,7 @@ pub use proposals::{
 pub use routes::{MemberCache, RouteCache};
 pub use settings::{MemberRow, TenantSetting};
 pub use tenant::TenantSettings;
+pub use turn::{CharacterMemory, TurnContext, TurnStart, TurnStartParams};
 pub use usage::TokenBudget;
 
 /// Errors of the Postgres store.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::events::{NewEvent, append_new, mark_delivered_with};
-use super::lease::{Lease, check_fence, millis};
+use super::events::{NewEvent, mark_delivered_with};
+use super::lease::{Lease, millis};
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
@@ -18,8 +18,8 @@ pub struct ReplyParams {
     /// The inbox messages the turn answered, in arrival order (rapid
     /// messages folded into one turn); the first one is the turn's lead.
     pub inbox_ids: Vec<InboxId>,
-    /// The conversation lease the turn ran under (checked unless the
-    /// transaction was begun fenced by it); `None` writes unfenced.
+    /// The conversation lease the turn ran under (checked); `None` writes
+    /// unfenced.
     pub lease: Option<Lease>,
     /// The outbox row's dedupe key (`reply:<lead inbox id>`, …).
     pub dedupe_key: String,
@@ -142,18 +142,11 @@ impl TenantStore {
         Ok(renewed == 1)
     }
 
-    /// Ends a turn atomically in a transaction of its own; see
-    /// [`TenantTx::complete_turn`].
+    /// Ends a turn without giving its lease back or adding tokens; see
+    /// [`TenantStore::end_turn`]. `false` (nothing written) when a message
+    /// was answered already.
     pub async fn complete_turn(&self, p: &ReplyParams) -> Result<bool, StoreError> {
-        let mut tx = match &p.lease {
-            Some(lease) => self.begin_fenced(lease).await?,
-            None => self.begin().await?,
-        };
-        if !tx.complete_turn(p).await? {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        Ok(self.end_turn(p, false, &[]).await?.is_some())
     }
 
     /// Outbox items not delivered (nor given up) that were written before
@@ -274,63 +267,6 @@ impl TenantTx {
         .execute(&mut **self)
         .await?;
         Ok(())
-    }
-
-    /// Ends a turn: marks the inbox messages processed, appends the turn's
-    /// final events (as new: the caller leaves out what is in the log
-    /// already, such as a `message_received` an earlier attempt recorded)
-    /// and writes the reply to the outbox. Returns `false` when
-    /// a message was processed already: the caller drops the transaction
-    /// then, so nothing changes. Fails with [`StoreError::LeaseLost`] when
-    /// `p.lease` was taken over (checked here unless the transaction was
-    /// begun fenced by it).
-    pub async fn complete_turn(&mut self, p: &ReplyParams) -> Result<bool, StoreError> {
-        let (lead, folded) = p
-            .inbox_ids
-            .split_first()
-            .ok_or(StoreError::NotFound("turn message"))?;
-        if let Some(lease) = &p.lease
-            && self.fenced != Some(*lease)
-        {
-            check_fence(self, lease).await?;
-        }
-        // The follow-ups folded into the turn (most turns have none) get a
-        // statement of their own: Postgres plans one over `= ANY($1)` anew
-        // on every call, as it assumes ten ids where its cached plan is
-        // compared with a plan for the real one or two.
-        if !folded.is_empty() {
-            let answered = sqlx::query!(
-                "UPDATE inbox SET processed_at = now() WHERE id = ANY($1) AND processed_at IS NULL",
-                folded as _
-            )
-            .execute(&mut **self)
-            .await?
-            .rows_affected();
-            if answered != folded.len() as u64 {
-                return Ok(false);
-            }
-        }
-        // The lead is marked answered and the reply's outbox row written in
-        // one statement, only when the lead was unanswered.
-        let written = sqlx::query!(
-            "WITH answered AS (UPDATE inbox SET processed_at = now() \
-                 WHERE id = $1 AND processed_at IS NULL RETURNING tenant_id, conversation_id) \
-             INSERT INTO outbox (id, tenant_id, conversation_id, dedupe_key, platform, chat, thread, text) \
-             SELECT $2, a.tenant_id, a.conversation_id, $3, c.platform, c.chat, c.thread, $4 \
-             FROM answered a JOIN conversations c ON c.id = a.conversation_id",
-            lead as _,
-            p.outbox_id as _,
-            p.dedupe_key,
-            p.text
-        )
-        .execute(&mut **self)
-        .await?
-        .rows_affected();
-        if written != 1 {
-            return Ok(false);
-        }
-        append_new(self, &p.stream, p.expected_version, &p.events).await?;
-        Ok(true)
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 
 /// What a tenant configured for its agents.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct TenantSettings {
     /// Short stable name.
     pub slug: String,

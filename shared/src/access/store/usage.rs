@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{StoreError, TenantSettings, TenantStore, TenantTx, in_own_transaction};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::cost::UsageLine;
 
 /// A tenant's LLM budget for one day.
@@ -94,41 +94,6 @@ impl TenantTx {
         .fetch_optional(&mut **self)
         .await?
         .ok_or(StoreError::NotFound("tenant"))
-    }
-
-    /// The tenant's settings and its budget and usage on `day`, in one
-    /// statement: like [`Self::settings`] then [`Self::token_budget`].
-    pub async fn settings_with_budget(
-        &mut self,
-        day: NaiveDate,
-    ) -> Result<(TenantSettings, TokenBudget), StoreError> {
-        let row = sqlx::query!(
-            r#"SELECT t.slug, t.name, t.brief, t.accounting_base_url, t.accounting_credential,
-               t.accounting_company, t.user_per_minute, t.tenant_per_minute, t.llm_tokens_per_day,
-               (SELECT coalesce(sum(u.tokens), 0)::bigint FROM tenant_llm_usage u
-                WHERE u.tenant_id = t.id AND u.day = $2) AS "used!"
-               FROM tenants t WHERE t.id = $1"#,
-            self.tenant as _,
-            day
-        )
-        .fetch_optional(&mut **self)
-        .await?
-        .ok_or(StoreError::NotFound("tenant"))?;
-        let settings = TenantSettings {
-            slug: row.slug,
-            name: row.name,
-            brief: row.brief,
-            accounting_base_url: row.accounting_base_url,
-            accounting_credential: row.accounting_credential,
-            accounting_company: row.accounting_company,
-            user_per_minute: row.user_per_minute,
-            tenant_per_minute: row.tenant_per_minute,
-        };
-        let budget = TokenBudget {
-            per_day: row.llm_tokens_per_day,
-            used: row.used,
-        };
-        Ok((settings, budget))
     }
 
     /// Adds tokens to the tenant's usage on `day`; returns the budget with
