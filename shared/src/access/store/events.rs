@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
 use crate::engine::text::{json_holds_nul, strip_nul};
 use crate::event::Actor;
-use crate::ids::{EventId, OutboxId, TenantId};
+use crate::ids::{EventId, TenantId};
 
 /// An event to append.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,6 @@ pub(super) async fn append(
     // Skipping needs a look-up per event and `ON CONFLICT`, a speculative
     // insertion per row: only appends with keys pay for them.
     let appended = insert_events!(
-        "",
         "WHERE (n.dedupe_key IS NULL OR NOT EXISTS \
          (SELECT 1 FROM events e WHERE e.tenant_id = n.tenant_id AND e.dedupe_key = n.dedupe_key))",
         "ON CONFLICT (tenant_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
@@ -103,39 +102,10 @@ pub(super) async fn append_new(
     }
     let events = storable(events);
     let c = Columns::of(&events);
-    let appended = insert_events!("", "", "", stream, expected, c)
+    let appended = insert_events!("", "", stream, expected, c)
         .fetch_all(&mut *conn)
         .await;
     newest(appended, stream, expected)
-}
-
-/// Marks outbox item `id` delivered (all `chunks` posted) and appends
-/// `event`, known to be new, in one statement, only when the item was not
-/// delivered before; `false` (nothing written) when it was.
-pub(super) async fn mark_delivered_with(
-    conn: &mut PgConnection,
-    id: OutboxId,
-    chunks: i32,
-    stream: &str,
-    event: &NewEvent,
-) -> Result<bool, StoreError> {
-    let events = storable(std::slice::from_ref(event));
-    let c = Columns::of(&events);
-    let appended = insert_events!(
-        "WITH gate AS (UPDATE outbox SET delivered_at = now(), \
-         chunks_delivered = greatest(chunks_delivered, $16) \
-         WHERE id = $15 AND delivered_at IS NULL RETURNING id) ",
-        "WHERE EXISTS (SELECT 1 FROM gate)",
-        "",
-        stream,
-        0,
-        c,
-        id as _,
-        chunks
-    )
-    .fetch_all(&mut *conn)
-    .await;
-    Ok(newest(appended, stream, 0)? != 0)
 }
 
 /// The events with every NUL character removed from their payloads (a model
@@ -189,15 +159,13 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The one append statement, in the forms [`append`], [`append_new`] and
-/// [`mark_delivered_with`] need: a `WITH` before it, a filter of the events
-/// and a conflict clause, as literals (the query is checked at compile
-/// time); more parameters, from `$15`, follow the columns.
+/// The one append statement, in the forms [`append`] and [`append_new`]
+/// need: a filter of the events and a conflict clause, as literals (the
+/// query is checked at compile time).
 macro_rules! insert_events {
-    ($with:literal, $filter:literal, $conflict:literal, $stream:expr, $expected:expr, $c:expr $(, $more:expr)*) => {
+    ($filter:literal, $conflict:literal, $stream:expr, $expected:expr, $c:expr) => {
         sqlx::query_scalar!(
-            $with
-                + "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, \
+            "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, \
                    actor_kind, actor_id, payload_schema, payload, dedupe_key, correlation_id, \
                    causation_id, trace_id, source) \
                    SELECT n.id, n.tenant_id, $1, $2 + row_number() OVER (ORDER BY n.ord), n.type, \
@@ -225,7 +193,6 @@ macro_rules! insert_events {
             &$c.causations as _,
             &$c.trace_ids as _,
             &$c.sources as _
-            $(, $more)*
         )
     };
 }

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::events::{NewEvent, mark_delivered_with};
+use sqlx::types::Json;
+
+use super::events::{NewEvent, append_error, storable};
 use super::lease::{Lease, millis};
 use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
-use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
+use crate::ids::{ConversationId, EventId, InboxId, OutboxId, Platform, TenantId};
 
 /// A reply that ends a turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +36,7 @@ pub struct ReplyParams {
 }
 
 /// An outbox row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct OutboxModel {
     pub id: OutboxId,
     pub tenant_id: TenantId,
@@ -74,48 +76,24 @@ impl TenantStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<DeliveryTurn, StoreError> {
-        let mut tx = self.begin().await?;
-        let held = sqlx::query_scalar!(
-            r#"INSERT INTO delivery_holds (conversation_id, tenant_id, holder, held_until)
-               SELECT conversation_id, tenant_id, $2, now() + $3::bigint * interval '1 millisecond'
-               FROM outbox WHERE id = $1
-               ON CONFLICT (conversation_id) DO UPDATE
-               SET holder = EXCLUDED.holder, held_until = EXCLUDED.held_until
-               WHERE delivery_holds.held_until < now() OR delivery_holds.holder = EXCLUDED.holder
-               RETURNING conversation_id AS "conversation_id: ConversationId""#,
+        let turn = sqlx::query_scalar!(
+            r#"SELECT automate_e_delivery_next($1, $2, $3, $4) AS "turn: Json<NextRow>""#,
+            self.tenant as _,
             up_to as _,
             holder,
             millis(ttl)
         )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(conversation) = held else {
-            let exists = sqlx::query_scalar!(
-                r#"SELECT 1 AS "one!" FROM outbox WHERE id = $1"#,
-                up_to as _
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return match exists {
-                Some(_) => Ok(DeliveryTurn::Busy),
-                None => Err(StoreError::NotFound("outbox item")),
-            };
-        };
-        let next = sqlx::query_as!(
-            OutboxModel,
-            r#"SELECT id AS "id: OutboxId", tenant_id AS "tenant_id: TenantId",
-               conversation_id AS "conversation_id: ConversationId", platform AS "platform: Platform",
-               chat, thread, text, chunks_delivered, delivered_at FROM outbox
-               WHERE conversation_id = $1 AND id <= $2 AND delivered_at IS NULL AND given_up_at IS NULL
-               ORDER BY id LIMIT 1"#,
-            conversation as _,
-            up_to as _
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(DeliveryTurn::Held { conversation, next })
+        .fetch_one(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("outbox item"))?
+        .0;
+        Ok(match turn.conversation {
+            Some(conversation) => DeliveryTurn::Held {
+                conversation,
+                next: turn.next,
+            },
+            None => DeliveryTurn::Busy,
+        })
     }
 
     /// Extends `holder`'s hold on the deliveries of `conversation` to `ttl`
@@ -239,17 +217,42 @@ impl TenantStore {
         event: &NewEvent,
         release: Option<(ConversationId, &str)>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        // One statement: the row is marked and the event appended only when
-        // the row was not delivered before (by a redelivered job: its event
-        // is there).
-        mark_delivered_with(&mut tx, id, chunks, stream, event).await?;
-        if let Some((conversation, holder)) = release {
-            tx.release_deliveries(conversation, holder).await?;
-        }
-        tx.commit().await?;
+        let event = &storable(std::slice::from_ref(event))[0];
+        let (conversation, holder) = release.unzip();
+        sqlx::query!(
+            "SELECT automate_e_delivery_done($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17)",
+            self.tenant as _,
+            id as _,
+            chunks,
+            stream,
+            EventId::new_v7().0,
+            event.type_name,
+            event.occurred_at,
+            event.actor.kind.as_str(),
+            event.actor.id,
+            &event.payload,
+            event.dedupe_key,
+            event.correlation_id,
+            event.causation_id,
+            event.trace_id,
+            event.source,
+            conversation as Option<ConversationId>,
+            holder
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| append_error(e, stream, 0))?;
         Ok(())
     }
+}
+
+/// `automate_e_delivery_next`'s answer: no conversation when another
+/// delivery holds it.
+#[derive(serde::Deserialize)]
+struct NextRow {
+    conversation: Option<ConversationId>,
+    next: Option<OutboxModel>,
 }
 
 impl TenantTx {
