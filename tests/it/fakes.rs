@@ -64,6 +64,23 @@ async fn openai_refuses_a_body_its_schema_forbids_and_an_unanswered_tool_call() 
         assert!(message.contains(named), "`{named}` in {message}");
     }
     assert_eq!(fake.refusals.take().len(), 4);
+
+    // A tools array is checked once; the rest of each body every time, and
+    // a refused array every time.
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let tools =
+        json!([{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}}]);
+    let allowed = json!({"model": "gpt-test", "messages": messages, "tools": tools});
+    assert_ne!(post(&url, Some(&auth), &allowed).await.0, 400);
+    let hot =
+        json!({"model": "gpt-test", "messages": messages, "tools": tools, "temperature": "hot"});
+    assert_eq!(post(&url, Some(&auth), &hot).await.0, 400);
+    let broken = json!({"model": "gpt-test", "messages": messages,
+        "tools": [{"type": "function", "function": {"name": 5}}]});
+    for _ in 0..2 {
+        assert_eq!(post(&url, Some(&auth), &broken).await.0, 400, "{broken}");
+    }
+    assert_eq!(fake.refusals.take().len(), 3);
 }
 
 #[tokio::test]

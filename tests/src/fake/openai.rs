@@ -80,6 +80,9 @@ struct Inner {
     /// Calls being answered right now, and the most seen at once.
     in_flight_total: usize,
     max_in_flight_total: usize,
+    /// `tools` arrays the API's document allowed: a character sends the
+    /// same one with every call (Book-E's is 35 KB), checked once.
+    allowed_tools: Vec<Value>,
 }
 
 /// The fake model endpoint.
@@ -197,7 +200,7 @@ fn error(status: StatusCode, message: &str, kind: &str) -> Response {
 async fn completions(
     State(fake): State<FakeOpenAi>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    Json(mut body): Json<Value>,
 ) -> Response {
     if super::bearer(&headers).as_deref() != Some(fake.api_key.as_str()) {
         return error(
@@ -206,7 +209,7 @@ async fn completions(
             "invalid_request_error",
         );
     }
-    if let Some(refusal) = refusal(&body) {
+    if let Some(refusal) = refusal(&fake, &mut body) {
         fake.refusals
             .record(format!("POST /v1/chat/completions: {refusal}"));
         return error(StatusCode::BAD_REQUEST, &refusal, "invalid_request_error");
@@ -434,10 +437,19 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
 }
 
 /// Why the API would refuse `body` (400), if it would: a body its document
-/// does not allow, or a tool call left without its answer.
-fn refusal(body: &Value) -> Option<String> {
+/// does not allow, or a tool call left without its answer. A `tools` array
+/// allowed before is left out of the check (and put back).
+fn refusal(fake: &FakeOpenAi, body: &mut Value) -> Option<String> {
     let spec = super::spec(super::Api::OpenAi);
     let (op, path) = spec.route("POST", "/chat/completions")?;
+    let known = body.get("tools").filter(|tools| {
+        let allowed = &fake.inner.lock().unwrap().allowed_tools;
+        allowed.contains(tools)
+    });
+    let set_aside = match (known.is_some(), body.as_object_mut()) {
+        (true, Some(fields)) => fields.remove("tools"),
+        _ => None,
+    };
     let problems = spec.check_request(
         op,
         &shared::openapi::RequestParts {
@@ -446,6 +458,20 @@ fn refusal(body: &Value) -> Option<String> {
             body: Some(body),
         },
     );
+    match (set_aside, body.as_object_mut()) {
+        (Some(tools), Some(fields)) => {
+            fields.insert("tools".to_owned(), tools);
+        }
+        _ if problems.is_empty() => {
+            if let Some(tools) = body.get("tools") {
+                let mut inner = fake.inner.lock().unwrap();
+                if inner.allowed_tools.len() < 16 {
+                    inner.allowed_tools.push(tools.clone());
+                }
+            }
+        }
+        _ => {}
+    }
     if !problems.is_empty() {
         return Some(problems.join("; "));
     }
