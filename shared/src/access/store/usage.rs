@@ -127,7 +127,8 @@ impl TenantTx {
     }
 }
 
-/// Rows a tenant's daily usage is spread over (migration 8).
+/// Rows a tenant's daily usage is spread over (migration 8; a turn's end,
+/// `automate_e_turn_end` of migration 28, spreads its tokens over as many).
 const USAGE_SHARDS: f64 = 64.0;
 
 in_own_transaction! {
