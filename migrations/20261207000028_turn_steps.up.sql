@@ -16,7 +16,8 @@ CREATE VIEW automate_e_inbox_messages WITH (security_invoker = true) AS
 -- `p_limit`), the tenant's settings and its tokens used on `p_day`, the
 -- newest facts about the first pending message's author and the end of the
 -- conversation's stream (its newest events of `p_types`, the
--- `message_received` of the pending messages, the last version), within the
+-- `message_received` of the pending messages and of `p_inbox`, the last
+-- version), within the
 -- memory of the conversation's character (`p_memory`:
 -- {character: {facts, history_days, history_messages}}). Returns
 -- {message, fence, pending, tenant, facts, tail}: only `message` when the
@@ -94,7 +95,9 @@ BEGIN
     -- As `TenantTx::read_stream_tail`: the newest rows read backwards along
     -- (stream, version), the last event whatever its type for the version.
     v_stream := p_stream_prefix || v_msg.conversation_id;
-    v_keys := ARRAY(SELECT p_key_prefix || (m ->> 'id') FROM jsonb_array_elements(v_pending) m);
+    -- The job's own message too: it may lie beyond the pending read.
+    v_keys := ARRAY(SELECT p_key_prefix || (m ->> 'id') FROM jsonb_array_elements(v_pending) m)
+        || (p_key_prefix || p_inbox);
     SELECT coalesce(jsonb_agg(to_jsonb(e)), '[]') INTO v_tail FROM (
         (SELECT id, stream, version, global_position, type, actor_kind, actor_id, payload,
              correlation_id, trace_id, occurred_at, false AS keyed FROM events

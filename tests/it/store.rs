@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use shared::access::store::{
     CharacterMemory, InboxWriter, Lease, NewEvent, NewMessageParams, RecordOutcome, ReplyParams,
-    StoreError, TenantStore,
+    StoreError, TenantStore, TurnStartParams,
 };
 use shared::event::{Actor, ActorKind};
 use shared::ids::{InboxId, OutboxId, Platform, TenantId};
@@ -1302,6 +1302,44 @@ async fn a_turn_starts_and_ends_in_one_call_each_under_its_lease() {
             "nothing written"
         );
         assert_eq!(store.stream_version(&stream).await.unwrap(), 8);
+    })
+    .await;
+}
+
+/// A give-up answers its message with the start's tail: the message's own
+/// `message_received` is found even when older pending messages fill the
+/// read.
+#[tokio::test]
+async fn a_turn_start_finds_its_own_recorded_message_beyond_the_pending_it_reads() {
+    TestDb::run(async |db| {
+        let (store, lead) = one_message(db).await;
+        let RecordOutcome::New { inbox_id: own } = store
+            .record_message(&NewMessageParams {
+                chat: "C9".into(),
+                ..message(lead.tenant_id, "1.1", "T9:C9:1.2", "later")
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("a new message");
+        };
+        let stream = format!("conversation-{}", lead.conversation_id);
+        let recorded = event(lead.tenant_id, Some(&format!("message:{own}")));
+        store.append(&stream, 0, &[recorded]).await.unwrap();
+        let memory = HashMap::new();
+        let start = TurnStartParams {
+            limit: 1,
+            ..turn_start(own, "a", None, &memory, &[])
+        };
+        let context = store.start_turn(&start).await.unwrap().context.unwrap();
+        let pending: Vec<InboxId> = context.pending.iter().map(|m| m.id).collect();
+        assert_eq!(pending, [lead.id], "only the oldest is read");
+        assert_eq!(
+            context.tail.keyed.len(),
+            1,
+            "its own recorded message is found"
+        );
+        assert_eq!(context.tail.keyed[0].version, 1);
     })
     .await;
 }

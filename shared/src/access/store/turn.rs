@@ -82,7 +82,7 @@ pub struct TurnContext {
     /// first.
     pub facts: Vec<String>,
     /// The end of the conversation's stream: the newest history events and
-    /// the `message_received` of the pending messages.
+    /// the `message_received` of the pending messages and of the job's own.
     pub tail: StreamTail,
 }
 
