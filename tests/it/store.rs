@@ -174,6 +174,22 @@ async fn refused(
         .is_none()
 }
 
+/// Records a second message in `lead`'s conversation.
+async fn record_follow_up(
+    store: &TenantStore,
+    lead: &shared::access::store::InboxModel,
+    text: &str,
+) -> InboxId {
+    let follow_up = NewMessageParams {
+        chat: "C9".into(),
+        ..message(lead.tenant_id, "1.1", "T9:C9:1.2", text)
+    };
+    let RecordOutcome::New { inbox_id } = store.record_message(&follow_up).await.unwrap() else {
+        panic!("the follow-up is new");
+    };
+    inbox_id
+}
+
 async fn one_message(db: &TestDb) -> (TenantStore, shared::access::store::InboxModel) {
     let tenant = db.seed_tenant("fenced", "slack", "T9", "*", "book-e").await;
     let store = db.service_store().await.tenant(TenantId::from(tenant));
@@ -361,16 +377,7 @@ async fn a_claim_takes_a_free_lease_and_only_for_an_unanswered_message() {
 async fn a_turn_whose_folded_follow_up_was_answered_meanwhile_writes_nothing() {
     TestDb::run(async |db| {
         let (store, lead) = one_message(db).await;
-        let follow_up = NewMessageParams {
-            chat: "C9".into(),
-            ..message(lead.tenant_id, "1.1", "T9:C9:1.2", "and one more thing")
-        };
-        let RecordOutcome::New {
-            inbox_id: follow_up,
-        } = store.record_message(&follow_up).await.unwrap()
-        else {
-            panic!("the follow-up is new");
-        };
+        let follow_up = record_follow_up(&store, &lead, "and one more thing").await;
         let reply = |inbox_ids: Vec<shared::ids::InboxId>| shared::access::store::ReplyParams {
             outbox_id: shared::ids::OutboxId::new_v7(),
             dedupe_key: format!("reply:{}", inbox_ids[0]),
@@ -1118,18 +1125,7 @@ async fn a_turn_starts_and_ends_in_one_call_each_under_its_lease() {
     const HEARD: &str = "automate_e.test.heard.v1";
     TestDb::run(async |db| {
         let (store, lead) = one_message(db).await;
-        let RecordOutcome::New {
-            inbox_id: follow_up,
-        } = store
-            .record_message(&NewMessageParams {
-                chat: "C9".into(),
-                ..message(lead.tenant_id, "1.1", "T9:C9:1.2", "and one more thing")
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("a new message");
-        };
+        let follow_up = record_follow_up(&store, &lead, "and one more thing").await;
         for fact in ["likes tea", "pays in NOK"] {
             store
                 .remember_fact(Platform::Slack, "U9", fact, lead.conversation_id)
@@ -1313,16 +1309,7 @@ async fn a_turn_starts_and_ends_in_one_call_each_under_its_lease() {
 async fn a_turn_start_finds_its_own_recorded_message_beyond_the_pending_it_reads() {
     TestDb::run(async |db| {
         let (store, lead) = one_message(db).await;
-        let RecordOutcome::New { inbox_id: own } = store
-            .record_message(&NewMessageParams {
-                chat: "C9".into(),
-                ..message(lead.tenant_id, "1.1", "T9:C9:1.2", "later")
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("a new message");
-        };
+        let own = record_follow_up(&store, &lead, "later").await;
         let stream = format!("conversation-{}", lead.conversation_id);
         let recorded = event(lead.tenant_id, Some(&format!("message:{own}")));
         store.append(&stream, 0, &[recorded]).await.unwrap();
