@@ -1,8 +1,6 @@
 //! The durable inbox: every accepted inbound message, deduplicated on the
 //! platform's message id, and its conversation.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -89,27 +87,9 @@ pub struct InboxModel {
     pub processed_at: Option<DateTime<Utc>>,
 }
 
-/// A conversation's key, with the character that answers it if it is new.
-struct ConversationKey<'a> {
-    platform: &'a str,
-    chat: &'a str,
-    thread: &'a str,
-    character: &'a str,
-}
-
-impl<'a> ConversationKey<'a> {
-    fn of(p: &'a NewMessageParams) -> Self {
-        Self {
-            platform: p.platform.as_str(),
-            chat: &p.chat,
-            thread: &p.thread,
-            character: &p.character,
-        }
-    }
-}
-
 /// The conversation `(tenant, platform, chat, thread)`, created for
-/// `character` if it does not exist yet.
+/// `character` if it does not exist yet (`automate_e_conversations`,
+/// migration 30).
 pub(super) async fn conversation_for(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -118,99 +98,76 @@ pub(super) async fn conversation_for(
     thread: &str,
     character: &str,
 ) -> Result<ConversationId, StoreError> {
-    let key = ConversationKey {
-        platform: platform.as_str(),
+    let ids = sqlx::query_scalar!(
+        r#"SELECT automate_e_conversations($1, ARRAY[$2::uuid], ARRAY[$3::text],
+           ARRAY[$4::text], ARRAY[$5::text], ARRAY[$6::text]) AS "ids: Vec<Option<ConversationId>>""#,
+        tenant as _,
+        ConversationId::new_v7() as _,
+        platform.as_str(),
         chat,
         thread,
-        character,
-    };
-    let ids = conversations_for(conn, tenant, &[key]).await?;
+        character
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     ids.into_iter()
+        .flatten()
         .next()
+        .flatten()
         .ok_or(StoreError::NotFound("conversation"))
 }
 
-/// The conversations of `keys`, in their order, each created if it does not
-/// exist yet: one statement for any number of keys (two when another
-/// transaction created one of them at the same moment).
-async fn conversations_for(
-    conn: &mut PgConnection,
+/// Records `batch`, messages of `tenant`, in one call of
+/// `automate_e_inbox_record` (migration 30): in the transaction of `conn`
+/// when it has one, else in the call's own.
+async fn record_batch(
+    conn: impl sqlx::PgExecutor<'_>,
     tenant: TenantId,
-    keys: &[ConversationKey<'_>],
-) -> Result<Vec<ConversationId>, StoreError> {
-    let key_of = |k: &ConversationKey<'_>| {
-        (
-            k.platform.to_owned(),
-            k.chat.to_owned(),
-            k.thread.to_owned(),
-        )
+    batch: &[&NewMessageParams],
+) -> Result<Vec<RecordOutcome>, StoreError> {
+    let column = |field: fn(&NewMessageParams) -> &str| -> Vec<&str> {
+        batch.iter().map(|p| field(p)).collect()
     };
-    let column = |keys: &[&ConversationKey<'_>],
-                  field: for<'k> fn(&ConversationKey<'k>) -> &'k str| {
-        keys.iter()
-            .map(|k| field(k).to_owned())
-            .collect::<Vec<String>>()
-    };
-    let mut found: HashMap<(String, String, String), ConversationId> = HashMap::new();
-    // Two rounds: a concurrent first message of the same conversation may
-    // insert the row after our look-up (our insert then waits for it and
-    // skips it; the next round's look-up sees it).
-    for _ in 0..2 {
-        let missing: Vec<&ConversationKey<'_>> = keys
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|_| InboxId::new_v7().0).collect();
+    // Used for the conversations that do not exist yet.
+    let conversation_ids: Vec<uuid::Uuid> =
+        batch.iter().map(|_| ConversationId::new_v7().0).collect();
+    let rows = sqlx::query!(
+        r#"SELECT inbox_id AS "inbox_id?: InboxId", created AS "created!",
+           processed AS "processed!"
+           FROM automate_e_inbox_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        tenant as _,
+        &ids,
+        &conversation_ids,
+        &column(|p| p.platform.as_str()) as _,
+        &column(|p| &p.chat) as _,
+        &column(|p| &p.thread) as _,
+        &column(|p| &p.character) as _,
+        &column(|p| &p.platform_message_id) as _,
+        &batch
             .iter()
-            .filter(|k| !found.contains_key(&key_of(k)))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        // One statement: existing conversations are only read (a plain
-        // read does not wait for a turn that holds the row, an insert
-        // attempt would), each key on its own (LATERAL … LIMIT 1 keeps the
-        // planner from scanning all of the tenant's conversations), and
-        // only the keys not found are inserted.
-        let new_ids: Vec<uuid::Uuid> = missing.iter().map(|_| ConversationId::new_v7().0).collect();
-        let rows = sqlx::query!(
-            r#"WITH k AS (
-                 SELECT DISTINCT ON (platform, chat, thread) id, platform, chat, thread, character
-                 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
-                     AS m (id, platform, chat, thread, character)),
-             found AS (
-                 SELECT c.id, c.platform, c.chat, c.thread FROM k,
-                 LATERAL (SELECT c.id, c.platform, c.chat, c.thread FROM conversations c
-                     WHERE c.tenant_id = $1 AND c.platform = k.platform AND c.chat = k.chat
-                     AND c.thread = k.thread LIMIT 1) c),
-             inserted AS (
-                 INSERT INTO conversations (id, tenant_id, platform, chat, thread, character)
-                 SELECT k.id, $1, k.platform, k.chat, k.thread, k.character FROM k
-                 WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.platform = k.platform
-                     AND f.chat = k.chat AND f.thread = k.thread)
-                 ON CONFLICT (tenant_id, platform, chat, thread) DO NOTHING
-                 RETURNING id, platform, chat, thread)
-             SELECT id AS "id!: ConversationId", platform AS "platform!", chat AS "chat!",
-             thread AS "thread!" FROM found
-             UNION ALL SELECT id, platform, chat, thread FROM inserted"#,
-            tenant as _,
-            &new_ids,
-            &column(&missing, |k| k.platform),
-            &column(&missing, |k| k.chat),
-            &column(&missing, |k| k.thread),
-            &column(&missing, |k| k.character)
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        found.extend(
-            rows.into_iter()
-                .map(|r| ((r.platform, r.chat, r.thread), r.id)),
-        );
-    }
-    let ids: Option<Vec<ConversationId>> = keys
-        .iter()
-        .map(|k| found.get(&key_of(k)).copied())
-        .collect();
-    if let Some(ids) = ids {
-        return Ok(ids);
-    }
-    Err(StoreError::NotFound("conversation"))
+            .map(|p| p.delivery_id.as_deref())
+            .collect::<Vec<_>>() as _,
+        &column(|p| &p.author_id) as _,
+        &column(|p| &p.text) as _,
+        &batch
+            .iter()
+            .map(|p| Json(&p.attachments))
+            .collect::<Vec<_>>() as _,
+        &batch.iter().map(|p| p.received_at).collect::<Vec<_>>()
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| match (r.inbox_id, r.created) {
+            (Some(inbox_id), true) => Ok(RecordOutcome::New { inbox_id }),
+            (Some(inbox_id), false) => Ok(RecordOutcome::Duplicate {
+                inbox_id,
+                processed: r.processed,
+            }),
+            (None, _) => Err(StoreError::NotFound("inbox message")),
+        })
+        .collect()
 }
 
 /// Writes `text` to the outbox under `dedupe_key`, for delivery into
@@ -238,105 +195,32 @@ pub(super) async fn insert_outbox(
 }
 
 impl TenantTx {
-    /// Records inbound messages of this tenant (and their conversations),
-    /// each once: a redelivery, or the same message twice in `batch`, gets
-    /// the existing row. Outcomes are in `batch` order. A fixed number of
-    /// statements for any number of messages.
+    /// [`TenantStore::record_messages`] in this transaction.
     pub async fn record_messages(
         &mut self,
         batch: &[&NewMessageParams],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
-        let keys: Vec<ConversationKey<'_>> = batch.iter().map(|p| ConversationKey::of(p)).collect();
         let tenant = self.tenant;
-        let conversations = conversations_for(self, tenant, &keys).await?;
-        let ids: Vec<uuid::Uuid> = batch.iter().map(|_| InboxId::new_v7().0).collect();
-        let platforms: Vec<&str> = batch.iter().map(|p| p.platform.as_str()).collect();
-        let message_ids: Vec<&str> = batch
-            .iter()
-            .map(|p| p.platform_message_id.as_str())
-            .collect();
-        let inserted: HashSet<InboxId> = sqlx::query_scalar!(
-            r#"INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id,
-             delivery_id, author_id, text, attachments, received_at)
-             SELECT m.id, $1, m.conversation_id, m.platform, m.platform_message_id, m.delivery_id,
-             m.author_id, m.text, m.attachments, m.received_at
-             FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
-             $8::text[], $9::jsonb[], $10::timestamptz[]) AS m (id, conversation_id, platform,
-             platform_message_id, delivery_id, author_id, text, attachments, received_at)
-             ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id AS "id: InboxId""#,
-            tenant as _,
-            &ids,
-            &conversations.iter().map(|c| c.0).collect::<Vec<_>>(),
-            &platforms as _,
-            &message_ids as _,
-            &batch
-                .iter()
-                .map(|p| p.delivery_id.as_deref())
-                .collect::<Vec<_>>() as _,
-            &batch
-                .iter()
-                .map(|p| p.author_id.as_str())
-                .collect::<Vec<_>>() as _,
-            &batch.iter().map(|p| p.text.as_str()).collect::<Vec<_>>() as _,
-            &batch
-                .iter()
-                .map(|p| Json(&p.attachments))
-                .collect::<Vec<_>>() as _,
-            &batch.iter().map(|p| p.received_at).collect::<Vec<_>>()
-        )
-        .fetch_all(&mut **self)
-        .await?
-        .into_iter()
-        .collect();
-        let mut existing = HashMap::new();
-        if inserted.len() < batch.len() {
-            let rows = sqlx::query!(
-                r#"SELECT i.platform AS "platform!", i.platform_message_id AS "message!",
-                   i.id AS "id!: InboxId", i.processed_at IS NOT NULL AS "processed!"
-                   FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS k (platform, message)) k,
-                   LATERAL (SELECT i.platform, i.platform_message_id, i.id, i.processed_at FROM inbox i
-                       WHERE i.platform = k.platform AND i.platform_message_id = k.message LIMIT 1) i"#,
-                &platforms as _,
-                &message_ids as _
-            )
-            .fetch_all(&mut **self)
-            .await?;
-            existing.extend(
-                rows.into_iter()
-                    .map(|r| ((r.platform, r.message), (r.id, r.processed))),
-            );
-        }
-        batch
-            .iter()
-            .zip(ids)
-            .map(|(p, id)| {
-                let id = InboxId(id);
-                if inserted.contains(&id) {
-                    return Ok(RecordOutcome::New { inbox_id: id });
-                }
-                let key = (
-                    p.platform.as_str().to_owned(),
-                    p.platform_message_id.clone(),
-                );
-                existing
-                    .get(&key)
-                    .map(|&(inbox_id, processed)| RecordOutcome::Duplicate {
-                        inbox_id,
-                        processed,
-                    })
-                    .ok_or(StoreError::NotFound("inbox message"))
-            })
-            .collect()
+        record_batch(&mut **self, tenant, batch).await
     }
 }
 
 impl TenantStore {
+    /// Records inbound messages of this tenant (and their conversations),
+    /// each once: a redelivery, or the same message twice in `batch`, gets
+    /// the existing row. Outcomes are in `batch` order. One round trip and
+    /// one transaction for any number of messages.
+    pub async fn record_messages(
+        &self,
+        batch: &[&NewMessageParams],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        record_batch(&self.pool, self.tenant, batch).await
+    }
+
     /// Records an inbound message (and its conversation) once; a redelivery
     /// returns the existing row.
     pub async fn record_message(&self, p: &NewMessageParams) -> Result<RecordOutcome, StoreError> {
-        let mut tx = self.begin().await?;
-        let outcome = tx.record_messages(&[p]).await?.into_iter().next();
-        tx.commit().await?;
+        let outcome = self.record_messages(&[p]).await?.into_iter().next();
         outcome.ok_or(StoreError::NotFound("inbox message"))
     }
 

@@ -74,7 +74,7 @@ async fn write_round(
         .collect()
 }
 
-/// Writes one tenant's batch in one transaction. If that fails, each
+/// Writes one tenant's batch in one call (its own transaction). If that fails, each
 /// message is written alone, so one bad message does not fail the others.
 async fn write(
     store: &Store,
@@ -82,14 +82,8 @@ async fn write(
     batch: Vec<(usize, NewMessageParams)>,
 ) -> Vec<(usize, Result<RecordOutcome, StoreError>)> {
     let store = store.tenant(tenant);
-    let together = async {
-        let mut tx = store.begin().await?;
-        let params: Vec<&NewMessageParams> = batch.iter().map(|(_, p)| p).collect();
-        let outcomes = tx.record_messages(&params).await?;
-        tx.commit().await?;
-        Ok::<_, StoreError>(outcomes)
-    };
-    match together.await {
+    let params: Vec<&NewMessageParams> = batch.iter().map(|(_, p)| p).collect();
+    match store.record_messages(&params).await {
         Ok(outcomes) => batch
             .into_iter()
             .map(|(position, _)| position)
