@@ -56,8 +56,9 @@ $$;
 -- i-th), each once, with their conversations (`automate_e_conversations`):
 -- a redelivery, or the same message twice in one call, gets the existing
 -- row. Returns per message, in order: its row, whether this call created
--- it, and whether its turn is done; no row when the existing one is not
--- the tenant's.
+-- it, and whether its turn is done. Nothing is written when a message's
+-- existing row is not the tenant's (SQLSTATE AE003) or a conversation was
+-- neither found nor created (AE004).
 CREATE FUNCTION automate_e_inbox_record(
     p_tenant uuid, p_ids uuid[], p_new_conversations uuid[], p_platforms text[],
     p_chats text[], p_threads text[], p_characters text[], p_message_ids text[],
@@ -74,7 +75,8 @@ BEGIN
     v_conversations := automate_e_conversations(p_tenant, p_new_conversations, p_platforms,
         p_chats, p_threads, p_characters);
     IF array_position(v_conversations, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'a message''s conversation was neither found nor created';
+        RAISE EXCEPTION 'a message''s conversation was neither found nor created'
+            USING ERRCODE = 'AE004';
     END IF;
     WITH n AS (
         INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id,
@@ -87,8 +89,19 @@ BEGIN
             attachments, received_at)
         ON CONFLICT (platform, platform_message_id) DO NOTHING RETURNING id)
     SELECT coalesce(array_agg(n.id), '{}') INTO v_created FROM n;
-    -- A later statement: it sees what this call and, once they committed,
-    -- concurrent ones inserted.
+    -- Later statements: they see what this call and, once they committed,
+    -- concurrent ones inserted. Each message is looked up on its own (a
+    -- LATERAL … LIMIT 1 or a scalar subquery is not flattened into a join
+    -- that could scan the whole inbox).
+    IF cardinality(v_created) < cardinality(p_ids) THEN
+        PERFORM 1 FROM unnest(p_ids, p_platforms, p_message_ids) AS m (id, platform, message_id)
+            WHERE NOT m.id = ANY(v_created) AND (SELECT i.id FROM inbox i
+                WHERE i.platform = m.platform AND i.platform_message_id = m.message_id
+                LIMIT 1) IS NULL;
+        IF FOUND THEN
+            RAISE EXCEPTION 'a message was recorded for another tenant' USING ERRCODE = 'AE003';
+        END IF;
+    END IF;
     RETURN QUERY
         SELECT CASE WHEN m.id = ANY(v_created) THEN m.id ELSE e.id END, m.id = ANY(v_created),
             coalesce(e.done, false)
@@ -96,7 +109,7 @@ BEGIN
             message_id, ord)
         LEFT JOIN LATERAL (SELECT i.id, i.processed_at IS NOT NULL AS done FROM inbox i
             WHERE NOT m.id = ANY(v_created) AND i.platform = m.platform
-            AND i.platform_message_id = m.message_id) e ON true
+            AND i.platform_message_id = m.message_id LIMIT 1) e ON true
         ORDER BY m.ord;
 END
 $$;

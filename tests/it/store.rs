@@ -569,6 +569,7 @@ async fn messages_written_together_each_get_their_own_outcome() {
     TestDb::run(async |db| {
         let a = TenantId::from(db.seed_tenant("a", "slack", "TA", "*", "book-e").await);
         let b = TenantId::from(db.seed_tenant("b", "slack", "TB", "*", "book-e").await);
+        let c = TenantId::from(db.seed_tenant("c", "slack", "TC", "*", "book-e").await);
         let store = db.service_store().await;
         let RecordOutcome::New { inbox_id: earlier } = store
             .tenant(a)
@@ -579,8 +580,8 @@ async fn messages_written_together_each_get_their_own_outcome() {
             panic!("a first delivery is new");
         };
 
-        // All of these are written in one round, the two tenants' messages in
-        // a transaction each, at the same time.
+        // All of these are written in one round, each tenant's messages in
+        // one call, at the same time.
         let writer = InboxWriter::start(&store, 64);
         let sent = [
             message(a, "t0", "TA:1", "earlier, delivered again"),
@@ -588,7 +589,9 @@ async fn messages_written_together_each_get_their_own_outcome() {
             message(a, "t1", "TA:2", "new, the same message at once"),
             message(a, "t1", "TA:3", "a follow-up in the same thread"),
             message(b, "t1", "TB:1", "another tenant's"),
-            message(a, "t2", "TA:4", "text Postgres refuses: \0"),
+            message(b, "t1", "TA:1", "a message id recorded for tenant a"),
+            message(c, "t1", "TC:1", "fine"),
+            message(c, "t2", "TC:2", "text Postgres refuses: \0"),
         ];
         let outcomes = futures::future::join_all(sent.into_iter().map(|m| writer.record(m))).await;
 
@@ -606,11 +609,18 @@ async fn messages_written_together_each_get_their_own_outcome() {
             "the twin gets the row of the first: {:?}",
             outcomes[2]
         );
-        let (follow_up, other_tenant) = (new(3), new(4));
+        // A message that fails its tenant's call fails alone: the call wrote
+        // nothing, so the others are new when written one by one.
+        let (follow_up, other_tenant, fine) = (new(3), new(4), new(6));
         assert!(
-            matches!(outcomes[5], Err(StoreError::Database(_))),
-            "the bad message fails alone: {:?}",
+            matches!(outcomes[5], Err(StoreError::NotFound("inbox message"))),
+            "another tenant's message id is not this tenant's: {:?}",
             outcomes[5]
+        );
+        assert!(
+            matches!(outcomes[7], Err(StoreError::Database(_))),
+            "the bad message fails alone: {:?}",
+            outcomes[7]
         );
 
         let rows: Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
@@ -620,7 +630,7 @@ async fn messages_written_together_each_get_their_own_outcome() {
         .await
         .unwrap();
         let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.0).collect();
-        assert_eq!(ids, [earlier.0, first.0, follow_up.0, other_tenant.0]);
+        assert_eq!(ids, [earlier.0, first.0, follow_up.0, other_tenant.0, fine.0]);
         assert_eq!(rows[1].2, rows[2].2, "one thread, one conversation");
         assert_ne!(rows[0].2, rows[1].2);
         assert_eq!(rows[3].1, b.0, "recorded under its own tenant");

@@ -117,6 +117,11 @@ pub(super) async fn conversation_for(
         .ok_or(StoreError::NotFound("conversation"))
 }
 
+/// SQLSTATE of an inbox write with a message recorded for another tenant.
+const ANOTHER_TENANTS: &str = "AE003";
+/// SQLSTATE of an inbox write with a conversation neither found nor created.
+const NO_CONVERSATION: &str = "AE004";
+
 /// Records `batch`, messages of `tenant`, in one call of
 /// `automate_e_inbox_record` (migration 30): in the transaction of `conn`
 /// when it has one, else in the call's own.
@@ -157,7 +162,18 @@ async fn record_batch(
         &batch.iter().map(|p| p.received_at).collect::<Vec<_>>()
     )
     .fetch_all(conn)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(ANOTHER_TENANTS) => StoreError::NotFound("inbox message"),
+            Some(NO_CONVERSATION) => StoreError::NotFound("conversation"),
+            _ => StoreError::Database(e),
+        },
+        _ => StoreError::Database(e),
+    })?;
+    if rows.len() != batch.len() {
+        return Err(StoreError::NotFound("inbox message"));
+    }
     rows.into_iter()
         .map(|r| match (r.inbox_id, r.created) {
             (Some(inbox_id), true) => Ok(RecordOutcome::New { inbox_id }),
