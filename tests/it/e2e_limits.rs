@@ -246,7 +246,7 @@ async fn a_spent_token_budget_gets_the_on_a_break_reply_without_a_model_call() {
             "{}",
             posted[1].text
         );
-        assert_eq!(t.openai.requests().len(), 1, "no model call once spent");
+        assert_eq!(t.openai.request_count(), 1, "no model call once spent");
         let used = tokens_used(t).await;
         assert_eq!(used, 150, "the fake model reports 120 + 30 tokens");
     })
@@ -270,7 +270,7 @@ async fn a_budget_spent_by_the_turns_own_first_call_stops_its_next_round() {
             posted[0].text
         );
         assert_eq!(
-            t.openai.requests().len(),
+            t.openai.request_count(),
             1,
             "the tool round's 150 tokens spend the budget of 100 within the turn"
         );

@@ -790,7 +790,7 @@ async fn review_es_note_is_not_lost_when_its_run_stops_after_the_verdict_was_rec
             .await
             .unwrap();
         assert_eq!(tries, 2, "the first write was stopped");
-        assert_eq!(t.openai.requests().len(), 3, "Book-E twice, Review-E once");
+        assert_eq!(t.openai.request_count(), 3, "Book-E twice, Review-E once");
     })
     .await;
 }

@@ -38,7 +38,7 @@ async fn a_message_accepted_before_redis_lost_its_queue_is_answered_once() {
             t.wait_for_posts(1).await;
             t.wait_idle().await;
             assert_eq!(t.slack.take_texts(), ["Fortsatt her."]);
-            assert_eq!(t.openai.requests().len(), 1, "one turn");
+            assert_eq!(t.openai.request_count(), 1, "one turn");
         },
     )
     .await;
@@ -160,7 +160,7 @@ async fn the_queue_depth_endpoint_reports_the_real_backlog_pending_and_in_flight
 
             t.start_worker().await;
             t.wait_until("every turn running", || async {
-                t.openai.requests().len() >= 3
+                t.openai.request_count() >= 3
             })
             .await;
             let running = queue_depth(t).await;

@@ -152,7 +152,7 @@ async fn slack_message_gets_a_tool_backed_reply_in_its_thread_once() {
         t.wait_idle().await;
         assert_eq!(t.db.count("inbox").await, 1);
         assert_eq!(t.db.count("outbox").await, 1);
-        assert_eq!(t.openai.requests().len(), 2);
+        assert_eq!(t.openai.request_count(), 2);
     })
     .await;
 }

@@ -104,7 +104,7 @@ async fn tool_rounds_are_bounded() {
             .script((0..5).map(|_| Scripted::tool_call("get_bank_balances", "{}")));
         ask(t).await;
         assert_eq!(t.slack.take_texts(), [ROUND_LIMIT_REPLY]);
-        assert_eq!(t.openai.requests().len(), 5);
+        assert_eq!(t.openai.request_count(), 5);
         assert_eq!(
             t.accounting.take_requests().len(),
             4,
@@ -124,7 +124,7 @@ async fn a_model_outage_is_retried_and_the_message_answered_once() {
         ]);
         ask(t).await;
         assert_eq!(t.slack.take_texts(), ["Der er jeg."]);
-        assert_eq!(t.openai.requests().len(), 3);
+        assert_eq!(t.openai.request_count(), 3);
         assert_eq!(
             t.db.event_types("conversation-").await,
             [
@@ -172,7 +172,7 @@ async fn a_turn_whose_message_was_answered_meanwhile_keeps_its_steps_in_the_log(
         send(t).await;
         // The second model call has begun: the message is answered elsewhere.
         t.wait_until("the second model call", || async {
-            t.openai.requests().len() == 2
+            t.openai.request_count() == 2
         })
         .await;
         sqlx::query("UPDATE inbox SET processed_at = now()")
@@ -223,7 +223,7 @@ async fn a_turn_whose_lease_was_taken_over_stops_calling_the_model() {
                 t.queue.depth(QueueName::Worker).await.unwrap().delayed == 1
             })
             .await;
-            let calls = t.openai.requests().len();
+            let calls = t.openai.request_count();
             assert!(calls <= 3, "{calls} model calls under a lost lease");
             assert!(t.slack.take_posted().is_empty());
 

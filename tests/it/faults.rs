@@ -160,7 +160,7 @@ async fn sigterm_mid_turn(t: &TestEnv, load: SlackLoad, grace_ms: &str) -> Durat
         .await;
     load.post_all(t).await;
     t.wait_until("every turn running", || async {
-        t.openai.requests().len() >= load.total()
+        t.openai.request_count() >= load.total()
     })
     .await;
     let stopped = std::time::Instant::now();
@@ -188,7 +188,7 @@ async fn sigterm_finishes_running_turns_within_the_grace_period_and_exits_zero()
         .await;
         t.wait_idle().await;
         load.assert_answered_once_in_order(t).await;
-        assert_eq!(t.openai.requests().len(), load.total(), "no turn ran twice");
+        assert_eq!(t.openai.request_count(), load.total(), "no turn ran twice");
     })
     .await;
 }

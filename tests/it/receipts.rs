@@ -457,7 +457,7 @@ async fn files_too_large_of_a_refused_type_or_unreachable_get_a_clear_reply_and_
         assert_eq!(told[1], "Jeg fikk ikke lest filene.");
         assert_eq!(t.db.count("files").await, 0, "nothing kept");
         // One turn, without files to show, that knows what was not read.
-        assert_eq!(t.openai.requests().len(), 1);
+        assert_eq!(t.openai.request_count(), 1);
         let last = t.openai.requests()[0]["messages"].as_array().unwrap().last().unwrap().clone();
         let content = last["content"].as_str().expect("text only");
         assert!(content.contains("- stor.jpg: not read (larger than"), "{content}");

@@ -275,7 +275,7 @@ async fn turn(n: usize, sequential: usize) -> Value {
         "turns_per_s": turns_per_s,
         "ms_per_turn": 1000.0 / turns_per_s,
         "cpu_ms_per_turn": cpu,
-        "model_calls": t.openai.requests().len(),
+        "model_calls": t.openai.request_count(),
         "sequential_turns": sequential,
         "sequential_p50_ms": percentile(&latencies, 0.5),
         "sequential_p99_ms": percentile(&latencies, 0.99),

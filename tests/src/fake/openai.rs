@@ -66,7 +66,8 @@ struct Inner {
     unoffered: Vec<String>,
     /// Scripts for named characters (matched in the system prompt).
     by_character: Vec<(String, VecDeque<Scripted>)>,
-    requests: Vec<Value>,
+    /// Shared, not copied: a body carries the character's tool schemas.
+    requests: Vec<Arc<Value>>,
     attempts: Vec<super::PostAttempt>,
     calls: u64,
     /// Answer when nothing is scripted (default: a 500 error).
@@ -163,7 +164,13 @@ impl FakeOpenAi {
 
     /// Every request body received so far.
     pub fn requests(&self) -> Vec<Value> {
-        self.inner.lock().unwrap().requests.clone()
+        let inner = self.inner.lock().unwrap();
+        inner.requests.iter().map(|r| Value::clone(r)).collect()
+    }
+
+    /// How many requests were received so far.
+    pub fn request_count(&self) -> usize {
+        self.inner.lock().unwrap().requests.len()
     }
 
     /// When each call was answered and what wait a 429 asked for, in order.
@@ -215,9 +222,10 @@ async fn completions(
         return error(StatusCode::BAD_REQUEST, &refusal, "invalid_request_error");
     }
     let in_flight = InFlight::enter(&fake, conversation_key(&body));
+    let body = Arc::new(body);
     let latency = {
         let mut inner = fake.inner.lock().unwrap();
-        inner.requests.push(body.clone());
+        inner.requests.push(Arc::clone(&body));
         inner.calls += 1;
         inner.latency
     };
