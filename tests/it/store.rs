@@ -810,6 +810,20 @@ async fn index_reads(db: &TestDb, (index, table): (&str, &str)) -> (i64, i64) {
     .unwrap()
 }
 
+/// Runs `insert` (bound to `id`) as the owner, then has Postgres count
+/// `table` anew, as a real store's statistics would after such history.
+async fn seed_history(db: &TestDb, insert: &str, id: uuid::Uuid, table: &str) {
+    sqlx::query(insert)
+        .bind(id)
+        .execute(&db.owner)
+        .await
+        .unwrap();
+    sqlx::query(&format!("ANALYZE {table}"))
+        .execute(&db.owner)
+        .await
+        .unwrap();
+}
+
 /// A tenant's store on one service connection that uses generic plans,
 /// which do not see bound values (a pooled connection uses them after a few
 /// calls), so a test of an index does not pass on a plan made for one set
@@ -862,12 +876,70 @@ async fn assert_read_through_index(
 }
 
 #[tokio::test]
+async fn recording_messages_reads_the_inbox_only_through_its_message_index() {
+    TestDb::run(async |db| {
+        let tenant = db.seed_tenant("acme", "slack", "T1", "*", "book-e").await;
+        let (pool, store) = generic_plan_store(db, tenant).await;
+        let tenant = TenantId::from(tenant);
+        let RecordOutcome::New { inbox_id: earlier } = store
+            .record_message(&message(tenant, "t0", "T1:0", "earlier"))
+            .await
+            .unwrap()
+        else {
+            panic!("a first delivery is new");
+        };
+        // 20,000 more messages of the conversation.
+        seed_history(
+            db,
+            "INSERT INTO inbox (id, tenant_id, conversation_id, platform, platform_message_id, \
+             author_id, text, attachments, received_at) \
+             SELECT gen_random_uuid(), i.tenant_id, i.conversation_id, 'slack', 'T1:bulk:' || g, \
+                 'U1', 'text', '[]', now() \
+             FROM inbox i, generate_series(1, 20000) g WHERE i.id = $1",
+            earlier.0,
+            "inbox",
+        )
+        .await;
+        let by_message = ("inbox_platform_platform_message_id_key", "inbox");
+        let before = index_reads(db, by_message).await;
+
+        // A redelivery, a new message and its twin, in generic plans.
+        for round in 0..8 {
+            let fresh = format!("T1:new:{round}");
+            let outcomes = store
+                .record_messages(&[
+                    &message(tenant, "t0", "T1:0", "earlier, delivered again"),
+                    &message(tenant, "t1", &fresh, "new"),
+                    &message(tenant, "t1", &fresh, "new, its twin"),
+                ])
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcomes[..], [
+                    RecordOutcome::Duplicate { inbox_id, processed: false },
+                    RecordOutcome::New { inbox_id: new },
+                    RecordOutcome::Duplicate { inbox_id: twin, .. },
+                ] if inbox_id == earlier && twin == new),
+                "{outcomes:?}"
+            );
+        }
+
+        // Each round looks up the redelivery and the twin, each inserted
+        // row is checked against the index.
+        assert_read_through_index(db, &pool, by_message, before, 16).await;
+        pool.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usage_index() {
     TestDb::run(async |db| {
         let tenant = db.seed_tenant("acme", "slack", "T1", "*", "book-e").await;
         // A year of history before the period (messages, model calls, tool
         // calls), then the period's two model calls and one tool call.
-        sqlx::query(
+        seed_history(
+            db,
             "INSERT INTO events (id, tenant_id, stream, version, type, occurred_at, actor_kind, \
              actor_id, payload_schema, payload, source) \
              SELECT gen_random_uuid(), $1, 'conversation-' || (g / 4), g % 4 + 1, \
@@ -881,15 +953,10 @@ async fn the_usage_report_counts_its_period_and_reads_only_that_through_the_usag
                         '{\"outcome\": \"ok\", \"request\": {\"path\": \"/contacts\"}}', '{}', \
                         '{\"model\": \"gpt-test\", \"input_tokens\": 120, \"output_tokens\": 30}'] \
                  )[g % 4 + 1]::jsonb AS payload) t",
+            tenant,
+            "events",
         )
-        .bind(tenant)
-        .execute(&db.owner)
-        .await
-        .unwrap();
-        sqlx::query("ANALYZE events")
-            .execute(&db.owner)
-            .await
-            .unwrap();
+        .await;
         let (pool, store) = generic_plan_store(db, tenant).await;
         let usage = ("events_usage", "events");
         let before = index_reads(db, usage).await;
