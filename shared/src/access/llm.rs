@@ -1,6 +1,7 @@
 //! LLM client: any OpenAI-compatible Chat Completions endpoint, through async-openai.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_openai::Client;
@@ -18,6 +19,7 @@ use async_openai::types::chat::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::engine::prompt::{ChatMessage, InlineFile, ToolCall};
 use crate::engine::text::into_storable;
@@ -90,7 +92,7 @@ pub struct CompletionRequest<'a> {
     /// Conversation so far.
     pub messages: &'a [ChatMessage],
     /// Functions the model may call.
-    pub functions: &'a [FunctionSpec],
+    pub tools: &'a OfferedTools,
     /// Sampling temperature.
     pub temperature: Option<f32>,
     /// Upper bound on output tokens.
@@ -165,7 +167,7 @@ impl LlmClient {
         let built = ChatRequest {
             model: request.model,
             messages: to_openai_messages(request.messages)?,
-            tools: Tools(request.functions),
+            tools: request.tools.json(),
             temperature: request.temperature,
             max_completion_tokens: request.max_output_tokens,
         };
@@ -233,16 +235,44 @@ impl LlmClient {
     }
 }
 
+/// The Chat Completions `tools` array of some functions, serialized once:
+/// an API's operations are tens of kilobytes of schema, which each call
+/// then writes into its body as they are.
+#[derive(Debug, Clone, Default)]
+pub struct OfferedTools(Option<Arc<RawValue>>);
+
+impl OfferedTools {
+    /// `functions` as `function` tools; none when there are none.
+    pub fn new(functions: &[FunctionSpec]) -> Self {
+        if functions.is_empty() {
+            return Self(None);
+        }
+        // JSON values always serialize (their map keys are strings).
+        let json = serde_json::value::to_raw_value(&Tools(functions))
+            .expect("function schemas serialize as JSON");
+        Self(Some(Arc::from(json)))
+    }
+
+    fn json(&self) -> Option<&RawValue> {
+        self.0.as_deref()
+    }
+}
+
+impl PartialEq for OfferedTools {
+    fn eq(&self, other: &Self) -> bool {
+        self.json().map(RawValue::get) == other.json().map(RawValue::get)
+    }
+}
+
 /// A Chat Completions request (the body `CreateChatCompletionRequest`
-/// describes, without streaming) serialized from borrowed parts: the
-/// tools' schemas, tens of kilobytes for an API's operations, are written
-/// into the body, not copied for each call.
+/// describes, without streaming) serialized from borrowed parts, the
+/// tools as [`OfferedTools`] made them.
 #[derive(Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
     messages: Vec<ChatCompletionRequestMessage>,
-    #[serde(skip_serializing_if = "Tools::is_empty")]
-    tools: Tools<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,12 +281,6 @@ struct ChatRequest<'a> {
 
 /// Functions offered as Chat Completions `function` tools.
 struct Tools<'a>(&'a [FunctionSpec]);
-
-impl Tools<'_> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 impl Serialize for Tools<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -416,10 +440,11 @@ mod tests {
             (&functions[..], Some(0.2), Some(800)),
             (&[][..], None, None),
         ] {
+            let tools = OfferedTools::new(functions);
             let ours = ChatRequest {
                 model: "gpt-test",
                 messages: to_openai_messages(&messages).unwrap(),
-                tools: Tools(functions),
+                tools: tools.json(),
                 temperature,
                 max_completion_tokens: max,
             };

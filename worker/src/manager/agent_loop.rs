@@ -6,16 +6,14 @@
 //! triggered run and Review-E differ only in their [`LoopSink`]: what they
 //! record of each round and how they run a tool.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
-use shared::access::llm::{Completion, CompletionRequest, LlmClient};
+use shared::access::llm::{Completion, CompletionRequest, LlmClient, OfferedTools};
 use shared::access::store::{TenantStore, TokenBudget};
 use shared::character::Character;
 use shared::engine::prompt::{ChatMessage, ToolCall};
-use shared::engine::tool::FunctionSpec;
 use shared::engine::turn::{self, MAX_TOOL_CALLS_PER_ROUND, Step};
 use shared::job::JobFailure;
 
@@ -118,7 +116,7 @@ pub struct AgentLoop<'a> {
     character: &'a Character,
     model: &'a str,
     max_rounds: u32,
-    functions: Cow<'a, [FunctionSpec]>,
+    tools: OfferedTools,
 }
 
 impl<'a> AgentLoop<'a> {
@@ -133,7 +131,7 @@ impl<'a> AgentLoop<'a> {
                 .model
                 .max_tool_rounds
                 .unwrap_or(agents.default_max_tool_rounds),
-            functions: agents.functions_of(character),
+            tools: agents.tools_of(character),
         }
     }
 
@@ -141,7 +139,7 @@ impl<'a> AgentLoop<'a> {
     pub fn single_answer(agents: &'a AgentContext, character: &'a Character) -> Self {
         Self {
             max_rounds: 1,
-            functions: Cow::Borrowed(&[]),
+            tools: OfferedTools::default(),
             ..Self::new(agents, character)
         }
     }
@@ -234,7 +232,7 @@ impl<'a> AgentLoop<'a> {
             .complete(&CompletionRequest {
                 model: self.model,
                 messages,
-                functions: &self.functions,
+                tools: &self.tools,
                 temperature: model.temperature,
                 max_output_tokens: model.max_output_tokens,
             })

@@ -11,15 +11,14 @@ pub mod runs;
 pub mod tools;
 pub mod triggers;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shared::access::llm::LlmClient;
+use shared::access::llm::{LlmClient, OfferedTools};
 use shared::access::store::TenantStore;
 use shared::character::{Character, Characters};
 use shared::engine::prompt::InlineFile;
-use shared::engine::tool::{FunctionSpec, function_specs};
+use shared::engine::tool::function_specs;
 use shared::job::JobFailure;
 use shared::request::FileRef;
 
@@ -35,10 +34,10 @@ pub struct AgentContext {
     pub default_model: String,
     /// Model rounds with tool calls when the character sets none.
     pub default_max_tool_rounds: u32,
-    /// Each character's function schemas, made once: an API's operations
-    /// are tens of kilobytes of schema, which every model call would
-    /// otherwise copy.
-    functions: Arc<BTreeMap<String, Vec<FunctionSpec>>>,
+    /// Each character's tools, serialized once: an API's operations are
+    /// tens of kilobytes of schema, which every model call would otherwise
+    /// serialize again.
+    tools: Arc<BTreeMap<String, OfferedTools>>,
 }
 
 impl AgentContext {
@@ -49,24 +48,24 @@ impl AgentContext {
         default_model: String,
         default_max_tool_rounds: u32,
     ) -> Self {
-        let functions = characters
+        let tools = characters
             .all()
-            .map(|c| (c.name.clone(), function_specs(c)))
+            .map(|c| (c.name.clone(), OfferedTools::new(&function_specs(c))))
             .collect();
         Self {
             llm,
             characters: Arc::new(characters),
             default_model,
             default_max_tool_rounds,
-            functions: Arc::new(functions),
+            tools: Arc::new(tools),
         }
     }
 
-    /// The function schemas of `character`'s tools.
-    pub fn functions_of<'a>(&'a self, character: &Character) -> Cow<'a, [FunctionSpec]> {
-        match self.functions.get(&character.name) {
-            Some(specs) => Cow::Borrowed(specs),
-            None => Cow::Owned(function_specs(character)),
+    /// `character`'s tools, as the model is offered them.
+    pub fn tools_of(&self, character: &Character) -> OfferedTools {
+        match self.tools.get(&character.name) {
+            Some(tools) => tools.clone(),
+            None => OfferedTools::new(&function_specs(character)),
         }
     }
 
