@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::{StoreError, TenantStore, TenantTx, in_own_transaction};
+use super::{StoreError, TenantStore, TenantTx, in_own_transaction, step_error};
 use crate::event::Attachment;
 use crate::ids::{ConversationId, InboxId, OutboxId, Platform, TenantId};
 
@@ -117,11 +117,6 @@ pub(super) async fn conversation_for(
         .ok_or(StoreError::NotFound("conversation"))
 }
 
-/// SQLSTATE of an inbox write with a message recorded for another tenant.
-const ANOTHER_TENANTS: &str = "AE003";
-/// SQLSTATE of an inbox write with a conversation neither found nor created.
-const NO_CONVERSATION: &str = "AE004";
-
 /// Records `batch`, messages of `tenant`, in one call of
 /// `automate_e_inbox_record` (migration 30): in the transaction of `conn`
 /// when it has one, else in the call's own.
@@ -163,14 +158,7 @@ async fn record_batch(
     )
     .fetch_all(conn)
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some(ANOTHER_TENANTS) => StoreError::NotFound("inbox message"),
-            Some(NO_CONVERSATION) => StoreError::NotFound("conversation"),
-            _ => StoreError::Database(e),
-        },
-        _ => StoreError::Database(e),
-    })?;
+    .map_err(step_error)?;
     if rows.len() != batch.len() {
         return Err(StoreError::NotFound("inbox message"));
     }

@@ -100,6 +100,31 @@ impl From<StoreError> for crate::job::JobFailure {
     }
 }
 
+/// SQLSTATEs the store's step functions raise (migrations 28 and 30).
+const LEASE_LOST: &str = "AE001";
+const ANSWERED_ALREADY: &str = "AE002";
+const ANOTHER_TENANTS_MESSAGE: &str = "AE003";
+const NO_CONVERSATION: &str = "AE004";
+
+/// Whether a step function raised `e` as SQLSTATE `code`.
+fn raised(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+/// A step function's error as the store's: a lease taken over, a message
+/// recorded for another tenant, a conversation neither found nor created.
+fn step_error(e: sqlx::Error) -> StoreError {
+    if raised(&e, LEASE_LOST) {
+        StoreError::LeaseLost
+    } else if raised(&e, ANOTHER_TENANTS_MESSAGE) {
+        StoreError::NotFound("inbox message")
+    } else if raised(&e, NO_CONVERSATION) {
+        StoreError::NotFound("conversation")
+    } else {
+        StoreError::Database(e)
+    }
+}
+
 /// How long a pooled connection may sit idle and still be used without a
 /// ping (a round trip) first.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(1);

@@ -11,16 +11,11 @@ use sqlx::types::Json;
 use super::events::{Columns, append_error, storable};
 use super::lease::millis;
 use super::{
-    InboxModel, Lease, ReplyParams, StoreError, StoredEvent, StreamTail, TenantSettings,
-    TenantStore, TokenBudget,
+    ANSWERED_ALREADY, InboxModel, Lease, ReplyParams, StoreError, StoredEvent, StreamTail,
+    TenantSettings, TenantStore, TokenBudget, raised, step_error,
 };
 use crate::event::{Attachment, CONVERSATION_STREAM_PREFIX};
 use crate::ids::{ConversationId, InboxId, Platform, ProposalId, TenantId};
-
-/// SQLSTATE of a turn step whose lease was taken over.
-const LEASE_LOST: &str = "AE001";
-/// SQLSTATE of a turn end whose messages were answered already.
-const ANSWERED_ALREADY: &str = "AE002";
 
 /// What a character remembers, as a turn's start reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,7 +105,7 @@ impl TenantStore {
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(lease_error)?
+        .map_err(step_error)?
         .ok_or(StoreError::NotFound("inbox message"))?
         .0;
         let message = InboxModel::from(row.message);
@@ -202,24 +197,12 @@ impl TenantStore {
         .await;
         match ended {
             Ok(unreviewed) => Ok(Some(unreviewed)),
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(ANSWERED_ALREADY) => {
-                Ok(None)
-            }
-            Err(e) => Err(match lease_error(e) {
+            Err(e) if raised(&e, ANSWERED_ALREADY) => Ok(None),
+            Err(e) => Err(match step_error(e) {
                 StoreError::Database(e) => append_error(e, &p.stream, p.expected_version),
                 lost => lost,
             }),
         }
-    }
-}
-
-/// A taken-over lease's error as [`StoreError::LeaseLost`].
-fn lease_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some(LEASE_LOST) => {
-            StoreError::LeaseLost
-        }
-        _ => StoreError::Database(e),
     }
 }
 
