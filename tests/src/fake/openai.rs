@@ -66,8 +66,7 @@ struct Inner {
     unoffered: Vec<String>,
     /// Scripts for named characters (matched in the system prompt).
     by_character: Vec<(String, VecDeque<Scripted>)>,
-    /// Shared, not copied: a body carries the character's tool schemas.
-    requests: Vec<Arc<Value>>,
+    requests: Vec<Arc<Received>>,
     attempts: Vec<super::PostAttempt>,
     calls: u64,
     /// Answer when nothing is scripted (default: a 500 error).
@@ -81,9 +80,33 @@ struct Inner {
     /// Calls being answered right now, and the most seen at once.
     in_flight_total: usize,
     max_in_flight_total: usize,
-    /// `tools` arrays the API's document allowed: a character sends the
-    /// same one with every call (Book-E's is 35 KB), checked once.
-    allowed_tools: Vec<Value>,
+    /// `tools` arrays the API's document allowed, as sent and parsed: a
+    /// character sends the same one with every call (Book-E's is 35 KB),
+    /// checked and kept once.
+    allowed_tools: Vec<(Box<str>, Arc<Value>)>,
+}
+
+/// A request as received. A `tools` array allowed before is not kept in
+/// `body` but shared: the bench's thousands of requests would otherwise
+/// each keep their own copy of the character's schemas.
+struct Received {
+    body: Value,
+    tools: Option<Arc<Value>>,
+}
+
+impl Received {
+    fn tools(&self) -> Option<&Value> {
+        self.tools.as_deref().or_else(|| self.body.get("tools"))
+    }
+
+    /// The whole body, as sent.
+    fn to_value(&self) -> Value {
+        let mut body = self.body.clone();
+        if let (Some(tools), Some(fields)) = (&self.tools, body.as_object_mut()) {
+            fields.insert("tools".to_owned(), Value::clone(tools));
+        }
+        body
+    }
 }
 
 /// The fake model endpoint.
@@ -165,7 +188,7 @@ impl FakeOpenAi {
     /// Every request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         let inner = self.inner.lock().unwrap();
-        inner.requests.iter().map(|r| Value::clone(r)).collect()
+        inner.requests.iter().map(|r| r.to_value()).collect()
     }
 
     /// How many requests were received so far.
@@ -207,7 +230,7 @@ fn error(status: StatusCode, message: &str, kind: &str) -> Response {
 async fn completions(
     State(fake): State<FakeOpenAi>,
     headers: HeaderMap,
-    Json(mut body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Response {
     if super::bearer(&headers).as_deref() != Some(fake.api_key.as_str()) {
         return error(
@@ -216,16 +239,18 @@ async fn completions(
             "invalid_request_error",
         );
     }
-    if let Some(refusal) = refusal(&fake, &mut body) {
-        fake.refusals
-            .record(format!("POST /v1/chat/completions: {refusal}"));
-        return error(StatusCode::BAD_REQUEST, &refusal, "invalid_request_error");
-    }
-    let in_flight = InFlight::enter(&fake, conversation_key(&body));
-    let body = Arc::new(body);
+    let request = match received(&fake, &headers, &body) {
+        Ok(request) => Arc::new(request),
+        Err((status, refusal)) => {
+            fake.refusals
+                .record(format!("POST /v1/chat/completions: {refusal}"));
+            return error(status, &refusal, "invalid_request_error");
+        }
+    };
+    let in_flight = InFlight::enter(&fake, conversation_key(&request.body));
     let latency = {
         let mut inner = fake.inner.lock().unwrap();
-        inner.requests.push(Arc::clone(&body));
+        inner.requests.push(Arc::clone(&request));
         inner.calls += 1;
         inner.latency
     };
@@ -233,7 +258,7 @@ async fn completions(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let response = answer(&fake, &body);
+    let response = answer(&fake, &request);
     drop(in_flight);
     let response = match response {
         Answer::Now(response) => response,
@@ -321,7 +346,8 @@ enum Answer {
     After(std::time::Duration, Response),
 }
 
-fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
+fn answer(fake: &FakeOpenAi, request: &Received) -> Answer {
+    let body = &request.body;
     let mut inner = fake.inner.lock().unwrap();
     let id = format!("chatcmpl-fake{}", inner.calls);
     let system = body["messages"][0]["content"]
@@ -343,8 +369,9 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
             "server_error",
         ));
     };
-    let offered: Vec<&str> = body["tools"]
-        .as_array()
+    let offered: Vec<&str> = request
+        .tools()
+        .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|t| t["function"]["name"].as_str())
@@ -361,7 +388,7 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
     }
     let (answer, wait) = match answer {
         Scripted::Hang(wait) => (Scripted::Text("too late".into()), Some(wait)),
-        Scripted::SandboxBookkeeper => (sandbox_bookkeeper(body), None),
+        Scripted::SandboxBookkeeper => (sandbox_bookkeeper(request), None),
         Scripted::ToolThenEcho(name) => {
             let last = body["messages"].as_array().and_then(|m| m.last());
             match last.filter(|m| m["role"] == "tool") {
@@ -444,46 +471,84 @@ fn answer(fake: &FakeOpenAi, body: &Value) -> Answer {
     }
 }
 
-/// Why the API would refuse `body` (400), if it would: a body its document
-/// does not allow, or a tool call left without its answer. A `tools` array
-/// allowed before is left out of the check (and put back).
-fn refusal(fake: &FakeOpenAi, body: &mut Value) -> Option<String> {
-    let spec = super::spec(super::Api::OpenAi);
-    let (op, path) = spec.route("POST", "/chat/completions")?;
-    let known = body.get("tools").filter(|tools| {
+/// `body` as received, or why the API would refuse it: not JSON, a body
+/// its document does not allow, or a tool call left without its answer. A
+/// `tools` array sent before, byte for byte, is neither parsed nor checked
+/// again, and is shared.
+fn received(
+    fake: &FakeOpenAi,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Received, (StatusCode, String)> {
+    let refused = |problem: String| (StatusCode::BAD_REQUEST, problem);
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json".to_owned(),
+        ));
+    }
+    let not_json = |e: serde_json::Error| {
+        refused(format!(
+            "We could not parse the JSON body of your request. ({e})"
+        ))
+    };
+    let mut fields: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(bytes).map_err(not_json)?;
+    let sent_tools = fields.remove("tools");
+    let known = sent_tools.and_then(|sent| {
         let allowed = &fake.inner.lock().unwrap().allowed_tools;
-        allowed.contains(tools)
+        allowed
+            .iter()
+            .find(|(text, _)| **text == *sent.get())
+            .map(|(_, tools)| Arc::clone(tools))
     });
-    let set_aside = match (known.is_some(), body.as_object_mut()) {
-        (true, Some(fields)) => fields.remove("tools"),
+    let mut body = serde_json::Map::new();
+    for (name, raw) in fields {
+        body.insert(name, serde_json::from_str(raw.get()).map_err(not_json)?);
+    }
+    let new_tools = match (&known, sent_tools) {
+        (None, Some(sent)) => {
+            let tools: Value = serde_json::from_str(sent.get()).map_err(not_json)?;
+            body.insert("tools".to_owned(), tools);
+            Some(sent.get())
+        }
         _ => None,
     };
-    let problems = spec.check_request(
-        op,
-        &shared::openapi::RequestParts {
-            path,
-            query: &[],
-            body: Some(body),
-        },
-    );
-    match (set_aside, body.as_object_mut()) {
-        (Some(tools), Some(fields)) => {
-            fields.insert("tools".to_owned(), tools);
+    let mut body = Value::Object(body);
+    let spec = super::spec(super::Api::OpenAi);
+    if let Some((op, path)) = spec.route("POST", "/chat/completions") {
+        let problems = spec.check_request(
+            op,
+            &shared::openapi::RequestParts {
+                path,
+                query: &[],
+                body: Some(&body),
+            },
+        );
+        if !problems.is_empty() {
+            return Err(refused(problems.join("; ")));
         }
-        _ if problems.is_empty() => {
-            if let Some(tools) = body.get("tools") {
-                let mut inner = fake.inner.lock().unwrap();
-                if inner.allowed_tools.len() < 16 {
-                    inner.allowed_tools.push(tools.clone());
-                }
+    }
+    if let Some(refusal) = unanswered_tool_calls(&body["messages"]) {
+        return Err(refused(refusal));
+    }
+    let tools = match (known, new_tools, body.as_object_mut()) {
+        (Some(known), _, _) => Some(known),
+        (None, Some(text), Some(fields)) => fields.remove("tools").map(|tools| {
+            let tools = Arc::new(tools);
+            let mut inner = fake.inner.lock().unwrap();
+            if inner.allowed_tools.len() < 16 {
+                inner.allowed_tools.push((text.into(), Arc::clone(&tools)));
             }
-        }
-        _ => {}
-    }
-    if !problems.is_empty() {
-        return Some(problems.join("; "));
-    }
-    unanswered_tool_calls(&body["messages"])
+            tools
+        }),
+        _ => None,
+    };
+    Ok(Received { body, tools })
 }
 
 /// What the Chat Completions API answers (400) when the conversation breaks
@@ -531,13 +596,14 @@ pub fn unanswered_tool_calls(messages: &Value) -> Option<String> {
 }
 
 /// What the sandbox's scripted bookkeeper does next in a turn.
-fn sandbox_bookkeeper(body: &Value) -> Scripted {
+fn sandbox_bookkeeper(request: &Received) -> Scripted {
     const LIST: &str = "list_purchases_without_receipt";
     const ATTACH: &str = "attach_receipt";
     const SCRIPTED: &str = "(A scripted sandbox model answers here: set AE_LLM__BASE_URL and \
                             AE_LLM__API_KEY for a real one.)";
-    let offered = body["tools"]
-        .as_array()
+    let offered = request
+        .tools()
+        .and_then(Value::as_array)
         .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == LIST));
     if !offered {
         // An agent without the books' tools: Review-E, asked for a verdict.
@@ -546,7 +612,10 @@ fn sandbox_bookkeeper(body: &Value) -> Scripted {
                 .to_string(),
         );
     }
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let messages = request.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let Some(last) = messages.last().filter(|m| m["role"] == "tool") else {
         return Scripted::tool_call(LIST, "{}");
     };
