@@ -12,7 +12,7 @@ use tests::{
     run_test, run_test_with,
 };
 
-use crate::e2e_turn::woken_consumers;
+use crate::e2e_turn::{WOKEN_WITHIN, woken_consumers};
 
 const OWNER_THREAD: &str = "1596183880.004200";
 
@@ -103,10 +103,16 @@ async fn an_approval_is_carried_out_without_waiting_for_a_poll() {
             t.click("W222", APPROVE_ACTION, &card.approve_value()).await,
             200
         );
-        t.wait_for_proposal("executed").await;
+        t.wait_until_within("the execution, woken", WOKEN_WITHIN, || async {
+            t.proposals().await.iter().any(|(_, s)| s == "executed")
+        })
+        .await;
         assert_eq!(t.accounting.purchases(ACME).len(), 1);
         // The owner's notice and the card's update are delivered at once too.
-        t.wait_for_posts(1).await;
+        t.wait_until_within("the notice, woken", WOKEN_WITHIN, || async {
+            t.slack.posted_count() >= 1
+        })
+        .await;
         assert!(t.slack.take_texts()[0].starts_with("Done: "));
         t.wait_idle().await;
         assert_eq!(t.slack.take_updates().len(), 1);

@@ -96,7 +96,7 @@ impl JobQueue {
     }
 
     /// The channel that announces pushes to `queue`.
-    fn wake_channel(&self, queue: QueueName) -> String {
+    pub fn wake_channel(&self, queue: QueueName) -> String {
         format!("{}:wake", self.key_prefix(queue))
     }
 
