@@ -1331,6 +1331,18 @@ async fn a_turn_starts_and_ends_in_one_call_each_under_its_lease() {
                 .is_none(),
             "a failed end writes nothing"
         );
+        assert!(
+            store
+                .try_acquire_lease(
+                    lead.conversation_id,
+                    "b",
+                    std::time::Duration::from_secs(30)
+                )
+                .await
+                .unwrap()
+                .is_none(),
+            "a failed end keeps the lease"
+        );
 
         let unreviewed = store.end_turn(&reply, true, &[(today, 42)]).await.unwrap();
         assert_eq!(unreviewed, Some(vec![]), "ended, the lease given back");
