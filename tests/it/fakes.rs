@@ -81,6 +81,29 @@ async fn openai_refuses_a_body_its_schema_forbids_and_an_unanswered_tool_call() 
         assert_eq!(post(&url, Some(&auth), &broken).await.0, 400, "{broken}");
     }
     assert_eq!(fake.refusals.take().len(), 3);
+    // Each kept request gives its whole body back, its shared array too.
+    assert_ne!(post(&url, Some(&auth), &allowed).await.0, 400);
+    let kept = fake.requests();
+    assert_eq!(kept.iter().filter(|r| **r == allowed).count(), 2);
+
+    // Not JSON, or not sent as JSON: refused before any check.
+    let client = reqwest::Client::new();
+    for (content_type, body, status) in [
+        ("application/json", "{\"model\": ", 400),
+        ("text/plain", "{\"model\": \"gpt-test\"}", 415),
+    ] {
+        let response = client
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the fake answers");
+        assert_eq!(response.status().as_u16(), status, "{content_type} {body}");
+    }
+    assert_eq!(fake.refusals.take().len(), 2);
+    assert_eq!(fake.request_count(), kept.len(), "refused, not kept");
 }
 
 #[tokio::test]
