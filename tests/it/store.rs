@@ -1332,15 +1332,13 @@ async fn a_turn_starts_and_ends_in_one_call_each_under_its_lease() {
             "a failed end writes nothing"
         );
         assert!(
-            store
-                .try_acquire_lease(
-                    lead.conversation_id,
-                    "b",
-                    std::time::Duration::from_secs(30)
-                )
-                .await
-                .unwrap()
-                .is_none(),
+            refused(
+                &store,
+                lead.conversation_id,
+                "b",
+                std::time::Duration::from_secs(30)
+            )
+            .await,
             "a failed end keeps the lease"
         );
 
