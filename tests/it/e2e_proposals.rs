@@ -103,16 +103,10 @@ async fn an_approval_is_carried_out_without_waiting_for_a_poll() {
             t.click("W222", APPROVE_ACTION, &card.approve_value()).await,
             200
         );
-        t.wait_until_within("the execution, woken", WOKEN_WITHIN, || async {
-            t.proposals().await.iter().any(|(_, s)| s == "executed")
-        })
-        .await;
+        t.wait_for_proposal_within("executed", WOKEN_WITHIN).await;
         assert_eq!(t.accounting.purchases(ACME).len(), 1);
         // The owner's notice and the card's update are delivered at once too.
-        t.wait_until_within("the notice, woken", WOKEN_WITHIN, || async {
-            t.slack.posted_count() >= 1
-        })
-        .await;
+        t.wait_for_posts_within(1, WOKEN_WITHIN).await;
         assert!(t.slack.take_texts()[0].starts_with("Done: "));
         t.wait_idle().await;
         assert_eq!(t.slack.take_updates().len(), 1);

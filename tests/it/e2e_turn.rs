@@ -320,10 +320,7 @@ async fn a_message_is_answered_without_waiting_for_a_poll() {
                 let body = fixture("slack/event_callback.message.json")
                     .replace("1596183880.004200", &format!("1596183880.00420{n}"));
                 assert_eq!(t.post_slack_event(&body).await, 200);
-                t.wait_until_within("the reply, woken", WOKEN_WITHIN, || async {
-                    t.slack.posted_count() >= 1
-                })
-                .await;
+                t.wait_for_posts_within(1, WOKEN_WITHIN).await;
                 assert_eq!(t.slack.take_texts(), [answer]);
             }
             t.wait_idle().await;

@@ -856,7 +856,12 @@ impl TestEnv {
 
     /// Waits until some proposal is in `state`; returns its id.
     pub async fn wait_for_proposal(&self, state: &str) -> Uuid {
-        self.wait_until(&format!("a proposal {state}"), || async {
+        self.wait_for_proposal_within(state, WAIT_TIMEOUT).await
+    }
+
+    /// [`Self::wait_for_proposal`] with its own time limit.
+    pub async fn wait_for_proposal_within(&self, state: &str, limit: Duration) -> Uuid {
+        self.wait_until_within(&format!("a proposal {state}"), limit, || async {
             self.proposals().await.iter().any(|(_, s)| s == state)
         })
         .await;
@@ -936,7 +941,12 @@ impl TestEnv {
 
     /// Waits until the fake Slack has `n` posted messages waiting.
     pub async fn wait_for_posts(&self, n: usize) {
-        self.wait_until(&format!("{n} Slack posts"), || async {
+        self.wait_for_posts_within(n, WAIT_TIMEOUT).await;
+    }
+
+    /// [`Self::wait_for_posts`] with its own time limit.
+    pub async fn wait_for_posts_within(&self, n: usize, limit: Duration) {
+        self.wait_until_within(&format!("{n} Slack posts"), limit, || async {
             self.slack.posted_count() >= n
         })
         .await;
